@@ -1,4 +1,41 @@
-//! shmpipe core (placeholder, being written).
+//! # shmpipe-core
+//!
+//! Moves messages between OS processes through shared memory:
+//!
+//! - [`Segment`]: named shared-memory segments with a validated header (magic number, layout
+//!   version, size, creator, ready flag), created exclusively with mode 0600.
+//! - [`Queue`]: a bounded, lock-free multi-producer single-consumer queue of variable-size
+//!   messages in one segment. Small and medium messages live inline in a reused ring; larger
+//!   ones travel in a segment of their own, so there is no size limit but memory.
+//! - [`Producer`] / [`Consumer`]: zero-copy on both sides ([`Producer::reserve`] →
+//!   [`Loan::commit`]; [`Consumer::recv`] → [`Message`], released on drop), with copying
+//!   [`Producer::send`] built on top.
+//! - Waits spin briefly, then sleep on a cross-process futex in bounded slices, checking that the
+//!   peer is alive; they honour timeouts and [`CancelToken`]s.
+//!
+//! No Node.js here: the bindings live in `crates/node`.
+
+#![warn(missing_docs)]
+
+mod consumer;
+mod error;
+mod event;
+pub mod futex;
+mod layout;
+mod name;
+mod process;
+mod producer;
+mod queue;
+mod segment;
+
+pub use consumer::{Consumer, Message};
+pub use error::{BadSegmentReason, Error, Result};
+pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
+pub use name::{random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
+pub use process::{start_time, ProcessIdentity};
+pub use producer::{Loan, Producer};
+pub use queue::{Queue, QueueOptions};
+pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
 pub const LAYOUT_VERSION: u32 = 1;

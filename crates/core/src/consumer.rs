@@ -1,0 +1,483 @@
+//! The receiving side: read committed records in place, release them in any order, and pass
+//! over what dead or aborting producers left behind.
+
+use crate::error::{Error, Result};
+use crate::event::{wait_until, WaitOptions};
+use crate::layout::{
+    entry, kind, pos_distance, state, BlobDescriptor, Cursor, BLOB_DESCRIPTOR_SIZE, PENDING_VALID,
+    POS_MASK, UNIT,
+};
+use crate::name::validate_name;
+use crate::process::ProcessIdentity;
+use crate::queue::{stamp_state, QueueShared};
+use crate::segment::{Segment, SegmentKind};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The queue's single consumer.
+///
+/// Dropping it closes it: waiting producers then see [`Error::Closed`].
+pub struct Consumer {
+    shared: Arc<QueueShared>,
+    /// Next position to read (records before it were delivered or passed over).
+    read_pos: u64,
+    /// Membership counter as of the last health check.
+    seen_membership: u32,
+    closed: bool,
+}
+
+/// A received message, read in place. Its bytes stay valid and unchanged until it is dropped,
+/// which releases its space to the producers. Messages may be dropped in any order.
+pub struct Message {
+    shared: Arc<QueueShared>,
+    body: Body,
+}
+
+enum Body {
+    Inline {
+        pos: u64,
+        ptr: *const u8,
+        len: usize,
+        producer: u32,
+        generation: u32,
+    },
+    Blob(Segment),
+}
+
+// SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
+// COMMITTED and only its release lets producers reuse it); releasing is atomic and may happen on
+// any thread of the consumer's process.
+unsafe impl Send for Message {}
+// SAFETY: `&Message` only allows reading the bytes, which nobody writes while it lives.
+unsafe impl Sync for Message {}
+
+impl Message {
+    /// The message's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.body {
+            // SAFETY: see the `Send` impl: the bytes are ours until drop.
+            Body::Inline { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            // SAFETY: the blob segment's body is `body_len` bytes, mapped while `seg` lives,
+            // and its producer committed it before the consumer could see it.
+            Body::Blob(seg) => unsafe {
+                std::slice::from_raw_parts(seg.body_ptr(), seg.body_len())
+            },
+        }
+    }
+
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the message travelled in a segment of its own.
+    pub fn is_blob(&self) -> bool {
+        matches!(self.body, Body::Blob(_))
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Body::Inline {
+            pos,
+            producer,
+            generation,
+            ..
+        } = self.body
+        {
+            release(&self.shared, pos, Some((producer, generation)));
+        }
+    }
+}
+
+/// Marks the record at `pos` released, credits its producer, and frees what can be freed.
+fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
+    if let Some((index, generation)) = producer {
+        if index < shared.max_producers {
+            let e = shared.producer_entry(index);
+            if e.generation.load(Ordering::Relaxed) == generation {
+                e.consumed.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+    shared
+        .record(pos)
+        .stamp
+        .store(shared.stamp(pos, state::RELEASED), Ordering::Release);
+    advance_head(shared);
+}
+
+/// Moves the head past every released record at its front. Safe from any thread of the consumer's
+/// process: each record's stamp is taken (RELEASED → 0) by exactly one thread, which then moves
+/// the head past it.
+fn advance_head(shared: &QueueShared) {
+    let h = shared.header();
+    loop {
+        // Pairs with the fence in other releasing threads: either we see their RELEASED stamp
+        // at our head, or they see the head we stored and move it on themselves.
+        fence(Ordering::SeqCst);
+        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let pos = head.pos();
+        let rec = shared.record(pos);
+        let released = shared.stamp(pos, state::RELEASED);
+        if rec.stamp.load(Ordering::Acquire) != released {
+            break;
+        }
+        let Ok(units) = shared.checked_units(pos, rec) else {
+            break; // corrupt: leave it for the consumer's read path to report
+        };
+        let is_message = rec.kind.load(Ordering::Relaxed) != kind::PAD;
+        if rec
+            .stamp
+            .compare_exchange(released, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        h.head
+            .0
+            .store(head.advance(units, is_message as u64).0, Ordering::Release);
+    }
+    h.space_event.0.notify();
+}
+
+/// What the consumer found at its read position.
+enum Found {
+    Message(Message),
+    /// Nothing ready.
+    Nothing,
+}
+
+impl Consumer {
+    pub(crate) fn new(shared: Arc<QueueShared>) -> Self {
+        let read_pos = Cursor(shared.header().head.0.load(Ordering::Acquire)).pos();
+        Self {
+            shared,
+            read_pos,
+            seen_membership: u32::MAX,
+            closed: false,
+        }
+    }
+
+    /// Takes the next message if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Message>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        match self.poll()? {
+            Found::Message(m) => Ok(Some(m)),
+            Found::Nothing => Ok(None),
+        }
+    }
+
+    /// Takes the next message, waiting while the queue is empty.
+    ///
+    /// Fails with [`Error::Closed`] once the queue is drained and every producer has closed, or
+    /// [`Error::PeerGone`] if one of them died instead.
+    pub fn recv(&mut self, wait: &WaitOptions) -> Result<Message> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let shared = self.shared.clone();
+        let me = std::cell::RefCell::new(self);
+        wait_until(
+            &shared.header().data_event.0,
+            wait,
+            || {
+                let mut me = me.borrow_mut();
+                if let Found::Message(m) = me.poll()? {
+                    return Ok(Some(m));
+                }
+                // A producer joined or left: check at once rather than at the next slice.
+                let membership = shared.header().membership.0.load(Ordering::Acquire);
+                if membership != me.seen_membership {
+                    return me.health();
+                }
+                Ok(None)
+            },
+            || me.borrow_mut().health(),
+        )
+    }
+
+    /// Takes the next message if it arrives within `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
+        self.recv(&WaitOptions::timeout(timeout))
+    }
+
+    /// Reads what is at the read position, passing over padding and skipped records.
+    fn poll(&mut self) -> Result<Found> {
+        let s = &*self.shared;
+        loop {
+            let pos = self.read_pos;
+            let rec = s.record(pos);
+            let stamp_value = rec.stamp.load(Ordering::Acquire);
+            let st = match stamp_state(s, pos, stamp_value) {
+                Some(st) if st != state::WRITING => st,
+                _ => return Ok(Found::Nothing),
+            };
+            let units = s.checked_units(pos, rec)?;
+            let record_kind = rec.kind.load(Ordering::Relaxed);
+            let next = (pos + units) & POS_MASK;
+            if st == state::RELEASED {
+                // Released by a previous consumer that died or closed; the head catches up.
+                self.read_pos = next;
+                continue;
+            }
+            if st == state::SKIP || record_kind == kind::PAD {
+                self.read_pos = next;
+                release(s, pos, None);
+                continue;
+            }
+            let len = rec.len.load(Ordering::Relaxed);
+            if len > (units - 1) * UNIT {
+                return Err(s.corrupt());
+            }
+            let producer = (
+                rec.producer.load(Ordering::Relaxed),
+                rec.generation.load(Ordering::Relaxed),
+            );
+            self.read_pos = next;
+            return match record_kind {
+                kind::INLINE => Ok(Found::Message(Message {
+                    shared: self.shared.clone(),
+                    body: Body::Inline {
+                        pos,
+                        ptr: s.payload(pos),
+                        len: len as usize,
+                        producer: producer.0,
+                        generation: producer.1,
+                    },
+                })),
+                kind::BLOB => {
+                    let opened = self.open_blob(pos, len);
+                    release(s, pos, Some(producer));
+                    opened.map(|seg| {
+                        Found::Message(Message {
+                            shared: self.shared.clone(),
+                            body: Body::Blob(seg),
+                        })
+                    })
+                }
+                _ => {
+                    release(s, pos, None);
+                    Err(s.corrupt())
+                }
+            };
+        }
+    }
+
+    /// Reads the blob descriptor at `pos` and maps its segment; the name is removed at once (on
+    /// Unix the mapping outlives the name), so a crash of this process leaks nothing.
+    fn open_blob(&self, pos: u64, len: u64) -> Result<Segment> {
+        let s = &*self.shared;
+        let desc = read_descriptor(s, pos, len)?;
+        let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
+        let mut seg = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
+            .map_err(|_| s.corrupt())?;
+        if seg.body_len() as u64 != desc.len {
+            return Err(s.corrupt());
+        }
+        if cfg!(unix) {
+            let _ = crate::segment::unlink(name);
+        } else {
+            seg.adopt();
+        }
+        Ok(seg)
+    }
+
+    /// The slow check run while waiting: finds dead producers, passes over what they left at the
+    /// read position, and reports the end of the stream once no producer is left.
+    fn health(&mut self) -> Result<Option<Message>> {
+        let shared = self.shared.clone();
+        let s = &*shared;
+        self.seen_membership = s.header().membership.0.load(Ordering::Acquire);
+        let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
+        for index in 0..s.max_producers {
+            let e = s.producer_entry(index);
+            match e.state.load(Ordering::Acquire) {
+                entry::ACTIVE => {
+                    ever = true;
+                    if producer_alive(e) {
+                        live += 1;
+                    } else {
+                        let _ = e.state.compare_exchange(
+                            entry::ACTIVE,
+                            entry::DEAD,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                        dead += 1;
+                    }
+                }
+                entry::DEAD => {
+                    ever = true;
+                    dead += 1;
+                }
+                entry::CLOSED => ever = true,
+                _ => {}
+            }
+        }
+        while self.unblock()? {
+            if let Found::Message(m) = self.poll()? {
+                return Ok(Some(m));
+            }
+        }
+        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));
+        if ever && live == 0 && tail.pos() == self.read_pos {
+            return Err(if dead > 0 {
+                Error::PeerGone
+            } else {
+                Error::Closed
+            });
+        }
+        Ok(None)
+    }
+
+    /// If the record at the read position belongs to a producer that died before committing it,
+    /// marks it to be passed over. Returns whether it did.
+    fn unblock(&self) -> Result<bool> {
+        let s = &*self.shared;
+        let pos = self.read_pos;
+        let rec = s.record(pos);
+        let stamp_value = rec.stamp.load(Ordering::Acquire);
+        match stamp_state(s, pos, stamp_value) {
+            Some(state::WRITING) => {
+                let index = rec.producer.load(Ordering::Relaxed);
+                if index >= s.max_producers {
+                    return Err(s.corrupt());
+                }
+                let e = s.producer_entry(index);
+                let owner_alive = e.state.load(Ordering::Acquire) == entry::ACTIVE
+                    && e.generation.load(Ordering::Relaxed)
+                        == rec.generation.load(Ordering::Relaxed)
+                    && producer_alive(e);
+                if owner_alive {
+                    return Ok(false);
+                }
+                if rec.kind.load(Ordering::Relaxed) == kind::BLOB {
+                    // The dead producer's half-written blob would leak: remove it.
+                    let len = rec.len.load(Ordering::Relaxed);
+                    if let Ok(desc) = read_descriptor(s, pos, len) {
+                        if let Some(name) = descriptor_name(&desc) {
+                            let _ = crate::segment::unlink(name);
+                        }
+                    }
+                }
+                let _ = rec.stamp.compare_exchange(
+                    stamp_value,
+                    s.stamp(pos, state::SKIP),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => self.unblock_unwritten_claim(pos),
+        }
+    }
+
+    /// The record at `pos` has no header yet. If the space was claimed by a producer that died
+    /// before writing one, writes a header that passes over its whole claim.
+    fn unblock_unwritten_claim(&self, pos: u64) -> Result<bool> {
+        let s = &*self.shared;
+        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));
+        if tail.pos() == pos {
+            return Ok(false); // nothing claimed
+        }
+        let mut orphan = None;
+        for index in 0..s.max_producers {
+            let e = s.producer_entry(index);
+            let pending = e.pending_pos.load(Ordering::Acquire);
+            if pending & PENDING_VALID == 0 {
+                continue;
+            }
+            let (start, units) = (pending & POS_MASK, e.pending_units.load(Ordering::Acquire));
+            if pos_distance(start, pos) >= units {
+                continue;
+            }
+            let alive = e.state.load(Ordering::Acquire) == entry::ACTIVE && producer_alive(e);
+            if alive {
+                return Ok(false); // a live producer is about to write it
+            }
+            orphan = Some((index, pos_distance(pos, (start + units) & POS_MASK)));
+        }
+        let Some((index, mut remaining)) = orphan else {
+            return Ok(false);
+        };
+        if remaining == 0 || remaining > s.data_units {
+            return Err(s.corrupt());
+        }
+        let mut at = pos;
+        let contiguous = s.contiguous(at);
+        if remaining > contiguous {
+            write_header(s, at, contiguous, kind::PAD, index, state::COMMITTED);
+            at = (at + contiguous) & POS_MASK;
+            remaining -= contiguous;
+        }
+        write_header(s, at, remaining, kind::INLINE, index, state::SKIP);
+        Ok(true)
+    }
+
+    /// Closes the consumer: producers waiting for space see [`Error::Closed`].
+    pub fn close(mut self) {
+        self.close_inner();
+    }
+
+    fn close_inner(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let c = &self.shared.header().consumer.0;
+        c.state.store(entry::CLOSED, Ordering::Release);
+        self.shared.header().space_event.0.wake();
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.close_inner();
+    }
+}
+
+fn producer_alive(e: &crate::layout::ProducerEntry) -> bool {
+    ProcessIdentity {
+        pid: e.pid.load(Ordering::Relaxed),
+        start: e.start.load(Ordering::Relaxed),
+    }
+    .is_alive()
+}
+
+fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: u32, st: u64) {
+    let rec = s.record(pos);
+    rec.len.store(0, Ordering::Relaxed);
+    rec.units.store(units as u32, Ordering::Relaxed);
+    rec.kind.store(record_kind, Ordering::Relaxed);
+    rec.producer.store(index, Ordering::Relaxed);
+    rec.generation.store(0, Ordering::Relaxed);
+    rec.stamp.store(s.stamp(pos, st), Ordering::Release);
+}
+
+fn read_descriptor(s: &QueueShared, pos: u64, len: u64) -> Result<BlobDescriptor> {
+    let units = s.checked_units(pos, s.record(pos))?;
+    if len != BLOB_DESCRIPTOR_SIZE || (units - 1) * UNIT < BLOB_DESCRIPTOR_SIZE {
+        return Err(s.corrupt());
+    }
+    // SAFETY: the record's payload holds at least a descriptor (checked above) inside the ring;
+    // any bit pattern is a valid BlobDescriptor; read_unaligned needs no alignment.
+    Ok(unsafe { (s.payload(pos) as *const BlobDescriptor).read_unaligned() })
+}
+
+fn descriptor_name(desc: &BlobDescriptor) -> Option<&str> {
+    let n = usize::try_from(desc.name_len)
+        .ok()
+        .filter(|&n| n <= desc.name.len())?;
+    let name = std::str::from_utf8(&desc.name[..n]).ok()?;
+    (validate_name(name).is_ok() && name.starts_with(crate::name::NAME_PREFIX)).then_some(name)
+}

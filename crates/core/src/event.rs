@@ -1,0 +1,186 @@
+//! A cross-process event: a sequence word to sleep on and a count of sleepers, so that the
+//! notifying side makes no system call when nobody waits. Also the wait loop every blocking
+//! operation uses (spin briefly, then sleep in bounded slices, checking peers between slices),
+//! and the token that interrupts such a wait from another thread.
+
+use crate::error::{Error, Result};
+use crate::futex;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one sleep lasts at most before the waiter re-checks its peers' liveness.
+pub const HEALTH_SLICE: Duration = Duration::from_millis(100);
+
+/// Default number of spin iterations before a waiter goes to sleep.
+pub const DEFAULT_SPIN: u32 = 2_000;
+
+/// An event word in shared memory.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct EventWord {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl EventWord {
+    /// Wakes sleepers if there are any. Call after publishing the state change they wait for.
+    #[inline]
+    pub fn notify(&self) {
+        // Pairs with the fence in `sleep`: either the sleeper sees our state change before it
+        // sleeps, or we see it counted in `sleepers`.
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake();
+        }
+    }
+
+    /// Wakes every sleeper unconditionally (used for interrupts and closes).
+    pub fn wake(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
+    }
+}
+
+/// Interrupts waits from another thread: once cancelled, every wait that was given this token
+/// returns [`Error::Interrupted`] promptly.
+#[derive(Clone)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+struct CancelInner {
+    cancelled: AtomicBool,
+    /// Event words to kick so that sleepers notice; they live in a mapping kept alive by `_keep`.
+    kick: Vec<*const EventWord>,
+    _keep: Arc<dyn Send + Sync>,
+}
+
+// SAFETY: the raw pointers point into a shared mapping that `_keep` keeps mapped for as long as
+// the token lives; `EventWord` is made of atomics, so using it from any thread is sound.
+unsafe impl Send for CancelInner {}
+// SAFETY: as above; all access through the pointers is atomic.
+unsafe impl Sync for CancelInner {}
+
+impl CancelToken {
+    pub(crate) fn new(kick: Vec<*const EventWord>, keep: Arc<dyn Send + Sync>) -> Self {
+        Self {
+            inner: Arc::new(CancelInner {
+                cancelled: AtomicBool::new(false),
+                kick,
+                _keep: keep,
+            }),
+        }
+    }
+
+    /// Interrupts the waits using this token, now and in future.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        for &word in &self.inner.kick {
+            // SAFETY: see `CancelInner`: the mapping is alive while the token is.
+            unsafe { &*word }.wake();
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// How a blocking operation waits: its timeout, its cancel token, and how long it spins first.
+#[derive(Clone, Default)]
+pub struct WaitOptions {
+    /// Give up with [`Error::Timeout`] after this long; `None` waits until ready or failed.
+    pub timeout: Option<Duration>,
+    /// Interrupts the wait when cancelled.
+    pub cancel: Option<CancelToken>,
+    /// Spin iterations before sleeping; `None` uses [`DEFAULT_SPIN`], `Some(0)` never spins.
+    pub spin: Option<u32>,
+}
+
+impl WaitOptions {
+    /// Wait as long as it takes.
+    pub fn forever() -> Self {
+        Self::default()
+    }
+
+    /// Wait at most `timeout`.
+    pub fn timeout(timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the cancel token.
+    pub fn with_cancel(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Sets the spin count.
+    pub fn with_spin(mut self, spins: u32) -> Self {
+        self.spin = Some(spins);
+        self
+    }
+}
+
+/// Waits on `event` until `poll` yields a value.
+///
+/// `poll` is the cheap readiness check, called often. `health` is the slow check (peer liveness,
+/// recovery of a dead peer's work); it runs when the waiter first sleeps and then at least every
+/// [`HEALTH_SLICE`], and may itself produce the value or the error that ends the wait. Every
+/// sleep is bounded, so a dead peer is always noticed.
+pub(crate) fn wait_until<T>(
+    event: &EventWord,
+    opts: &WaitOptions,
+    mut poll: impl FnMut() -> Result<Option<T>>,
+    mut health: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    for _ in 0..opts.spin.unwrap_or(DEFAULT_SPIN) {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        std::hint::spin_loop();
+    }
+    let mut next_health = Instant::now();
+    loop {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        if opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Err(Error::Interrupted);
+        }
+        let mut now = Instant::now();
+        if now >= next_health {
+            if let Some(v) = health()? {
+                return Ok(v);
+            }
+            now = Instant::now();
+            next_health = now + HEALTH_SLICE;
+        }
+        let mut sleep_for = next_health - now;
+        if let Some(deadline) = deadline {
+            if now >= deadline {
+                return Err(Error::Timeout);
+            }
+            sleep_for = sleep_for.min(deadline - now);
+        }
+        event.sleepers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let seq = event.seq.load(Ordering::Acquire);
+        let ready = poll();
+        let cancelled = opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
+        if !matches!(ready, Ok(None)) || cancelled {
+            event.sleepers.fetch_sub(1, Ordering::SeqCst);
+            match ready? {
+                Some(v) => return Ok(v),
+                None => return Err(Error::Interrupted),
+            }
+        }
+        futex::wait(&event.seq, seq, sleep_for);
+        event.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,285 @@
+//! The queue's shared-memory layout and the arithmetic on its positions.
+//!
+//! Everything here is addressed by offsets from the segment body, never by pointers, because
+//! every process maps the segment at a different address. All fields are atomics, so any bit
+//! pattern another process (or a corruption) leaves is a valid value, checked before use.
+//!
+//! ```text
+//! body offset 0     QueueHeader   config, tail, head, events, consumer   (128-byte lines)
+//! producers_offset  [ProducerEntry; max_producers]                       (128 bytes each)
+//! data_offset       data area: records of UNIT-aligned size, a ring of data_units units
+//! ```
+//!
+//! Positions count UNITs modulo 2^40; the data area is a power of two of units, so a position's
+//! offset in the ring is `pos & (data_units - 1)` across the wrap of the counter too. The tail
+//! and head cursors pack a position with a message count (modulo 2^24), so that one CAS claims
+//! both bytes and a message slot.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::event::EventWord;
+
+/// Allocation granule of the data area, and the size of a record header.
+pub const UNIT: u64 = 32;
+/// Bits of a cursor holding the position.
+pub const POS_BITS: u32 = 40;
+/// Mask of a position.
+pub const POS_MASK: u64 = (1 << POS_BITS) - 1;
+/// Mask of a cursor's message count.
+pub const MSG_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+/// Largest message capacity (message counts must never be ambiguous modulo 2^24).
+pub const MAX_CAPACITY: u32 = (1 << 23) - 1;
+/// Largest data area, in units (positions must never be ambiguous modulo 2^40).
+pub const MAX_DATA_UNITS: u64 = 1 << (POS_BITS - 1);
+/// Smallest data area, in bytes.
+pub const MIN_DATA_BYTES: u64 = 4096;
+/// Largest producer slot count.
+pub const MAX_PRODUCERS: u32 = 4096;
+
+/// A packed cursor: message count in the high 24 bits, position in the low 40.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub u64);
+
+impl Cursor {
+    /// The position part.
+    #[inline]
+    pub fn pos(self) -> u64 {
+        self.0 & POS_MASK
+    }
+
+    /// The message-count part.
+    #[inline]
+    pub fn msgs(self) -> u64 {
+        self.0 >> POS_BITS
+    }
+
+    /// The cursor moved on by `units` and `msgs`.
+    #[inline]
+    pub fn advance(self, units: u64, msgs: u64) -> Self {
+        Self((((self.msgs() + msgs) & MSG_MASK) << POS_BITS) | ((self.pos() + units) & POS_MASK))
+    }
+
+    /// Units between `head` and `self` (self is ahead).
+    #[inline]
+    pub fn units_since(self, head: Cursor) -> u64 {
+        self.pos().wrapping_sub(head.pos()) & POS_MASK
+    }
+
+    /// Messages between `head` and `self`.
+    #[inline]
+    pub fn msgs_since(self, head: Cursor) -> u64 {
+        self.msgs().wrapping_sub(head.msgs()) & MSG_MASK
+    }
+}
+
+/// Distance from position `a` forward to `b`, modulo 2^40.
+#[inline]
+pub fn pos_distance(a: u64, b: u64) -> u64 {
+    b.wrapping_sub(a) & POS_MASK
+}
+
+/// Record states, kept in the low bits of a record's stamp.
+pub mod state {
+    /// Claimed; the producer is writing.
+    pub const WRITING: u64 = 1;
+    /// Complete and visible to the consumer.
+    pub const COMMITTED: u64 = 2;
+    /// To be passed over: aborted by its producer, or left by a producer that died.
+    pub const SKIP: u64 = 3;
+    /// Consumed and released; the head may move past it.
+    pub const RELEASED: u64 = 4;
+}
+
+/// Record kinds.
+pub mod kind {
+    /// The payload follows the header in the ring.
+    pub const INLINE: u32 = 1;
+    /// The payload is a [`super::BlobDescriptor`] naming a segment of its own.
+    pub const BLOB: u32 = 2;
+    /// Filler up to the end of the ring; not a message.
+    pub const PAD: u32 = 3;
+}
+
+/// A record stamp for position `pos` in `state`, keyed per queue so that stale payload bytes
+/// never read as a valid stamp. Never zero (the key's top bit is set).
+#[inline]
+pub fn stamp(key: u64, pos: u64, state: u64) -> u64 {
+    key ^ (((pos & POS_MASK) << 3) | state)
+}
+
+/// Padding to one 128-byte line (two cache lines: the adjacent-line prefetcher pulls pairs).
+#[repr(C, align(128))]
+#[derive(Default)]
+pub struct Line<T>(pub T);
+
+/// Immutable configuration, written before the segment's ready flag.
+#[repr(C)]
+#[derive(Default)]
+pub struct QueueConfig {
+    pub capacity: AtomicU32,
+    pub max_producers: AtomicU32,
+    pub data_units: AtomicU64,
+    pub producers_offset: AtomicU64,
+    pub data_offset: AtomicU64,
+    pub stamp_key: AtomicU64,
+}
+
+/// The consumer's registration.
+#[repr(C)]
+#[derive(Default)]
+pub struct ConsumerEntry {
+    pub state: AtomicU32,
+    pub pid: AtomicU32,
+    pub start: AtomicU64,
+}
+
+/// The queue's control block at body offset 0.
+#[repr(C)]
+#[derive(Default)]
+pub struct QueueHeader {
+    pub config: Line<QueueConfig>,
+    /// Claim cursor, advanced by producers with CAS.
+    pub tail: Line<AtomicU64>,
+    /// Free cursor, advanced by the consumer only.
+    pub head: Line<AtomicU64>,
+    /// Signalled when a record is committed or a producer leaves; the consumer sleeps here.
+    pub data_event: Line<EventWord>,
+    /// Signalled when the head moves or the consumer leaves; producers sleep here.
+    pub space_event: Line<EventWord>,
+    pub consumer: Line<ConsumerEntry>,
+    /// Bumped whenever a producer registers or leaves.
+    pub membership: Line<AtomicU32>,
+}
+
+/// Entry states of producers and the consumer.
+pub mod entry {
+    /// Never used, or free for reuse.
+    pub const FREE: u32 = 0;
+    /// Being filled in by a registering process.
+    pub const REGISTERING: u32 = 1;
+    /// In use by a live (as far as anyone knows) process.
+    pub const ACTIVE: u32 = 2;
+    /// Closed cleanly.
+    pub const CLOSED: u32 = 3;
+    /// Its process died; found so by the other side.
+    pub const DEAD: u32 = 4;
+}
+
+/// Marks a pending claim as valid (the position alone might be 0).
+pub const PENDING_VALID: u64 = 1 << 63;
+
+/// A producer's registration, 128 bytes: the producer's own line, then the consumer's line.
+#[repr(C)]
+#[derive(Default)]
+pub struct ProducerEntry {
+    pub state: AtomicU32,
+    pub generation: AtomicU32,
+    pub pid: AtomicU32,
+    pub _pad0: AtomicU32,
+    pub start: AtomicU64,
+    /// Position of the claim being attempted, with [`PENDING_VALID`]; 0 when none.
+    pub pending_pos: AtomicU64,
+    /// Units of the claim being attempted (padding included).
+    pub pending_units: AtomicU64,
+    /// Messages committed by this producer (written by the producer).
+    pub committed: AtomicU64,
+    pub _pad1: [AtomicU64; 2],
+    /// Messages of this producer released by the consumer (written by the consumer side).
+    pub consumed: AtomicU64,
+    pub _pad2: [AtomicU64; 7],
+}
+
+/// Size of one producer entry.
+pub const PRODUCER_ENTRY_SIZE: u64 = 128;
+const _: () = assert!(std::mem::size_of::<ProducerEntry>() as u64 == PRODUCER_ENTRY_SIZE);
+
+/// A record's header, at the start of every record in the ring.
+#[repr(C)]
+pub struct RecordHeader {
+    pub stamp: AtomicU64,
+    /// Payload bytes (for a blob record: the descriptor's size).
+    pub len: AtomicU64,
+    /// Record size in units, header included.
+    pub units: AtomicU32,
+    pub kind: AtomicU32,
+    pub producer: AtomicU32,
+    pub generation: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<RecordHeader>() as u64 == UNIT);
+
+/// The payload of a blob record: the message's size and the segment that holds it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BlobDescriptor {
+    pub len: u64,
+    pub name_len: u64,
+    pub name: [u8; 32],
+}
+
+/// Size of a [`BlobDescriptor`].
+pub const BLOB_DESCRIPTOR_SIZE: u64 = std::mem::size_of::<BlobDescriptor>() as u64;
+
+/// Offsets and sizes of a queue segment's regions for a given configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub producers_offset: u64,
+    pub data_offset: u64,
+    pub data_units: u64,
+    pub body_size: u64,
+}
+
+impl Geometry {
+    /// Lays out a queue with `max_producers` slots and `data_units` units of data.
+    pub fn new(max_producers: u32, data_units: u64) -> Self {
+        let header = std::mem::size_of::<QueueHeader>() as u64;
+        let producers_offset = header.next_multiple_of(128);
+        // Page-align the data area in the mapping (the body starts after the segment header).
+        let seg_header = crate::segment::SEGMENT_HEADER_SIZE as u64;
+        let producers_end = producers_offset + max_producers as u64 * PRODUCER_ENTRY_SIZE;
+        let data_offset = (producers_end + seg_header).next_multiple_of(4096) - seg_header;
+        Self {
+            producers_offset,
+            data_offset,
+            data_units,
+            body_size: data_offset + data_units * UNIT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_wraps_both_parts() {
+        let c = Cursor(((MSG_MASK) << POS_BITS) | (POS_MASK - 1));
+        let d = c.advance(3, 1);
+        assert_eq!(d.pos(), 1);
+        assert_eq!(d.msgs(), 0);
+        assert_eq!(d.units_since(c), 3);
+        assert_eq!(d.msgs_since(c), 1);
+    }
+
+    #[test]
+    fn stamps_differ_by_state_and_position_and_are_never_zero() {
+        let key = 1 << 63 | 12345;
+        assert_ne!(
+            stamp(key, 5, state::WRITING),
+            stamp(key, 5, state::COMMITTED)
+        );
+        assert_ne!(
+            stamp(key, 5, state::COMMITTED),
+            stamp(key, 6, state::COMMITTED)
+        );
+        assert_ne!(stamp(key, POS_MASK, state::RELEASED), 0);
+    }
+
+    #[test]
+    fn geometry_keeps_regions_apart() {
+        let g = Geometry::new(64, 1024);
+        assert!(g.producers_offset >= std::mem::size_of::<QueueHeader>() as u64);
+        assert!(g.data_offset >= g.producers_offset + 64 * PRODUCER_ENTRY_SIZE);
+        assert_eq!(g.body_size, g.data_offset + 1024 * UNIT);
+    }
+}

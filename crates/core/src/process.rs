@@ -1,0 +1,134 @@
+//! Process identity and liveness, robust against pid reuse where the OS allows.
+
+/// A process as seen from shared memory: its pid and, where the OS exposes it, its start time,
+/// so that a recycled pid is not mistaken for the original process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: u32,
+    /// An OS-specific start stamp (Linux: clock ticks since boot); 0 where unknown.
+    pub start: u64,
+}
+
+impl ProcessIdentity {
+    /// The calling process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the process is still running (a zombie counts as dead).
+    pub fn is_alive(&self) -> bool {
+        if self.pid == 0 {
+            return false;
+        }
+        imp::is_alive(self.pid, self.start)
+    }
+}
+
+/// The start stamp of `pid`, where the OS exposes one.
+pub fn start_time(pid: u32) -> Option<u64> {
+    imp::start_time(pid)
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    /// Fields of `/proc/<pid>/stat` after the `(comm)` field: (state, starttime).
+    fn stat(pid: u32) -> Option<(u8, u64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // comm may contain spaces and parentheses: the fields resume after the last ')'.
+        let rest = &text[text.rfind(')')? + 1..];
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?.bytes().next()?;
+        // starttime is field 22 of the file, the 20th after comm (state is the 1st).
+        let start = fields.nth(18)?.parse().ok()?;
+        Some((state, start))
+    }
+
+    pub fn start_time(pid: u32) -> Option<u64> {
+        stat(pid).map(|(_, start)| start)
+    }
+
+    pub fn is_alive(pid: u32, start: u64) -> bool {
+        match stat(pid) {
+            Some((state, now_start)) => {
+                state != b'Z' && state != b'X' && (start == 0 || now_start == start)
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+mod imp {
+    pub fn start_time(_pid: u32) -> Option<u64> {
+        None
+    }
+
+    pub fn is_alive(pid: u32, _start: u64) -> bool {
+        // SAFETY: kill with signal 0 only checks for existence and permission; it sends nothing.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    pub fn start_time(_pid: u32) -> Option<u64> {
+        None
+    }
+
+    pub fn is_alive(pid: u32, _start: u64) -> bool {
+        use windows_sys::Win32::Foundation::{CloseHandle, STILL_ACTIVE};
+        use windows_sys::Win32::System::Threading::{
+            GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+        };
+        // SAFETY: OpenProcess has no memory-safety preconditions; a null handle means no access.
+        let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+        if handle.is_null() {
+            return false;
+        }
+        let mut code = 0u32;
+        // SAFETY: `handle` is a valid process handle we own; `code` is a valid out pointer.
+        let ok = unsafe { GetExitCodeProcess(handle, &mut code) } != 0;
+        // SAFETY: `handle` was returned by OpenProcess and is closed exactly once.
+        unsafe { CloseHandle(handle) };
+        ok && code == STILL_ACTIVE as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive() {
+        let me = ProcessIdentity::current();
+        assert!(me.is_alive());
+        if cfg!(target_os = "linux") {
+            assert_ne!(me.start, 0);
+            let recycled = ProcessIdentity {
+                start: me.start + 1,
+                ..me
+            };
+            assert!(
+                !recycled.is_alive(),
+                "a different start time must read as dead"
+            );
+        }
+    }
+
+    #[test]
+    fn reaped_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessIdentity {
+            pid: child.id(),
+            start: start_time(child.id()).unwrap_or(0),
+        };
+        child.wait().unwrap();
+        assert!(!id.is_alive());
+    }
+}

@@ -1,0 +1,399 @@
+//! The sending side: claim space with one CAS, write in place, commit.
+
+use crate::error::{Error, Result};
+use crate::event::{wait_until, WaitOptions};
+use crate::layout::{
+    entry, kind, state, BlobDescriptor, Cursor, ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK,
+    PENDING_VALID, POS_BITS, POS_MASK, UNIT,
+};
+use crate::process::ProcessIdentity;
+use crate::queue::QueueShared;
+use crate::segment::{Segment, SegmentKind};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Refresh the cached head before the tail can have run this far past it, so that modular
+/// distances to the cached head are never ambiguous.
+const HEAD_CACHE_MSGS: u64 = MSG_MASK >> 2;
+const HEAD_CACHE_UNITS: u64 = POS_MASK >> 2;
+
+/// A registered producer. Many may exist, in any processes; each keeps its own order.
+///
+/// Dropping it closes it: once every producer is closed and the queue drained, the consumer sees
+/// [`Error::Closed`].
+pub struct Producer {
+    shared: Arc<QueueShared>,
+    index: u32,
+    generation: u32,
+    /// The head as last read, and the tail at that moment.
+    head_cache: Cursor,
+    head_cache_tail: Cursor,
+    committed: u64,
+    closed: bool,
+}
+
+/// Where a claimed record's payload goes.
+enum Target {
+    Inline,
+    Blob(Segment),
+}
+
+/// Space reserved in the queue: write the message into [`as_mut_slice`](Self::as_mut_slice), then
+/// [`commit`](Self::commit). Dropping it uncommitted aborts: the consumer never sees it.
+pub struct Loan<'a> {
+    producer: &'a mut Producer,
+    pos: u64,
+    ptr: *mut u8,
+    len: usize,
+    target: Target,
+    done: bool,
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
+        Self {
+            shared,
+            index,
+            generation,
+            head_cache: Cursor(0),
+            head_cache_tail: Cursor(0),
+            committed: 0,
+            closed: false,
+        }
+    }
+
+    fn entry(&self) -> &ProducerEntry {
+        self.shared.producer_entry(self.index)
+    }
+
+    /// Units of the ring record for a payload of `len` bytes, and whether it travels as a blob.
+    fn plan(&self, len: u64) -> (u64, bool) {
+        if len <= self.shared.max_inline() {
+            (1 + len.div_ceil(UNIT), false)
+        } else {
+            (1 + BLOB_DESCRIPTOR_SIZE.div_ceil(UNIT), true)
+        }
+    }
+
+    fn check_consumer(&self) -> Result<()> {
+        match self
+            .shared
+            .header()
+            .consumer
+            .0
+            .state
+            .load(Ordering::Acquire)
+        {
+            entry::CLOSED => Err(Error::Closed),
+            entry::DEAD => Err(Error::PeerGone),
+            _ => Ok(()),
+        }
+    }
+
+    fn fits(&self, tail: Cursor, head: Cursor, total: u64) -> bool {
+        tail.msgs_since(head) < self.shared.capacity
+            && tail.units_since(head) + total <= self.shared.data_units
+    }
+
+    /// Tries once to claim `units` (plus any padding to the ring's end). On success returns the
+    /// record's position with a WRITING header in place.
+    fn try_claim(&mut self, units: u64, len: u64, record_kind: u32) -> Result<Option<u64>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.check_consumer()?;
+        let s = &*self.shared;
+        let h = s.header();
+        let mut tail = Cursor(h.tail.0.load(Ordering::Relaxed));
+        loop {
+            let pos = tail.pos();
+            let contiguous = s.contiguous(pos);
+            let total = if units <= contiguous {
+                units
+            } else {
+                contiguous + units
+            };
+            let stale = tail.msgs_since(self.head_cache_tail) > HEAD_CACHE_MSGS
+                || tail.units_since(self.head_cache_tail) > HEAD_CACHE_UNITS;
+            if stale || !self.fits(tail, self.head_cache, total) {
+                self.head_cache = Cursor(h.head.0.load(Ordering::Acquire));
+                self.head_cache_tail = tail;
+                if !self.fits(tail, self.head_cache, total) {
+                    return Ok(None);
+                }
+            }
+            let e = s.producer_entry(self.index);
+            e.pending_units.store(total, Ordering::Relaxed);
+            e.pending_pos.store(pos | PENDING_VALID, Ordering::Relaxed);
+            match h.tail.0.compare_exchange_weak(
+                tail.0,
+                tail.advance(total, 1).0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let mut rec_pos = pos;
+                    if total != units {
+                        self.write_header(pos, contiguous, 0, kind::PAD, state::COMMITTED);
+                        rec_pos = (pos + contiguous) & POS_MASK;
+                    }
+                    self.write_header(rec_pos, units, len, record_kind, state::WRITING);
+                    e.pending_pos.store(0, Ordering::Release);
+                    return Ok(Some(rec_pos));
+                }
+                Err(actual) => tail = Cursor(actual),
+            }
+        }
+    }
+
+    fn write_header(&self, pos: u64, units: u64, len: u64, record_kind: u32, st: u64) {
+        let rec = self.shared.record(pos);
+        rec.len.store(len, Ordering::Relaxed);
+        rec.units.store(units as u32, Ordering::Relaxed);
+        rec.kind.store(record_kind, Ordering::Relaxed);
+        rec.producer.store(self.index, Ordering::Relaxed);
+        rec.generation.store(self.generation, Ordering::Relaxed);
+        rec.stamp
+            .store(self.shared.stamp(pos, st), Ordering::Release);
+    }
+
+    /// Reserves room for a message of `len` bytes, waiting while the queue is full.
+    pub fn reserve(&mut self, len: u64, wait: &WaitOptions) -> Result<Loan<'_>> {
+        self.reserve_inner(len, Some(wait))
+            .map(|loan| loan.expect("a waiting reserve returns a loan or an error"))
+    }
+
+    /// Reserves room for a message of `len` bytes if the queue has it now.
+    pub fn try_reserve(&mut self, len: u64) -> Result<Option<Loan<'_>>> {
+        self.reserve_inner(len, None)
+    }
+
+    fn reserve_inner(&mut self, len: u64, wait: Option<&WaitOptions>) -> Result<Option<Loan<'_>>> {
+        let (units, is_blob) = self.plan(len);
+        // A blob's segment is made first: a full /dev/shm fails here, before the queue changes.
+        let target = if is_blob {
+            if usize::try_from(len).is_err() {
+                return Err(Error::TooLarge {
+                    requested: len,
+                    limit: usize::MAX as u64,
+                });
+            }
+            Target::Blob(Segment::create(SegmentKind::Blob, len)?)
+        } else {
+            Target::Inline
+        };
+        let (record_len, record_kind) = if is_blob {
+            (BLOB_DESCRIPTOR_SIZE, kind::BLOB)
+        } else {
+            (len, kind::INLINE)
+        };
+        let pos = match wait {
+            None => match self.try_claim(units, record_len, record_kind)? {
+                Some(pos) => pos,
+                None => return Ok(None),
+            },
+            Some(opts) => {
+                let shared = self.shared.clone();
+                let me = &mut *self;
+                wait_until(
+                    &shared.header().space_event.0,
+                    opts,
+                    || me.try_claim(units, record_len, record_kind),
+                    || consumer_health(&shared),
+                )?
+            }
+        };
+        let (ptr, target) = match target {
+            Target::Inline => (self.shared.payload(pos), Target::Inline),
+            Target::Blob(seg) => {
+                let mut desc = BlobDescriptor {
+                    len,
+                    name_len: seg.name().len() as u64,
+                    name: [0; 32],
+                };
+                desc.name[..seg.name().len()].copy_from_slice(seg.name().as_bytes());
+                // SAFETY: the record has room for the descriptor (planned above); we own it
+                // until commit; `write_unaligned` needs no alignment.
+                unsafe { (self.shared.payload(pos) as *mut BlobDescriptor).write_unaligned(desc) };
+                (seg.body_ptr(), Target::Blob(seg))
+            }
+        };
+        Ok(Some(Loan {
+            producer: self,
+            pos,
+            ptr,
+            len: len as usize,
+            target,
+            done: false,
+        }))
+    }
+
+    /// Sends a copy of `bytes`, waiting while the queue is full.
+    pub fn send(&mut self, bytes: &[u8], wait: &WaitOptions) -> Result<()> {
+        let mut loan = self.reserve(bytes.len() as u64, wait)?;
+        loan.as_mut_slice().copy_from_slice(bytes);
+        loan.commit()
+    }
+
+    /// Sends a copy of `bytes` if there is room now; returns whether it was sent.
+    pub fn try_send(&mut self, bytes: &[u8]) -> Result<bool> {
+        match self.try_reserve(bytes.len() as u64)? {
+            Some(mut loan) => {
+                loan.as_mut_slice().copy_from_slice(bytes);
+                loan.commit()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether a message of `len` bytes would be accepted now.
+    pub fn has_space(&mut self, len: u64) -> bool {
+        let (units, _) = self.plan(len);
+        let h = self.shared.header();
+        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let contiguous = self.shared.contiguous(tail.pos());
+        let total = if units <= contiguous {
+            units
+        } else {
+            contiguous + units
+        };
+        self.check_consumer().is_ok() && self.fits(tail, head, total)
+    }
+
+    /// Messages this producer has committed.
+    pub fn sent(&self) -> u64 {
+        self.committed
+    }
+
+    /// Messages of this producer the consumer has released.
+    pub fn acked(&self) -> u64 {
+        self.entry().consumed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the consumer has released every message this producer sent.
+    pub fn wait_for_all_ack(&self, wait: &WaitOptions) -> Result<()> {
+        let shared = &self.shared;
+        wait_until(
+            &shared.header().space_event.0,
+            wait,
+            || Ok((self.acked() >= self.committed).then_some(())),
+            || consumer_health(shared),
+        )
+    }
+
+    /// Closes the producer; the consumer counts it as gone once its messages are read.
+    pub fn close(mut self) {
+        self.close_inner();
+    }
+
+    fn close_inner(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let h = self.shared.header();
+        self.entry().state.store(entry::CLOSED, Ordering::Release);
+        h.membership.0.fetch_add(1, Ordering::AcqRel);
+        h.data_event.0.wake();
+    }
+
+    /// This producer's slot index in the queue (stable while it is registered).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.close_inner();
+    }
+}
+
+/// The producer side's view of the consumer: an error once it closed or died.
+pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
+    let c = &shared.header().consumer.0;
+    match c.state.load(Ordering::Acquire) {
+        entry::CLOSED => Err(Error::Closed),
+        entry::DEAD => Err(Error::PeerGone),
+        entry::ACTIVE => {
+            let id = ProcessIdentity {
+                pid: c.pid.load(Ordering::Relaxed),
+                start: c.start.load(Ordering::Relaxed),
+            };
+            if id.is_alive() {
+                Ok(None)
+            } else {
+                let _ = c.state.compare_exchange(
+                    entry::ACTIVE,
+                    entry::DEAD,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                Err(Error::PeerGone)
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Loan<'_> {
+    /// The reserved bytes, to be filled before commit. Their prior content is unspecified.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points at `len` bytes that this loan owns exclusively until commit or
+        // abort: the ring record is in WRITING state (the consumer does not read it) or the blob
+        // segment is not yet named anywhere the consumer can see.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// The reserved length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the reserved length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the message travels in a segment of its own.
+    pub fn is_blob(&self) -> bool {
+        matches!(self.target, Target::Blob(_))
+    }
+
+    /// Publishes the message to the consumer.
+    pub fn commit(mut self) -> Result<()> {
+        self.done = true;
+        let p = &mut *self.producer;
+        if let Target::Blob(seg) = &mut self.target {
+            seg.publish_ready();
+            seg.disown(); // the consumer removes it once it has mapped it
+        }
+        let rec = p.shared.record(self.pos);
+        rec.stamp.store(
+            p.shared.stamp(self.pos, state::COMMITTED),
+            Ordering::Release,
+        );
+        p.committed += 1;
+        p.entry().committed.store(p.committed, Ordering::Release);
+        p.shared.header().data_event.0.notify();
+        Ok(())
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abort: the consumer passes over the record; a blob segment is removed as it drops.
+            let p = &*self.producer;
+            p.shared
+                .record(self.pos)
+                .stamp
+                .store(p.shared.stamp(self.pos, state::SKIP), Ordering::Release);
+            p.shared.header().data_event.0.notify();
+        }
+    }
+}
+
+const _: () = assert!(POS_BITS == 40);

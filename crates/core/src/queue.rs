@@ -1,0 +1,363 @@
+//! A queue segment: creation, validation on open, and registration of producers and the consumer.
+
+use crate::consumer::Consumer;
+use crate::error::{BadSegmentReason, Error, Result};
+use crate::event::{CancelToken, EventWord};
+use crate::layout::{
+    entry, stamp, state, Geometry, ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY,
+    MAX_DATA_UNITS, MAX_PRODUCERS, MIN_DATA_BYTES, PRODUCER_ENTRY_SIZE, UNIT,
+};
+use crate::process::ProcessIdentity;
+use crate::producer::Producer;
+use crate::segment::{Segment, SegmentKind};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long `open` waits for a segment whose creator has not yet published it.
+const OPEN_READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sizes chosen when a queue is created.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueOptions {
+    /// Most messages in flight (sent and not yet released), 1 to 8,388,607.
+    pub capacity: u32,
+    /// Bytes of the inline data area, rounded up to a power of two (at least 4 KiB). Messages up
+    /// to half of it are stored inline; larger ones travel in a segment of their own.
+    pub bytes: u64,
+    /// Producer slots (distinct live `Producer` handles at once), 1 to 4096.
+    pub max_producers: u32,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            bytes: 16 << 20,
+            max_producers: 64,
+        }
+    }
+}
+
+/// State shared by every handle of one queue in one process: the mapping and the validated,
+/// process-local copy of the configuration (never re-read from shared memory).
+pub(crate) struct QueueShared {
+    pub segment: Segment,
+    pub capacity: u64,
+    pub max_producers: u32,
+    pub data_units: u64,
+    pub mask: u64,
+    pub key: u64,
+    header: *const QueueHeader,
+    producers: *const ProducerEntry,
+    data: *mut u8,
+}
+
+// SAFETY: the raw pointers point into `segment`'s mapping, which lives as long as `self`; all
+// shared state behind them is atomics, and payload bytes are only accessed under the record
+// protocol (a producer owns a record from claim to commit, the consumer from commit to release).
+unsafe impl Send for QueueShared {}
+// SAFETY: as above.
+unsafe impl Sync for QueueShared {}
+
+impl QueueShared {
+    /// The control block.
+    #[inline]
+    pub fn header(&self) -> &QueueHeader {
+        // SAFETY: `header` points at the body start, validated to hold a QueueHeader (all atomics).
+        unsafe { &*self.header }
+    }
+
+    /// Producer entry `index`, which must be below `max_producers`.
+    #[inline]
+    pub fn producer_entry(&self, index: u32) -> &ProducerEntry {
+        assert!(index < self.max_producers);
+        // SAFETY: validated on open: `max_producers` entries fit before the data area.
+        unsafe { &*self.producers.add(index as usize) }
+    }
+
+    /// Offset of `pos` in the ring, in units.
+    #[inline]
+    pub fn offset(&self, pos: u64) -> u64 {
+        pos & self.mask
+    }
+
+    /// The record header at position `pos`.
+    #[inline]
+    pub fn record(&self, pos: u64) -> &RecordHeader {
+        // SAFETY: the offset is below `data_units`, and the data area holds `data_units` units.
+        unsafe { &*(self.data.add((self.offset(pos) * UNIT) as usize) as *const RecordHeader) }
+    }
+
+    /// Pointer to the payload of the record at `pos`.
+    #[inline]
+    pub fn payload(&self, pos: u64) -> *mut u8 {
+        // SAFETY: as in `record`; the payload starts one unit in and the record's units were
+        // checked to fit before the end of the ring by whoever calls this.
+        unsafe { self.data.add(((self.offset(pos) + 1) * UNIT) as usize) }
+    }
+
+    /// The stamp for `pos` in `st`.
+    #[inline]
+    pub fn stamp(&self, pos: u64, st: u64) -> u64 {
+        stamp(self.key, pos, st)
+    }
+
+    /// Largest payload stored inline.
+    pub fn max_inline(&self) -> u64 {
+        (self.data_units / 2 - 1) * UNIT
+    }
+
+    /// Units from `pos` to the end of the ring.
+    #[inline]
+    pub fn contiguous(&self, pos: u64) -> u64 {
+        self.data_units - self.offset(pos)
+    }
+
+    /// The error for a corrupted segment.
+    pub fn corrupt(&self) -> Error {
+        Error::BadSegment {
+            name: self.segment.name().to_owned(),
+            reason: BadSegmentReason::Corrupt,
+        }
+    }
+
+    /// A record's unit count, checked to fit between `pos` and the end of the ring.
+    #[inline]
+    pub fn checked_units(&self, pos: u64, rec: &RecordHeader) -> Result<u64> {
+        let units = rec.units.load(Ordering::Relaxed) as u64;
+        if units == 0 || units > self.contiguous(pos) {
+            return Err(self.corrupt());
+        }
+        Ok(units)
+    }
+
+    /// Both event words, for cancel tokens to kick.
+    pub fn events(&self) -> Vec<*const EventWord> {
+        let h = self.header();
+        vec![&h.data_event.0 as *const _, &h.space_event.0 as *const _]
+    }
+}
+
+/// A handle on a queue segment. Producers and the consumer are registered through it.
+///
+/// The creator's handles own the segment: the name is removed when the last of them (this
+/// `Queue` and every `Producer`/`Consumer` made from it) is dropped.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<QueueShared>,
+}
+
+fn invalid(name: &'static str, expected: &'static str) -> Error {
+    Error::InvalidArgument { name, expected }
+}
+
+impl Queue {
+    /// Creates a queue under a fresh random name.
+    pub fn create(opts: &QueueOptions) -> Result<Self> {
+        if opts.capacity == 0 || opts.capacity > MAX_CAPACITY {
+            return Err(invalid("capacity", "1 to 8388607 messages"));
+        }
+        if opts.max_producers == 0 || opts.max_producers > MAX_PRODUCERS {
+            return Err(invalid("max_producers", "1 to 4096"));
+        }
+        let data_bytes = opts
+            .bytes
+            .max(MIN_DATA_BYTES)
+            .checked_next_power_of_two()
+            .filter(|b| b / UNIT <= MAX_DATA_UNITS)
+            .ok_or(Error::TooLarge {
+                requested: opts.bytes,
+                limit: MAX_DATA_UNITS * UNIT,
+            })?;
+        let geometry = Geometry::new(opts.max_producers, data_bytes / UNIT);
+        let segment = Segment::create(SegmentKind::Queue, geometry.body_size)?;
+        let key = rand::random::<u64>() | (1 << 63);
+        // SAFETY: the body is at least `geometry.body_size` bytes, zero-filled by the OS, and
+        // aligned to a page; QueueHeader is all atomics and fits before `producers_offset`.
+        let header = unsafe { &*(segment.body_ptr() as *const QueueHeader) };
+        let c = &header.config.0;
+        c.capacity.store(opts.capacity, Ordering::Relaxed);
+        c.max_producers.store(opts.max_producers, Ordering::Relaxed);
+        c.data_units.store(geometry.data_units, Ordering::Relaxed);
+        c.producers_offset
+            .store(geometry.producers_offset, Ordering::Relaxed);
+        c.data_offset.store(geometry.data_offset, Ordering::Relaxed);
+        c.stamp_key.store(key, Ordering::Relaxed);
+        segment.publish_ready();
+        Self::from_segment(segment)
+    }
+
+    /// Opens the queue named `name`, validating its layout.
+    pub fn open(name: &str) -> Result<Self> {
+        let segment = Segment::open(name, SegmentKind::Queue, OPEN_READY_TIMEOUT)?;
+        Self::from_segment(segment)
+    }
+
+    fn from_segment(segment: Segment) -> Result<Self> {
+        let corrupt = || Error::BadSegment {
+            name: segment.name().to_owned(),
+            reason: BadSegmentReason::Corrupt,
+        };
+        let body_len = segment.body_len() as u64;
+        if body_len < std::mem::size_of::<QueueHeader>() as u64 {
+            return Err(Error::BadSegment {
+                name: segment.name().to_owned(),
+                reason: BadSegmentReason::TooSmall,
+            });
+        }
+        // SAFETY: the body holds at least a QueueHeader (checked above); it is all atomics.
+        let header = unsafe { &*(segment.body_ptr() as *const QueueHeader) };
+        let c = &header.config.0;
+        let capacity = c.capacity.load(Ordering::Relaxed);
+        let max_producers = c.max_producers.load(Ordering::Relaxed);
+        let data_units = c.data_units.load(Ordering::Relaxed);
+        let key = c.stamp_key.load(Ordering::Relaxed);
+        let ok_sizes = (1..=MAX_CAPACITY).contains(&capacity)
+            && (1..=MAX_PRODUCERS).contains(&max_producers)
+            && data_units.is_power_of_two()
+            && (MIN_DATA_BYTES / UNIT..=MAX_DATA_UNITS).contains(&data_units)
+            && key >> 63 == 1;
+        if !ok_sizes {
+            return Err(corrupt());
+        }
+        let geometry = Geometry::new(max_producers, data_units);
+        if c.producers_offset.load(Ordering::Relaxed) != geometry.producers_offset
+            || c.data_offset.load(Ordering::Relaxed) != geometry.data_offset
+            || body_len < geometry.body_size
+        {
+            return Err(corrupt());
+        }
+        debug_assert_eq!(
+            PRODUCER_ENTRY_SIZE as usize,
+            std::mem::size_of::<ProducerEntry>()
+        );
+        let body = segment.body_ptr();
+        // SAFETY: offsets were checked against the body length just above.
+        let (producers, data) = unsafe {
+            (
+                body.add(geometry.producers_offset as usize) as *const ProducerEntry,
+                body.add(geometry.data_offset as usize),
+            )
+        };
+        Ok(Self {
+            shared: Arc::new(QueueShared {
+                header: header as *const QueueHeader,
+                producers,
+                data,
+                segment,
+                capacity: capacity as u64,
+                max_producers,
+                data_units,
+                mask: data_units - 1,
+                key,
+            }),
+        })
+    }
+
+    /// The name to pass to other processes so they can [`open`](Self::open) this queue.
+    pub fn name(&self) -> &str {
+        self.shared.segment.name()
+    }
+
+    /// Most messages in flight.
+    pub fn capacity(&self) -> u32 {
+        self.shared.capacity as u32
+    }
+
+    /// Size of the inline data area in bytes.
+    pub fn data_bytes(&self) -> u64 {
+        self.shared.data_units * UNIT
+    }
+
+    /// Largest message stored inline; larger ones get a segment of their own.
+    pub fn max_inline(&self) -> u64 {
+        self.shared.max_inline()
+    }
+
+    /// Messages sent and not yet released, as of now.
+    pub fn len(&self) -> u64 {
+        let h = self.shared.header();
+        let head = crate::layout::Cursor(h.head.0.load(Ordering::Acquire));
+        let tail = crate::layout::Cursor(h.tail.0.load(Ordering::Acquire));
+        tail.msgs_since(head)
+    }
+
+    /// Whether no message is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A token whose `cancel` interrupts waits on this queue's handles that were given it.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken::new(self.shared.events(), self.shared.clone())
+    }
+
+    /// Registers a producer in this process.
+    pub fn producer(&self) -> Result<Producer> {
+        let me = ProcessIdentity::current();
+        let s = &self.shared;
+        for index in 0..s.max_producers {
+            let e = s.producer_entry(index);
+            let st = e.state.load(Ordering::Acquire);
+            let reusable = st == entry::FREE
+                || (st == entry::CLOSED
+                    && e.consumed.load(Ordering::Acquire) == e.committed.load(Ordering::Acquire));
+            if !reusable
+                || e.state
+                    .compare_exchange(st, entry::REGISTERING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let generation = e.generation.load(Ordering::Relaxed).wrapping_add(1);
+            e.generation.store(generation, Ordering::Relaxed);
+            e.pid.store(me.pid, Ordering::Relaxed);
+            e.start.store(me.start, Ordering::Relaxed);
+            e.pending_pos.store(0, Ordering::Relaxed);
+            e.committed.store(0, Ordering::Relaxed);
+            e.consumed.store(0, Ordering::Relaxed);
+            e.state.store(entry::ACTIVE, Ordering::Release);
+            s.header().membership.0.fetch_add(1, Ordering::AcqRel);
+            s.header().data_event.0.notify();
+            return Ok(Producer::new(s.clone(), index, generation));
+        }
+        Err(Error::TooManyProducers {
+            max: s.max_producers,
+        })
+    }
+
+    /// Registers the consumer in this process. A queue has one consumer at a time; the role can
+    /// be taken over from a consumer that closed or died (its unreleased messages are delivered
+    /// again).
+    pub fn consumer(&self) -> Result<Consumer> {
+        let me = ProcessIdentity::current();
+        let s = &self.shared;
+        let c = &s.header().consumer.0;
+        let st = c.state.load(Ordering::Acquire);
+        let holder = ProcessIdentity {
+            pid: c.pid.load(Ordering::Relaxed),
+            start: c.start.load(Ordering::Relaxed),
+        };
+        let taken = st == entry::REGISTERING || (st == entry::ACTIVE && holder.is_alive());
+        if taken
+            || c.state
+                .compare_exchange(st, entry::REGISTERING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return Err(Error::ConsumerTaken);
+        }
+        c.pid.store(me.pid, Ordering::Relaxed);
+        c.start.store(me.start, Ordering::Relaxed);
+        c.state.store(entry::ACTIVE, Ordering::Release);
+        s.header().space_event.0.wake();
+        Ok(Consumer::new(s.clone()))
+    }
+}
+
+/// Whether `stamp_value` is some valid stamp of position `pos`.
+pub(crate) fn stamp_state(s: &QueueShared, pos: u64, stamp_value: u64) -> Option<u64> {
+    let st = (stamp_value ^ s.key) & 0b111;
+    (stamp_value == s.stamp(pos, st) && (state::WRITING..=state::RELEASED).contains(&st))
+        .then_some(st)
+}
