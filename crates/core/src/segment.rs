@@ -1,8 +1,8 @@
 //! Named shared-memory segments with a validated header, built on the `shared_memory` crate.
 //!
-//! Layout: a 64-byte [`SegmentHeader`] at offset 0, then the kind-specific body. The creator
-//! fills the header and publishes `ready` last with Release ordering, so an opener never sees a
-//! half-built segment. Creation is exclusive and, on Unix, mode 0600 (both by `shared_memory`).
+//! Layout: a 128-byte [`SegmentHeader`] at offset 0 (so the body is aligned for line-padded
+//! structures), then the kind-specific body. The creator fills the header and publishes `ready`
+//! last with Release ordering, so an opener never sees a half-built segment. Creation is exclusive and, on Unix, mode 0600 (both by `shared_memory`).
 
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::name::{os_id, random_name, validate_name};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE\0");
 
 /// Size of [`SegmentHeader`] in bytes; the body starts at this offset.
-pub const SEGMENT_HEADER_SIZE: usize = 64;
+pub const SEGMENT_HEADER_SIZE: usize = 128;
 
 /// What a segment's body holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct SegmentHeader {
     creator_pid: AtomicU32,
     ready: AtomicU32,
     creator_start: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    _reserved: [AtomicU64; 11],
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE);

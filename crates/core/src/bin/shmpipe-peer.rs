@@ -1,0 +1,136 @@
+//! Test and benchmark peer: plays one side of a queue in its own process, so that tests and
+//! benches exercise real cross-process shared memory. Not part of the library's API.
+//!
+//! Roles (all take the queue name first):
+//! - `produce NAME ID COUNT MIN MAX SEED`: sends COUNT pattern messages of random payload sizes in
+//!   MIN..=MAX, then waits for all acks and prints `acked`.
+//! - `produce-huge NAME ID BYTES`: sends one pattern message of BYTES payload; prints `writing`
+//!   once the space is reserved and `sent` after commit.
+//! - `stream NAME BYTES`: sends BYTES-long messages until the consumer closes.
+//! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
+//!   more send and prints the error it ends with.
+//! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
+//! - `consume-hold NAME`: becomes the consumer, prints `ready`, and waits for messages forever.
+//! - `echo IN OUT`: receives from IN and sends each message back on OUT until IN closes.
+
+#[path = "../../tests/common/pattern.rs"]
+mod pattern;
+
+use shmpipe_core::{Error, Queue, WaitOptions};
+use std::io::Write;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} missing or invalid: {args:?}"))
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = args.first().map(String::as_str).unwrap_or("");
+    let forever = WaitOptions::forever();
+    match role {
+        "produce" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let (id, count, min, max, seed): (u32, u64, usize, usize, u64) = (
+                arg(&args, 2),
+                arg(&args, 3),
+                arg(&args, 4),
+                arg(&args, 5),
+                arg(&args, 6),
+            );
+            let mut p = q.producer().unwrap();
+            let mut rng = pattern::Rng::new(seed);
+            for seq in 0..count {
+                let payload = min + (rng.next_u64() as usize) % (max - min + 1);
+                let mut loan = p
+                    .reserve((pattern::HEADER + payload) as u64, &forever)
+                    .unwrap();
+                pattern::write(id, seq, loan.as_mut_slice());
+                loan.commit().unwrap();
+            }
+            p.wait_for_all_ack(&forever).unwrap();
+            say("acked");
+        }
+        "produce-huge" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let (id, bytes): (u32, u64) = (arg(&args, 2), arg(&args, 3));
+            let mut p = q.producer().unwrap();
+            let mut loan = p.reserve(pattern::HEADER as u64 + bytes, &forever).unwrap();
+            say("writing");
+            pattern::write(id, 0, loan.as_mut_slice());
+            loan.commit().unwrap();
+            say("sent");
+            p.wait_for_all_ack(&forever).unwrap();
+        }
+        "stream" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let bytes: usize = arg(&args, 2);
+            let mut p = q.producer().unwrap();
+            let data = vec![0x5Au8; bytes];
+            loop {
+                match p.send(&data, &forever) {
+                    Ok(()) => {}
+                    Err(Error::Closed | Error::PeerGone) => break,
+                    Err(e) => panic!("stream: {e}"),
+                }
+            }
+        }
+        "fill" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let mut p = q.producer().unwrap();
+            while p.try_send(b"x").unwrap() {}
+            say("full");
+            match p.send(b"x", &forever) {
+                Ok(()) => say("sent"),
+                Err(e) => say(&format!("error {e:?}")),
+            }
+        }
+        "consume" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let count: u64 = arg(&args, 2);
+            let mut c = q.consumer().unwrap();
+            for _ in 0..count {
+                let m = c.recv(&forever).unwrap();
+                pattern::check(m.as_slice()).unwrap();
+            }
+            say(&format!("ok {count}"));
+        }
+        "consume-hold" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let mut c = q.consumer().unwrap();
+            say("ready");
+            loop {
+                let _ = c.recv(&forever);
+            }
+        }
+        "echo" => {
+            let (qin, qout) = (
+                Queue::open(&args[1]).unwrap(),
+                Queue::open(&args[2]).unwrap(),
+            );
+            let spin: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let wait = WaitOptions::forever().with_spin(spin);
+            let mut c = qin.consumer().unwrap();
+            let mut p = qout.producer().unwrap();
+            say("ready");
+            loop {
+                match c.recv(&wait) {
+                    Ok(m) => p.send(m.as_slice(), &wait).unwrap(),
+                    Err(Error::Closed | Error::PeerGone) => break,
+                    Err(e) => panic!("echo: {e}"),
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: shmpipe-peer ROLE ARGS… (see the source)");
+            std::process::exit(2);
+        }
+    }
+}

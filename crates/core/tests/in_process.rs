@@ -1,0 +1,274 @@
+//! Queue semantics within one process (threads): the cases that need no second process.
+//! Cross-process behaviour is tested in `processes.rs`.
+
+use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use std::time::{Duration, Instant};
+
+fn small_queue(capacity: u32, bytes: u64) -> Queue {
+    Queue::create(&QueueOptions {
+        capacity,
+        bytes,
+        max_producers: 8,
+    })
+    .unwrap()
+}
+
+#[test]
+fn messages_round_trip_in_order_through_wraparound() {
+    let q = small_queue(16, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    // 4 KiB ring, messages up to 700 bytes: the ring wraps hundreds of times.
+    for i in 0..5_000u32 {
+        let len = (i as usize * 37) % 700;
+        let msg: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+        p.send(&msg, &WaitOptions::timeout(Duration::from_secs(1)))
+            .unwrap();
+        let got = c.try_recv().unwrap().expect("message ready");
+        assert_eq!(got.as_slice(), &msg[..], "message {i}");
+    }
+    assert!(c.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn capacity_in_messages_and_bytes_is_enforced() {
+    let q = small_queue(3, 4096);
+    let mut p = q.producer().unwrap();
+    let _c = q.consumer().unwrap();
+    assert!(p.try_send(b"a").unwrap());
+    assert!(p.try_send(b"b").unwrap());
+    assert!(p.has_space(1));
+    assert!(p.try_send(b"c").unwrap());
+    assert!(!p.has_space(1));
+    assert!(!p.try_send(b"d").unwrap(), "capacity of 3 messages");
+    let q2 = small_queue(100, 4096);
+    let mut p2 = q2.producer().unwrap();
+    let _c2 = q2.consumer().unwrap();
+    let big = vec![7u8; 1900];
+    assert!(p2.try_send(&big).unwrap());
+    assert!(p2.try_send(&big).unwrap());
+    assert!(!p2.try_send(&big).unwrap(), "4 KiB of data area is full");
+}
+
+#[test]
+fn messages_may_be_released_out_of_order() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    for i in 0..4u8 {
+        assert!(p.try_send(&[i; 100]).unwrap());
+    }
+    let msgs: Vec<_> = (0..4).map(|_| c.try_recv().unwrap().unwrap()).collect();
+    assert!(!p.try_send(b"x").unwrap());
+    let mut msgs = msgs.into_iter();
+    let first = msgs.next().unwrap();
+    let rest: Vec<_> = msgs.collect();
+    drop(rest); // released, but the head cannot pass the first one yet
+    assert!(!p.try_send(b"x").unwrap());
+    assert_eq!(first.as_slice(), &[0u8; 100][..]);
+    drop(first);
+    for _ in 0..4 {
+        assert!(p.try_send(b"x").unwrap());
+    }
+}
+
+#[test]
+fn large_messages_travel_in_their_own_segment() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    p.send(&big, &WaitOptions::forever()).unwrap();
+    let m = c.try_recv().unwrap().unwrap();
+    assert!(m.is_blob());
+    assert_eq!(m.as_slice(), &big[..]);
+}
+
+#[test]
+fn aborted_loans_are_never_seen() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    {
+        let mut loan = p.try_reserve(10).unwrap().unwrap();
+        loan.as_mut_slice().fill(1);
+    }
+    {
+        let mut loan = p.try_reserve(100_000).unwrap().unwrap();
+        assert!(loan.is_blob());
+        loan.as_mut_slice().fill(1);
+    }
+    p.send(b"kept", &WaitOptions::forever()).unwrap();
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"kept");
+    assert!(c.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn receive_times_out_and_send_times_out() {
+    let q = small_queue(1, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let start = Instant::now();
+    let err = c.recv_timeout(Duration::from_millis(150)).err().unwrap();
+    let took = start.elapsed();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(200),
+        "{took:?}"
+    );
+    p.send(b"1", &WaitOptions::forever()).unwrap();
+    let start = Instant::now();
+    let err = p
+        .send(b"2", &WaitOptions::timeout(Duration::from_millis(120)))
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(120) && took < Duration::from_millis(170),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_wait_is_interrupted_by_its_cancel_token() {
+    let q = small_queue(1, 4096);
+    let _p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let token = q.cancel_token();
+    let t = token.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        t.cancel();
+    });
+    let start = Instant::now();
+    let err = c
+        .recv(&WaitOptions::forever().with_cancel(token))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Interrupted), "{err:?}");
+    assert!(start.elapsed() < Duration::from_millis(150));
+    canceller.join().unwrap();
+}
+
+#[test]
+fn closing_either_side_is_seen_by_the_other() {
+    let q = small_queue(1, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    p.send(b"last", &WaitOptions::forever()).unwrap();
+    p.close();
+    assert_eq!(c.recv(&WaitOptions::forever()).unwrap().as_slice(), b"last");
+    let start = Instant::now();
+    assert!(matches!(
+        c.recv(&WaitOptions::forever()),
+        Err(Error::Closed)
+    ));
+    assert!(start.elapsed() < Duration::from_millis(50));
+
+    let mut p2 = q.producer().unwrap();
+    drop(c);
+    assert!(matches!(
+        p2.send(b"x", &WaitOptions::forever()),
+        Err(Error::Closed)
+    ));
+}
+
+#[test]
+fn acks_count_released_messages() {
+    let q = small_queue(8, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    for _ in 0..5 {
+        p.send(b"m", &WaitOptions::forever()).unwrap();
+    }
+    assert_eq!(p.sent(), 5);
+    assert_eq!(p.acked(), 0);
+    let consumer = std::thread::spawn(move || {
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(10));
+            drop(c.recv(&WaitOptions::forever()).unwrap());
+        }
+        c
+    });
+    p.wait_for_all_ack(&WaitOptions::timeout(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(p.acked(), 5);
+    drop(consumer.join().unwrap());
+}
+
+#[test]
+fn many_producer_threads_keep_their_own_order() {
+    let q = small_queue(64, 1 << 16);
+    let mut c = q.consumer().unwrap();
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let mut p = q.producer().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    let mut m = t.to_le_bytes().to_vec();
+                    m.extend_from_slice(&i.to_le_bytes());
+                    m.resize(8 + (i % 300) as usize, t as u8);
+                    p.send(&m, &WaitOptions::forever()).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 4];
+    for _ in 0..80_000 {
+        let m = c
+            .recv(&WaitOptions::timeout(Duration::from_secs(10)))
+            .unwrap();
+        let b = m.as_slice();
+        let t = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+        let i = u32::from_le_bytes(b[4..8].try_into().unwrap());
+        assert_eq!(i, next[t], "producer {t} out of order");
+        assert_eq!(b.len(), 8 + (i % 300) as usize);
+        next[t] += 1;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(matches!(
+        c.recv(&WaitOptions::forever()),
+        Err(Error::Closed)
+    ));
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    for opts in [
+        QueueOptions {
+            capacity: 0,
+            ..QueueOptions::default()
+        },
+        QueueOptions {
+            max_producers: 0,
+            ..QueueOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            Queue::create(&opts),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    assert!(matches!(
+        Queue::create(&QueueOptions {
+            bytes: u64::MAX,
+            ..QueueOptions::default()
+        }),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        Queue::open("shmpipe_0000000000000000"),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn only_one_consumer_at_a_time() {
+    let q = small_queue(1, 4096);
+    let c = q.consumer().unwrap();
+    assert!(matches!(q.consumer(), Err(Error::ConsumerTaken)));
+    drop(c);
+    q.consumer().unwrap();
+}
