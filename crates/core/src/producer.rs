@@ -362,6 +362,14 @@ impl Loan<'_> {
         matches!(self.target, Target::Blob(_))
     }
 
+    /// The name of the message's own segment, if it travels as a blob.
+    pub fn blob_name(&self) -> Option<&str> {
+        match &self.target {
+            Target::Blob(seg) => Some(seg.name()),
+            Target::Inline => None,
+        }
+    }
+
     /// Publishes the message to the consumer.
     pub fn commit(mut self) -> Result<()> {
         self.done = true;

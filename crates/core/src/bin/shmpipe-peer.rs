@@ -10,7 +10,9 @@
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
-//! - `consume-hold NAME`: becomes the consumer, prints `ready`, and waits for messages forever.
+//! - `consume-hold NAME`: becomes the consumer, prints `ready`, and never receives (so that
+//!   producers fill the queue and wait for space).
+//! - `ack-wait NAME`: sends one message, prints `sent`, waits for its ack and prints the outcome.
 //! - `echo IN OUT`: receives from IN and sends each message back on OUT until IN closes.
 
 #[path = "../../tests/common/pattern.rs"]
@@ -63,7 +65,7 @@ fn main() {
             let (id, bytes): (u32, u64) = (arg(&args, 2), arg(&args, 3));
             let mut p = q.producer().unwrap();
             let mut loan = p.reserve(pattern::HEADER as u64 + bytes, &forever).unwrap();
-            say("writing");
+            say(&format!("writing {}", loan.blob_name().unwrap_or("inline")));
             pattern::write(id, 0, loan.as_mut_slice());
             loan.commit().unwrap();
             say("sent");
@@ -104,10 +106,23 @@ fn main() {
         }
         "consume-hold" => {
             let q = Queue::open(&args[1]).unwrap();
-            let mut c = q.consumer().unwrap();
+            let _c = q.consumer().unwrap();
             say("ready");
             loop {
-                let _ = c.recv(&forever);
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "ack-wait" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let mut p = q.producer().unwrap();
+            if let Err(e) = p.send(b"needs an ack", &forever) {
+                say(&format!("error {e:?}"));
+                return;
+            }
+            say("sent");
+            match p.wait_for_all_ack(&forever) {
+                Ok(()) => say("acked"),
+                Err(e) => say(&format!("error {e:?}")),
             }
         }
         "echo" => {
