@@ -410,7 +410,7 @@ impl Consumer {
         let Some((index, mut remaining)) = orphan else {
             return Ok(false);
         };
-        if remaining == 0 || remaining > s.data_units {
+        if remaining == 0 || remaining >= s.data_units {
             return Err(s.corrupt());
         }
         let mut at = pos;

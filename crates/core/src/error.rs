@@ -131,6 +131,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// The last OS error, attributed to `op`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn last_os(op: &'static str) -> Self {
         Self::Os {
             op,

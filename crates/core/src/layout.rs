@@ -29,8 +29,9 @@ pub const POS_MASK: u64 = (1 << POS_BITS) - 1;
 pub const MSG_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
 /// Largest message capacity (message counts must never be ambiguous modulo 2^24).
 pub const MAX_CAPACITY: u32 = (1 << 23) - 1;
-/// Largest data area, in units (positions must never be ambiguous modulo 2^40).
-pub const MAX_DATA_UNITS: u64 = 1 << (POS_BITS - 1);
+/// Largest data area, in units (128 GiB): record sizes are stored as u32 units, and positions
+/// must never be ambiguous modulo 2^40.
+pub const MAX_DATA_UNITS: u64 = 1 << 32;
 /// Smallest data area, in bytes.
 pub const MIN_DATA_BYTES: u64 = 4096;
 /// Largest producer slot count.
