@@ -101,8 +101,8 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
-            if e.generation.load(Ordering::Relaxed) == generation {
-                e.consumed.fetch_add(1, Ordering::AcqRel);
+            if e.identity.0.generation.load(Ordering::Relaxed) == generation {
+                e.consumed.0.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -144,7 +144,8 @@ fn advance_head(shared: &QueueShared) {
             .0
             .store(head.advance(units, is_message as u64).0, Ordering::Release);
     }
-    h.space_event.0.notify();
+    // The last iteration's fence follows our last head store: no second fence is needed.
+    h.space_event.0.notify_after_fence();
 }
 
 /// What the consumer found at its read position.
@@ -183,6 +184,9 @@ impl Consumer {
     pub fn recv(&mut self, wait: &WaitOptions) -> Result<Message> {
         if self.closed {
             return Err(Error::Closed);
+        }
+        if let Found::Message(m) = self.poll()? {
+            return Ok(m);
         }
         let shared = self.shared.clone();
         let me = std::cell::RefCell::new(self);
@@ -300,13 +304,13 @@ impl Consumer {
         let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            match e.state.load(Ordering::Acquire) {
+            match e.identity.0.state.load(Ordering::Acquire) {
                 entry::ACTIVE => {
                     ever = true;
                     if producer_alive(e) {
                         live += 1;
                     } else {
-                        let _ = e.state.compare_exchange(
+                        let _ = e.identity.0.state.compare_exchange(
                             entry::ACTIVE,
                             entry::DEAD,
                             Ordering::AcqRel,
@@ -353,8 +357,8 @@ impl Consumer {
                     return Err(s.corrupt());
                 }
                 let e = s.producer_entry(index);
-                let owner_alive = e.state.load(Ordering::Acquire) == entry::ACTIVE
-                    && e.generation.load(Ordering::Relaxed)
+                let owner_alive = e.identity.0.state.load(Ordering::Acquire) == entry::ACTIVE
+                    && e.identity.0.generation.load(Ordering::Relaxed)
                         == rec.generation.load(Ordering::Relaxed)
                     && producer_alive(e);
                 if owner_alive {
@@ -393,15 +397,19 @@ impl Consumer {
         let mut orphan = None;
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let pending = e.pending_pos.load(Ordering::Acquire);
+            let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
             if pending & PENDING_VALID == 0 {
                 continue;
             }
-            let (start, units) = (pending & POS_MASK, e.pending_units.load(Ordering::Acquire));
+            let (start, units) = (
+                pending & POS_MASK,
+                e.claims.0.pending_units.load(Ordering::Acquire),
+            );
             if pos_distance(start, pos) >= units {
                 continue;
             }
-            let alive = e.state.load(Ordering::Acquire) == entry::ACTIVE && producer_alive(e);
+            let alive =
+                e.identity.0.state.load(Ordering::Acquire) == entry::ACTIVE && producer_alive(e);
             if alive {
                 return Ok(false); // a live producer is about to write it
             }
@@ -448,8 +456,8 @@ impl Drop for Consumer {
 
 fn producer_alive(e: &crate::layout::ProducerEntry) -> bool {
     ProcessIdentity {
-        pid: e.pid.load(Ordering::Relaxed),
-        start: e.start.load(Ordering::Relaxed),
+        pid: e.identity.0.pid.load(Ordering::Relaxed),
+        start: e.identity.0.start.load(Ordering::Relaxed),
     }
     .is_alive()
 }

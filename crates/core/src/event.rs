@@ -35,6 +35,15 @@ impl EventWord {
         }
     }
 
+    /// Like [`notify`](Self::notify), for a caller that has just issued a SeqCst fence after
+    /// publishing its state change.
+    #[inline]
+    pub fn notify_after_fence(&self) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake();
+        }
+    }
+
     /// Wakes every sleeper unconditionally (used for interrupts and closes).
     pub fn wake(&self) {
         self.seq.fetch_add(1, Ordering::Release);

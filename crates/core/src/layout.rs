@@ -169,29 +169,43 @@ pub mod entry {
 /// Marks a pending claim as valid (the position alone might be 0).
 pub const PENDING_VALID: u64 = 1 << 63;
 
-/// A producer's registration, 128 bytes: the producer's own line, then the consumer's line.
+/// A producer's registration: three 128-byte lines, so that what the producer writes for every
+/// message, what the consumer writes for every message, and the read-mostly identity never share
+/// a line (nor an adjacent-line prefetch pair).
 #[repr(C)]
 #[derive(Default)]
 pub struct ProducerEntry {
+    pub identity: Line<ProducerIdentity>,
+    pub claims: Line<ProducerClaims>,
+    /// Messages of this producer released by the consumer (written by the consumer side).
+    pub consumed: Line<AtomicU64>,
+}
+
+/// The read-mostly part of a producer entry.
+#[repr(C)]
+#[derive(Default)]
+pub struct ProducerIdentity {
     pub state: AtomicU32,
     pub generation: AtomicU32,
     pub pid: AtomicU32,
-    pub _pad0: AtomicU32,
+    pub _pad: AtomicU32,
     pub start: AtomicU64,
+}
+
+/// The part of a producer entry the producer writes as it sends.
+#[repr(C)]
+#[derive(Default)]
+pub struct ProducerClaims {
     /// Position of the claim being attempted, with [`PENDING_VALID`]; 0 when none.
     pub pending_pos: AtomicU64,
     /// Units of the claim being attempted (padding included).
     pub pending_units: AtomicU64,
-    /// Messages committed by this producer (written by the producer).
+    /// Messages committed by this producer.
     pub committed: AtomicU64,
-    pub _pad1: [AtomicU64; 2],
-    /// Messages of this producer released by the consumer (written by the consumer side).
-    pub consumed: AtomicU64,
-    pub _pad2: [AtomicU64; 7],
 }
 
 /// Size of one producer entry.
-pub const PRODUCER_ENTRY_SIZE: u64 = 128;
+pub const PRODUCER_ENTRY_SIZE: u64 = 384;
 const _: () = assert!(std::mem::size_of::<ProducerEntry>() as u64 == PRODUCER_ENTRY_SIZE);
 
 /// A record's header, at the start of every record in the ring.

@@ -123,8 +123,11 @@ impl Producer {
                 }
             }
             let e = s.producer_entry(self.index);
-            e.pending_units.store(total, Ordering::Relaxed);
-            e.pending_pos.store(pos | PENDING_VALID, Ordering::Relaxed);
+            e.claims.0.pending_units.store(total, Ordering::Relaxed);
+            e.claims
+                .0
+                .pending_pos
+                .store(pos | PENDING_VALID, Ordering::Relaxed);
             match h.tail.0.compare_exchange_weak(
                 tail.0,
                 tail.advance(total, 1).0,
@@ -138,7 +141,7 @@ impl Producer {
                         rec_pos = (pos + contiguous) & POS_MASK;
                     }
                     self.write_header(rec_pos, units, len, record_kind, state::WRITING);
-                    e.pending_pos.store(0, Ordering::Release);
+                    e.claims.0.pending_pos.store(0, Ordering::Release);
                     return Ok(Some(rec_pos));
                 }
                 Err(actual) => tail = Cursor(actual),
@@ -269,7 +272,7 @@ impl Producer {
 
     /// Messages of this producer the consumer has released.
     pub fn acked(&self) -> u64 {
-        self.entry().consumed.load(Ordering::Acquire)
+        self.entry().consumed.0.load(Ordering::Acquire)
     }
 
     /// Waits until the consumer has released every message this producer sent.
@@ -294,7 +297,11 @@ impl Producer {
         }
         self.closed = true;
         let h = self.shared.header();
-        self.entry().state.store(entry::CLOSED, Ordering::Release);
+        self.entry()
+            .identity
+            .0
+            .state
+            .store(entry::CLOSED, Ordering::Release);
         h.membership.0.fetch_add(1, Ordering::AcqRel);
         h.data_event.0.wake();
     }
@@ -384,7 +391,11 @@ impl Loan<'_> {
             Ordering::Release,
         );
         p.committed += 1;
-        p.entry().committed.store(p.committed, Ordering::Release);
+        p.entry()
+            .claims
+            .0
+            .committed
+            .store(p.committed, Ordering::Release);
         p.shared.header().data_event.0.notify();
         Ok(())
     }

@@ -41,6 +41,10 @@ impl Default for QueueOptions {
 
 /// State shared by every handle of one queue in one process: the mapping and the validated,
 /// process-local copy of the configuration (never re-read from shared memory).
+///
+/// Aligned to 128 bytes so that the `Arc` reference counts (touched for every received message)
+/// do not share a cache line with the configuration the producers read for every message.
+#[repr(C, align(128))]
 pub(crate) struct QueueShared {
     pub segment: Segment,
     pub capacity: u64,
@@ -299,25 +303,33 @@ impl Queue {
         let s = &self.shared;
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let st = e.state.load(Ordering::Acquire);
+            let st = e.identity.0.state.load(Ordering::Acquire);
             let reusable = st == entry::FREE
                 || (st == entry::CLOSED
-                    && e.consumed.load(Ordering::Acquire) == e.committed.load(Ordering::Acquire));
+                    && e.consumed.0.load(Ordering::Acquire)
+                        == e.claims.0.committed.load(Ordering::Acquire));
             if !reusable
-                || e.state
+                || e.identity
+                    .0
+                    .state
                     .compare_exchange(st, entry::REGISTERING, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
             {
                 continue;
             }
-            let generation = e.generation.load(Ordering::Relaxed).wrapping_add(1);
-            e.generation.store(generation, Ordering::Relaxed);
-            e.pid.store(me.pid, Ordering::Relaxed);
-            e.start.store(me.start, Ordering::Relaxed);
-            e.pending_pos.store(0, Ordering::Relaxed);
-            e.committed.store(0, Ordering::Relaxed);
-            e.consumed.store(0, Ordering::Relaxed);
-            e.state.store(entry::ACTIVE, Ordering::Release);
+            let generation = e
+                .identity
+                .0
+                .generation
+                .load(Ordering::Relaxed)
+                .wrapping_add(1);
+            e.identity.0.generation.store(generation, Ordering::Relaxed);
+            e.identity.0.pid.store(me.pid, Ordering::Relaxed);
+            e.identity.0.start.store(me.start, Ordering::Relaxed);
+            e.claims.0.pending_pos.store(0, Ordering::Relaxed);
+            e.claims.0.committed.store(0, Ordering::Relaxed);
+            e.consumed.0.store(0, Ordering::Relaxed);
+            e.identity.0.state.store(entry::ACTIVE, Ordering::Release);
             s.header().membership.0.fetch_add(1, Ordering::AcqRel);
             s.header().data_event.0.notify();
             return Ok(Producer::new(s.clone(), index, generation));
