@@ -151,6 +151,8 @@ fn advance_head(shared: &QueueShared) {
 /// What the consumer found at its read position.
 enum Found {
     Message(Message),
+    /// A message is ready at the read position (not taken).
+    Ready,
     /// Nothing ready.
     Nothing,
 }
@@ -173,7 +175,7 @@ impl Consumer {
         }
         match self.poll()? {
             Found::Message(m) => Ok(Some(m)),
-            Found::Nothing => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -182,11 +184,26 @@ impl Consumer {
     /// Fails with [`Error::Closed`] once the queue is drained and every producer has closed, or
     /// [`Error::PeerGone`] if one of them died instead.
     pub fn recv(&mut self, wait: &WaitOptions) -> Result<Message> {
+        match self.wait_inner(wait, true)? {
+            Found::Message(m) => Ok(m),
+            _ => unreachable!("a taking wait ends with a message or an error"),
+        }
+    }
+
+    /// Waits until a message is ready, without taking it: the next [`try_recv`](Self::try_recv)
+    /// returns it. Ends with the same errors as [`recv`](Self::recv). Lets a waiter thread wait
+    /// while another thread receives.
+    pub fn wait_ready(&mut self, wait: &WaitOptions) -> Result<()> {
+        self.wait_inner(wait, false).map(|_| ())
+    }
+
+    fn wait_inner(&mut self, wait: &WaitOptions, take: bool) -> Result<Found> {
         if self.closed {
             return Err(Error::Closed);
         }
-        if let Found::Message(m) = self.poll()? {
-            return Ok(m);
+        match self.poll_inner(take)? {
+            Found::Nothing => {}
+            found => return Ok(found),
         }
         let shared = self.shared.clone();
         let me = std::cell::RefCell::new(self);
@@ -195,17 +212,18 @@ impl Consumer {
             wait,
             || {
                 let mut me = me.borrow_mut();
-                if let Found::Message(m) = me.poll()? {
-                    return Ok(Some(m));
+                match me.poll_inner(take)? {
+                    Found::Nothing => {}
+                    found => return Ok(Some(found)),
                 }
                 // A producer joined or left: check at once rather than at the next slice.
                 let membership = shared.header().membership.0.load(Ordering::Acquire);
                 if membership != me.seen_membership {
-                    return me.health();
+                    return me.health(take);
                 }
                 Ok(None)
             },
-            || me.borrow_mut().health(),
+            || me.borrow_mut().health(take),
         )
     }
 
@@ -216,6 +234,11 @@ impl Consumer {
 
     /// Reads what is at the read position, passing over padding and skipped records.
     fn poll(&mut self) -> Result<Found> {
+        self.poll_inner(true)
+    }
+
+    /// Like `poll`; with `take` false it stops at a ready message without taking it.
+    fn poll_inner(&mut self, take: bool) -> Result<Found> {
         let s = &*self.shared;
         loop {
             let pos = self.read_pos;
@@ -241,6 +264,9 @@ impl Consumer {
             let len = rec.len.load(Ordering::Relaxed);
             if len > (units - 1) * UNIT {
                 return Err(s.corrupt());
+            }
+            if !take {
+                return Ok(Found::Ready);
             }
             let producer = (
                 rec.producer.load(Ordering::Relaxed),
@@ -297,7 +323,7 @@ impl Consumer {
 
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
     /// read position, and reports the end of the stream once no producer is left.
-    fn health(&mut self) -> Result<Option<Message>> {
+    fn health(&mut self, take: bool) -> Result<Option<Found>> {
         let shared = self.shared.clone();
         let s = &*shared;
         self.seen_membership = s.header().membership.0.load(Ordering::Acquire);
@@ -328,8 +354,9 @@ impl Consumer {
             }
         }
         while self.unblock()? {
-            if let Found::Message(m) = self.poll()? {
-                return Ok(Some(m));
+            match self.poll_inner(take)? {
+                Found::Nothing => {}
+                found => return Ok(Some(found)),
             }
         }
         let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));

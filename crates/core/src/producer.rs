@@ -42,12 +42,30 @@ enum Target {
 /// [`commit`](Self::commit). Dropping it uncommitted aborts: the consumer never sees it.
 pub struct Loan<'a> {
     producer: &'a mut Producer,
+    claimed: Claimed,
+    done: bool,
+}
+
+/// Like [`Loan`], but not tied to a borrow of its producer, for bindings that hold a reservation
+/// between calls. Commit it with [`Producer::commit_raw`]; dropping it uncommitted aborts it.
+pub struct RawLoan {
+    shared: Arc<QueueShared>,
+    owner: (u32, u32),
+    claimed: Claimed,
+    done: bool,
+}
+
+/// A claimed record and where its payload goes.
+struct Claimed {
     pos: u64,
     ptr: *mut u8,
     len: usize,
     target: Target,
-    done: bool,
 }
+
+// SAFETY: the claimed record (and blob segment) belongs to this loan alone until it is committed
+// or aborted; the mapping is kept alive by the `Arc`.
+unsafe impl Send for RawLoan {}
 
 impl Producer {
     pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
@@ -162,16 +180,87 @@ impl Producer {
 
     /// Reserves room for a message of `len` bytes, waiting while the queue is full.
     pub fn reserve(&mut self, len: u64, wait: &WaitOptions) -> Result<Loan<'_>> {
-        self.reserve_inner(len, Some(wait))
-            .map(|loan| loan.expect("a waiting reserve returns a loan or an error"))
+        let claimed = self
+            .reserve_inner(len, Some(wait))?
+            .expect("a waiting reserve returns a loan or an error");
+        Ok(self.loan(claimed))
     }
 
     /// Reserves room for a message of `len` bytes if the queue has it now.
     pub fn try_reserve(&mut self, len: u64) -> Result<Option<Loan<'_>>> {
-        self.reserve_inner(len, None)
+        Ok(self.reserve_inner(len, None)?.map(|c| self.loan(c)))
     }
 
-    fn reserve_inner(&mut self, len: u64, wait: Option<&WaitOptions>) -> Result<Option<Loan<'_>>> {
+    fn loan(&mut self, claimed: Claimed) -> Loan<'_> {
+        Loan {
+            producer: self,
+            claimed,
+            done: false,
+        }
+    }
+
+    /// Like [`try_reserve`](Self::try_reserve), returning a loan not tied to a borrow.
+    pub fn try_reserve_raw(&mut self, len: u64) -> Result<Option<RawLoan>> {
+        Ok(self.reserve_inner(len, None)?.map(|claimed| RawLoan {
+            shared: self.shared.clone(),
+            owner: (self.index, self.generation),
+            claimed,
+            done: false,
+        }))
+    }
+
+    /// Publishes a [`RawLoan`] made by this producer.
+    pub fn commit_raw(&mut self, mut loan: RawLoan) -> Result<()> {
+        if loan.owner != (self.index, self.generation) || !Arc::ptr_eq(&loan.shared, &self.shared) {
+            return Err(Error::InvalidArgument {
+                name: "loan",
+                expected: "a loan reserved by this producer",
+            });
+        }
+        loan.done = true;
+        self.commit_claimed(&mut loan.claimed);
+        Ok(())
+    }
+
+    /// Waits until a message of `len` bytes would be accepted (it may still be taken by another
+    /// producer first). Lets a waiter thread wait while another thread sends.
+    pub fn wait_space(&mut self, len: u64, wait: &WaitOptions) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let shared = self.shared.clone();
+        let me = &mut *self;
+        wait_until(
+            &shared.header().space_event.0,
+            wait,
+            || {
+                me.check_consumer()?;
+                Ok(me.has_space(len).then_some(()))
+            },
+            || consumer_health(&shared),
+        )
+    }
+
+    fn commit_claimed(&mut self, c: &mut Claimed) {
+        if let Target::Blob(seg) = &mut c.target {
+            seg.publish_ready();
+            seg.disown(); // the consumer removes it once it has mapped it
+        }
+        let rec = self.shared.record(c.pos);
+        rec.stamp.store(
+            self.shared.stamp(c.pos, state::COMMITTED),
+            Ordering::Release,
+        );
+        self.committed += 1;
+        self.entry()
+            .claims
+            .0
+            .committed
+            .store(self.committed, Ordering::Release);
+        self.shared.header().data_event.0.notify();
+    }
+
+    fn reserve_inner(&mut self, len: u64, wait: Option<&WaitOptions>) -> Result<Option<Claimed>> {
         let (units, is_blob) = self.plan(len);
         // A blob's segment is made first: a full /dev/shm fails here, before the queue changes.
         let target = if is_blob {
@@ -221,13 +310,11 @@ impl Producer {
                 (seg.body_ptr(), Target::Blob(seg))
             }
         };
-        Ok(Some(Loan {
-            producer: self,
+        Ok(Some(Claimed {
             pos,
             ptr,
             len: len as usize,
             target,
-            done: false,
         }))
     }
 
@@ -345,58 +432,61 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
     }
 }
 
-impl Loan<'_> {
-    /// The reserved bytes, to be filled before commit. Their prior content is unspecified.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points at `len` bytes that this loan owns exclusively until commit or
+impl Claimed {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points at `len` bytes that this claim owns exclusively until commit or
         // abort: the ring record is in WRITING state (the consumer does not read it) or the blob
         // segment is not yet named anywhere the consumer can see.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
-    /// The reserved length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the reserved length is zero.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the message travels in a segment of its own.
-    pub fn is_blob(&self) -> bool {
-        matches!(self.target, Target::Blob(_))
-    }
-
-    /// The name of the message's own segment, if it travels as a blob.
-    pub fn blob_name(&self) -> Option<&str> {
+    fn blob_name(&self) -> Option<&str> {
         match &self.target {
             Target::Blob(seg) => Some(seg.name()),
             Target::Inline => None,
         }
     }
 
+    /// Marks the record to be passed over; a blob segment is removed as the claim drops.
+    fn abort(&self, shared: &QueueShared) {
+        shared
+            .record(self.pos)
+            .stamp
+            .store(shared.stamp(self.pos, state::SKIP), Ordering::Release);
+        shared.header().data_event.0.notify();
+    }
+}
+
+impl Loan<'_> {
+    /// The reserved bytes, to be filled before commit. Their prior content is unspecified.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.claimed.as_mut_slice()
+    }
+
+    /// The reserved length.
+    pub fn len(&self) -> usize {
+        self.claimed.len
+    }
+
+    /// Whether the reserved length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.claimed.len == 0
+    }
+
+    /// Whether the message travels in a segment of its own.
+    pub fn is_blob(&self) -> bool {
+        self.blob_name().is_some()
+    }
+
+    /// The name of the message's own segment, if it travels as a blob.
+    pub fn blob_name(&self) -> Option<&str> {
+        self.claimed.blob_name()
+    }
+
     /// Publishes the message to the consumer.
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
-        let p = &mut *self.producer;
-        if let Target::Blob(seg) = &mut self.target {
-            seg.publish_ready();
-            seg.disown(); // the consumer removes it once it has mapped it
-        }
-        let rec = p.shared.record(self.pos);
-        rec.stamp.store(
-            p.shared.stamp(self.pos, state::COMMITTED),
-            Ordering::Release,
-        );
-        p.committed += 1;
-        p.entry()
-            .claims
-            .0
-            .committed
-            .store(p.committed, Ordering::Release);
-        p.shared.header().data_event.0.notify();
+        self.producer.commit_claimed(&mut self.claimed);
         Ok(())
     }
 }
@@ -404,13 +494,42 @@ impl Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if !self.done {
-            // Abort: the consumer passes over the record; a blob segment is removed as it drops.
-            let p = &*self.producer;
-            p.shared
-                .record(self.pos)
-                .stamp
-                .store(p.shared.stamp(self.pos, state::SKIP), Ordering::Release);
-            p.shared.header().data_event.0.notify();
+            self.claimed.abort(&self.producer.shared);
+        }
+    }
+}
+
+impl RawLoan {
+    /// The reserved bytes, to be filled before commit. Their prior content is unspecified.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.claimed.as_mut_slice()
+    }
+
+    /// Pointer to the reserved bytes, valid until the loan is committed or dropped.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.claimed.ptr
+    }
+
+    /// The reserved length.
+    pub fn len(&self) -> usize {
+        self.claimed.len
+    }
+
+    /// Whether the reserved length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.claimed.len == 0
+    }
+
+    /// The name of the message's own segment, if it travels as a blob.
+    pub fn blob_name(&self) -> Option<&str> {
+        self.claimed.blob_name()
+    }
+}
+
+impl Drop for RawLoan {
+    fn drop(&mut self) {
+        if !self.done {
+            self.claimed.abort(&self.shared);
         }
     }
 }

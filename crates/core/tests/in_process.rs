@@ -272,3 +272,57 @@ fn only_one_consumer_at_a_time() {
     drop(c);
     q.consumer().unwrap();
 }
+
+#[test]
+fn raw_loans_commit_abort_and_belong_to_their_producer() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let mut other = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let mut loan = p.try_reserve_raw(5).unwrap().unwrap();
+    loan.as_mut_slice().copy_from_slice(b"hello");
+    let mut aborted = p.try_reserve_raw(3).unwrap().unwrap();
+    aborted.as_mut_slice().copy_from_slice(b"bad");
+    assert!(matches!(
+        other.commit_raw(loan),
+        Err(Error::InvalidArgument { name: "loan", .. })
+    ));
+    // The rejected loan was dropped, so it aborted: nothing is visible yet.
+    drop(aborted);
+    assert!(c.try_recv().unwrap().is_none());
+    let mut loan = p.try_reserve_raw(5).unwrap().unwrap();
+    loan.as_mut_slice().copy_from_slice(b"again");
+    p.commit_raw(loan).unwrap();
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"again");
+    assert_eq!(p.sent(), 1);
+}
+
+#[test]
+fn waiting_for_readiness_takes_nothing() {
+    let q = small_queue(2, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    assert!(matches!(
+        c.wait_ready(&WaitOptions::timeout(Duration::from_millis(30))),
+        Err(Error::Timeout)
+    ));
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        p.send(b"one", &WaitOptions::forever()).unwrap();
+        p.send(b"two", &WaitOptions::forever()).unwrap();
+        // Full now: wait_space returns once the consumer frees a slot.
+        let start = Instant::now();
+        p.wait_space(3, &WaitOptions::timeout(Duration::from_secs(5)))
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(40));
+        p
+    });
+    c.wait_ready(&WaitOptions::timeout(Duration::from_secs(5)))
+        .unwrap();
+    c.wait_ready(&WaitOptions::forever()).unwrap(); // still ready: nothing was taken
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"one");
+    let mut p = sender.join().unwrap();
+    assert!(p.has_space(3));
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"two");
+}
