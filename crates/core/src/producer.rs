@@ -224,20 +224,19 @@ impl Producer {
 
     /// Waits until a message of `len` bytes would be accepted (it may still be taken by another
     /// producer first). Lets a waiter thread wait while another thread sends.
-    pub fn wait_space(&mut self, len: u64, wait: &WaitOptions) -> Result<()> {
+    pub fn wait_space(&self, len: u64, wait: &WaitOptions) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
         }
-        let shared = self.shared.clone();
-        let me = &mut *self;
+        let shared = &self.shared;
         wait_until(
             &shared.header().space_event.0,
             wait,
             || {
-                me.check_consumer()?;
-                Ok(me.has_space(len).then_some(()))
+                self.check_consumer()?;
+                Ok(self.has_space(len).then_some(()))
             },
-            || consumer_health(&shared),
+            || consumer_health(shared),
         )
     }
 
@@ -338,7 +337,7 @@ impl Producer {
     }
 
     /// Whether a message of `len` bytes would be accepted now.
-    pub fn has_space(&mut self, len: u64) -> bool {
+    pub fn has_space(&self, len: u64) -> bool {
         let (units, _) = self.plan(len);
         let h = self.shared.header();
         let tail = Cursor(h.tail.0.load(Ordering::Acquire));

@@ -1,12 +1,27 @@
 //! Node.js bindings for shmpipe, built with napi-rs.
 //!
-//! For now this only exposes version information; the queue and segment
-//! bindings come later.
+//! Only bindings live here: the queue, waits and shared memory are `shmpipe-core`; ordering, the
+//! codec and the public API are TypeScript. Module map:
+//! - `queue`: `NativeQueue` (create/open a queue, register ends)
+//! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
+//! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
+//! - `waiter`: the dedicated waiter thread behind every async wait
+//! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
 
 use napi_derive::napi;
+
+mod consumer;
+mod errors;
+mod producer;
+mod queue;
+mod waiter;
+
+pub use consumer::{NativeConsumer, NativeMessage};
+pub use producer::NativeProducer;
+pub use queue::NativeQueue;
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.
 ///

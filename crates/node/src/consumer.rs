@@ -1,0 +1,184 @@
+//! `NativeConsumer`: the receiving end's primitive operations.
+//!
+//! Messages stored inline in the ring are copied out into a fresh Buffer and released at once, so
+//! the ring never waits for the garbage collector. Messages that travelled in a segment of their
+//! own are handed over without a copy: the Buffer maps that segment, which is unmapped when the
+//! Buffer is collected (its name was already removed, so nothing can leak).
+
+use crate::errors::{closed, IntoNapi};
+use crate::waiter::{poisoned, spawn_wait, timeout, Waiter};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use shmpipe_core::{CancelToken, Consumer, Message, Queue, WaitOptions};
+use std::sync::{Arc, Mutex, TryLockError};
+
+/// The queue's receiver.
+#[napi]
+pub struct NativeConsumer {
+    inner: Arc<Mutex<Option<Consumer>>>,
+    queue: Queue,
+    cancel: Arc<Mutex<Option<CancelToken>>>,
+    waiter: Waiter,
+}
+
+fn with_consumer<T>(
+    inner: &Mutex<Option<Consumer>>,
+    f: impl FnOnce(&mut Consumer) -> Result<T>,
+) -> Result<T> {
+    let mut guard = match inner.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::WouldBlock) => {
+            return Err(Error::from_reason(
+                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this receiver",
+            ))
+        }
+        Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
+    };
+    f(guard.as_mut().ok_or_else(closed)?)
+}
+
+/// A message's bytes as a Buffer: copied if inline, mapped if it has a segment of its own.
+fn to_buffer(env: &Env, msg: Message) -> Result<BufferSlice<'_>> {
+    if !msg.is_blob() || msg.is_empty() {
+        return BufferSlice::copy_from(env, msg.as_slice());
+    }
+    let ptr = msg.as_slice().as_ptr() as *mut u8;
+    let len = msg.len();
+    let _ = env.adjust_external_memory(len as i64);
+    // SAFETY: the blob segment is mapped read-write for as long as `msg` lives, and `msg` is
+    // moved into the finalizer, which runs only once JavaScript can no longer reach the Buffer.
+    // No other Buffer wraps this mapping: each blob is received once.
+    unsafe {
+        BufferSlice::from_external(env, ptr, len, msg, move |env, msg| {
+            let _ = env.adjust_external_memory(-(len as i64));
+            drop(msg);
+        })
+    }
+}
+
+/// A message received without copying, whose memory is returned by `release()`.
+#[napi]
+pub struct NativeMessage {
+    message: Arc<Mutex<Option<Message>>>,
+}
+
+#[napi]
+impl NativeMessage {
+    /// An ArrayBuffer over the message's bytes (valid until `release`, which detaches it).
+    #[napi]
+    pub fn buffer<'env>(&self, env: &'env Env) -> Result<ArrayBuffer<'env>> {
+        let guard = self.message.lock().map_err(|_| poisoned())?;
+        let msg = guard.as_ref().ok_or_else(closed)?;
+        if msg.is_empty() {
+            return ArrayBuffer::from_data(env, Vec::<u8>::new());
+        }
+        let ptr = msg.as_slice().as_ptr() as *mut u8;
+        let keep = self.message.clone();
+        // SAFETY: the message's bytes stay valid while the shared slot holds it; the finalizer
+        // keeps the slot alive, and `release` detaches the buffer before dropping the message,
+        // so JavaScript never reaches the bytes after they are released.
+        unsafe { ArrayBuffer::from_external(env, ptr, msg.len(), keep, |_, keep| drop(keep)) }
+    }
+
+    /// Detaches `buffer` (every view of it becomes empty) and releases the message.
+    #[napi]
+    pub fn release(&self, buffer: Option<ArrayBuffer>) -> Result<()> {
+        if let Some(buffer) = buffer {
+            if !buffer.is_empty() {
+                buffer.detach()?;
+            }
+        }
+        self.message.lock().map_err(|_| poisoned())?.take();
+        Ok(())
+    }
+}
+
+impl NativeConsumer {
+    pub(crate) fn new(consumer: Consumer, queue: Queue) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Some(consumer))),
+            queue,
+            cancel: Arc::default(),
+            waiter: Waiter::default(),
+        }
+    }
+}
+
+#[napi]
+impl NativeConsumer {
+    /// The next message if one is ready (null otherwise).
+    #[napi]
+    pub fn try_recv<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
+        match with_consumer(&self.inner, |c| c.try_recv().napi())? {
+            Some(msg) => to_buffer(env, msg).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next message, blocking this thread while the queue is empty.
+    #[napi]
+    pub fn recv_sync<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+    ) -> Result<BufferSlice<'env>> {
+        let opts = WaitOptions {
+            timeout: timeout(timeout_ms)?,
+            ..WaitOptions::default()
+        };
+        let msg = with_consumer(&self.inner, |c| c.recv(&opts).napi())?;
+        to_buffer(env, msg)
+    }
+
+    /// The next message without copying, if one is ready.
+    #[napi]
+    pub fn try_recv_view(&self) -> Result<Option<NativeMessage>> {
+        Ok(
+            with_consumer(&self.inner, |c| c.try_recv().napi())?.map(|m| NativeMessage {
+                message: Arc::new(Mutex::new(Some(m))),
+            }),
+        )
+    }
+
+    /// Resolves once a message is ready (on a dedicated waiter thread); `tryRecv` then takes it.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_ready<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+    ) -> Result<Object<'env>> {
+        let token = self.queue.cancel_token();
+        *self.cancel.lock().map_err(|_| poisoned())? = Some(token.clone());
+        let opts = WaitOptions {
+            timeout: timeout(timeout_ms)?,
+            cancel: Some(token),
+            spin: None,
+        };
+        let inner = self.inner.clone();
+        spawn_wait(env, &self.waiter, move || {
+            let mut guard = inner.lock().map_err(|_| poisoned())?;
+            let c = guard.as_mut().ok_or_else(closed)?;
+            c.wait_ready(&opts).napi()
+        })
+    }
+
+    /// Interrupts the current asynchronous wait, which then rejects with `ERR_SHMPIPE_ABORTED`.
+    #[napi]
+    pub fn cancel_wait(&self) -> Result<()> {
+        if let Some(token) = self.cancel.lock().map_err(|_| poisoned())?.take() {
+            token.cancel();
+        }
+        Ok(())
+    }
+
+    /// Closes the receiver; a pending wait is interrupted first.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        self.cancel_wait()?;
+        let consumer = self.inner.lock().map_err(|_| poisoned())?.take();
+        if let Some(c) = consumer {
+            c.close();
+        }
+        Ok(())
+    }
+}

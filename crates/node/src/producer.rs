@@ -1,0 +1,222 @@
+//! `NativeProducer`: the sending end's primitive operations. Ordering and the async API live in
+//! TypeScript; this layer never blocks the JS thread except in the explicitly synchronous calls.
+
+use crate::errors::{closed, invalid, IntoNapi};
+use crate::queue::byte_count;
+use crate::waiter::{poisoned, spawn_wait, timeout, Waiter};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
+use std::sync::{Arc, Mutex, TryLockError};
+
+/// A registered sender.
+#[napi]
+pub struct NativeProducer {
+    inner: Arc<Mutex<Option<Producer>>>,
+    queue: Queue,
+    cancel: Arc<Mutex<Option<CancelToken>>>,
+    waiter: Waiter,
+    loan: Option<RawLoan>,
+}
+
+/// What a JS-thread operation does with the producer when a waiter thread holds it.
+fn with_producer<T>(
+    inner: &Mutex<Option<Producer>>,
+    f: impl FnOnce(&mut Producer) -> Result<T>,
+) -> Result<T> {
+    let mut guard = match inner.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::WouldBlock) => {
+            return Err(Error::from_reason(
+                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this sender",
+            ))
+        }
+        Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
+    };
+    f(guard.as_mut().ok_or_else(closed)?)
+}
+
+impl NativeProducer {
+    pub(crate) fn new(producer: Producer, queue: Queue) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Some(producer))),
+            queue,
+            cancel: Arc::default(),
+            waiter: Waiter::default(),
+            loan: None,
+        }
+    }
+
+    /// Options for a wait cancellable through `cancelWait`.
+    fn wait_options(&self, timeout_ms: Option<f64>) -> Result<WaitOptions> {
+        let token = self.queue.cancel_token();
+        *self.cancel.lock().map_err(|_| poisoned())? = Some(token.clone());
+        Ok(WaitOptions {
+            timeout: timeout(timeout_ms)?,
+            cancel: Some(token),
+            spin: None,
+        })
+    }
+}
+
+#[napi]
+impl NativeProducer {
+    /// Sends a copy of `data` if the queue has room now; returns whether it was sent.
+    #[napi]
+    pub fn try_send(&self, data: Uint8ArraySlice) -> Result<bool> {
+        with_producer(&self.inner, |p| p.try_send(&data).napi())
+    }
+
+    /// Sends a copy of `data`, blocking this thread while the queue is full.
+    #[napi]
+    pub fn send_sync(&self, data: Uint8ArraySlice, timeout_ms: Option<f64>) -> Result<()> {
+        let opts = WaitOptions {
+            timeout: timeout(timeout_ms)?,
+            ..WaitOptions::default()
+        };
+        with_producer(&self.inner, |p| p.send(&data, &opts).napi())
+    }
+
+    /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_space<'env>(
+        &self,
+        env: &'env Env,
+        len: f64,
+        timeout_ms: Option<f64>,
+    ) -> Result<Object<'env>> {
+        let len = byte_count(len, "length")?;
+        let opts = self.wait_options(timeout_ms)?;
+        let inner = self.inner.clone();
+        spawn_wait(env, &self.waiter, move || {
+            let guard = inner.lock().map_err(|_| poisoned())?;
+            let p = guard.as_ref().ok_or_else(closed)?;
+            p.wait_space(len, &opts).napi()
+        })
+    }
+
+    /// Resolves once the receiver has released every message this sender sent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_for_all_ack<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+    ) -> Result<Object<'env>> {
+        let opts = self.wait_options(timeout_ms)?;
+        let inner = self.inner.clone();
+        spawn_wait(env, &self.waiter, move || {
+            let guard = inner.lock().map_err(|_| poisoned())?;
+            let p = guard.as_ref().ok_or_else(closed)?;
+            p.wait_for_all_ack(&opts).napi()
+        })
+    }
+
+    /// Blocks until every message of this sender is released.
+    #[napi]
+    pub fn wait_for_all_ack_sync(&self, timeout_ms: Option<f64>) -> Result<()> {
+        let opts = WaitOptions {
+            timeout: timeout(timeout_ms)?,
+            ..WaitOptions::default()
+        };
+        with_producer(&self.inner, |p| p.wait_for_all_ack(&opts).napi())
+    }
+
+    /// Interrupts the current asynchronous wait, which then rejects with `ERR_SHMPIPE_ABORTED`.
+    #[napi]
+    pub fn cancel_wait(&self) -> Result<()> {
+        if let Some(token) = self.cancel.lock().map_err(|_| poisoned())?.take() {
+            token.cancel();
+        }
+        Ok(())
+    }
+
+    /// Whether a message of `len` bytes would be accepted now.
+    #[napi]
+    pub fn has_space(&self, len: f64) -> Result<bool> {
+        let len = byte_count(len, "length")?;
+        match self.inner.try_lock() {
+            Ok(guard) => Ok(guard.as_ref().is_some_and(|p| p.has_space(len))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Messages this sender committed.
+    #[napi(getter)]
+    pub fn sent(&self) -> Result<f64> {
+        with_producer(&self.inner, |p| Ok(p.sent() as f64))
+    }
+
+    /// Messages of this sender the receiver released.
+    #[napi(getter)]
+    pub fn acked(&self) -> Result<f64> {
+        with_producer(&self.inner, |p| Ok(p.acked() as f64))
+    }
+
+    /// Reserves `len` bytes for writing in place, if the queue has room now. Returns a Buffer over
+    /// the reserved shared memory (or null when full); write it, then `commit()` or `abort()`.
+    /// The Buffer must not be used after either: pass it back so it can be detached.
+    #[napi]
+    pub fn try_reserve<'env>(
+        &mut self,
+        env: &'env Env,
+        len: f64,
+    ) -> Result<Option<ArrayBuffer<'env>>> {
+        if self.loan.is_some() {
+            return Err(invalid("a reservation is already open on this sender"));
+        }
+        let len = byte_count(len, "length")?;
+        let Some(mut loan) = with_producer(&self.inner, |p| p.try_reserve_raw(len).napi())? else {
+            return Ok(None);
+        };
+        if loan.is_empty() {
+            self.loan = Some(loan);
+            return ArrayBuffer::from_data(env, Vec::<u8>::new()).map(Some);
+        }
+        let ptr = loan.as_mut_ptr();
+        let len = loan.len();
+        self.loan = Some(loan);
+        // SAFETY: `ptr` points at `len` bytes owned by the open reservation. The reservation is
+        // only committed or aborted through `commit`/`abort`, which detach this ArrayBuffer
+        // first, so JavaScript can never reach the memory after the reservation ends.
+        unsafe { ArrayBuffer::from_external(env, ptr, len, (), |_, ()| {}) }.map(Some)
+    }
+
+    /// Publishes the open reservation; `buffer` (from `tryReserve`) is detached first.
+    #[napi]
+    pub fn commit(&mut self, buffer: ArrayBuffer) -> Result<()> {
+        let loan = self
+            .loan
+            .take()
+            .ok_or_else(|| invalid("no reservation is open"))?;
+        if !loan.is_empty() {
+            buffer.detach()?;
+        }
+        with_producer(&self.inner, |p| p.commit_raw(loan).napi())
+    }
+
+    /// Abandons the open reservation; the receiver never sees it.
+    #[napi]
+    pub fn abort(&mut self, buffer: ArrayBuffer) -> Result<()> {
+        let loan = self
+            .loan
+            .take()
+            .ok_or_else(|| invalid("no reservation is open"))?;
+        if !loan.is_empty() {
+            buffer.detach()?;
+        }
+        drop(loan);
+        Ok(())
+    }
+
+    /// Closes the sender; a pending wait is interrupted first.
+    #[napi]
+    pub fn close(&mut self) -> Result<()> {
+        self.cancel_wait()?;
+        self.loan = None;
+        let producer = self.inner.lock().map_err(|_| poisoned())?.take();
+        if let Some(p) = producer {
+            p.close();
+        }
+        Ok(())
+    }
+}

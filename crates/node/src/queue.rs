@@ -1,0 +1,100 @@
+//! `NativeQueue`: creates or opens a queue segment and registers senders and the receiver.
+
+use crate::consumer::NativeConsumer;
+use crate::errors::{invalid, IntoNapi};
+use crate::producer::NativeProducer;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use shmpipe_core::{Queue, QueueOptions};
+
+/// Largest integer a JavaScript number holds exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Converts a JavaScript byte count to `u64`, rejecting fractions, negatives and unsafe sizes.
+pub fn byte_count(value: f64, what: &str) -> Result<u64> {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= MAX_SAFE_INTEGER {
+        Ok(value as u64)
+    } else {
+        Err(invalid(&format!(
+            "{what} must be a whole number of bytes, got {value}"
+        )))
+    }
+}
+
+/// A handle on a queue segment.
+#[napi]
+pub struct NativeQueue {
+    queue: Queue,
+}
+
+#[napi]
+impl NativeQueue {
+    /// Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots.
+    #[napi(factory)]
+    pub fn create(capacity: u32, bytes: f64, max_senders: u32) -> Result<Self> {
+        let opts = QueueOptions {
+            capacity,
+            bytes: byte_count(bytes, "bytes")?,
+            max_producers: max_senders,
+        };
+        Ok(Self {
+            queue: Queue::create(&opts).napi()?,
+        })
+    }
+
+    /// Opens the queue named `name`.
+    #[napi(factory)]
+    pub fn open(name: String) -> Result<Self> {
+        Ok(Self {
+            queue: Queue::open(&name).napi()?,
+        })
+    }
+
+    /// The queue's name, to pass to other processes.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.queue.name().to_owned()
+    }
+
+    /// Most messages in flight.
+    #[napi(getter)]
+    pub fn capacity(&self) -> u32 {
+        self.queue.capacity()
+    }
+
+    /// Bytes of the inline data area.
+    #[napi(getter)]
+    pub fn data_bytes(&self) -> f64 {
+        self.queue.data_bytes() as f64
+    }
+
+    /// Largest message stored inline; larger ones travel in a segment of their own.
+    #[napi(getter)]
+    pub fn max_inline(&self) -> f64 {
+        self.queue.max_inline() as f64
+    }
+
+    /// Messages sent and not yet released.
+    #[napi(getter)]
+    pub fn length(&self) -> f64 {
+        self.queue.len() as f64
+    }
+
+    /// Registers a sender in this process.
+    #[napi]
+    pub fn producer(&self) -> Result<NativeProducer> {
+        Ok(NativeProducer::new(
+            self.queue.producer().napi()?,
+            self.queue.clone(),
+        ))
+    }
+
+    /// Registers the receiver in this process.
+    #[napi]
+    pub fn consumer(&self) -> Result<NativeConsumer> {
+        Ok(NativeConsumer::new(
+            self.queue.consumer().napi()?,
+            self.queue.clone(),
+        ))
+    }
+}

@@ -1,0 +1,70 @@
+//! A dedicated thread per handle for blocking waits, so that async waits never sit on libuv's
+//! small thread pool (shared with `fs` and `dns`). Results reach JavaScript through a deferred
+//! promise, which keeps the process alive while it is pending.
+
+use napi::bindgen_prelude::*;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs jobs one at a time on a thread started on first use; the thread ends when the waiter is
+/// dropped.
+#[derive(Default)]
+pub struct Waiter {
+    jobs: Mutex<Option<Sender<Job>>>,
+}
+
+impl Waiter {
+    /// Queues `job` on the waiter thread.
+    pub fn run(&self, job: Job) -> Result<()> {
+        let mut jobs = self.jobs.lock().map_err(|_| poisoned())?;
+        if jobs.is_none() {
+            let (tx, rx) = channel::<Job>();
+            std::thread::Builder::new()
+                .name("shmpipe-waiter".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .map_err(|e| Error::from_reason(format!("ERR_SHMPIPE_OS: spawn waiter: {e}")))?;
+            *jobs = Some(tx);
+        }
+        jobs.as_ref()
+            .expect("started above")
+            .send(job)
+            .map_err(|_| Error::from_reason("ERR_SHMPIPE_OS: waiter thread is gone"))
+    }
+}
+
+/// The error for a poisoned lock (a panic on another thread).
+pub fn poisoned() -> Error {
+    Error::from_reason("ERR_SHMPIPE_OS: internal lock poisoned")
+}
+
+/// Runs `work` on `waiter` and returns a promise settled with its result on the JS thread.
+pub fn spawn_wait<'env, F>(env: &'env Env, waiter: &Waiter, work: F) -> Result<Object<'env>>
+where
+    F: FnOnce() -> std::result::Result<(), Error> + Send + 'static,
+{
+    let (deferred, promise) = env.create_deferred::<(), _>()?;
+    waiter.run(Box::new(move || match work() {
+        Ok(()) => deferred.resolve(|_| Ok(())),
+        Err(e) => deferred.reject(e),
+    }))?;
+    Ok(promise)
+}
+
+/// A JavaScript timeout in milliseconds (absent: wait forever) as a `Duration`.
+pub fn timeout(ms: Option<f64>) -> Result<Option<Duration>> {
+    match ms {
+        None => Ok(None),
+        Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
+        Some(ms) if ms == f64::INFINITY => Ok(None),
+        Some(_) => Err(crate::errors::invalid(
+            "timeout must be a non-negative number of milliseconds",
+        )),
+    }
+}
