@@ -1,0 +1,93 @@
+/**
+ * The error type of shmpipe and its error codes.
+ *
+ * Every error shmpipe throws on purpose is a {@link ShmpipeError}. Like Node's own errors, it
+ * carries a stable machine-readable `code` (one of the `ERR_SHMPIPE_*` constants below) and a
+ * human-readable message that says what was wrong; match on `err.code`, never on the message.
+ *
+ * @module
+ */
+
+/** A wait (for space, for a message, for acknowledgements) ran out of time. */
+export const ERR_SHMPIPE_TIMEOUT = 'ERR_SHMPIPE_TIMEOUT'
+
+/** The pipe was closed, by this side or cleanly by the other side. */
+export const ERR_SHMPIPE_CLOSED = 'ERR_SHMPIPE_CLOSED'
+
+/** The process at the other end of the pipe died without closing it. */
+export const ERR_SHMPIPE_PEER_GONE = 'ERR_SHMPIPE_PEER_GONE'
+
+/**
+ * A value cannot be encoded: a function, a symbol, a class instance, a `WeakMap`, a `Promise`,
+ * a `SharedArrayBuffer`, a detached `ArrayBuffer`… The message names the path to the value,
+ * e.g. `value.a[3].fn`.
+ */
+export const ERR_SHMPIPE_UNSUPPORTED_TYPE = 'ERR_SHMPIPE_UNSUPPORTED_TYPE'
+
+/** The system has no room for the shared memory asked for (e.g. `/dev/shm` is full). */
+export const ERR_SHMPIPE_NO_SPACE = 'ERR_SHMPIPE_NO_SPACE'
+
+/**
+ * Bytes read from shared memory are not valid: a segment with a bad header, or an encoded value
+ * that is truncated, corrupt or written in an unknown format version.
+ */
+export const ERR_SHMPIPE_BAD_SEGMENT = 'ERR_SHMPIPE_BAD_SEGMENT'
+
+/** An argument has the wrong type or an out-of-range value. */
+export const ERR_SHMPIPE_INVALID_ARGUMENT = 'ERR_SHMPIPE_INVALID_ARGUMENT'
+
+/** Something exceeds a limit: a message too large, or a value nested too deeply to encode. */
+export const ERR_SHMPIPE_TOO_LARGE = 'ERR_SHMPIPE_TOO_LARGE'
+
+/** The `code` of a {@link ShmpipeError}: one of the `ERR_SHMPIPE_*` constants. */
+export type ShmpipeErrorCode =
+  | typeof ERR_SHMPIPE_TIMEOUT
+  | typeof ERR_SHMPIPE_CLOSED
+  | typeof ERR_SHMPIPE_PEER_GONE
+  | typeof ERR_SHMPIPE_UNSUPPORTED_TYPE
+  | typeof ERR_SHMPIPE_NO_SPACE
+  | typeof ERR_SHMPIPE_BAD_SEGMENT
+  | typeof ERR_SHMPIPE_INVALID_ARGUMENT
+  | typeof ERR_SHMPIPE_TOO_LARGE
+
+/**
+ * An error raised by shmpipe.
+ *
+ * `err.name` is `'ShmpipeError'`, `err.code` one of the `ERR_SHMPIPE_*` constants, and
+ * `err.message` says what went wrong. When the error was caused by another one (e.g. a native
+ * failure), that error is `err.cause`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   encode(() => 1)
+ * } catch (err) {
+ *   if (err instanceof ShmpipeError && err.code === ERR_SHMPIPE_UNSUPPORTED_TYPE) {
+ *     // …
+ *   }
+ * }
+ * ```
+ */
+export class ShmpipeError extends Error {
+  /** Stable identifier of the kind of failure: one of the `ERR_SHMPIPE_*` constants. */
+  readonly code: ShmpipeErrorCode
+
+  /**
+   * @param code One of the `ERR_SHMPIPE_*` constants.
+   * @param message What went wrong, naming the offending value or operation.
+   * @param options `cause`: the underlying error, if any.
+   */
+  constructor(code: ShmpipeErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+// On the prototype (as for Node's built-in errors), so `name` is not an own enumerable property
+// of every instance, but `err.name` and the first line of `err.stack` read `ShmpipeError`.
+Object.defineProperty(ShmpipeError.prototype, 'name', {
+  value: 'ShmpipeError',
+  writable: true,
+  enumerable: false,
+  configurable: true,
+})
