@@ -30,18 +30,20 @@ pub struct Consumer {
 /// A received message, read in place. Its bytes stay valid and unchanged until it is dropped,
 /// which releases its space to the producers. Messages may be dropped in any order.
 pub struct Message {
-    shared: Arc<QueueShared>,
     body: Body,
 }
 
 enum Body {
+    /// In the ring: keeps the queue mapped until released.
     Inline {
+        shared: Arc<QueueShared>,
         pos: u64,
         ptr: *const u8,
         len: usize,
         producer: u32,
         generation: u32,
     },
+    /// In a segment of its own, already unlinked: independent of the queue.
     Blob(Segment),
 }
 
@@ -85,13 +87,14 @@ impl Message {
 impl Drop for Message {
     fn drop(&mut self) {
         if let Body::Inline {
+            shared,
             pos,
             producer,
             generation,
             ..
-        } = self.body
+        } = &self.body
         {
-            release(&self.shared, pos, Some((producer, generation)));
+            release(shared, *pos, Some((*producer, *generation)));
         }
     }
 }
@@ -275,8 +278,8 @@ impl Consumer {
             self.read_pos = next;
             return match record_kind {
                 kind::INLINE => Ok(Found::Message(Message {
-                    shared: self.shared.clone(),
                     body: Body::Inline {
+                        shared: self.shared.clone(),
                         pos,
                         ptr: s.payload(pos),
                         len: len as usize,
@@ -289,7 +292,6 @@ impl Consumer {
                     release(s, pos, Some(producer));
                     opened.map(|seg| {
                         Found::Message(Message {
-                            shared: self.shared.clone(),
                             body: Body::Blob(seg),
                         })
                     })

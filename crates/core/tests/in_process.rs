@@ -322,7 +322,7 @@ fn waiting_for_readiness_takes_nothing() {
     c.wait_ready(&WaitOptions::forever()).unwrap(); // still ready: nothing was taken
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"one");
-    let mut p = sender.join().unwrap();
+    let p = sender.join().unwrap();
     assert!(p.has_space(3));
     assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"two");
 }

@@ -205,9 +205,11 @@ fn producer_killed_mid_write_leaves_no_torn_message() {
     for (bytes, ring) in [(1_000_000_000u64, 1u64 << 20), (60_000_000, 128 << 20)] {
         let q = queue(16, ring);
         let mut c = q.consumer().unwrap();
-        let mut victim = Peer::spawn(&["produce-huge", q.name(), "2", &bytes.to_string()]);
+        let bytes = bytes.to_string();
+        let mut victim = Peer::spawn(&["produce-huge", q.name(), "2", &bytes, "stall"]);
         let line = victim.line();
         let blob = line.strip_prefix("writing ").unwrap().to_owned();
+        assert_eq!(victim.line(), "stalled");
         // The survivor's messages queue up behind the victim's half-written one.
         let mut survivor = Peer::spawn(&["produce", q.name(), "1", "2000", "0", "1000", "5"]);
         std::thread::sleep(Duration::from_millis(50));

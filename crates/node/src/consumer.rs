@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 #[napi]
 pub struct NativeConsumer {
     inner: Arc<Mutex<Option<Consumer>>>,
-    queue: Queue,
+    queue: Option<Queue>,
     cancel: Arc<Mutex<Option<CancelToken>>>,
     waiter: Waiter,
 }
@@ -97,7 +97,7 @@ impl NativeConsumer {
     pub(crate) fn new(consumer: Consumer, queue: Queue) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Some(consumer))),
-            queue,
+            queue: Some(queue),
             cancel: Arc::default(),
             waiter: Waiter::default(),
         }
@@ -147,7 +147,7 @@ impl NativeConsumer {
         env: &'env Env,
         timeout_ms: Option<f64>,
     ) -> Result<Object<'env>> {
-        let token = self.queue.cancel_token();
+        let token = self.queue.as_ref().ok_or_else(closed)?.cancel_token();
         *self.cancel.lock().map_err(|_| poisoned())? = Some(token.clone());
         let opts = WaitOptions {
             timeout: timeout(timeout_ms)?,
@@ -173,12 +173,13 @@ impl NativeConsumer {
 
     /// Closes the receiver; a pending wait is interrupted first.
     #[napi]
-    pub fn close(&self) -> Result<()> {
+    pub fn close(&mut self) -> Result<()> {
         self.cancel_wait()?;
         let consumer = self.inner.lock().map_err(|_| poisoned())?.take();
         if let Some(c) = consumer {
             c.close();
         }
+        self.queue = None;
         Ok(())
     }
 }

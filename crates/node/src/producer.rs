@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 #[napi]
 pub struct NativeProducer {
     inner: Arc<Mutex<Option<Producer>>>,
-    queue: Queue,
+    queue: Option<Queue>,
     cancel: Arc<Mutex<Option<CancelToken>>>,
     waiter: Waiter,
     loan: Option<RawLoan>,
@@ -40,7 +40,7 @@ impl NativeProducer {
     pub(crate) fn new(producer: Producer, queue: Queue) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Some(producer))),
-            queue,
+            queue: Some(queue),
             cancel: Arc::default(),
             waiter: Waiter::default(),
             loan: None,
@@ -49,7 +49,7 @@ impl NativeProducer {
 
     /// Options for a wait cancellable through `cancelWait`.
     fn wait_options(&self, timeout_ms: Option<f64>) -> Result<WaitOptions> {
-        let token = self.queue.cancel_token();
+        let token = self.queue.as_ref().ok_or_else(closed)?.cancel_token();
         *self.cancel.lock().map_err(|_| poisoned())? = Some(token.clone());
         Ok(WaitOptions {
             timeout: timeout(timeout_ms)?,
@@ -217,6 +217,7 @@ impl NativeProducer {
         if let Some(p) = producer {
             p.close();
         }
+        self.queue = None;
         Ok(())
     }
 }

@@ -24,7 +24,13 @@ pub fn byte_count(value: f64, what: &str) -> Result<u64> {
 /// A handle on a queue segment.
 #[napi]
 pub struct NativeQueue {
-    queue: Queue,
+    queue: Option<Queue>,
+}
+
+impl NativeQueue {
+    fn queue(&self) -> Result<&Queue> {
+        self.queue.as_ref().ok_or_else(crate::errors::closed)
+    }
 }
 
 #[napi]
@@ -38,7 +44,7 @@ impl NativeQueue {
             max_producers: max_senders,
         };
         Ok(Self {
-            queue: Queue::create(&opts).napi()?,
+            queue: Some(Queue::create(&opts).napi()?),
         })
     }
 
@@ -46,55 +52,58 @@ impl NativeQueue {
     #[napi(factory)]
     pub fn open(name: String) -> Result<Self> {
         Ok(Self {
-            queue: Queue::open(&name).napi()?,
+            queue: Some(Queue::open(&name).napi()?),
         })
     }
 
     /// The queue's name, to pass to other processes.
     #[napi(getter)]
-    pub fn name(&self) -> String {
-        self.queue.name().to_owned()
+    pub fn name(&self) -> Result<String> {
+        Ok(self.queue()?.name().to_owned())
     }
 
     /// Most messages in flight.
     #[napi(getter)]
-    pub fn capacity(&self) -> u32 {
-        self.queue.capacity()
+    pub fn capacity(&self) -> Result<u32> {
+        Ok(self.queue()?.capacity())
     }
 
     /// Bytes of the inline data area.
     #[napi(getter)]
-    pub fn data_bytes(&self) -> f64 {
-        self.queue.data_bytes() as f64
+    pub fn data_bytes(&self) -> Result<f64> {
+        Ok(self.queue()?.data_bytes() as f64)
     }
 
     /// Largest message stored inline; larger ones travel in a segment of their own.
     #[napi(getter)]
-    pub fn max_inline(&self) -> f64 {
-        self.queue.max_inline() as f64
+    pub fn max_inline(&self) -> Result<f64> {
+        Ok(self.queue()?.max_inline() as f64)
     }
 
     /// Messages sent and not yet released.
     #[napi(getter)]
-    pub fn length(&self) -> f64 {
-        self.queue.len() as f64
+    pub fn length(&self) -> Result<f64> {
+        Ok(self.queue()?.len() as f64)
     }
 
     /// Registers a sender in this process.
     #[napi]
     pub fn producer(&self) -> Result<NativeProducer> {
-        Ok(NativeProducer::new(
-            self.queue.producer().napi()?,
-            self.queue.clone(),
-        ))
+        let queue = self.queue()?;
+        Ok(NativeProducer::new(queue.producer().napi()?, queue.clone()))
     }
 
     /// Registers the receiver in this process.
     #[napi]
     pub fn consumer(&self) -> Result<NativeConsumer> {
-        Ok(NativeConsumer::new(
-            self.queue.consumer().napi()?,
-            self.queue.clone(),
-        ))
+        let queue = self.queue()?;
+        Ok(NativeConsumer::new(queue.consumer().napi()?, queue.clone()))
+    }
+
+    /// Drops this handle. The creating process removes the segment's name once this handle and
+    /// every sender and receiver made from it are closed.
+    #[napi]
+    pub fn close(&mut self) {
+        self.queue = None;
     }
 }

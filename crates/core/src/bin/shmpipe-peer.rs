@@ -4,8 +4,9 @@
 //! Roles (all take the queue name first):
 //! - `produce NAME ID COUNT MIN MAX SEED`: sends COUNT pattern messages of random payload sizes in
 //!   MIN..=MAX, then waits for all acks and prints `acked`.
-//! - `produce-huge NAME ID BYTES`: sends one pattern message of BYTES payload; prints `writing`
-//!   once the space is reserved and `sent` after commit.
+//! - `produce-huge NAME ID BYTES [stall]`: sends one pattern message of BYTES payload; prints
+//!   `writing BLOB-NAME|inline` once the space is reserved and `sent` after commit. With `stall`,
+//!   it writes the first half, prints `stalled` and sleeps until killed (a death mid-write).
 //! - `stream NAME BYTES`: sends BYTES-long messages until the consumer closes.
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
@@ -67,6 +68,16 @@ fn main() {
             let mut loan = p.reserve(pattern::HEADER as u64 + bytes, &forever).unwrap();
             say(&format!("writing {}", loan.blob_name().unwrap_or("inline")));
             pattern::write(id, 0, loan.as_mut_slice());
+            if args.get(4).map(String::as_str) == Some("stall") {
+                // Undo the second half: what a process killed halfway through would leave.
+                let buf = loan.as_mut_slice();
+                let half = buf.len() / 2;
+                buf[half..].fill(0);
+                say("stalled");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
+            }
             loan.commit().unwrap();
             say("sent");
             p.wait_for_all_ack(&forever).unwrap();
