@@ -99,13 +99,33 @@ impl Drop for Message {
     }
 }
 
-/// Marks the record at `pos` released, credits its producer, and frees what can be freed.
+/// Releases the record at `pos`, credits its producer, and frees what can be freed.
+///
+/// In-order releases (the record is at the head) just move the head with a CAS, without writing
+/// the record's line; out-of-order ones mark the record RELEASED for the head to pass later.
+/// Stamps are keyed by position, so a stale RELEASED stamp never matches a later lap.
 fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
             if e.identity.0.generation.load(Ordering::Relaxed) == generation {
                 e.consumed.0.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+    let h = shared.header();
+    let head = Cursor(h.head.0.load(Ordering::Acquire));
+    if head.pos() == pos {
+        if let Some(next) = passed(shared, head) {
+            // SeqCst: also orders our head store before the RELEASED checks in `advance_head`
+            // against other threads marking records (they fence after marking).
+            if h.head
+                .0
+                .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                advance_head(shared);
+                return;
             }
         }
     }
@@ -116,38 +136,36 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
     advance_head(shared);
 }
 
-/// Moves the head past every released record at its front. Safe from any thread of the consumer's
-/// process: each record's stamp is taken (RELEASED → 0) by exactly one thread, which then moves
-/// the head past it.
+/// The head moved past the record at `head`, or `None` if that record is corrupt.
+fn passed(shared: &QueueShared, head: Cursor) -> Option<Cursor> {
+    let rec = shared.record(head.pos());
+    let units = shared.checked_units(head.pos(), rec).ok()?;
+    let is_message = rec.kind.load(Ordering::Relaxed) != kind::PAD;
+    Some(head.advance(units, is_message as u64))
+}
+
+/// Moves the head past every RELEASED record at its front. Safe from any thread of the
+/// consumer's process: the head only moves by CAS, so each record is passed exactly once.
 fn advance_head(shared: &QueueShared) {
     let h = shared.header();
     loop {
-        // Pairs with the fence in other releasing threads: either we see their RELEASED stamp
-        // at our head, or they see the head we stored and move it on themselves.
+        // Pairs with other releasing threads: either we see their RELEASED stamp at our head,
+        // or they see the head we moved and move it on themselves.
         fence(Ordering::SeqCst);
         let head = Cursor(h.head.0.load(Ordering::Acquire));
         let pos = head.pos();
-        let rec = shared.record(pos);
-        let released = shared.stamp(pos, state::RELEASED);
-        if rec.stamp.load(Ordering::Acquire) != released {
+        if shared.record(pos).stamp.load(Ordering::Acquire) != shared.stamp(pos, state::RELEASED) {
             break;
         }
-        let Ok(units) = shared.checked_units(pos, rec) else {
-            break; // corrupt: leave it for the consumer's read path to report
+        let Some(next) = passed(shared, head) else {
+            break; // corrupt: left for the consumer's read path to report
         };
-        let is_message = rec.kind.load(Ordering::Relaxed) != kind::PAD;
-        if rec
-            .stamp
-            .compare_exchange(released, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            continue;
-        }
-        h.head
+        let _ = h
+            .head
             .0
-            .store(head.advance(units, is_message as u64).0, Ordering::Release);
+            .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed);
     }
-    // The last iteration's fence follows our last head store: no second fence is needed.
+    // The last iteration's fence follows our last head move: no second fence is needed.
     h.space_event.0.notify_after_fence();
 }
 
@@ -472,8 +490,35 @@ impl Consumer {
         }
         self.closed = true;
         let c = &self.shared.header().consumer.0;
-        c.state.store(entry::CLOSED, Ordering::Release);
+        c.state.store(entry::CLOSED, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.remove_undelivered_blobs();
         self.shared.header().space_event.0.wake();
+    }
+
+    /// Removes the segments of blob messages committed but never received: nobody will map them
+    /// now. (A producer committing concurrently removes its own, see `Producer::commit`.)
+    fn remove_undelivered_blobs(&self) {
+        let s = &*self.shared;
+        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire)).pos();
+        let mut pos = self.read_pos;
+        while pos != tail {
+            let rec = s.record(pos);
+            let Some(st) = stamp_state(s, pos, rec.stamp.load(Ordering::Acquire)) else {
+                break; // claimed but no header yet: its size is unknown
+            };
+            let Ok(units) = s.checked_units(pos, rec) else {
+                break;
+            };
+            if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
+                if let Ok(desc) = read_descriptor(s, pos, rec.len.load(Ordering::Relaxed)) {
+                    if let Some(name) = descriptor_name(&desc) {
+                        let _ = crate::segment::unlink(name);
+                    }
+                }
+            }
+            pos = (pos + units) & POS_MASK;
+        }
     }
 }
 

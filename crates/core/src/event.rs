@@ -21,25 +21,26 @@ pub const DEFAULT_SPIN: u32 = 2_000;
 pub struct EventWord {
     seq: AtomicU32,
     sleepers: AtomicU32,
+    /// Set by the first notifier after sleepers last re-armed it: later notifiers skip the
+    /// system call until a sleeper has run again (a woken thread may take tens of µs to run).
+    woken: AtomicU32,
 }
 
 impl EventWord {
     /// Wakes sleepers if there are any. Call after publishing the state change they wait for.
     #[inline]
     pub fn notify(&self) {
-        // Pairs with the fence in `sleep`: either the sleeper sees our state change before it
-        // sleeps, or we see it counted in `sleepers`.
+        // Pairs with the fence in `wait_until`: either the sleeper sees our state change before
+        // it sleeps, or we see it counted in `sleepers`.
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
-            self.wake();
-        }
+        self.notify_after_fence();
     }
 
     /// Like [`notify`](Self::notify), for a caller that has just issued a SeqCst fence after
     /// publishing its state change.
     #[inline]
     pub fn notify_after_fence(&self) {
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+        if self.sleepers.load(Ordering::Relaxed) != 0 && self.woken.swap(1, Ordering::SeqCst) == 0 {
             self.wake();
         }
     }
@@ -154,7 +155,9 @@ pub(crate) fn wait_until<T>(
         }
         std::hint::spin_loop();
     }
-    let mut next_health = Instant::now();
+    // The first health check comes one slice after the wait starts: reading a peer's liveness
+    // costs microseconds, too much for a wait that data ends quickly.
+    let mut next_health = Instant::now() + HEALTH_SLICE;
     loop {
         if let Some(v) = poll()? {
             return Ok(v);
@@ -178,6 +181,9 @@ pub(crate) fn wait_until<T>(
             sleep_for = sleep_for.min(deadline - now);
         }
         event.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Re-arm the wake-up before re-checking: a notifier that publishes after our check
+        // finds `woken` clear and makes the system call.
+        event.woken.store(0, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let seq = event.seq.load(Ordering::Acquire);
         let ready = poll();

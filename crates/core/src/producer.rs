@@ -9,7 +9,7 @@ use crate::layout::{
 use crate::process::ProcessIdentity;
 use crate::queue::QueueShared;
 use crate::segment::{Segment, SegmentKind};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 /// Refresh the cached head before the tail can have run this far past it, so that modular
@@ -250,6 +250,15 @@ impl Producer {
             self.shared.stamp(c.pos, state::COMMITTED),
             Ordering::Release,
         );
+        if let Target::Blob(seg) = &c.target {
+            // A consumer that closes removes the blobs it finds committed; one that closed just
+            // before our commit may have missed ours, so remove it here (removal is idempotent).
+            fence(Ordering::SeqCst);
+            let consumer = self.shared.header().consumer.0.state.load(Ordering::SeqCst);
+            if consumer == entry::CLOSED {
+                let _ = crate::segment::unlink(seg.name());
+            }
+        }
         self.committed += 1;
         self.entry()
             .claims
@@ -278,12 +287,11 @@ impl Producer {
         } else {
             (len, kind::INLINE)
         };
-        let pos = match wait {
-            None => match self.try_claim(units, record_len, record_kind)? {
-                Some(pos) => pos,
-                None => return Ok(None),
-            },
-            Some(opts) => {
+        let first_try = self.try_claim(units, record_len, record_kind)?;
+        let pos = match (first_try, wait) {
+            (Some(pos), _) => pos,
+            (None, None) => return Ok(None),
+            (None, Some(opts)) => {
                 let shared = self.shared.clone();
                 let me = &mut *self;
                 wait_until(

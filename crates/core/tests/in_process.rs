@@ -326,3 +326,33 @@ fn waiting_for_readiness_takes_nothing() {
     assert!(p.has_space(3));
     assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"two");
 }
+
+#[test]
+fn undelivered_blobs_are_removed_when_the_consumer_closes() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let c = q.consumer().unwrap();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let mut loan = p.reserve(3000, &WaitOptions::forever()).unwrap();
+        names.push(loan.blob_name().unwrap().to_owned());
+        loan.as_mut_slice().fill(9);
+        loan.commit().unwrap();
+    }
+    let shm = |n: &str| std::path::Path::new("/dev/shm").join(n).exists();
+    assert!(names.iter().all(|n| shm(n)));
+    drop(c);
+    assert!(names.iter().all(|n| !shm(n)), "blob segments left behind");
+    // A blob reserved before the consumer closed and committed after is removed by its producer.
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let c = q.consumer().unwrap();
+    let loan = p.reserve(3000, &WaitOptions::forever()).unwrap();
+    let name = loan.blob_name().unwrap().to_owned();
+    drop(c);
+    loan.commit().unwrap();
+    assert!(
+        !shm(&name),
+        "a blob committed after the close was left behind"
+    );
+}

@@ -14,7 +14,8 @@
 //! - `consume-hold NAME`: becomes the consumer, prints `ready`, and never receives (so that
 //!   producers fill the queue and wait for space).
 //! - `ack-wait NAME`: sends one message, prints `sent`, waits for its ack and prints the outcome.
-//! - `echo IN OUT`: receives from IN and sends each message back on OUT until IN closes.
+//! - `echo IN OUT [SPIN]`: receives from IN and sends each message back on OUT until IN closes,
+//!   spinning SPIN polls before each sleep (default 0: purely blocking waits).
 
 #[path = "../../tests/common/pattern.rs"]
 mod pattern;
