@@ -124,11 +124,17 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
                 .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                advance_head(shared);
+                if shared.out_of_order.load(Ordering::SeqCst) != 0 {
+                    advance_head(shared);
+                } else {
+                    // The CAS was SeqCst: it orders the head move before the sleeper check.
+                    h.space_event.0.notify_after_fence();
+                }
                 return;
             }
         }
     }
+    shared.out_of_order.fetch_add(1, Ordering::SeqCst);
     shared
         .record(pos)
         .stamp
@@ -160,10 +166,13 @@ fn advance_head(shared: &QueueShared) {
         let Some(next) = passed(shared, head) else {
             break; // corrupt: left for the consumer's read path to report
         };
-        let _ = h
-            .head
+        if h.head
             .0
-            .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed);
+            .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            shared.out_of_order.fetch_sub(1, Ordering::SeqCst);
+        }
     }
     // The last iteration's fence follows our last head move: no second fence is needed.
     h.space_event.0.notify_after_fence();

@@ -85,12 +85,15 @@ impl Producer {
     }
 
     /// Units of the ring record for a payload of `len` bytes, and whether it travels as a blob.
+    /// Records are whole cache lines (an even number of units), so that a producer writing one
+    /// record never shares a line with the consumer reading the one before.
     fn plan(&self, len: u64) -> (u64, bool) {
-        if len <= self.shared.max_inline() {
+        let (units, blob) = if len <= self.shared.max_inline() {
             (1 + len.div_ceil(UNIT), false)
         } else {
             (1 + BLOB_DESCRIPTOR_SIZE.div_ceil(UNIT), true)
-        }
+        };
+        (units.next_multiple_of(2), blob)
     }
 
     fn check_consumer(&self) -> Result<()> {

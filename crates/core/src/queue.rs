@@ -52,6 +52,10 @@ pub(crate) struct QueueShared {
     pub data_units: u64,
     pub mask: u64,
     pub key: u64,
+    /// Records of this process's consumer released out of order and not yet passed by the head;
+    /// while zero, releasing needs no scan for RELEASED records. (It can go negative when the
+    /// head passes records a previous consumer released; any non-zero value means "scan".)
+    pub out_of_order: std::sync::atomic::AtomicIsize,
     header: *const QueueHeader,
     producers: *const ProducerEntry,
     data: *mut u8,
@@ -107,9 +111,9 @@ impl QueueShared {
         stamp(self.key, pos, st)
     }
 
-    /// Largest payload stored inline.
+    /// Largest payload stored inline (its record, rounded to whole lines, is half the ring).
     pub fn max_inline(&self) -> u64 {
-        (self.data_units / 2 - 1) * UNIT
+        (self.data_units / 2 - 2) * UNIT
     }
 
     /// Units from `pos` to the end of the ring.
@@ -255,6 +259,7 @@ impl Queue {
                 data_units,
                 mask: data_units - 1,
                 key,
+                out_of_order: std::sync::atomic::AtomicIsize::new(0),
             }),
         })
     }
