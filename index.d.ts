@@ -1,8 +1,17 @@
 /**
  * shmpipe: shared-memory message pipes for Node.js, backed by a Rust core.
  *
+ * The declarations of the public API. The classes and functions are declared (with their doc
+ * comments) in the modules they come from; this file names what the package exports.
+ *
  * @module
  */
+
+export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
+export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export { decode, encode } from './src/codec.js'
+export type { DecodeOptions, Encoded } from './src/codec.js'
+export * from './src/errors.js'
 
 /**
  * Version of the shared-memory layout implemented by the native core.

@@ -1,13 +1,22 @@
 /**
  * shmpipe: shared-memory message pipes for Node.js, backed by a Rust core.
  *
- * This is the public entry. Its API is described by the hand-written `index.d.ts`;
- * `__test__/public-api.types.ts` makes `tsc` fail if the two disagree.
+ * This is the public entry; each part lives in a small module under `src/`:
+ * `pipe` (Sender, Receiver, createSharedMemoryPair), `codec` (the value encoding),
+ * `errors` (ShmpipeError and its codes), `lifecycle` (cleanup at exit), `native` (the addon).
+ * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
+ * disagree.
  *
  * @module
  */
 
 import { native } from './src/native.js'
+
+export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
+export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export { decode, encode } from './src/codec.js'
+export type { DecodeOptions, Encoded } from './src/codec.js'
+export * from './src/errors.js'
 
 /**
  * Version of the shared-memory layout implemented by the native core.

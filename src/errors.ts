@@ -39,6 +39,30 @@ export const ERR_SHMPIPE_INVALID_ARGUMENT = 'ERR_SHMPIPE_INVALID_ARGUMENT'
 /** Something exceeds a limit: a message too large, or a value nested too deeply to encode. */
 export const ERR_SHMPIPE_TOO_LARGE = 'ERR_SHMPIPE_TOO_LARGE'
 
+/** A name given to `attach` does not exist (never created, or already removed). */
+export const ERR_SHMPIPE_NOT_FOUND = 'ERR_SHMPIPE_NOT_FOUND'
+
+/** A segment of that name already exists (creation is exclusive). */
+export const ERR_SHMPIPE_EXISTS = 'ERR_SHMPIPE_EXISTS'
+
+/** The pipe already has a live receiver (one receiver per pipe). */
+export const ERR_SHMPIPE_RECEIVER_TAKEN = 'ERR_SHMPIPE_RECEIVER_TAKEN'
+
+/** Every sender slot of the pipe is in use (`maxSenders`). */
+export const ERR_SHMPIPE_TOO_MANY_SENDERS = 'ERR_SHMPIPE_TOO_MANY_SENDERS'
+
+/**
+ * A synchronous call was made while asynchronous calls on the same end are still pending
+ * (it would overtake them and break the order of messages).
+ */
+export const ERR_SHMPIPE_BUSY = 'ERR_SHMPIPE_BUSY'
+
+/** A wait was interrupted (by `close()`, or internally for an `AbortSignal`). */
+export const ERR_SHMPIPE_ABORTED = 'ERR_SHMPIPE_ABORTED'
+
+/** An operating-system call failed. */
+export const ERR_SHMPIPE_OS = 'ERR_SHMPIPE_OS'
+
 /** The `code` of a {@link ShmpipeError}: one of the `ERR_SHMPIPE_*` constants. */
 export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_TIMEOUT
@@ -49,6 +73,13 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_BAD_SEGMENT
   | typeof ERR_SHMPIPE_INVALID_ARGUMENT
   | typeof ERR_SHMPIPE_TOO_LARGE
+  | typeof ERR_SHMPIPE_NOT_FOUND
+  | typeof ERR_SHMPIPE_EXISTS
+  | typeof ERR_SHMPIPE_RECEIVER_TAKEN
+  | typeof ERR_SHMPIPE_TOO_MANY_SENDERS
+  | typeof ERR_SHMPIPE_BUSY
+  | typeof ERR_SHMPIPE_ABORTED
+  | typeof ERR_SHMPIPE_OS
 
 /**
  * An error raised by shmpipe.

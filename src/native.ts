@@ -1,25 +1,110 @@
 /**
- * Loads the native addon through the loader that `napi build` generates.
+ * Loads the native addon through the loader that `napi build` generates, and describes the part
+ * of it this package uses.
  *
  * The loader (`binding.cjs` at the package root) is CommonJS and picks the right
  * `shmpipe.<platform>.node` file for the running platform. This package is an ES module
  * package, so the loader is pulled in with a `require` made by `createRequire`; the
  * `.cjs` extension keeps it CommonJS whatever the package's `type` is.
  *
+ * Native failures arrive as errors whose message starts with an `ERR_SHMPIPE_*` code;
+ * {@link translateError} turns them into {@link ShmpipeError}s.
+ *
  * @module
  */
 
 import { createRequire } from 'node:module'
+import { ShmpipeError, type ShmpipeErrorCode } from './errors.js'
 
-/** The functions the native addon exports, as this package relies on them. */
+/** A queue segment handle (`crates/node/src/queue.rs`). */
+export interface NativeQueue {
+  readonly name: string
+  readonly capacity: number
+  readonly dataBytes: number
+  readonly maxInline: number
+  readonly length: number
+  producer(): NativeProducer
+  consumer(): NativeConsumer
+  close(): void
+}
+
+/** A registered sender (`crates/node/src/producer.rs`). */
+export interface NativeProducer {
+  trySend(data: Uint8Array): boolean
+  sendSync(data: Uint8Array, timeoutMs?: number | null): void
+  waitSpace(len: number, timeoutMs?: number | null): Promise<void>
+  waitForAllAck(timeoutMs?: number | null): Promise<void>
+  waitForAllAckSync(timeoutMs?: number | null): void
+  cancelWait(): void
+  hasSpace(len: number): boolean
+  readonly sent: number
+  readonly acked: number
+  tryReserve(len: number): ArrayBuffer | null
+  commit(buffer: ArrayBuffer): void
+  abort(buffer: ArrayBuffer): void
+  close(): void
+}
+
+/** The receiver (`crates/node/src/consumer.rs`). */
+export interface NativeConsumer {
+  tryRecv(): Buffer | null
+  recvSync(timeoutMs?: number | null): Buffer
+  tryRecvView(): NativeMessage | null
+  waitReady(timeoutMs?: number | null): Promise<void>
+  cancelWait(): void
+  close(): void
+}
+
+/** A message received without copying. */
+export interface NativeMessage {
+  buffer(): ArrayBuffer
+  release(buffer?: ArrayBuffer | null): void
+}
+
+/** The functions and classes the native addon exports, as this package relies on them. */
 export interface NativeBinding {
   /** Version of the shared-memory layout implemented by the Rust core. */
   layoutVersion(): number
   /** Version of the native addon crate. */
   coreVersion(): string
+  NativeQueue: {
+    create(capacity: number, bytes: number, maxSenders: number): NativeQueue
+    open(name: string): NativeQueue
+  }
 }
 
 const require = createRequire(import.meta.url)
 
 /** The loaded native addon. Throws at import time if it has not been built (`npm run build`). */
 export const native: NativeBinding = require('../binding.cjs') as NativeBinding
+
+const CODE = /^(ERR_SHMPIPE_[A-Z_]+): ([\s\S]*)$/
+
+/**
+ * The error to throw for `err`, caught from a native call: a {@link ShmpipeError} with the code
+ * the native layer gave, or `err` itself when it is not a native shmpipe error.
+ */
+export function translateError(err: unknown): unknown {
+  if (err instanceof ShmpipeError || !(err instanceof Error)) return err
+  const match = CODE.exec(err.message)
+  if (match === null) return err
+  return new ShmpipeError(match[1] as ShmpipeErrorCode, match[2]!)
+}
+
+/** Runs `fn`, rethrowing native errors as {@link ShmpipeError}s. */
+export function call<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw translateError(err)
+  }
+}
+
+/** Awaits `promise`, rethrowing native errors as {@link ShmpipeError}s. */
+export async function callAsync<T>(promise: Promise<T>): Promise<T> {
+  try {
+    return await promise
+  } catch (err) {
+    throw translateError(err)
+  }
+}

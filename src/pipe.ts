@@ -1,0 +1,511 @@
+/**
+ * Sender and Receiver: the ends of a shared-memory pipe, and `createSharedMemoryPair`.
+ *
+ * Values are encoded by the codec straight into the queue's shared memory (small values through
+ * a reused scratch buffer, large ones written in place), and decoded on the other side from a
+ * copy that the receiving program owns (inline messages) or from the message's own segment,
+ * mapped without a copy (messages too large for the ring).
+ *
+ * Order: each end runs its asynchronous calls one after another, so values arrive in the order
+ * `put` was called. Async waits happen on a native waiter thread, never on the event loop nor on
+ * libuv's thread pool.
+ *
+ * @module
+ */
+
+import { decode, encode, type Encoded } from './codec.js'
+import {
+  ERR_SHMPIPE_BUSY,
+  ERR_SHMPIPE_CLOSED,
+  ERR_SHMPIPE_INVALID_ARGUMENT,
+  ShmpipeError,
+} from './errors.js'
+import {
+  call,
+  callAsync,
+  native,
+  type NativeConsumer,
+  type NativeMessage,
+  type NativeProducer,
+  type NativeQueue,
+} from './native.js'
+import { registerOpenEnd, unregisterOpenEnd } from './lifecycle.js'
+
+/** Sizes of a pipe, chosen when it is created. */
+export interface PipeOptions {
+  /** Most values in flight (sent and not yet received). Default 1024. */
+  capacity?: number
+  /**
+   * Bytes of shared memory for values stored inline, rounded up to a power of two (default
+   * 64 MiB). Values up to about half of it are stored inline; larger ones travel in a segment of
+   * their own, so there is no size limit but memory.
+   */
+  bytes?: number
+  /** Most senders attached at once. Default 64. */
+  maxSenders?: number
+}
+
+/** Options of a call that may wait. */
+export interface WaitOptions {
+  /** Milliseconds to wait at most; then the call fails with `ERR_SHMPIPE_TIMEOUT`. */
+  timeout?: number
+  /** Aborts the wait; the call then rejects with the signal's reason. */
+  signal?: AbortSignal
+}
+
+const DEFAULT_CAPACITY = 1024
+const DEFAULT_BYTES = 64 * 1024 * 1024
+const DEFAULT_MAX_SENDERS = 64
+
+/** Encodings at least this long are written in place into shared memory, not copied. */
+const IN_PLACE_THRESHOLD = 64 * 1024
+
+/** Marks "no value" where `undefined` is a value. */
+const NONE: unique symbol = Symbol('none')
+
+/** A native queue handle shared by the ends made from it; closed with the last of them. */
+class QueueRef {
+  #refs = 0
+  constructor(readonly queue: NativeQueue) {}
+  acquire(): this {
+    this.#refs++
+    return this
+  }
+  release(): void {
+    if (--this.#refs === 0) this.queue.close()
+  }
+}
+
+let scratch = new Uint8Array(0)
+
+/** A reusable buffer of at least `len` bytes (its own ArrayBuffer, so offset 0 is aligned). */
+function scratchBuffer(len: number): Uint8Array {
+  if (scratch.byteLength < len) {
+    scratch = new Uint8Array(Math.max(len, 2 * scratch.byteLength, 4096))
+  }
+  return scratch.subarray(0, len)
+}
+
+function checkTimeout(timeout: number | undefined): number | undefined {
+  if (timeout === undefined) return undefined
+  if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout < 0) {
+    throw new ShmpipeError(
+      ERR_SHMPIPE_INVALID_ARGUMENT,
+      `timeout must be a non-negative number of milliseconds, got ${String(timeout)}`,
+    )
+  }
+  return timeout
+}
+
+/** Milliseconds left until `deadline` (undefined: no deadline). */
+function remaining(deadline: number | undefined): number | undefined {
+  return deadline === undefined ? undefined : Math.max(0, deadline - performance.now())
+}
+
+/** Awaits a native wait, cancelling it when `signal` aborts (then rejecting with its reason). */
+async function nativeWait(
+  start: () => Promise<void>,
+  cancel: () => void,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (signal === undefined) return callAsync(start())
+  signal.throwIfAborted()
+  const onAbort = (): void => cancel()
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    await callAsync(start())
+  } catch (err) {
+    if (signal.aborted) throw signal.reason
+    throw err
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/** Runs async calls of one end one after another, so they keep their order. */
+class Sequencer {
+  #tail: Promise<unknown> = Promise.resolve()
+  #pending = 0
+
+  /** Calls in flight. */
+  get pending(): number {
+    return this.#pending
+  }
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    this.#pending++
+    const result = this.#tail.then(task)
+    this.#tail = result.then(
+      () => this.#pending--,
+      () => this.#pending--,
+    )
+    return result
+  }
+}
+
+function busy(what: string): ShmpipeError {
+  return new ShmpipeError(
+    ERR_SHMPIPE_BUSY,
+    `${what} cannot run while asynchronous calls on this end are pending`,
+  )
+}
+
+function closedEnd(what: string): ShmpipeError {
+  return new ShmpipeError(ERR_SHMPIPE_CLOSED, `this ${what} is closed`)
+}
+
+/**
+ * The sending end of a pipe. Many senders, in any processes, may feed one receiver; each
+ * sender's values arrive in the order it sent them.
+ */
+export class Sender implements Disposable {
+  /** The pipe's name: pass it to another process, which calls `Sender.attach(name)` or
+   * `Receiver.attach(name)`. */
+  readonly name: string
+  #producer: NativeProducer
+  #queue: QueueRef
+  #seq = new Sequencer()
+  #closed = false
+
+  /** @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. */
+  constructor(queue: QueueRef, owner: boolean) {
+    this.#queue = queue.acquire()
+    this.name = queue.queue.name
+    try {
+      this.#producer = call(() => queue.queue.producer())
+    } catch (err) {
+      queue.release()
+      throw err
+    }
+    registerOpenEnd(this, owner)
+  }
+
+  /** Attaches a new sender to the pipe named `name` (created by any process). */
+  static attach(name: string): Sender {
+    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), false)
+  }
+
+  #check(): void {
+    if (this.#closed) throw closedEnd('sender')
+  }
+
+  /** Writes `enc` into the queue if it fits now. */
+  #trySend(enc: Encoded): boolean {
+    const len = enc.byteLength
+    if (len < IN_PLACE_THRESHOLD) {
+      const buf = scratchBuffer(len)
+      enc.writeTo(buf)
+      return call(() => this.#producer.trySend(buf))
+    }
+    const target = call(() => this.#producer.tryReserve(len))
+    if (target === null) return false
+    try {
+      enc.writeTo(new Uint8Array(target))
+    } catch (err) {
+      this.#producer.abort(target)
+      throw err
+    }
+    call(() => this.#producer.commit(target))
+    return true
+  }
+
+  /**
+   * Sends `value`; resolves once it is in the queue, waiting while the queue is full.
+   *
+   * The value is validated and measured at once (an unsupported value rejects with
+   * `ERR_SHMPIPE_UNSUPPORTED_TYPE` and nothing is sent); it is read when it is written into the
+   * queue, so do not change it before the promise resolves.
+   */
+  put(value: unknown, options: WaitOptions = {}): Promise<void> {
+    try {
+      this.#check()
+      options.signal?.throwIfAborted()
+      const timeout = checkTimeout(options.timeout)
+      const enc = encode(value)
+      if (this.#seq.pending === 0 && this.#trySend(enc)) return Promise.resolve()
+      const deadline = timeout === undefined ? undefined : performance.now() + timeout
+      return this.#seq.run(() => this.#putWaiting(enc, deadline, options.signal))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  async #putWaiting(
+    enc: Encoded,
+    deadline: number | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    for (;;) {
+      this.#check()
+      signal?.throwIfAborted()
+      if (this.#trySend(enc)) return
+      await nativeWait(
+        () => this.#producer.waitSpace(enc.byteLength, remaining(deadline)),
+        () => this.#producer.cancelWait(),
+        signal,
+      )
+    }
+  }
+
+  /**
+   * Sends `value`, blocking the thread while the queue is full (at most `timeout` ms).
+   * Throws `ERR_SHMPIPE_BUSY` while asynchronous `put`s of this sender are pending.
+   */
+  putSync(value: unknown, options: { timeout?: number } = {}): void {
+    this.#check()
+    const timeout = checkTimeout(options.timeout)
+    if (this.#seq.pending > 0) throw busy('putSync')
+    const enc = encode(value)
+    if (this.#trySend(enc)) return
+    // Waiting: encode into a buffer of its own (the scratch buffer may be reused meanwhile).
+    const buf = new Uint8Array(enc.byteLength)
+    enc.writeTo(buf)
+    call(() => this.#producer.sendSync(buf, timeout))
+  }
+
+  /** Sends `value` if the queue has room now; returns whether it was sent. */
+  tryPut(value: unknown): boolean {
+    this.#check()
+    const enc = encode(value)
+    if (this.#seq.pending > 0) return false
+    return this.#trySend(enc)
+  }
+
+  /**
+   * Whether a value would be accepted now: `value`'s encoded size if given, else the smallest
+   * value.
+   */
+  hasSpace(value?: unknown): boolean {
+    if (this.#closed || this.#seq.pending > 0) return false
+    const len = arguments.length === 0 ? 1 : encode(value).byteLength
+    return call(() => this.#producer.hasSpace(len))
+  }
+
+  /** Values this sender has put into the queue. */
+  get sent(): number {
+    return this.#closed ? 0 : call(() => this.#producer.sent)
+  }
+
+  /** Values of this sender the receiver has taken. */
+  get acked(): number {
+    return this.#closed ? 0 : call(() => this.#producer.acked)
+  }
+
+  /** Resolves once the receiver has taken every value this sender put (pending puts first). */
+  waitForAllAck(options: WaitOptions = {}): Promise<void> {
+    try {
+      this.#check()
+      const timeout = checkTimeout(options.timeout)
+      const deadline = timeout === undefined ? undefined : performance.now() + timeout
+      return this.#seq.run(() =>
+        nativeWait(
+          () => this.#producer.waitForAllAck(remaining(deadline)),
+          () => this.#producer.cancelWait(),
+          options.signal,
+        ),
+      )
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Closes the sender. Pending calls reject with `ERR_SHMPIPE_CLOSED`; the receiver's
+   * iteration ends once every sender has closed. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#producer.close()
+    this.#queue.release()
+    unregisterOpenEnd(this)
+  }
+
+  /** Same as {@link Sender.close}. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+/** A value received without a copy: its binary parts are views into shared memory. */
+export class ReceivedMessage implements Disposable {
+  /** The value. Its typed arrays and Buffers are valid until {@link ReceivedMessage.release}. */
+  readonly value: unknown
+  #message: NativeMessage | null
+  #buffer: ArrayBuffer
+
+  /** @internal Made by {@link Receiver.receive}. */
+  constructor(message: NativeMessage) {
+    this.#message = message
+    this.#buffer = call(() => message.buffer())
+    this.value = decode(new Uint8Array(this.#buffer), { zeroCopy: true })
+  }
+
+  /**
+   * Gives the shared memory back. Every view inside `value` becomes empty (length 0): a released
+   * view never shows another message's bytes.
+   */
+  release(): void {
+    const message = this.#message
+    if (message === null) return
+    this.#message = null
+    call(() => message.release(this.#buffer))
+  }
+
+  /** Same as {@link ReceivedMessage.release}. */
+  [Symbol.dispose](): void {
+    this.release()
+  }
+}
+
+/** The receiving end of a pipe. A pipe has one receiver at a time. */
+export class Receiver implements Disposable, AsyncIterable<unknown> {
+  /** The pipe's name. */
+  readonly name: string
+  #consumer: NativeConsumer
+  #queue: QueueRef
+  #seq = new Sequencer()
+  #closed = false
+
+  /** @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. */
+  constructor(queue: QueueRef, owner: boolean) {
+    this.#queue = queue.acquire()
+    this.name = queue.queue.name
+    try {
+      this.#consumer = call(() => queue.queue.consumer())
+    } catch (err) {
+      queue.release()
+      throw err
+    }
+    registerOpenEnd(this, owner)
+  }
+
+  /** Attaches as the receiver of the pipe named `name`. */
+  static attach(name: string): Receiver {
+    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), false)
+  }
+
+  #check(): void {
+    if (this.#closed) throw closedEnd('receiver')
+  }
+
+  /** The next value if one is ready, else {@link NONE}. */
+  #tryTake(): unknown {
+    const buf = call(() => this.#consumer.tryRecv())
+    // The buffer is ours alone (a copy, or the message's own segment): views into it are safe.
+    return buf === null ? NONE : decode(buf, { zeroCopy: true })
+  }
+
+  /** Waits for a message and takes it with `take`. */
+  #waitFor<T>(take: () => T | typeof NONE, options: WaitOptions): Promise<T> {
+    try {
+      this.#check()
+      options.signal?.throwIfAborted()
+      const timeout = checkTimeout(options.timeout)
+      if (this.#seq.pending === 0) {
+        const v = take()
+        if (v !== NONE) return Promise.resolve(v)
+      }
+      const deadline = timeout === undefined ? undefined : performance.now() + timeout
+      return this.#seq.run(async () => {
+        for (;;) {
+          this.#check()
+          options.signal?.throwIfAborted()
+          const v = take()
+          if (v !== NONE) return v
+          await nativeWait(
+            () => this.#consumer.waitReady(remaining(deadline)),
+            () => this.#consumer.cancelWait(),
+            options.signal,
+          )
+        }
+      })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /**
+   * The next value, waiting while the pipe is empty. Rejects with `ERR_SHMPIPE_CLOSED` once the
+   * pipe is drained and every sender has closed, `ERR_SHMPIPE_PEER_GONE` if one died instead.
+   */
+  get(options: WaitOptions = {}): Promise<unknown> {
+    return this.#waitFor(() => this.#tryTake(), options)
+  }
+
+  /** The next value, blocking the thread while the pipe is empty (at most `timeout` ms). */
+  getSync(options: { timeout?: number } = {}): unknown {
+    this.#check()
+    const timeout = checkTimeout(options.timeout)
+    if (this.#seq.pending > 0) throw busy('getSync')
+    return decode(
+      call(() => this.#consumer.recvSync(timeout)),
+      { zeroCopy: true },
+    )
+  }
+
+  /** The next value if one is ready now, else `undefined` (also while a `get` is pending). */
+  getNowait(): unknown {
+    this.#check()
+    if (this.#seq.pending > 0) return undefined
+    const v = this.#tryTake()
+    return v === NONE ? undefined : v
+  }
+
+  /** The next value without copying: call `release()` (or `using`) when done with it. */
+  receive(options: WaitOptions = {}): Promise<ReceivedMessage> {
+    return this.#waitFor(() => {
+      const m = call(() => this.#consumer.tryRecvView())
+      return m === null ? NONE : new ReceivedMessage(m)
+    }, options)
+  }
+
+  /** Yields values until every sender has closed and the pipe is drained. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.get()
+      } catch (err) {
+        if (err instanceof ShmpipeError && err.code === ERR_SHMPIPE_CLOSED && !this.#closed) {
+          return
+        }
+        throw err
+      }
+    }
+  }
+
+  /** Closes the receiver; waiting senders then fail with `ERR_SHMPIPE_CLOSED`. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#consumer.close()
+    this.#queue.release()
+    unregisterOpenEnd(this)
+  }
+
+  /** Same as {@link Receiver.close}. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+/**
+ * Creates a pipe and returns its two ends. This process owns the pipe's shared memory: it is
+ * removed when both ends are closed, or when the process exits (also on SIGINT/SIGTERM).
+ */
+export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Receiver] {
+  const capacity = options.capacity ?? DEFAULT_CAPACITY
+  const bytes = options.bytes ?? DEFAULT_BYTES
+  const maxSenders = options.maxSenders ?? DEFAULT_MAX_SENDERS
+  const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
+  ref.acquire() // held until both ends exist, so a failure below cannot close it early
+  try {
+    const sender = new Sender(ref, true)
+    try {
+      return [sender, new Receiver(ref, true)]
+    } catch (err) {
+      sender.close()
+      throw err
+    }
+  } finally {
+    ref.release()
+  }
+}
