@@ -673,6 +673,21 @@ test('an Error whose cause refers back to it (v8 cannot decode this; shmpipe can
   t.is(out2.cause, out2)
 })
 
+test('large graphs: thousands of objects with shared references, encoded one after another', (t) => {
+  // Past the small-graph paths of the encoder (linear search) and of the decoder (reused table).
+  for (const count of [15, 16, 17, 1023, 1024, 1025, 5000, 3]) {
+    const objects = Array.from({ length: count }, (_, i) => ({ i }))
+    const value = {
+      objects,
+      again: [objects[count - 1], objects[0], objects],
+      map: new Map(objects.map((o) => [o, o.i])),
+    }
+    const out = matchesV8(t, value, `${count} objects`) as typeof value
+    t.is(out.again[0], out.objects[count - 1])
+    t.is(out.map.get(out.objects[0]!), 0)
+  }
+})
+
 test('a view of part of a large ArrayBuffer encodes only the view', (t) => {
   const big = new ArrayBuffer(1 << 20)
   for (const view of [

@@ -1364,7 +1364,9 @@ function encodeTopLevelView(v: ArrayBufferView): Encoded {
 let b: Uint8Array = new Uint8Array(0)
 let pos = 0
 let end = 0
+/** Objects decoded so far, by id: `refs[0 … nrefs)` (the array is reused). */
 let refs: unknown[] = []
+let nrefs = 0
 let zeroCopy = false
 let depth = 0
 
@@ -1396,17 +1398,23 @@ export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
     throw badSegment(
       `unknown format version ${bytes[0]} (this codec reads version ${FORMAT_VERSION})`,
     )
-  // Fast paths: a lone small integer or short ASCII string.
+  // Fast path: a lone small integer.
   const tag = bytes[1]!
   if (length === 2 && tag >= T_FIXINT) return tag - T_FIXINT
   b = bytes
   pos = 1
   end = length
   zeroCopy = options?.zeroCopy === true
-  refs = []
   depth = 0
   try {
-    const value = readValue()
+    let value: unknown
+    if (tag === T_VIEW) {
+      // Fast path: a lone Buffer or typed array.
+      pos = 2
+      value = readView()
+    } else {
+      value = readValue()
+    }
     if (pos !== end) throw badSegment(`${end - pos} bytes left over after the value`)
     return value
   } catch (err) {
@@ -1424,12 +1432,16 @@ export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
     )
   } finally {
     b = EMPTY
-    refs = EMPTY_REFS
+    const n = nrefs
+    if (n > 0) {
+      if (n > 1024) refs = []
+      else for (let i = 0; i < n; i++) refs[i] = undefined
+      nrefs = 0
+    }
   }
 }
 
 const EMPTY = new Uint8Array(0)
-const EMPTY_REFS: unknown[] = []
 
 function truncated(): ShmpipeError {
   return badSegment('truncated input')
@@ -1604,7 +1616,7 @@ function readValue(): unknown {
       return readTaggedString(tag)
     case T_REF: {
       const id = readVarint()
-      if (id >= refs.length) throw badSegment(`reference to unknown object #${id}`)
+      if (id >= nrefs) throw badSegment(`reference to unknown object #${id}`)
       return refs[id]
     }
   }
@@ -1678,14 +1690,14 @@ function readObjectLike(tag: number): unknown {
   switch (tag) {
     case T_OBJECT: {
       const obj: Record<string, unknown> = {}
-      refs.push(obj)
+      refs[nrefs++] = obj
       readProperties(obj)
       return obj
     }
     case T_ARRAY: {
       const len = readLength(1)
       const arr = new Array<unknown>(len)
-      refs.push(arr)
+      refs[nrefs++] = arr
       for (let i = 0; i < len; i++) {
         if (pos < end && b[pos] === T_HOLE) {
           pos++
@@ -1700,14 +1712,14 @@ function readObjectLike(tag: number): unknown {
       const len = readVarint()
       if (len > 0xffffffff) throw badSegment('array length out of range')
       const arr = new Array<unknown>(len)
-      refs.push(arr)
+      refs[nrefs++] = arr
       readProperties(arr as unknown as Record<string, unknown>)
       return arr
     }
     case T_MAP: {
       const count = readLength(2)
       const map = new Map<unknown, unknown>()
-      refs.push(map)
+      refs[nrefs++] = map
       for (let i = 0; i < count; i++) {
         const key = readValue()
         map.set(key, readValue())
@@ -1717,38 +1729,38 @@ function readObjectLike(tag: number): unknown {
     case T_SET: {
       const count = readLength(1)
       const set = new Set<unknown>()
-      refs.push(set)
+      refs[nrefs++] = set
       for (let i = 0; i < count; i++) set.add(readValue())
       return set
     }
     case T_DATE: {
       const date = new Date(readF64())
-      refs.push(date)
+      refs[nrefs++] = date
       return date
     }
     case T_REGEXP: {
       const source = readString()
       const flags = readString()
       const re = new RegExp(source, flags)
-      refs.push(re)
+      refs[nrefs++] = re
       return re
     }
     case T_ERROR:
       return readError()
     case T_BOXED_NUMBER: {
       const boxed = Object(readF64()) as object
-      refs.push(boxed)
+      refs[nrefs++] = boxed
       return boxed
     }
     case T_BOXED_STRING: {
       const boxed = Object(readString()) as object
-      refs.push(boxed)
+      refs[nrefs++] = boxed
       return boxed
     }
     case T_BOXED_TRUE:
     case T_BOXED_FALSE: {
       const boxed = Object(tag === T_BOXED_TRUE) as object
-      refs.push(boxed)
+      refs[nrefs++] = boxed
       return boxed
     }
     case T_BOXED_BIGINT: {
@@ -1756,7 +1768,7 @@ function readObjectLike(tag: number): unknown {
       if (inner !== T_BIGINT64 && inner !== T_BIGINT_POS && inner !== T_BIGINT_NEG)
         throw badSegment('boxed bigint without a bigint')
       const boxed = Object(readBigint(inner)) as object
-      refs.push(boxed)
+      refs[nrefs++] = boxed
       return boxed
     }
     case T_ARRAY_BUFFER:
@@ -1787,7 +1799,7 @@ function readError(): Error {
       Error.stackTraceLimit = limit
     } catch {}
   }
-  refs.push(err)
+  refs[nrefs++] = err
   const desc = { value: stack as unknown, writable: true, enumerable: false, configurable: true }
   Object.defineProperty(err, 'stack', desc)
   if (message !== undefined) {
@@ -1817,7 +1829,7 @@ function readArrayBuffer(): ArrayBuffer {
         : new ArrayBuffer(n)
   new Uint8Array(ab, 0, n).set(new Uint8Array(b.buffer, b.byteOffset + pos, n))
   pos += n
-  refs.push(ab)
+  refs[nrefs++] = ab
   return ab as ArrayBuffer
 }
 
@@ -1844,6 +1856,6 @@ function readView(): ArrayBufferView {
     new Uint8Array(ab, 0, n).set(new Uint8Array(b.buffer, abs, n))
     view = new Ctor(ab, 0, n / size)
   }
-  refs.push(view)
+  refs[nrefs++] = view
   return view
 }
