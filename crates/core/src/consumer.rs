@@ -43,8 +43,9 @@ enum Body {
         producer: u32,
         generation: u32,
     },
-    /// In a segment of its own, already unlinked: independent of the queue.
-    Blob(Segment),
+    /// In a segment of its own, already unlinked: independent of the queue. Boxed, so that
+    /// messages (moved on every receive) stay small.
+    Blob(Box<Segment>),
 }
 
 // SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
@@ -319,7 +320,7 @@ impl Consumer {
                     release(s, pos, Some(producer));
                     opened.map(|seg| {
                         Found::Message(Message {
-                            body: Body::Blob(seg),
+                            body: Body::Blob(Box::new(seg)),
                         })
                     })
                 }

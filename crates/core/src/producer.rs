@@ -35,7 +35,8 @@ pub struct Producer {
 /// Where a claimed record's payload goes.
 enum Target {
     Inline,
-    Blob(Segment),
+    /// Boxed: a `Segment` is large, and claims are moved on every message's hot path.
+    Blob(Box<Segment>),
 }
 
 /// Space reserved in the queue: write the message into [`as_mut_slice`](Self::as_mut_slice), then
@@ -149,12 +150,19 @@ impl Producer {
                 .0
                 .pending_pos
                 .store(pos | PENDING_VALID, Ordering::Relaxed);
-            match h.tail.0.compare_exchange_weak(
-                tail.0,
-                tail.advance(total, 1).0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            let next = tail.advance(total, 1).0;
+            let claimed = if s.max_producers == 1 {
+                // One producer slot: no other producer can move the tail, so a plain store
+                // claims (no locked instruction on the hot path). The pending claim was
+                // published first, as for the CAS, in case this process dies here.
+                h.tail.0.store(next, Ordering::Release);
+                Ok(tail.0)
+            } else {
+                h.tail
+                    .0
+                    .compare_exchange_weak(tail.0, next, Ordering::AcqRel, Ordering::Relaxed)
+            };
+            match claimed {
                 Ok(_) => {
                     let mut rec_pos = pos;
                     if total != units {
@@ -281,7 +289,7 @@ impl Producer {
                     limit: usize::MAX as u64,
                 });
             }
-            Target::Blob(Segment::create(SegmentKind::Blob, len)?)
+            Target::Blob(Box::new(Segment::create(SegmentKind::Blob, len)?))
         } else {
             Target::Inline
         };

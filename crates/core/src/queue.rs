@@ -25,7 +25,9 @@ pub struct QueueOptions {
     /// Bytes of the inline data area, rounded up to a power of two (at least 4 KiB). Messages up
     /// to half of it are stored inline; larger ones travel in a segment of their own.
     pub bytes: u64,
-    /// Producer slots (distinct live `Producer` handles at once), 1 to 4096.
+    /// Producer slots (distinct live `Producer` handles at once), 1 to 4096. With 1, the queue
+    /// is single-producer and claims space without a locked instruction; a slot whose process
+    /// died is not reused, so such a queue takes no new producer after a producer crash.
     pub max_producers: u32,
 }
 

@@ -356,3 +356,26 @@ fn undelivered_blobs_are_removed_when_the_consumer_closes() {
         "a blob committed after the close was left behind"
     );
 }
+
+#[test]
+fn a_single_producer_queue_takes_one_producer_at_a_time() {
+    let q = Queue::create(&QueueOptions {
+        capacity: 8,
+        bytes: 4096,
+        max_producers: 1,
+    })
+    .unwrap();
+    let mut c = q.consumer().unwrap();
+    let mut p = q.producer().unwrap();
+    assert!(matches!(
+        q.producer(),
+        Err(Error::TooManyProducers { max: 1 })
+    ));
+    p.send(b"first", &WaitOptions::forever()).unwrap();
+    drop(p);
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"first");
+    // Its messages consumed, the closed slot is reused.
+    let mut p = q.producer().unwrap();
+    p.send(b"second", &WaitOptions::forever()).unwrap();
+    assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"second");
+}

@@ -69,7 +69,13 @@ fn shm_exists(name: &str) -> bool {
 
 #[test]
 fn spsc_100k_random_sizes_every_byte_checked_with_many_wraps() {
-    let q = queue(256, 64 << 10);
+    // One producer slot: the single-producer claim path (no CAS).
+    let q = Queue::create(&QueueOptions {
+        capacity: 256,
+        bytes: 64 << 10,
+        max_producers: 1,
+    })
+    .unwrap();
     let n = 100_000u64;
     let mut peer = Peer::spawn(&["produce", q.name(), "7", &n.to_string(), "0", "3000", "42"]);
     let mut c = q.consumer().unwrap();
