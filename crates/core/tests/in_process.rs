@@ -146,7 +146,12 @@ fn a_wait_is_interrupted_by_its_cancel_token() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::Interrupted), "{err:?}");
-    assert!(start.elapsed() < Duration::from_millis(150));
+    // Woken by the cancel (at 100 ms), not by a timeout: there is none.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     canceller.join().unwrap();
 }
 
@@ -163,7 +168,10 @@ fn closing_either_side_is_seen_by_the_other() {
         c.recv(&WaitOptions::forever()),
         Err(Error::Closed)
     ));
-    assert!(start.elapsed() < Duration::from_millis(50));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "close noticed late"
+    );
 
     let mut p2 = q.producer().unwrap();
     drop(c);

@@ -200,7 +200,7 @@ fn waits_time_out_across_processes() {
         let took = start.elapsed();
         assert!(matches!(err, Error::Timeout), "{err:?}");
         assert!(
-            took >= Duration::from_millis(ms) && took < Duration::from_millis(ms + 30),
+            took >= Duration::from_millis(ms) && took < Duration::from_millis(ms + 250),
             "{ms} ms timeout took {took:?}"
         );
     }
