@@ -103,5 +103,6 @@ for (const [name, value] of cases) {
 }
 if (!quick) {
   console.log('\nwith target.subarray() per decode (what a caller without a ready view pays):')
-  for (const [name, value] of cases.slice(0, 3)) console.log(name.padEnd(34) + fmt(measure(ours(value, false))).padStart(14))
+  for (const [name, value] of cases.slice(0, 3))
+    console.log(name.padEnd(34) + fmt(measure(ours(value, false))).padStart(14))
 }
