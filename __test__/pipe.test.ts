@@ -320,3 +320,296 @@ test('2000 random nested values (seeded) round-trip through a child process like
   t.log([...gen.made].map(([k, n]) => `${k} ${n}`).join(', '))
   await echo.finish()
 })
+
+// ---------------------------------------------------------------------------------------------
+// 3. Timeouts
+
+test.serial(
+  'timeouts: get/getSync on an empty pipe, put/putSync/waitForAllAck on a full one',
+  async (t) => {
+    const [sender, receiver] = pair(t, { capacity: 2 })
+    t.is(receiver.getNowait(), undefined)
+
+    for (const [what, call] of [
+      ['get', () => receiver.get({ timeout: 100 })],
+      ['receive', () => receiver.receive({ timeout: 100 })],
+      ['getSync', async () => receiver.getSync({ timeout: 100 })],
+    ] as const) {
+      const start = performance.now()
+      await rejectsWith(t, call(), ERR_SHMPIPE_TIMEOUT, what)
+      const elapsed = performance.now() - start
+      t.true(elapsed >= 100 && elapsed < 300, `${what}: ${elapsed.toFixed(1)} ms`)
+    }
+    t.true(
+      (await settleTime(rejectsWith(t, receiver.get({ timeout: 0 }), ERR_SHMPIPE_TIMEOUT))) < 100,
+    )
+
+    // Full at 2 values.
+    t.true(sender.hasSpace())
+    t.true(sender.tryPut('a'))
+    t.true(sender.tryPut('b'))
+    t.false(sender.hasSpace())
+    t.false(sender.tryPut('c'))
+    t.is(sender.sent, 2)
+    for (const [what, call] of [
+      ['put', () => sender.put('d', { timeout: 100 })],
+      ['putSync', async () => sender.putSync('e', { timeout: 100 })],
+      ['waitForAllAck', () => sender.waitForAllAck({ timeout: 100 })],
+    ] as const) {
+      const start = performance.now()
+      await rejectsWith(t, call(), ERR_SHMPIPE_TIMEOUT, what)
+      const elapsed = performance.now() - start
+      t.true(elapsed >= 100 && elapsed < 300, `${what}: ${elapsed.toFixed(1)} ms`)
+    }
+    // Nothing that timed out was sent.
+    t.is(sender.sent, 2)
+    t.is(sender.acked, 0)
+    t.is(receiver.getNowait(), 'a')
+    t.true(sender.tryPut('f'))
+    t.is(await receiver.get({ timeout: 100 }), 'b')
+    t.is(receiver.getSync({ timeout: 100 }), 'f')
+    t.is(receiver.getNowait(), undefined)
+    t.is(sender.acked, 3)
+    await sender.waitForAllAck({ timeout: 100 })
+  },
+)
+
+test.serial(
+  'a wait with a timeout succeeds when a child process fills the pipe in time',
+  async (t) => {
+    const [ownSender, receiver] = pair(t, { capacity: 4 })
+    const child = startChild(t, 'count', [receiver.name, '3'])
+    // No deadline is near: the child starts within a few hundred ms.
+    t.is(await receiver.get({ timeout: 10_000 }), 0)
+    ownSender.close()
+    t.is(receiver.getSync({ timeout: 10_000 }), 1)
+    t.is(await receiver.get({ timeout: 10_000 }), 2)
+    await rejectsWith(t, receiver.get({ timeout: 10_000 }), ERR_SHMPIPE_CLOSED)
+    t.deepEqual(await child.exited, { code: 0, signal: null })
+  },
+)
+
+test('sync calls refuse to overtake pending asynchronous ones (BUSY)', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 1 })
+  const pending = receiver.get()
+  throwsWith(t, () => receiver.getSync({ timeout: 0 }), ERR_SHMPIPE_BUSY)
+  t.is(receiver.getNowait(), undefined, 'getNowait while a get is pending')
+  sender.putSync('x')
+  t.is(await pending, 'x')
+  sender.putSync('y')
+  const waiting = sender.put('z')
+  throwsWith(t, () => sender.putSync('w', { timeout: 0 }), ERR_SHMPIPE_BUSY)
+  t.false(sender.tryPut('w'))
+  t.is(receiver.getSync(), 'y')
+  await waiting
+  t.is(receiver.getSync(), 'z')
+  t.is(receiver.getNowait(), undefined)
+})
+
+// ---------------------------------------------------------------------------------------------
+// 4. Abort
+
+test('abort: get and receive reject with the reason, take nothing, and the receiver goes on', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 4 })
+  const reason = new Error('stop waiting')
+  const ac = new AbortController()
+  const pending = receiver.get({ signal: ac.signal })
+  setTimeout(() => ac.abort(reason), 50)
+  t.is(await t.throwsAsync(pending), reason)
+
+  // The aborted get took nothing: the next value goes to the next get.
+  sender.putSync('after abort')
+  t.is(await receiver.get({ timeout: 1000 }), 'after abort')
+
+  // An already aborted signal: rejects at once, even with a value ready, and takes nothing.
+  sender.putSync('ready')
+  const aborted = AbortSignal.abort(reason)
+  t.is(await t.throwsAsync(receiver.get({ signal: aborted })), reason)
+  t.is(await t.throwsAsync(receiver.receive({ signal: aborted })), reason)
+  t.is(receiver.getNowait(), 'ready')
+
+  // The default reason (an AbortError DOMException) is passed on as it is.
+  const ac2 = new AbortController()
+  const pending2 = receiver.receive({ signal: ac2.signal })
+  setTimeout(() => ac2.abort(), 50)
+  const err = await pending2.then(
+    () => t.fail('should reject'),
+    (e: unknown) => e,
+  )
+  t.is(err, ac2.signal.reason)
+  t.is((err as DOMException).name, 'AbortError')
+
+  // A timeout and a signal: whichever comes first.
+  const ac3 = new AbortController()
+  await rejectsWith(t, receiver.get({ timeout: 50, signal: ac3.signal }), ERR_SHMPIPE_TIMEOUT)
+  ac3.abort(reason)
+
+  sender.putSync('last')
+  t.is(await receiver.get({ timeout: 1000 }), 'last')
+})
+
+test('abort: put and waitForAllAck reject with the reason and send nothing', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 2 })
+  const reason = new Error('stop putting')
+  sender.putSync(1)
+  sender.putSync(2)
+  const ac = new AbortController()
+  const pending = sender.put('never', { signal: ac.signal })
+  setTimeout(() => ac.abort(reason), 50)
+  t.is(await t.throwsAsync(pending), reason)
+  t.is(sender.sent, 2)
+
+  // Already aborted: rejects at once, also when there is room.
+  t.is(await t.throwsAsync(sender.put('never', { signal: AbortSignal.abort(reason) })), reason)
+  t.is(receiver.getNowait(), 1)
+  t.is(await t.throwsAsync(sender.put('never', { signal: AbortSignal.abort(reason) })), reason)
+  t.is(sender.sent, 2)
+
+  const ac2 = new AbortController()
+  const acking = sender.waitForAllAck({ signal: ac2.signal })
+  setTimeout(() => ac2.abort(reason), 50)
+  t.is(await t.throwsAsync(acking), reason)
+
+  // The sender goes on: a put after the aborted ones is the next value.
+  const put3 = sender.put(3)
+  t.is(await receiver.get({ timeout: 1000 }), 2)
+  await put3
+  t.is(await receiver.get({ timeout: 1000 }), 3)
+  t.is(receiver.getNowait(), undefined, 'no aborted value arrived')
+  t.is(sender.sent, 3)
+  await sender.waitForAllAck({ timeout: 1000 })
+})
+
+// ---------------------------------------------------------------------------------------------
+// 5. Many senders in many processes
+
+test('MPSC: 4 forked child processes × 500 values, each arrives once and in order per producer', async (t) => {
+  const PRODUCERS = 4
+  const COUNT = 500
+  // A small pipe: the producers wait for space and interleave.
+  const [ownSender, receiver] = pair(t, { capacity: 64, bytes: 64 << 10 })
+  const children: Child[] = []
+  for (let p = 0; p < PRODUCERS; p++)
+    children.push(forkChild(t, 'produce', [receiver.name, String(p), String(COUNT)]))
+  for (const c of children) t.is(await c.next(), 'ready')
+  ownSender.close() // every child's sender is attached
+  for (const c of children) c.process.send('go')
+
+  const next = new Array<number>(PRODUCERS).fill(0)
+  const order: number[] = []
+  const problems: string[] = []
+  for await (const value of receiver) {
+    const { producer, seq } = value as { producer: number; seq: number }
+    if (next[producer] !== seq) problems.push(`producer ${producer}: seq ${seq}, expected ${next[producer]}`) // prettier-ignore
+    const d = difference(value, mpscValue(producer, seq))
+    if (d !== null) problems.push(`producer ${producer} seq ${seq}: ${d}`)
+    next[producer] = seq + 1
+    order.push(producer)
+    if (problems.length > 5) break
+  }
+  t.deepEqual(problems, [])
+  t.deepEqual(next, new Array<number>(PRODUCERS).fill(COUNT), 'every value of every producer')
+  t.is(order.length, PRODUCERS * COUNT)
+  // How interleaved the stream was (not asserted: scheduling decides).
+  let switches = 0
+  for (let i = 1; i < order.length; i++) if (order[i] !== order[i - 1]) switches++
+  t.log(`${switches} switches between producers in ${order.length} values`)
+  for (const c of children) {
+    t.is(await c.next(), 'done')
+    t.deepEqual(await c.exited, { code: 0, signal: null }, c.stderr())
+  }
+  await rejectsWith(t, receiver.get({ timeout: 1000 }), ERR_SHMPIPE_CLOSED)
+})
+
+// ---------------------------------------------------------------------------------------------
+// 6. A plain `node -e` child
+
+test('a child attached by name from a plain spawn of `node -e`', async (t) => {
+  const [ownSender, receiver] = pair(t)
+  // Plain JavaScript, as a user would write it. Node 20 cannot load TypeScript by itself and the
+  // package has no compiled JavaScript, so the child is given tsx (--import=tsx) to load index.ts.
+  const code = `
+    const name = process.argv[1]
+    import(${JSON.stringify(pathToFileURL(entry).href)}).then(async ({ Sender }) => {
+      const sender = Sender.attach(name)
+      await sender.put({ from: 'node -e', pid: process.pid, name, buf: Buffer.from('héllo'), map: new Map([[1, [2n]]]) })
+      for (let i = 0; i < 100; i++) await sender.put(i)
+      await sender.waitForAllAck({ timeout: 10000 })
+      sender.close()
+    }).catch((err) => { console.error(err); process.exit(1) })
+  `
+  const child = spawnNode(t, ['--import=tsx', '-e', code, receiver.name])
+  const first = (await receiver.get({ timeout: 20_000 })) as Record<string, unknown>
+  ownSender.close()
+  t.is(first.from, 'node -e')
+  t.is(first.pid, child.process.pid)
+  t.is(first.name, receiver.name)
+  t.true(Buffer.isBuffer(first.buf))
+  t.is((first.buf as Buffer).toString(), 'héllo')
+  t.deepEqual(first.map, new Map([[1, [2n]]]))
+  const rest: unknown[] = []
+  for await (const v of receiver) rest.push(v)
+  t.deepEqual(
+    rest,
+    Array.from({ length: 100 }, (_, i) => i),
+  )
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+})
+
+// ---------------------------------------------------------------------------------------------
+// 8. Unsupported values
+
+test('unsupported values reject with UNSUPPORTED_TYPE and the path, leaving the queue unchanged', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 4 })
+  class Point {
+    x = 1
+  }
+  const cases: [string, unknown, RegExp][] = [
+    ['function', () => 1, /^Cannot encode value: .*function/],
+    ['symbol', Symbol('s'), /^Cannot encode value: symbol/],
+    ['class instance', new Point(), /^Cannot encode value: .*Point/],
+    ['WeakMap', new WeakMap(), /^Cannot encode value: WeakMap/],
+    [
+      'nested function',
+      { a: [1, 2, { fn() {} }] },
+      /^Cannot encode value\.a\[2\]\.fn: function fn/,
+    ],
+    ['Promise in a Map', new Map([['p', Promise.resolve()]]), /value\.get\("p"\)/],
+    ['symbol in a Set', new Set([1, Symbol('x')]), /value\.<Set element #1>/],
+    ['SharedArrayBuffer', { sab: new SharedArrayBuffer(8) }, /value\.sab: SharedArrayBuffer/],
+  ]
+  sender.putSync('before')
+  for (const [name, value, message] of cases) {
+    const e1 = await rejectsWith(t, sender.put(value), ERR_SHMPIPE_UNSUPPORTED_TYPE, name)
+    t.regex(e1.message, message, name)
+    t.regex(throwsWith(t, () => sender.putSync(value), ERR_SHMPIPE_UNSUPPORTED_TYPE).message, message) // prettier-ignore
+    t.regex(throwsWith(t, () => sender.tryPut(value), ERR_SHMPIPE_UNSUPPORTED_TYPE).message, message) // prettier-ignore
+    t.is(sender.sent, 1, `${name}: nothing sent`)
+  }
+  t.is(receiver.getNowait(), 'before')
+  t.is(receiver.getNowait(), undefined)
+  t.is(sender.sent, 1)
+  // The sender still works.
+  await sender.put('after')
+  t.is(receiver.getNowait(), 'after')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Attaching
+
+test('attach: unknown names, a second receiver, and a receiver role taken over', async (t) => {
+  throwsWith(t, () => Sender.attach('shmpipe_0000000000000000'), ERR_SHMPIPE_NOT_FOUND)
+  throwsWith(t, () => Receiver.attach('shmpipe_0000000000000000'), ERR_SHMPIPE_NOT_FOUND)
+  const [sender, receiver] = pair(t, { capacity: 4 })
+  throwsWith(t, () => Receiver.attach(sender.name), ERR_SHMPIPE_RECEIVER_TAKEN)
+  const taken = startChild(t, 'try-attach', ['receiver', sender.name])
+  t.deepEqual(await taken.next(), { ok: false, name: 'ShmpipeError', code: ERR_SHMPIPE_RECEIVER_TAKEN }) // prettier-ignore
+  const asSender = startChild(t, 'try-attach', ['sender', sender.name])
+  t.deepEqual(await asSender.next(), { ok: true })
+  // Once this receiver is closed, a child can take the role and gets what was left.
+  sender.putSync('left for the next receiver')
+  receiver.close()
+  const child = startChild(t, 'receive-one-then-close', [sender.name])
+  t.is(await child.next(), 'ready')
+  t.deepEqual(await child.next(), { got: 'left for the next receiver', closed: true })
+})
