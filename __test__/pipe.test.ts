@@ -609,7 +609,180 @@ test('attach: unknown names, a second receiver, and a receiver role taken over',
   // Once this receiver is closed, a child can take the role and gets what was left.
   sender.putSync('left for the next receiver')
   receiver.close()
-  const child = startChild(t, 'receive-one-then-close', [sender.name])
+  const child = startChild(t, 'receive-then-close', [sender.name, '1'])
   t.is(await child.next(), 'ready')
-  t.deepEqual(await child.next(), { got: 'left for the next receiver', closed: true })
+  t.deepEqual(await child.next(), { got: ['left for the next receiver'], closed: true })
 })
+
+// ---------------------------------------------------------------------------------------------
+// 9. Closed and dead peers
+
+test('after the receiver closes, put and waits for space or acks reject CLOSED', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 2 })
+  sender.putSync(1)
+  sender.putSync(2)
+  const waitingPut = sender.put(3)
+  const waitingAck = sender.waitForAllAck()
+  receiver.close()
+  await rejectsWith(t, waitingPut, ERR_SHMPIPE_CLOSED, 'the put waiting for space')
+  await rejectsWith(t, waitingAck, ERR_SHMPIPE_CLOSED, 'waitForAllAck')
+  await rejectsWith(t, sender.put(4), ERR_SHMPIPE_CLOSED, 'a new put')
+  // The closed receiver refuses everything.
+  await rejectsWith(t, receiver.get(), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => receiver.getNowait(), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
+})
+
+test('a child receiver that closes cleanly: the waiting put rejects CLOSED, not PEER_GONE', async (t) => {
+  const [sender, unusedReceiver] = pair(t, { capacity: 2 })
+  unusedReceiver.close()
+  // The child attaches, waits 300 ms, then closes without reading anything.
+  const child = startChild(t, 'receive-then-close', [sender.name, '0', '300'])
+  t.is(await child.next(), 'ready')
+  await sender.put('a')
+  await sender.put('b')
+  const waiting = sender.put('c')
+  const waitingAck = sender.waitForAllAck()
+  t.deepEqual(await child.next(), { got: [], closed: true })
+  await rejectsWith(t, waiting, ERR_SHMPIPE_CLOSED, 'the put waiting for space')
+  await rejectsWith(t, waitingAck, ERR_SHMPIPE_CLOSED, 'waitForAllAck')
+  // The receiver closed cleanly and its process is alive: CLOSED, whether there is room or not.
+  await rejectsWith(t, sender.put('d'), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => sender.tryPut('d'), ERR_SHMPIPE_CLOSED)
+  await rejectsWith(t, sender.waitForAllAck(), ERR_SHMPIPE_CLOSED)
+  t.is(child.process.exitCode, null, 'the child is still alive')
+})
+
+test('after every sender closes, get rejects CLOSED and for await ends (child sender)', async (t) => {
+  const [ownSender, receiver] = pair(t)
+  const child = startChild(t, 'count', [receiver.name, '50'])
+  const values = [await receiver.get({ timeout: 20_000 })]
+  ownSender.close() // the child's sender is attached (its first value arrived)
+  for await (const v of receiver) values.push(v)
+  t.deepEqual(
+    values,
+    Array.from({ length: 50 }, (_, i) => i),
+  )
+  await rejectsWith(t, receiver.get(), ERR_SHMPIPE_CLOSED)
+  await rejectsWith(t, receiver.receive(), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
+  t.is(receiver.getNowait(), undefined)
+  // A second iteration ends at once too.
+  for await (const v of receiver) t.fail(`unexpected ${String(v)}`)
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+})
+
+test('in one process: a pending get rejects CLOSED when the last sender closes', async (t) => {
+  const [sender, receiver] = pair(t)
+  const second = Sender.attach(sender.name)
+  t.teardown(() => second.close())
+  const pending = receiver.get()
+  sender.putSync('x')
+  t.is(await pending, 'x')
+  const waiting = receiver.get()
+  sender.close()
+  second.putSync('y')
+  t.is(await waiting, 'y', 'one sender left')
+  const last = receiver.get()
+  second.close()
+  await rejectsWith(t, last, ERR_SHMPIPE_CLOSED)
+  // Closing a sender twice is harmless; a closed sender refuses.
+  sender.close()
+  await rejectsWith(t, sender.put(1), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => sender.putSync(1), ERR_SHMPIPE_CLOSED)
+  throwsWith(t, () => sender.tryPut(1), ERR_SHMPIPE_CLOSED)
+})
+
+test.serial(
+  'a child sender SIGKILLed: the parent’s pending get rejects PEER_GONE within 1.5 s',
+  async (t) => {
+    const [ownSender, receiver] = pair(t)
+    const child = startChild(t, 'sender-hang', [receiver.name])
+    t.is(await receiver.get({ timeout: 20_000 }), 'ready')
+    ownSender.close() // only the child's sender is left
+    const pending = receiver.get()
+    await new Promise((r) => setTimeout(r, 100)) // really waiting
+    const start = performance.now()
+    child.process.kill('SIGKILL')
+    const err = await rejectsWith(t, pending, ERR_SHMPIPE_PEER_GONE)
+    const elapsed = performance.now() - start
+    t.true(elapsed < 1500, `${elapsed.toFixed(0)} ms`)
+    t.log(`PEER_GONE after ${elapsed.toFixed(0)} ms: ${err.message}`)
+    t.deepEqual(await child.exited, { code: null, signal: 'SIGKILL' })
+    // And it stays so; iteration throws it too (it ends quietly only when every sender closed).
+    await rejectsWith(t, receiver.get(), ERR_SHMPIPE_PEER_GONE)
+    const iterating = (async () => {
+      for await (const v of receiver) t.fail(`unexpected ${String(v)}`)
+    })()
+    await rejectsWith(t, iterating, ERR_SHMPIPE_PEER_GONE)
+  },
+)
+
+/** A pipe whose receiver is a child process that never reads; the parent keeps the sender. */
+async function pipeToHangingReceiver(t: ExecutionContext, capacity: number) {
+  const [sender, unusedReceiver] = pair(t, { capacity })
+  unusedReceiver.close()
+  const child = startChild(t, 'receiver-hang', [sender.name])
+  t.is(await child.next(), 'ready')
+  return { sender, child }
+}
+
+/** Kills `child` once `pending` is really waiting; `pending` must reject PEER_GONE within 1.5 s. */
+async function killAndExpectPeerGone(
+  t: ExecutionContext,
+  child: Child,
+  pending: Promise<unknown>,
+): Promise<void> {
+  let settled = false
+  void pending.then(
+    () => (settled = true),
+    () => (settled = true),
+  )
+  await new Promise((r) => setTimeout(r, 100))
+  t.false(settled, 'still waiting before the kill')
+  const start = performance.now()
+  child.process.kill('SIGKILL')
+  const err = await rejectsWith(t, pending, ERR_SHMPIPE_PEER_GONE)
+  const elapsed = performance.now() - start
+  t.true(elapsed < 1500, `${elapsed.toFixed(0)} ms`)
+  t.log(`PEER_GONE after ${elapsed.toFixed(0)} ms: ${err.message}`)
+  t.deepEqual(await child.exited, { code: null, signal: 'SIGKILL' })
+}
+
+test.serial(
+  'a child receiver SIGKILLed: the parent’s put waiting on a full pipe rejects PEER_GONE within 1.5 s',
+  async (t) => {
+    const { sender, child } = await pipeToHangingReceiver(t, 2)
+    await sender.put(1)
+    await sender.put(2)
+    t.false(sender.tryPut(3))
+    await killAndExpectPeerGone(t, child, sender.put(3))
+    await rejectsWith(t, sender.put(4), ERR_SHMPIPE_PEER_GONE, 'later puts too')
+    throwsWith(t, () => sender.putSync(4, { timeout: 1000 }), ERR_SHMPIPE_PEER_GONE)
+  },
+)
+
+test.serial(
+  'a child receiver SIGKILLed: the parent’s waitForAllAck rejects PEER_GONE within 1.5 s',
+  async (t) => {
+    const { sender, child } = await pipeToHangingReceiver(t, 8)
+    await sender.put('never read')
+    await killAndExpectPeerGone(t, child, sender.waitForAllAck())
+  },
+)
+
+test.serial(
+  'a child receiver SIGKILLed: a putSync blocked on a full pipe throws PEER_GONE',
+  async (t) => {
+    const { sender, child } = await pipeToHangingReceiver(t, 1)
+    sender.putSync(1)
+    // putSync blocks this thread, so no timer of this process can run meanwhile: another process
+    // kills the child 300 ms from now.
+    const killer = spawnNode(t, ['-e', `setTimeout(() => process.kill(${child.process.pid}, 'SIGKILL'), 300)`]) // prettier-ignore
+    const start = performance.now()
+    throwsWith(t, () => sender.putSync(2, { timeout: 10_000 }), ERR_SHMPIPE_PEER_GONE)
+    const elapsed = performance.now() - start
+    t.true(elapsed < 300 + 1500, `${elapsed.toFixed(0)} ms`)
+    await killer.exited
+  },
+)

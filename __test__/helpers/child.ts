@@ -98,13 +98,18 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     await forever()
   },
 
-  /** Attaches as the receiver, takes one value, reports it, closes cleanly and stays alive. */
-  async 'receive-one-then-close'(name) {
+  /**
+   * Attaches as the receiver, reports, waits `delayMs`, takes `take` values, closes cleanly,
+   * reports what it got, and stays alive until killed.
+   */
+  async 'receive-then-close'(name, take = '1', delayMs = '0') {
     const receiver = Receiver.attach(name!)
     report('ready')
-    const value = await receiver.get()
+    await new Promise((r) => setTimeout(r, Number(delayMs)))
+    const got: unknown[] = []
+    for (let i = 0; i < Number(take); i++) got.push(await receiver.get())
     receiver.close()
-    report({ got: value, closed: true })
+    report({ got, closed: true })
     await forever()
   },
 
