@@ -49,6 +49,7 @@ import {
   patternByte,
   v8RoundTrip,
   ValueGenerator,
+  viewsValue,
 } from './helpers/values.js'
 
 const GiB = 2 ** 30
@@ -786,3 +787,170 @@ test.serial(
     await killer.exited
   },
 )
+
+// ---------------------------------------------------------------------------------------------
+// 10. Zero-copy receive
+
+test('receive(): binary values are views of the message, emptied by release (child sender)', async (t) => {
+  // 64 KiB of ring: the 100 KB message at the end travels in a segment of its own.
+  const [ownSender, receiver] = pair(t, { capacity: 8, bytes: 64 << 10 })
+  const COUNT = 20
+  const child = startChild(t, 'send-views', [receiver.name, String(COUNT), '100000'])
+  const released: ArrayBufferView[] = []
+  for (let k = 0; k < COUNT; k++) {
+    const msg = await receiver.receive({ timeout: 20_000 })
+    if (k === 0) ownSender.close()
+    t.true(msg instanceof ReceivedMessage)
+    const v = msg.value as ReturnType<typeof viewsValue>
+    t.is(difference(v, viewsValue(k)), null)
+    // All views share one ArrayBuffer: the message's memory, not copies.
+    const views = [v.u8, v.f64, v.buf, v.nested[0]]
+    for (const view of views) t.is(view.buffer, v.u8.buffer)
+    t.true(Buffer.isBuffer(v.buf))
+    t.true(v.u8.buffer.byteLength >= v.u8.byteLength + v.f64.byteLength + v.buf.byteLength)
+    if (k % 2 === 0) msg.release()
+    else msg[Symbol.dispose]()
+    for (const view of views) {
+      t.is(view.byteLength, 0)
+      t.is((view as Uint8Array).length, 0)
+      t.is(view.buffer.byteLength, 0)
+    }
+    t.is(v.u8[0], undefined)
+    msg.release() // twice: harmless
+    released.push(...views)
+  }
+  // The large message, in its own segment.
+  const msg = await receiver.receive({ timeout: 20_000 })
+  const { big } = msg.value as { big: Uint8Array }
+  t.is(big.length, 100_000)
+  t.is(checkPattern(big, 99), -1)
+  msg.release()
+  t.is(big.length, 0)
+  // Released views stayed empty while other messages came.
+  t.true(released.every((view) => view.byteLength === 0))
+  await rejectsWith(t, receiver.receive({ timeout: 10_000 }), ERR_SHMPIPE_CLOSED)
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+})
+
+test('receive(): a held message is never overwritten; released views never show other bytes', async (t) => {
+  // A 64 KiB ring and 8 KiB messages: without release, the ring wraps onto a held message
+  // after about 7 messages.
+  const [sender, receiver] = pair(t, { capacity: 1024, bytes: 64 << 10 })
+  const message = (seed: number): Uint8Array => {
+    const b = new Uint8Array(8192)
+    fillPattern(b, seed)
+    return b
+  }
+  sender.putSync(message(1))
+  const held = await receiver.receive({ timeout: 1000 })
+  const heldView = held.value as Uint8Array
+  const releasedViews: Uint8Array[] = []
+  let seed = 2
+  let blocked = false
+  for (; seed < 40; seed++) {
+    if (!sender.tryPut(message(seed))) {
+      blocked = true
+      break
+    }
+    const msg = await receiver.receive({ timeout: 1000 })
+    const view = msg.value as Uint8Array
+    t.is(checkPattern(view, seed), -1, `message ${seed}`)
+    msg.release()
+    releasedViews.push(view)
+    t.is(checkPattern(heldView, 1), -1, `the held message after message ${seed}`)
+  }
+  t.true(blocked, 'the sender waits rather than overwrite the held message')
+  t.true(seed < 12, `blocked at message ${seed}`)
+  await rejectsWith(t, sender.put(message(seed), { timeout: 50 }), ERR_SHMPIPE_TIMEOUT)
+  t.is(checkPattern(heldView, 1), -1)
+
+  // Values taken with get() are copies: they stay intact while the ring moves on.
+  held.release()
+  t.is(heldView.length, 0)
+  const kept: [number, Uint8Array][] = []
+  for (; seed < 200; seed++) {
+    await sender.put(message(seed), { timeout: 1000 })
+    if (seed % 3 === 0) {
+      kept.push([seed, (await receiver.get({ timeout: 1000 })) as Uint8Array])
+    } else {
+      const msg = await receiver.receive({ timeout: 1000 })
+      t.is(checkPattern(msg.value as Uint8Array, seed), -1)
+      releasedViews.push(msg.value as Uint8Array)
+      msg.release()
+    }
+  }
+  for (const [s, v] of kept) t.is(checkPattern(v, s), -1, `get() value ${s}`)
+  t.true(releasedViews.every((v) => v.length === 0 && v[0] === undefined))
+
+  // Released in any order.
+  for (const s of [300, 301, 302]) sender.putSync(message(s))
+  const [m0, m1, m2] = [
+    await receiver.receive(),
+    await receiver.receive(),
+    await receiver.receive(),
+  ]
+  m1.release()
+  t.is(checkPattern(m0.value as Uint8Array, 300), -1)
+  t.is(checkPattern(m2.value as Uint8Array, 302), -1)
+  m2.release()
+  t.is(checkPattern(m0.value as Uint8Array, 300), -1)
+  m0.release()
+  t.is(receiver.getNowait(), undefined)
+  t.is(sender.sent, sender.acked)
+})
+
+// ---------------------------------------------------------------------------------------------
+// 11. worker_threads
+
+/** Starts `child.ts` in a Worker (tsx registered in the worker first). */
+function startWorker(t: ExecutionContext, role: string, args: string[]): Worker {
+  const code = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(pathToFileURL(childScript).href)}) })` // prettier-ignore
+  const worker = new Worker(code, { eval: true, workerData: { role, args } })
+  t.teardown(() => worker.terminate())
+  return worker
+}
+
+test('worker_threads: two Workers attach by name and send to the main thread’s receiver', async (t) => {
+  const [ownSender, receiver] = pair(t)
+  const COUNT = 300
+  const workers = [0, 1].map(() => startWorker(t, 'worker-send', [receiver.name, String(COUNT)]))
+  const outcomes = workers.map(
+    (w) =>
+      new Promise<unknown[]>((resolve, reject) => {
+        const messages: unknown[] = []
+        w.on('message', (m) => messages.push(m))
+        w.on('error', reject)
+        w.on('exit', (code) => resolve([...messages, `exit ${code}`]))
+      }),
+  )
+  const ids = new Set(workers.map((w) => w.threadId))
+  const next = new Map<number, number>()
+  const check = (value: unknown): void => {
+    const { threadId, i, data } = value as { threadId: number; i: number; data: Float64Array }
+    t.true(ids.has(threadId), `from a worker: ${threadId}`)
+    t.is(i, next.get(threadId) ?? 0, 'in order')
+    next.set(threadId, i + 1)
+    t.true(data instanceof Float64Array)
+    t.deepEqual([...data], [i, i / 2])
+  }
+  // Keep this thread's sender until both workers' first values came (their senders attached).
+  while (next.size < 2) check(await receiver.get({ timeout: 20_000 }))
+  ownSender.close()
+  for await (const value of receiver) check(value)
+  t.deepEqual([...next.values()], [COUNT, COUNT])
+  t.deepEqual(await Promise.all(outcomes), [
+    ['done', 'exit 0'],
+    ['done', 'exit 0'],
+  ])
+})
+
+test('worker_threads: a Worker terminated with its sender open ends the stream (CLOSED)', async (t) => {
+  const [ownSender, receiver] = pair(t)
+  const worker = startWorker(t, 'sender-hang', [receiver.name])
+  t.is(await receiver.get({ timeout: 20_000 }), 'ready')
+  ownSender.close()
+  const pending = receiver.get({ timeout: 5000 })
+  await worker.terminate()
+  // Its process lives on, so the sender is not "dead": it was closed when the worker ended.
+  await rejectsWith(t, pending, ERR_SHMPIPE_CLOSED)
+})

@@ -9,7 +9,7 @@
 import { isMainThread, parentPort, threadId, workerData } from 'node:worker_threads'
 
 import { createSharedMemoryPair, Receiver, Sender } from '../../index.js'
-import { checkPattern, fillPattern, mpscValue, patternByte } from './values.js'
+import { checkPattern, fillPattern, mpscValue, patternByte, viewsValue } from './values.js'
 
 /** Sends `message` to the parent (IPC, worker port or a stdout line). */
 function report(message: unknown): void {
@@ -54,6 +54,20 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     sender.close()
     report('done')
     process.disconnect?.()
+  },
+
+  /**
+   * Sends `count` messages of binary views (see {@link viewsValue}), then one of `bigBytes`
+   * bytes, then closes.
+   */
+  async 'send-views'(name, count, bigBytes) {
+    const sender = Sender.attach(name!)
+    for (let k = 0; k < Number(count); k++) await sender.put(viewsValue(k))
+    const big = new Uint8Array(Number(bigBytes))
+    fillPattern(big, 99)
+    await sender.put({ big })
+    await sender.waitForAllAck()
+    sender.close()
   },
 
   /** Sends `count` numbers 0…count-1, then closes (and exits). */

@@ -604,6 +604,25 @@ export function mpscValue(producer: number, seq: number): unknown {
   }
 }
 
+/** The `k`-th value of binary views sent for the zero-copy tests. */
+export function viewsValue(k: number): {
+  k: number
+  u8: Uint8Array
+  f64: Float64Array
+  buf: Buffer
+  nested: [BigInt64Array]
+} {
+  const u8 = new Uint8Array(2048 + k)
+  fillPattern(u8, k)
+  return {
+    k,
+    u8,
+    f64: new Float64Array([k, k + 0.5, -k]),
+    buf: Buffer.from(`message ${k}`),
+    nested: [new BigInt64Array([BigInt(k), -1n])],
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Byte pattern for large buffers
 
