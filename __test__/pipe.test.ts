@@ -7,6 +7,7 @@
  * else in this process competes with what they measure.
  */
 
+import { rmSync } from 'node:fs'
 import { isDeepStrictEqual } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
@@ -953,4 +954,204 @@ test('worker_threads: a Worker terminated with its sender open ends the stream (
   await worker.terminate()
   // Its process lives on, so the sender is not "dead": it was closed when the worker ended.
   await rejectsWith(t, pending, ERR_SHMPIPE_CLOSED)
+})
+
+// ---------------------------------------------------------------------------------------------
+// 7. 1 GiB values
+
+/** Checks a received 1 GiB value: type, length, a few bytes, and every byte of the pattern. */
+function checkBig(t: ExecutionContext, value: unknown, seed: number): void {
+  t.true(Buffer.isBuffer(value), 'a Buffer')
+  const bytes = value as Buffer
+  t.is(bytes.length, GiB)
+  for (const i of [0, 1, 2, 3, GiB / 2 - 1, GiB / 2, GiB - 4, GiB - 1])
+    t.is(bytes[i], patternByte(i, seed), `byte ${i}`)
+  // A few MB at the start, the middle and the end byte by byte, then the whole pattern.
+  for (const start of [0, GiB / 2 - (2 << 20), GiB - (4 << 20)]) {
+    const window = bytes.subarray(start, start + (4 << 20))
+    let same = true
+    for (let i = 0; i < window.length && same; i++)
+      same = window[i] === patternByte(start + i, seed)
+    t.true(same, `4 MB from ${start}`)
+  }
+  t.is(checkPattern(bytes, seed), -1, 'every byte')
+}
+
+test.serial('a 1 GiB Buffer from a child process to the parent', async (t) => {
+  const [ownSender, receiver] = pair(t)
+  const child = startChild(t, 'big-send', [receiver.name, String(GiB), '7'])
+  t.is(await child.next(60_000), 'filled')
+  const start = performance.now()
+  const value = await receiver.get({ timeout: 60_000 })
+  t.log(`received ${(performance.now() - start).toFixed(0)} ms after the child's buffer was filled`) // prettier-ignore
+  ownSender.close()
+  checkBig(t, value, 7)
+  t.is(await child.next(60_000), 'acked')
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+})
+
+test.serial('a 1 GiB Buffer from the parent to a child process', async (t) => {
+  const [sender, unusedReceiver] = pair(t)
+  unusedReceiver.close()
+  const child = startChild(t, 'big-receive', [sender.name, '11'])
+  t.is(await child.next(), 'ready')
+  let data: Buffer | null = Buffer.allocUnsafe(GiB)
+  fillPattern(data, 11)
+  const start = performance.now()
+  await sender.put(data, { timeout: 60_000 })
+  t.log(`put took ${(performance.now() - start).toFixed(0)} ms`)
+  data = null
+  const report = (await child.next(60_000)) as {
+    isBuffer: boolean
+    constructor: string
+    length: number
+    samples: [number, number][]
+    firstBad: number
+  }
+  t.log(`received and checked ${(performance.now() - start).toFixed(0)} ms after the put began`)
+  t.like(report, { isBuffer: true, constructor: 'Buffer', length: GiB, firstBad: -1 })
+  for (const [got, expected] of report.samples) t.is(got, expected)
+  await sender.waitForAllAck({ timeout: 10_000 })
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+})
+
+// ---------------------------------------------------------------------------------------------
+// 12. No leaks in /dev/shm
+
+/** Segments in /dev/shm created by this process. */
+function ownSegments(): string[] {
+  return [...shmSegments()].filter(([, pid]) => pid === process.pid).map(([name]) => name)
+}
+
+test.serial(
+  'closed pipes leave nothing in /dev/shm (inline, in-place and own-segment messages)',
+  async (t) => {
+    const before = new Set(ownSegments())
+    const names: string[] = []
+    for (let round = 0; round < 3; round++) {
+      // 1 MiB of ring: up to 512 KiB inline (from 64 KiB written in place), larger values in a
+      // segment of their own.
+      const [sender, receiver] = createSharedMemoryPair({ capacity: 8, bytes: 1 << 20 })
+      names.push(sender.name)
+      t.true(shmExists(sender.name), 'the pipe is in /dev/shm while open')
+      const extra = Sender.attach(sender.name)
+      sender.putSync({ small: 1 })
+      sender.putSync(new Uint8Array(100_000)) // inline, written in place
+      extra.putSync(new Uint8Array(600_000)) // own segment, taken by get
+      sender.putSync(new Uint8Array(700_000)) // own segment, taken by receive
+      extra.putSync(new Uint8Array(800_000)) // own segment, never received
+      t.deepEqual(receiver.getSync(), { small: 1 })
+      t.is((receiver.getSync() as Uint8Array).length, 100_000)
+      t.is(((await receiver.get()) as Uint8Array).length, 600_000)
+      const msg = await receiver.receive()
+      t.is((msg.value as Uint8Array).length, 700_000)
+      if (round !== 1) msg.release() // round 1: left unreleased when the receiver closes
+      const blobs = ownSegments().filter((n) => !before.has(n) && n !== sender.name)
+      t.is(blobs.length, 1, 'the unreceived message has a segment')
+      if (round === 2) {
+        receiver.close() // the receiver first: it removes the unreceived message's segment
+        t.deepEqual(
+          ownSegments().filter((n) => !before.has(n) && n !== sender.name),
+          [],
+        )
+        sender.close()
+        extra.close()
+      } else {
+        extra.close()
+        sender.close()
+        receiver.close()
+      }
+      t.false(shmExists(sender.name), 'the pipe is gone once both ends are closed')
+    }
+    const left = ownSegments().filter((n) => !before.has(n))
+    t.deepEqual(left, [])
+    // Attached ends of another process's pipe do not remove it.
+    const [sender, receiver] = pair(t)
+    const attached = Sender.attach(sender.name)
+    attached.close()
+    t.true(shmExists(sender.name))
+    sender.close()
+    receiver.close()
+    t.false(shmExists(sender.name))
+  },
+)
+
+test.serial(
+  'a put refused when its value changed size while waiting leaves no segment behind',
+  async (t) => {
+    // A value whose encoding is measured, then changes size before it is written: writeTo refuses,
+    // and the reserved space (here a segment of its own) must be given back.
+    const before = new Set(ownSegments())
+    const [sender, receiver] = pair(t, { capacity: 4, bytes: 64 << 10 })
+    const ab = new ArrayBuffer(200_000)
+    sender.putSync('first')
+    const other = Sender.attach(sender.name)
+    t.teardown(() => other.close())
+    // Fill the pipe so the put waits; detach the buffer while it waits.
+    for (let i = 0; other.tryPut(i); i++);
+    const waiting = sender.put({ ab })
+    structuredClone(ab, { transfer: [ab] }) // detaches `ab`
+    while (receiver.getNowait() !== undefined);
+    const err = await t.throwsAsync(waiting)
+    t.log(err?.message)
+    t.deepEqual(
+      ownSegments().filter((n) => !before.has(n) && n !== sender.name),
+      [],
+    )
+    sender.putSync('still works')
+    t.is(receiver.getSync({ timeout: 1000 }), 'still works')
+  },
+)
+
+test.serial(
+  'a receiver SIGKILLed with an unreceived own-segment message: closing the pipe removes that segment',
+  async (t) => {
+    const before = new Set(ownSegments())
+    const [sender, unusedReceiver] = pair(t, { capacity: 8, bytes: 64 << 10 })
+    unusedReceiver.close()
+    const child = startChild(t, 'receiver-hang', [sender.name])
+    t.is(await child.next(), 'ready')
+    await sender.put(new Uint8Array(100_000)) // more than half the ring: a segment of its own
+    const blobs = ownSegments().filter((n) => !before.has(n) && n !== sender.name)
+    t.is(blobs.length, 1, 'the message has a segment, created by this process')
+    await child.kill()
+    // This process created the pipe and the message's segment, and closes every end it has.
+    sender.close()
+    t.false(shmExists(sender.name), 'the pipe is removed')
+    const left = ownSegments().filter((n) => !before.has(n))
+    // Remove what is left, so that the file's final leak check reports only its own findings.
+    t.teardown(() => {
+      for (const name of left) rmSync(`/dev/shm/${name}`, { force: true })
+    })
+    t.deepEqual(left, [], 'no segment of an unreceived message is left in /dev/shm')
+  },
+)
+
+// ---------------------------------------------------------------------------------------------
+// 13. What keeps a process alive
+
+test('a pending get keeps a child process alive until its value comes', async (t) => {
+  const start = performance.now()
+  const child = startChild(t, 'pending-get')
+  const { name } = (await child.next()) as { name: string }
+  t.deepEqual(await child.next(), { got: 'late' })
+  const exit = await child.exited
+  const elapsed = performance.now() - start
+  // Exit code 13 would mean Node found the event loop empty with the get still pending.
+  t.deepEqual(exit, { code: 0, signal: null }, child.stderr())
+  t.true(elapsed >= 300, `${elapsed.toFixed(0)} ms`)
+  t.false(shmExists(name), 'the child removed its pipe at exit')
+})
+
+test('a child with open ends and nothing pending exits by itself', async (t) => {
+  for (const mode of ['nothing', 'waited']) {
+    const child = startChild(t, 'idle', [mode])
+    const { name } = (await child.next()) as { name: string }
+    const exit = await Promise.race([
+      child.exited,
+      new Promise((r) => setTimeout(() => r('still running after 5 s'), 5000)),
+    ])
+    t.deepEqual(exit, { code: 0, signal: null }, `${mode}: ${child.stderr()}`)
+    t.false(shmExists(name), `${mode}: the child removed its pipe at exit`)
+  }
 })
