@@ -113,13 +113,13 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   },
 
   /**
-   * Attaches as the receiver, reports, waits `delayMs`, takes `take` values, closes cleanly,
-   * reports what it got, and stays alive until killed.
+   * Attaches as the receiver, reports, waits (for the parent's next IPC message if `wait` is
+   * 'ipc'), takes `take` values, closes cleanly, reports what it got, and stays alive until killed.
    */
-  async 'receive-then-close'(name, take = '1', delayMs = '0') {
+  async 'receive-then-close'(name, take = '1', wait = '') {
     const receiver = Receiver.attach(name!)
     report('ready')
-    await new Promise((r) => setTimeout(r, Number(delayMs)))
+    if (wait === 'ipc') await nextMessage()
     const got: unknown[] = []
     for (let i = 0; i < Number(take); i++) got.push(await receiver.get())
     receiver.close()
