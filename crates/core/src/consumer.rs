@@ -502,33 +502,8 @@ impl Consumer {
         let c = &self.shared.header().consumer.0;
         c.state.store(entry::CLOSED, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        self.remove_undelivered_blobs();
+        self.shared.remove_undelivered_blobs(self.read_pos);
         self.shared.header().space_event.0.wake();
-    }
-
-    /// Removes the segments of blob messages committed but never received: nobody will map them
-    /// now. (A producer committing concurrently removes its own, see `Producer::commit`.)
-    fn remove_undelivered_blobs(&self) {
-        let s = &*self.shared;
-        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire)).pos();
-        let mut pos = self.read_pos;
-        while pos != tail {
-            let rec = s.record(pos);
-            let Some(st) = stamp_state(s, pos, rec.stamp.load(Ordering::Acquire)) else {
-                break; // claimed but no header yet: its size is unknown
-            };
-            let Ok(units) = s.checked_units(pos, rec) else {
-                break;
-            };
-            if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
-                if let Ok(desc) = read_descriptor(s, pos, rec.len.load(Ordering::Relaxed)) {
-                    if let Some(name) = descriptor_name(&desc) {
-                        let _ = crate::segment::unlink(name);
-                    }
-                }
-            }
-            pos = (pos + units) & POS_MASK;
-        }
     }
 }
 
@@ -572,4 +547,10 @@ fn descriptor_name(desc: &BlobDescriptor) -> Option<&str> {
         .filter(|&n| n <= desc.name.len())?;
     let name = std::str::from_utf8(&desc.name[..n]).ok()?;
     (validate_name(name).is_ok() && name.starts_with(crate::name::NAME_PREFIX)).then_some(name)
+}
+
+/// The name of the blob segment described by the record at `pos`, if the descriptor is valid.
+pub(crate) fn blob_name_at(s: &QueueShared, pos: u64, len: u64) -> Option<String> {
+    let desc = read_descriptor(s, pos, len).ok()?;
+    descriptor_name(&desc).map(str::to_owned)
 }

@@ -437,12 +437,20 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
             if id.is_alive() {
                 Ok(None)
             } else {
-                let _ = c.state.compare_exchange(
-                    entry::ACTIVE,
-                    entry::DEAD,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+                let found_dead = c
+                    .state
+                    .compare_exchange(
+                        entry::ACTIVE,
+                        entry::DEAD,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok();
+                if found_dead {
+                    // The dead consumer will never map the blobs still queued: remove them.
+                    let head = Cursor(shared.header().head.0.load(Ordering::Acquire));
+                    shared.remove_undelivered_blobs(head.pos());
+                }
                 Err(Error::PeerGone)
             }
         }

@@ -4,7 +4,7 @@ use crate::consumer::Consumer;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::{CancelToken, EventWord};
 use crate::layout::{
-    entry, stamp, state, Geometry, ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY,
+    entry, kind, stamp, state, Geometry, ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY,
     MAX_DATA_UNITS, MAX_PRODUCERS, MIN_DATA_BYTES, PRODUCER_ENTRY_SIZE, UNIT,
 };
 use crate::process::ProcessIdentity;
@@ -140,6 +140,31 @@ impl QueueShared {
             return Err(self.corrupt());
         }
         Ok(units)
+    }
+
+    /// Removes the segments of blob messages committed from `from` on: called when the consumer
+    /// is gone (closed, or found dead), since nobody will map them now. Removal is idempotent, so
+    /// several processes may sweep at once; a producer that commits a blob after the consumer
+    /// closed removes its own (see `Producer::commit`).
+    pub fn remove_undelivered_blobs(&self, from: u64) {
+        let tail = crate::layout::Cursor(self.header().tail.0.load(Ordering::Acquire)).pos();
+        let mut pos = from;
+        while pos != tail {
+            let rec = self.record(pos);
+            let Some(st) = stamp_state(self, pos, rec.stamp.load(Ordering::Acquire)) else {
+                break; // claimed but no header yet: its size is unknown
+            };
+            let Ok(units) = self.checked_units(pos, rec) else {
+                break;
+            };
+            if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
+                let len = rec.len.load(Ordering::Relaxed);
+                if let Some(name) = crate::consumer::blob_name_at(self, pos, len) {
+                    let _ = crate::segment::unlink(&name);
+                }
+            }
+            pos = (pos + units) & crate::layout::POS_MASK;
+        }
     }
 
     /// Both event words, for cancel tokens to kick.

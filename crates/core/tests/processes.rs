@@ -277,3 +277,25 @@ fn consumer_killed_while_producers_wait_gives_peer_gone_within_a_second() {
     assert!(line.contains("PeerGone"), "{line}");
     assert!(killed.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn blobs_queued_for_a_killed_consumer_are_removed_by_the_producer_that_finds_it_dead() {
+    let q = queue(2, 4096);
+    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    assert_eq!(consumer.line(), "ready");
+    let mut p = q.producer().unwrap();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let mut loan = p.reserve(5000, &WaitOptions::forever()).unwrap();
+        names.push(loan.blob_name().unwrap().to_owned());
+        loan.as_mut_slice().fill(1);
+        loan.commit().unwrap();
+    }
+    assert!(names.iter().all(|n| shm_exists(n)));
+    consumer.kill();
+    let err = p.send(b"x", &within(Duration::from_secs(5))).unwrap_err();
+    assert!(matches!(err, Error::PeerGone), "{err:?}");
+    for n in &names {
+        assert!(!shm_exists(n), "blob {n} of the dead consumer was left behind");
+    }
+}
