@@ -408,6 +408,45 @@ test('sync calls refuse to overtake pending asynchronous ones (BUSY)', async (t)
   t.is(receiver.getNowait(), undefined)
 })
 
+/** How `promise` settles within `ms`: 'resolved', the error's code (or the error), or 'pending'. */
+async function outcomeWithin(promise: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined
+  const pending = new Promise((resolve) => (timer = setTimeout(() => resolve('pending'), ms)))
+  const settled = promise.then(
+    () => 'resolved',
+    (err: unknown) => (err instanceof ShmpipeError ? err.code : err),
+  )
+  try {
+    return await Promise.race([settled, pending])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+test.serial(
+  'a timeout counts while the call waits behind an earlier pending call of its end',
+  async (t) => {
+    const [sender, receiver] = pair(t, { capacity: 1 })
+    // get: an earlier get() without a timeout waits for the next value, the later one for the
+    // value after it; the later one's 100 ms must still be 100 ms.
+    const first = receiver.get()
+    const start = performance.now()
+    t.is(await outcomeWithin(receiver.get({ timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'get')
+    t.true(performance.now() - start < 300, `get: ${(performance.now() - start).toFixed(0)} ms`)
+    sender.putSync('for the first get')
+    t.is(await outcomeWithin(first, 1000), 'resolved')
+
+    // put and waitForAllAck behind a put waiting for space.
+    const [sender2, receiver2] = pair(t, { capacity: 1 })
+    sender2.putSync('full')
+    const firstPut = sender2.put('waits for space')
+    t.is(await outcomeWithin(sender2.put('x', { timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'put')
+    t.is(await outcomeWithin(sender2.waitForAllAck({ timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'waitForAllAck') // prettier-ignore
+    t.is(receiver2.getNowait(), 'full')
+    t.is(await outcomeWithin(firstPut, 1000), 'resolved')
+  },
+)
+
 // ---------------------------------------------------------------------------------------------
 // 4. Abort
 
@@ -480,6 +519,34 @@ test('abort: put and waitForAllAck reject with the reason and send nothing', asy
   t.is(receiver.getNowait(), undefined, 'no aborted value arrived')
   t.is(sender.sent, 3)
   await sender.waitForAllAck({ timeout: 1000 })
+})
+
+test('abort: a call waiting behind an earlier pending call of its end is aborted at once', async (t) => {
+  const reason = new Error('stop')
+  const [sender, receiver] = pair(t, { capacity: 1 })
+  const firstGet = receiver.get()
+  const ac = new AbortController()
+  const secondGet = receiver.get({ signal: ac.signal })
+  setTimeout(() => ac.abort(reason), 50)
+  t.is(await outcomeWithin(secondGet, 1000), reason, 'get')
+
+  const [sender2, receiver2] = pair(t, { capacity: 1 })
+  sender2.putSync('full')
+  const firstPut = sender2.put('waits for space')
+  const ac2 = new AbortController()
+  const secondPut = sender2.put('aborted', { signal: ac2.signal })
+  const ack = sender2.waitForAllAck({ signal: ac2.signal })
+  setTimeout(() => ac2.abort(reason), 50)
+  t.is(await outcomeWithin(secondPut, 1000), reason, 'put')
+  t.is(await outcomeWithin(ack, 1000), reason, 'waitForAllAck')
+
+  // The earlier calls are unaffected, and the aborted put sent nothing.
+  sender.putSync('for the first get')
+  t.is(await firstGet, 'for the first get')
+  t.is(receiver2.getNowait(), 'full')
+  await firstPut
+  t.is(receiver2.getNowait(), 'waits for space')
+  t.is(receiver2.getNowait(), undefined)
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -461,6 +461,14 @@ function describeType(v: unknown): string {
   return proto === null ? 'null-prototype object' : (proto.constructor?.name ?? 'object')
 }
 
+/** A primitive as it would be written in code (-0 and bigints included). */
+function show(v: unknown): string {
+  if (Object.is(v, -0)) return '-0'
+  if (typeof v === 'bigint') return `${v}n`
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)
+  return String(v)
+}
+
 function bytesOf(v: ArrayBufferView | ArrayBuffer): Uint8Array {
   return ArrayBuffer.isView(v)
     ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
@@ -484,7 +492,7 @@ export function difference(actual: unknown, expected: unknown): string | null {
     if (typeof a !== typeof e || (a === null) !== (e === null))
       return `${path}: got ${describeType(a)}, expected ${describeType(e)}`
     if (typeof e !== 'object' || e === null) {
-      return Object.is(a, e) ? null : `${path}: got ${String(a)}, expected ${String(e)}`
+      return Object.is(a, e) ? null : `${path}: got ${show(a)}, expected ${show(e)}`
     }
     const ao = a as object
     const known = seen.get(e)
