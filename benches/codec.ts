@@ -4,7 +4,9 @@
  *     node --import=tsx benches/codec.ts [--quick]
  *
  * The target of writeTo is reused (as the pipe reuses its shared memory) and 16-byte aligned.
- * Each case runs for about a fixed time after a warm-up; the median of several runs is printed.
+ * For each value, the three contenders are warmed up, then timed in turns (so that none gains
+ * from running after the others, e.g. once the GC has adapted to large allocations); the median
+ * of the runs is printed.
  */
 
 import v8 from 'node:v8'
@@ -17,31 +19,38 @@ const RUN_NS = quick ? 100e6 : 300e6
 
 const target = new Uint8Array(new ArrayBuffer(32 << 20), 16, (32 << 20) - 16)
 
-/** Runs `fn` in batches for about RUN_NS, RUNS times; returns the median ns per call. */
-function measure(fn: () => unknown): number {
-  // Warm-up (also finds a batch size of about 1 ms).
+/** A batch size for `fn` of about 1 ms (at least one call). */
+function batchSize(fn: () => unknown): number {
   let batch = 1
   for (;;) {
     const t0 = process.hrtime.bigint()
     for (let i = 0; i < batch; i++) fn()
-    const dt = Number(process.hrtime.bigint() - t0)
-    if (dt > 1e6) break
+    if (Number(process.hrtime.bigint() - t0) > 1e6) return batch
     batch *= 2
   }
-  const results: number[] = []
-  for (let r = 0; r < RUNS; r++) {
-    let calls = 0
-    const t0 = process.hrtime.bigint()
-    let dt = 0
-    while (dt < RUN_NS) {
-      for (let i = 0; i < batch; i++) fn()
-      calls += batch
-      dt = Number(process.hrtime.bigint() - t0)
-    }
-    results.push(dt / calls)
+}
+
+/** ns per call of `fn`, calling it in batches for about `ns`. */
+function run(fn: () => unknown, batch: number, ns: number): number {
+  let calls = 0
+  let dt = 0
+  const t0 = process.hrtime.bigint()
+  while (dt < ns) {
+    for (let i = 0; i < batch; i++) fn()
+    calls += batch
+    dt = Number(process.hrtime.bigint() - t0)
   }
-  results.sort((a, b) => a - b)
-  return results[results.length >> 1]!
+  return dt / calls
+}
+
+/** Warms each function up, then times them in turns, RUNS times; the median ns per call of each. */
+function measure(fns: (() => unknown)[]): number[] {
+  const batches = fns.map(batchSize)
+  fns.forEach((fn, i) => run(fn, batches[i]!, RUN_NS / 2))
+  const results = fns.map((): number[] => [])
+  for (let r = 0; r < RUNS; r++)
+    fns.forEach((fn, i) => results[i]!.push(run(fn, batches[i]!, RUN_NS)))
+  return results.map((times) => times.sort((a, b) => a - b)[times.length >> 1]!)
 }
 
 function ours(value: unknown, zeroCopy: boolean): () => unknown {
@@ -90,9 +99,11 @@ console.log(
     'speed-up'.padStart(10),
 )
 for (const [name, value] of cases) {
-  const copy = measure(oursNoSubarray(value, false))
-  const zc = measure(oursNoSubarray(value, true))
-  const v8ns = measure(baseline(value))
+  const [copy, zc, v8ns] = measure([
+    oursNoSubarray(value, false),
+    oursNoSubarray(value, true),
+    baseline(value),
+  ]) as [number, number, number]
   console.log(
     name.padEnd(34) +
       fmt(copy).padStart(14) +
@@ -104,5 +115,5 @@ for (const [name, value] of cases) {
 if (!quick) {
   console.log('\nwith target.subarray() per decode (what a caller without a ready view pays):')
   for (const [name, value] of cases.slice(0, 3))
-    console.log(name.padEnd(34) + fmt(measure(ours(value, false))).padStart(14))
+    console.log(name.padEnd(34) + fmt(measure([ours(value, false)])[0]!).padStart(14))
 }
