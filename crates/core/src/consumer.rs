@@ -4,8 +4,8 @@
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
-    entry, kind, pos_distance, state, BlobDescriptor, Cursor, BLOB_DESCRIPTOR_SIZE, PENDING_VALID,
-    POS_MASK, UNIT,
+    consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
+    BLOB_DESCRIPTOR_SIZE, PENDING_VALID, POS_MASK, UNIT,
 };
 use crate::name::validate_name;
 use crate::process::ProcessIdentity;
@@ -44,8 +44,9 @@ enum Body {
         generation: u32,
     },
     /// In a segment of its own, already unlinked: independent of the queue. Boxed, so that
-    /// messages (moved on every receive) stay small.
-    Blob(Box<Segment>),
+    /// messages (moved on every receive) stay small. The length is the one checked at open, never
+    /// re-read from the segment (whose producer may still have it mapped).
+    Blob(Box<Segment>, usize),
 }
 
 // SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
@@ -63,9 +64,7 @@ impl Message {
             Body::Inline { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
             // SAFETY: the blob segment's body is `body_len` bytes, mapped while `seg` lives,
             // and its producer committed it before the consumer could see it.
-            Body::Blob(seg) => unsafe {
-                std::slice::from_raw_parts(seg.body_ptr(), seg.body_len())
-            },
+            Body::Blob(seg, len) => unsafe { std::slice::from_raw_parts(seg.body_ptr(), *len) },
         }
     }
 
@@ -81,7 +80,7 @@ impl Message {
 
     /// Whether the message travelled in a segment of its own.
     pub fn is_blob(&self) -> bool {
-        matches!(self.body, Body::Blob(_))
+        matches!(self.body, Body::Blob(..))
     }
 }
 
@@ -283,8 +282,10 @@ impl Consumer {
             let record_kind = rec.kind.load(Ordering::Relaxed);
             let next = (pos + units) & POS_MASK;
             if st == state::RELEASED {
-                // Released by a previous consumer that died or closed; the head catches up.
+                // Released out of order by a consumer that died: pass it, and let the head
+                // catch up over it.
                 self.read_pos = next;
+                advance_head(s);
                 continue;
             }
             if st == state::SKIP || record_kind == kind::PAD {
@@ -318,9 +319,9 @@ impl Consumer {
                 kind::BLOB => {
                     let opened = self.open_blob(pos, len);
                     release(s, pos, Some(producer));
-                    opened.map(|seg| {
+                    opened.map(|(seg, blob_len)| {
                         Found::Message(Message {
-                            body: Body::Blob(Box::new(seg)),
+                            body: Body::Blob(Box::new(seg), blob_len),
                         })
                     })
                 }
@@ -334,21 +335,25 @@ impl Consumer {
 
     /// Reads the blob descriptor at `pos` and maps its segment; the name is removed at once (on
     /// Unix the mapping outlives the name), so a crash of this process leaks nothing.
-    fn open_blob(&self, pos: u64, len: u64) -> Result<Segment> {
+    fn open_blob(&self, pos: u64, len: u64) -> Result<(Segment, usize)> {
         let s = &*self.shared;
         let desc = read_descriptor(s, pos, len)?;
         let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
-        let mut seg = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
-            .map_err(|_| s.corrupt())?;
-        if seg.body_len() as u64 != desc.len {
+        let opened = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
+            .ok()
+            .filter(|seg| seg.body_len() as u64 == desc.len)
+            .and_then(|seg| usize::try_from(desc.len).ok().map(|n| (seg, n)));
+        let Some((mut seg, blob_len)) = opened else {
+            // Nobody else will ever map it: do not leave the name behind.
+            let _ = crate::segment::unlink(name);
             return Err(s.corrupt());
-        }
+        };
         if cfg!(unix) {
             let _ = crate::segment::unlink(name);
         } else {
             seg.adopt();
         }
-        Ok(seg)
+        Ok((seg, blob_len))
     }
 
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
@@ -451,7 +456,9 @@ impl Consumer {
         if tail.pos() == pos {
             return Ok(false); // nothing claimed
         }
-        let mut orphan = None;
+        // Dead producers whose published claim covers `pos`: (index, units left from pos,
+        // whether the claim starts exactly at pos).
+        let mut orphans = Vec::new();
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
             let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
@@ -468,15 +475,31 @@ impl Consumer {
             let alive =
                 e.identity.0.state.load(Ordering::Acquire) == entry::ACTIVE && producer_alive(e);
             if alive {
-                return Ok(false); // a live producer is about to write it
+                return Ok(false); // a live producer may own it: it will write the header
             }
-            orphan = Some((index, pos_distance(pos, (start + units) & POS_MASK)));
+            orphans.push((
+                index,
+                pos_distance(pos, (start + units) & POS_MASK),
+                start == pos,
+            ));
         }
+        // Prefer a claim starting exactly here; with several candidates and none exact, the
+        // owner is ambiguous (two producers died mid-claim at once): do not guess.
+        let orphan = match orphans.iter().find(|o| o.2) {
+            Some(&exact) => Some(exact),
+            None if orphans.len() == 1 => Some(orphans[0]),
+            None => None,
+        }
+        .map(|(index, remaining, _)| (index, remaining));
         let Some((index, mut remaining)) = orphan else {
             return Ok(false);
         };
         if remaining == 0 || remaining >= s.data_units {
             return Err(s.corrupt());
+        }
+        // A header written meanwhile means a live owner after all.
+        if stamp_state(s, pos, s.record(pos).stamp.load(Ordering::Acquire)).is_some() {
+            return Ok(true);
         }
         let mut at = pos;
         let contiguous = s.contiguous(at);
@@ -500,7 +523,9 @@ impl Consumer {
         }
         self.closed = true;
         let c = &self.shared.header().consumer.0;
-        c.state.store(entry::CLOSED, Ordering::SeqCst);
+        let generation = consumer_generation(c.state.load(Ordering::Acquire));
+        c.state
+            .store(pack_consumer(entry::CLOSED, generation), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.shared.remove_undelivered_blobs(self.read_pos);
         self.shared.header().space_event.0.wake();

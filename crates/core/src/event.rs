@@ -47,7 +47,7 @@ impl EventWord {
 
     /// Wakes every sleeper unconditionally (used for interrupts and closes).
     pub fn wake(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
+        self.seq.fetch_add(1, Ordering::SeqCst);
         futex::wake_all(&self.seq);
     }
 }
@@ -181,11 +181,14 @@ pub(crate) fn wait_until<T>(
             sleep_for = sleep_for.min(deadline - now);
         }
         event.sleepers.fetch_add(1, Ordering::SeqCst);
-        // Re-arm the wake-up before re-checking: a notifier that publishes after our check
-        // finds `woken` clear and makes the system call.
+        // Read the sequence first, then re-arm the wake-up, then re-check. A notifier that
+        // skipped its wake because `woken` was still set bumped the sequence before, so we saw
+        // that; one that comes after the re-arm finds `woken` clear and wakes us. (Re-arming
+        // first would let an unrelated notify set `woken` between the re-arm and our read of the
+        // sequence, suppressing the wake we wait for.)
+        let seq = event.seq.load(Ordering::SeqCst);
         event.woken.store(0, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let seq = event.seq.load(Ordering::Acquire);
         let ready = poll();
         let cancelled = opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
         if !matches!(ready, Ok(None)) || cancelled {

@@ -129,9 +129,30 @@ pub struct QueueConfig {
 #[repr(C)]
 #[derive(Default)]
 pub struct ConsumerEntry {
-    pub state: AtomicU32,
+    /// The entry state (low 32 bits) and a generation bumped by every registration (high 32
+    /// bits), changed together by CAS so that a stale observer cannot act on a newer consumer.
+    pub state: AtomicU64,
     pub pid: AtomicU32,
+    pub _pad: AtomicU32,
     pub start: AtomicU64,
+}
+
+/// The state part of a packed consumer state.
+#[inline]
+pub fn consumer_state(packed: u64) -> u32 {
+    packed as u32
+}
+
+/// A packed consumer state: `state` in the low half, `generation` in the high half.
+#[inline]
+pub fn pack_consumer(state: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | state as u64
+}
+
+/// The generation part of a packed consumer state.
+#[inline]
+pub fn consumer_generation(packed: u64) -> u32 {
+    (packed >> 32) as u32
 }
 
 /// The queue's control block at body offset 0.

@@ -3,8 +3,8 @@
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
-    entry, kind, state, BlobDescriptor, Cursor, ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK,
-    PENDING_VALID, POS_BITS, POS_MASK, UNIT,
+    consumer_generation, consumer_state, entry, kind, pack_consumer, state, BlobDescriptor, Cursor,
+    ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK, PENDING_VALID, POS_BITS, POS_MASK, UNIT,
 };
 use crate::process::ProcessIdentity;
 use crate::queue::QueueShared;
@@ -49,6 +49,8 @@ pub struct Loan<'a> {
 
 /// Like [`Loan`], but not tied to a borrow of its producer, for bindings that hold a reservation
 /// between calls. Commit it with [`Producer::commit_raw`]; dropping it uncommitted aborts it.
+/// Commit or drop it before closing its producer: the consumer passes over an unfinished record
+/// of a closed producer as abandoned.
 pub struct RawLoan {
     shared: Arc<QueueShared>,
     owner: (u32, u32),
@@ -70,12 +72,14 @@ unsafe impl Send for RawLoan {}
 
 impl Producer {
     pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
+        let head_cache = Cursor(shared.header().head.0.load(Ordering::Acquire));
+        let head_cache_tail = Cursor(shared.header().tail.0.load(Ordering::Acquire));
         Self {
             shared,
             index,
             generation,
-            head_cache: Cursor(0),
-            head_cache_tail: Cursor(0),
+            head_cache,
+            head_cache_tail,
             committed: 0,
             closed: false,
         }
@@ -98,14 +102,14 @@ impl Producer {
     }
 
     fn check_consumer(&self) -> Result<()> {
-        match self
-            .shared
-            .header()
-            .consumer
-            .0
-            .state
-            .load(Ordering::Acquire)
-        {
+        match consumer_state(
+            self.shared
+                .header()
+                .consumer
+                .0
+                .state
+                .load(Ordering::Acquire),
+        ) {
             entry::CLOSED => Err(Error::Closed),
             entry::DEAD => Err(Error::PeerGone),
             _ => Ok(()),
@@ -119,14 +123,21 @@ impl Producer {
 
     /// Tries once to claim `units` (plus any padding to the ring's end). On success returns the
     /// record's position with a WRITING header in place.
-    fn try_claim(&mut self, units: u64, len: u64, record_kind: u32) -> Result<Option<u64>> {
+    fn try_claim(
+        &mut self,
+        units: u64,
+        len: u64,
+        record_kind: u32,
+        desc: Option<&BlobDescriptor>,
+    ) -> Result<Option<u64>> {
         if self.closed {
             return Err(Error::Closed);
         }
         self.check_consumer()?;
         let s = &*self.shared;
         let h = s.header();
-        let mut tail = Cursor(h.tail.0.load(Ordering::Relaxed));
+        let e = s.producer_entry(self.index);
+        let mut tail = Cursor(h.tail.0.load(Ordering::Acquire));
         loop {
             let pos = tail.pos();
             let contiguous = s.contiguous(pos);
@@ -139,12 +150,20 @@ impl Producer {
                 || tail.units_since(self.head_cache_tail) > HEAD_CACHE_UNITS;
             if stale || !self.fits(tail, self.head_cache, total) {
                 self.head_cache = Cursor(h.head.0.load(Ordering::Acquire));
-                self.head_cache_tail = tail;
+                // Re-read the tail after the head: with a tail older than the head, the modular
+                // distance between them would read as a full ring.
+                let fresh = Cursor(h.tail.0.load(Ordering::Acquire));
+                self.head_cache_tail = fresh;
+                if fresh != tail {
+                    tail = fresh;
+                    continue;
+                }
                 if !self.fits(tail, self.head_cache, total) {
+                    // Never leave a claim attempt published: the consumer trusts it.
+                    e.claims.0.pending_pos.store(0, Ordering::Release);
                     return Ok(None);
                 }
             }
-            let e = s.producer_entry(self.index);
             e.claims.0.pending_units.store(total, Ordering::Relaxed);
             e.claims
                 .0
@@ -168,6 +187,16 @@ impl Producer {
                     if total != units {
                         self.write_header(pos, contiguous, 0, kind::PAD, state::COMMITTED);
                         rec_pos = (pos + contiguous) & POS_MASK;
+                    }
+                    if let Some(desc) = desc {
+                        // Before the WRITING stamp: a consumer passing over this record after
+                        // our death reads the descriptor to remove the blob.
+                        // SAFETY: the record has room for the descriptor (planned by the
+                        // caller) and is ours until committed; write_unaligned needs no
+                        // alignment.
+                        unsafe {
+                            (s.payload(rec_pos) as *mut BlobDescriptor).write_unaligned(*desc)
+                        };
                     }
                     self.write_header(rec_pos, units, len, record_kind, state::WRITING);
                     e.claims.0.pending_pos.store(0, Ordering::Release);
@@ -266,7 +295,7 @@ impl Producer {
             // before our commit may have missed ours, so remove it here (removal is idempotent).
             fence(Ordering::SeqCst);
             let consumer = self.shared.header().consumer.0.state.load(Ordering::SeqCst);
-            if consumer == entry::CLOSED {
+            if consumer_state(consumer) == entry::CLOSED {
                 let _ = crate::segment::unlink(seg.name());
             }
         }
@@ -298,7 +327,19 @@ impl Producer {
         } else {
             (len, kind::INLINE)
         };
-        let first_try = self.try_claim(units, record_len, record_kind)?;
+        let desc = match &target {
+            Target::Blob(seg) => {
+                let mut desc = BlobDescriptor {
+                    len,
+                    name_len: seg.name().len() as u64,
+                    name: [0; 32],
+                };
+                desc.name[..seg.name().len()].copy_from_slice(seg.name().as_bytes());
+                Some(desc)
+            }
+            Target::Inline => None,
+        };
+        let first_try = self.try_claim(units, record_len, record_kind, desc.as_ref())?;
         let pos = match (first_try, wait) {
             (Some(pos), _) => pos,
             (None, None) => return Ok(None),
@@ -308,25 +349,14 @@ impl Producer {
                 wait_until(
                     &shared.header().space_event.0,
                     opts,
-                    || me.try_claim(units, record_len, record_kind),
+                    || me.try_claim(units, record_len, record_kind, desc.as_ref()),
                     || consumer_health(&shared),
                 )?
             }
         };
-        let (ptr, target) = match target {
-            Target::Inline => (self.shared.payload(pos), Target::Inline),
-            Target::Blob(seg) => {
-                let mut desc = BlobDescriptor {
-                    len,
-                    name_len: seg.name().len() as u64,
-                    name: [0; 32],
-                };
-                desc.name[..seg.name().len()].copy_from_slice(seg.name().as_bytes());
-                // SAFETY: the record has room for the descriptor (planned above); we own it
-                // until commit; `write_unaligned` needs no alignment.
-                unsafe { (self.shared.payload(pos) as *mut BlobDescriptor).write_unaligned(desc) };
-                (seg.body_ptr(), Target::Blob(seg))
-            }
+        let ptr = match &target {
+            Target::Inline => self.shared.payload(pos),
+            Target::Blob(seg) => seg.body_ptr(),
         };
         Ok(Some(Claimed {
             pos,
@@ -426,7 +456,8 @@ impl Drop for Producer {
 /// The producer side's view of the consumer: an error once it closed or died.
 pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
     let c = &shared.header().consumer.0;
-    match c.state.load(Ordering::Acquire) {
+    let packed = c.state.load(Ordering::Acquire);
+    match consumer_state(packed) {
         entry::CLOSED => Err(Error::Closed),
         entry::DEAD => Err(Error::PeerGone),
         entry::ACTIVE => {
@@ -435,24 +466,21 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
                 start: c.start.load(Ordering::Relaxed),
             };
             if id.is_alive() {
-                Ok(None)
-            } else {
-                let found_dead = c
-                    .state
-                    .compare_exchange(
-                        entry::ACTIVE,
-                        entry::DEAD,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok();
-                if found_dead {
-                    // The dead consumer will never map the blobs still queued: remove them.
-                    let head = Cursor(shared.header().head.0.load(Ordering::Acquire));
-                    shared.remove_undelivered_blobs(head.pos());
-                }
-                Err(Error::PeerGone)
+                return Ok(None);
             }
+            // The CAS fails if a new consumer registered meanwhile (the generation changed):
+            // then this observation is stale, and the next check looks again.
+            let dead = pack_consumer(entry::DEAD, consumer_generation(packed));
+            if c.state
+                .compare_exchange(packed, dead, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return Ok(None);
+            }
+            // The dead consumer will never map the blobs still queued: remove them.
+            let head = Cursor(shared.header().head.0.load(Ordering::Acquire));
+            shared.remove_undelivered_blobs(head.pos());
+            Err(Error::PeerGone)
         }
         _ => Ok(None),
     }

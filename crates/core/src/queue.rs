@@ -4,8 +4,9 @@ use crate::consumer::Consumer;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::{CancelToken, EventWord};
 use crate::layout::{
-    entry, kind, stamp, state, Geometry, ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY,
-    MAX_DATA_UNITS, MAX_PRODUCERS, MIN_DATA_BYTES, PRODUCER_ENTRY_SIZE, UNIT,
+    consumer_generation, consumer_state, entry, kind, pack_consumer, stamp, state, Geometry,
+    ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY, MAX_DATA_UNITS, MAX_PRODUCERS,
+    MIN_DATA_BYTES, PRODUCER_ENTRY_SIZE, UNIT,
 };
 use crate::process::ProcessIdentity;
 use crate::producer::Producer;
@@ -171,6 +172,20 @@ impl QueueShared {
     pub fn events(&self) -> Vec<*const EventWord> {
         let h = self.header();
         vec![&h.data_event.0 as *const _, &h.space_event.0 as *const _]
+    }
+}
+
+impl Drop for QueueShared {
+    fn drop(&mut self) {
+        // The creator's last handle: if no consumer ever registered, nobody will map the blobs
+        // still queued, so remove them with the queue. (A closing or dead consumer's blobs are
+        // removed when that is noticed.)
+        let never_consumed =
+            consumer_state(self.header().consumer.0.state.load(Ordering::Acquire)) == entry::FREE;
+        if self.segment.is_owner() && never_consumed {
+            let head = crate::layout::Cursor(self.header().head.0.load(Ordering::Acquire));
+            self.remove_undelivered_blobs(head.pos());
+        }
     }
 }
 
@@ -371,29 +386,46 @@ impl Queue {
         })
     }
 
-    /// Registers the consumer in this process. A queue has one consumer at a time; the role can
-    /// be taken over from a consumer that closed or died (its unreleased messages are delivered
-    /// again).
+    /// Registers the consumer in this process. A queue has one consumer. The role can be taken
+    /// over from a consumer whose process died (the messages it held unreleased are delivered
+    /// again), but not from one that closed: closing the receiver closes the queue for receiving.
     pub fn consumer(&self) -> Result<Consumer> {
         let me = ProcessIdentity::current();
         let s = &self.shared;
         let c = &s.header().consumer.0;
-        let st = c.state.load(Ordering::Acquire);
+        let packed = c.state.load(Ordering::Acquire);
+        let st = consumer_state(packed);
         let holder = ProcessIdentity {
             pid: c.pid.load(Ordering::Relaxed),
             start: c.start.load(Ordering::Relaxed),
         };
-        let taken = st == entry::REGISTERING || (st == entry::ACTIVE && holder.is_alive());
-        if taken
-            || c.state
-                .compare_exchange(st, entry::REGISTERING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+        match st {
+            entry::CLOSED => return Err(Error::Closed),
+            entry::REGISTERING => return Err(Error::ConsumerTaken),
+            entry::ACTIVE if holder.is_alive() => return Err(Error::ConsumerTaken),
+            _ => {}
+        }
+        let generation = consumer_generation(packed).wrapping_add(1);
+        if c.state
+            .compare_exchange(
+                packed,
+                pack_consumer(entry::REGISTERING, generation),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
         {
             return Err(Error::ConsumerTaken);
         }
         c.pid.store(me.pid, Ordering::Relaxed);
         c.start.store(me.start, Ordering::Relaxed);
-        c.state.store(entry::ACTIVE, Ordering::Release);
+        c.state
+            .store(pack_consumer(entry::ACTIVE, generation), Ordering::Release);
+        if st != entry::FREE {
+            // Taking over from a dead consumer: records it released out of order may sit ahead
+            // of the head, uncounted here; always scan for them from now on.
+            s.out_of_order.store(isize::MAX / 2, Ordering::SeqCst);
+        }
         s.header().space_event.0.wake();
         Ok(Consumer::new(s.clone()))
     }
@@ -404,4 +436,54 @@ pub(crate) fn stamp_state(s: &QueueShared, pos: u64, stamp_value: u64) -> Option
     let st = (stamp_value ^ s.key) & 0b111;
     (stamp_value == s.stamp(pos, st) && (state::WRITING..=state::RELEASED).contains(&st))
         .then_some(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed claim attempt must not stay published: the consumer trusts published claims
+    /// when it recovers the space of a producer that died mid-claim. (A stress check: the race
+    /// needs a CAS lost to another producer followed by a full ring, which two cores seldom
+    /// produce; the fix was found by review.)
+    #[test]
+    fn failed_claims_leave_no_pending_claim_behind() {
+        let q = Queue::create(&QueueOptions {
+            capacity: 4,
+            bytes: 4096,
+            max_producers: 4,
+        })
+        .unwrap();
+        let mut c = q.consumer().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drainer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(c.try_recv().unwrap());
+                }
+                c
+            })
+        };
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let mut p = q.producer().unwrap();
+                let shared = q.shared.clone();
+                std::thread::spawn(move || {
+                    let mut stale = 0;
+                    for _ in 0..50_000 {
+                        if !p.try_send(&[1; 40]).unwrap() {
+                            let e = shared.producer_entry(p.index());
+                            stale += (e.claims.0.pending_pos.load(Ordering::Acquire) != 0) as u32;
+                        }
+                    }
+                    stale
+                })
+            })
+            .collect();
+        let stale: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        stop.store(true, Ordering::Relaxed);
+        drop(drainer.join().unwrap());
+        assert_eq!(stale, 0, "failed claim attempts left published");
+    }
 }

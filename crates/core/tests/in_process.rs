@@ -278,7 +278,8 @@ fn only_one_consumer_at_a_time() {
     let c = q.consumer().unwrap();
     assert!(matches!(q.consumer(), Err(Error::ConsumerTaken)));
     drop(c);
-    q.consumer().unwrap();
+    // Closing the receiver closes the queue for receiving: no second consumer.
+    assert!(matches!(q.consumer(), Err(Error::Closed)));
 }
 
 #[test]

@@ -296,6 +296,39 @@ fn blobs_queued_for_a_killed_consumer_are_removed_by_the_producer_that_finds_it_
     let err = p.send(b"x", &within(Duration::from_secs(5))).unwrap_err();
     assert!(matches!(err, Error::PeerGone), "{err:?}");
     for n in &names {
-        assert!(!shm_exists(n), "blob {n} of the dead consumer was left behind");
+        assert!(
+            !shm_exists(n),
+            "blob {n} of the dead consumer was left behind"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_taking_over_from_a_dead_one_frees_what_it_released() {
+    let q = queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    for i in 1..=3u8 {
+        p.send(&[i; 100], &WaitOptions::forever()).unwrap();
+    }
+    let mut dead = Peer::spawn(&["consume-out-of-order", q.name()]);
+    assert_eq!(dead.line(), "holding");
+    dead.kill();
+    // The message it held is delivered again; the two it released are not.
+    let mut c = q.consumer().unwrap();
+    let again = c.recv(&within(Duration::from_secs(5))).unwrap();
+    assert_eq!(again.as_slice(), &[1u8; 100][..]);
+    drop(again);
+    // Its out-of-order releases must not pin the head: the whole capacity is free again.
+    for i in 0..4u8 {
+        assert!(
+            p.try_send(&[i; 100]).unwrap(),
+            "message {i}: the head is stuck"
+        );
+    }
+    for i in 0..4u8 {
+        assert_eq!(
+            c.recv(&within(Duration::from_secs(5))).unwrap().as_slice(),
+            &[i; 100][..]
+        );
     }
 }

@@ -13,6 +13,8 @@
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
 //! - `consume-hold NAME`: becomes the consumer, prints `ready`, and never receives (so that
 //!   producers fill the queue and wait for space).
+//! - `consume-out-of-order NAME`: becomes the consumer, receives three messages, releases the
+//!   second and third, holds the first, prints `holding` and sleeps until killed.
 //! - `ack-wait NAME`: sends one message, prints `sent`, waits for its ack and prints the outcome.
 //! - `echo IN OUT [SPIN]`: receives from IN and sends each message back on OUT until IN closes,
 //!   spinning SPIN polls before each sleep (default 0: purely blocking waits).
@@ -123,6 +125,16 @@ fn main() {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
+        }
+        "consume-out-of-order" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let mut c = q.consumer().unwrap();
+            let first = c.recv(&forever).unwrap();
+            drop(c.recv(&forever).unwrap());
+            drop(c.recv(&forever).unwrap());
+            say("holding");
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            drop(first);
         }
         "ack-wait" => {
             let q = Queue::open(&args[1]).unwrap();
