@@ -159,30 +159,48 @@ function closedEnd(what: string): ShmpipeError {
  * sender's values arrive in the order it sent them.
  */
 export class Sender implements Disposable {
-  /** The pipe's name: pass it to another process, which calls `Sender.attach(name)` or
-   * `Receiver.attach(name)`. */
+  /**
+   * The pipe's name: pass it to another process, which calls `Sender.attach(name)` or
+   * `Receiver.attach(name)`.
+   */
   readonly name: string
-  #producer: NativeProducer
+  #native: NativeProducer | null = null
   #queue: QueueRef
   #seq = new Sequencer()
   #closed = false
 
-  /** @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. */
-  constructor(queue: QueueRef, owner: boolean) {
+  /**
+   * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
+   * registers with the pipe at once; otherwise on first use, so that an end that is never used
+   * (handed over to another process by name) never counts as a sender that came and went.
+   */
+  constructor(queue: QueueRef, owner: boolean, eager: boolean) {
     this.#queue = queue.acquire()
     this.name = queue.queue.name
-    try {
-      this.#producer = call(() => queue.queue.producer())
-    } catch (err) {
-      queue.release()
-      throw err
+    if (eager) {
+      try {
+        this.#register()
+      } catch (err) {
+        queue.release()
+        throw err
+      }
     }
     registerOpenEnd(this, owner)
   }
 
   /** Attaches a new sender to the pipe named `name` (created by any process). */
   static attach(name: string): Sender {
-    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), false)
+    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), false, true)
+  }
+
+  #register(): NativeProducer {
+    this.#native ??= call(() => this.#queue.queue.producer())
+    return this.#native
+  }
+
+  /** The registered native sender (registering it on first use). */
+  get #producer(): NativeProducer {
+    return this.#native ?? this.#register()
   }
 
   #check(): void {
@@ -283,12 +301,14 @@ export class Sender implements Disposable {
 
   /** Values this sender has put into the queue. */
   get sent(): number {
-    return this.#closed ? 0 : call(() => this.#producer.sent)
+    const p = this.#native
+    return this.#closed || p === null ? 0 : call(() => p.sent)
   }
 
   /** Values of this sender the receiver has taken. */
   get acked(): number {
-    return this.#closed ? 0 : call(() => this.#producer.acked)
+    const p = this.#native
+    return this.#closed || p === null ? 0 : call(() => p.acked)
   }
 
   /** Resolves once the receiver has taken every value this sender put (pending puts first). */
@@ -314,7 +334,7 @@ export class Sender implements Disposable {
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    this.#producer.close()
+    this.#native?.close()
     this.#queue.release()
     unregisterOpenEnd(this)
   }
@@ -360,27 +380,44 @@ export class ReceivedMessage implements Disposable {
 export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
-  #consumer: NativeConsumer
+  #native: NativeConsumer | null = null
   #queue: QueueRef
   #seq = new Sequencer()
   #closed = false
 
-  /** @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. */
-  constructor(queue: QueueRef, owner: boolean) {
+  /**
+   * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
+   * registers at once; otherwise on first use, so that an unused receiver can be closed and the
+   * role taken by another process (`Receiver.attach`). A receiver that was used and closed ends
+   * the pipe's receiving side for good.
+   */
+  constructor(queue: QueueRef, owner: boolean, eager: boolean) {
     this.#queue = queue.acquire()
     this.name = queue.queue.name
-    try {
-      this.#consumer = call(() => queue.queue.consumer())
-    } catch (err) {
-      queue.release()
-      throw err
+    if (eager) {
+      try {
+        this.#register()
+      } catch (err) {
+        queue.release()
+        throw err
+      }
     }
     registerOpenEnd(this, owner)
   }
 
   /** Attaches as the receiver of the pipe named `name`. */
   static attach(name: string): Receiver {
-    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), false)
+    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), false, true)
+  }
+
+  #register(): NativeConsumer {
+    this.#native ??= call(() => this.#queue.queue.consumer())
+    return this.#native
+  }
+
+  /** The registered native receiver (registering it on first use). */
+  get #consumer(): NativeConsumer {
+    return this.#native ?? this.#register()
   }
 
   #check(): void {
@@ -476,7 +513,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    this.#consumer.close()
+    this.#native?.close()
     this.#queue.release()
     unregisterOpenEnd(this)
   }
@@ -498,9 +535,9 @@ export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Rece
   const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
   ref.acquire() // held until both ends exist, so a failure below cannot close it early
   try {
-    const sender = new Sender(ref, true)
+    const sender = new Sender(ref, true, false)
     try {
-      return [sender, new Receiver(ref, true)]
+      return [sender, new Receiver(ref, true, false)]
     } catch (err) {
       sender.close()
       throw err
