@@ -702,6 +702,73 @@ test('after the receiver closes, put and waits for space or acks reject CLOSED',
   throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
 })
 
+/** The error `promise` rejects with (handled at once), or 'resolved'. */
+function errorOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => 'resolved',
+    (err: unknown) => err,
+  )
+}
+
+/** A ShmpipeError's code; anything else described (so one deepEqual shows every outcome). */
+function codeOf(err: unknown): string {
+  if (err instanceof ShmpipeError) return err.code
+  if (err instanceof Error)
+    return `not a ShmpipeError: ${err.name} (code ${String((err as { code?: unknown }).code)}): ${err.message}` // prettier-ignore
+  return String(err)
+}
+
+test('closing a sender rejects its pending calls with ShmpipeError CLOSED', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 1 })
+  sender.putSync('full')
+  const waitingPut = errorOf(sender.put('waits for space'))
+  const queuedAck = errorOf(sender.waitForAllAck()) // behind the put
+  const queuedPut = errorOf(sender.put('queued'))
+  await new Promise((r) => setTimeout(r, 50)) // the first put is really waiting
+  sender.close()
+  const [sender2, receiver2] = pair(t)
+  sender2.putSync('never taken')
+  const waitingAck = errorOf(sender2.waitForAllAck())
+  await new Promise((r) => setTimeout(r, 50))
+  sender2.close()
+  // "Pending calls reject with ERR_SHMPIPE_CLOSED" (Sender.close).
+  t.deepEqual(
+    {
+      'put waiting for space': codeOf(await waitingPut),
+      'waitForAllAck queued behind it': codeOf(await queuedAck),
+      'put queued behind it': codeOf(await queuedPut),
+      'waitForAllAck waiting': codeOf(await waitingAck),
+    },
+    {
+      'put waiting for space': ERR_SHMPIPE_CLOSED,
+      'waitForAllAck queued behind it': ERR_SHMPIPE_CLOSED,
+      'put queued behind it': ERR_SHMPIPE_CLOSED,
+      'waitForAllAck waiting': ERR_SHMPIPE_CLOSED,
+    },
+  )
+  t.is(receiver.getNowait(), 'full')
+  t.is(receiver.getNowait(), undefined)
+  t.is(receiver2.getNowait(), 'never taken')
+})
+
+test('closing a receiver rejects its pending calls alike, with ShmpipeError CLOSED', async (t) => {
+  const [, receiver] = pair(t)
+  const waitingGet = errorOf(receiver.get())
+  const queuedReceive = errorOf(receiver.receive())
+  await new Promise((r) => setTimeout(r, 50)) // the get is really waiting
+  receiver.close()
+  t.deepEqual(
+    {
+      'get waiting for a value': codeOf(await waitingGet),
+      'receive queued behind it': codeOf(await queuedReceive),
+    },
+    {
+      'get waiting for a value': ERR_SHMPIPE_CLOSED,
+      'receive queued behind it': ERR_SHMPIPE_CLOSED,
+    },
+  )
+})
+
 test('a child receiver that closes cleanly: the waiting put rejects CLOSED, not PEER_GONE', async (t) => {
   const [sender, unusedReceiver] = pair(t, { capacity: 2 })
   unusedReceiver.close()
