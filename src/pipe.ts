@@ -18,6 +18,7 @@ import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
   ERR_SHMPIPE_INVALID_ARGUMENT,
+  ERR_SHMPIPE_TIMEOUT,
   ShmpipeError,
 } from './errors.js'
 import {
@@ -107,24 +108,31 @@ async function nativeWait(
   start: () => Promise<void>,
   cancel: () => void,
   signal: AbortSignal | undefined,
+  closed: () => ShmpipeError | undefined,
 ): Promise<void> {
-  if (signal === undefined) return callAsync(start())
-  signal.throwIfAborted()
+  signal?.throwIfAborted()
   const onAbort = (): void => cancel()
-  signal.addEventListener('abort', onAbort, { once: true })
+  signal?.addEventListener('abort', onAbort, { once: true })
   try {
-    await callAsync(start())
+    await callAsync(call(start))
   } catch (err) {
-    if (signal.aborted) throw signal.reason
+    // A wait interrupted by this end's close() reports the close, not the interruption.
+    const closedError = closed()
+    if (closedError !== undefined) throw closedError
+    if (signal?.aborted) throw signal.reason
     throw err
   } finally {
-    signal.removeEventListener('abort', onAbort)
+    signal?.removeEventListener('abort', onAbort)
   }
 }
 
-/** Runs async calls of one end one after another, so they keep their order. */
+/**
+ * Runs async calls of one end one after another, so they keep their order. A call waiting for its
+ * turn still honours its own deadline and abort signal: it rejects as soon as either fires, and
+ * is skipped when its turn comes.
+ */
 class Sequencer {
-  #tail: Promise<unknown> = Promise.resolve()
+  #tail: Promise<void> = Promise.resolve()
   #pending = 0
 
   /** Calls in flight. */
@@ -132,13 +140,47 @@ class Sequencer {
     return this.#pending
   }
 
-  run<T>(task: () => Promise<T>): Promise<T> {
+  run<T>(
+    task: () => Promise<T>,
+    deadline: number | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
     this.#pending++
-    const result = this.#tail.then(task)
-    this.#tail = result.then(
-      () => this.#pending--,
-      () => this.#pending--,
-    )
+    let settled = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let rejectEarly: (err: unknown) => void = () => {}
+    const onAbort = (): void => rejectEarly(signal!.reason)
+    const stopWatching = (): void => {
+      if (timer !== undefined) clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const result = new Promise<T>((resolve, reject) => {
+      rejectEarly = (err) => {
+        if (settled) return
+        settled = true
+        stopWatching()
+        reject(err)
+      }
+      const turn = this.#tail.then(async () => {
+        if (settled) return // gave up while waiting in line
+        stopWatching()
+        try {
+          resolve(await task())
+        } catch (err) {
+          reject(err)
+        } finally {
+          settled = true
+        }
+      })
+      this.#tail = turn.finally(() => this.#pending--)
+    })
+    if (deadline !== undefined) {
+      timer = setTimeout(
+        () => rejectEarly(new ShmpipeError(ERR_SHMPIPE_TIMEOUT, 'timed out')),
+        Math.max(0, deadline - performance.now()),
+      )
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
     return result
   }
 }
@@ -203,8 +245,13 @@ export class Sender implements Disposable {
     return this.#native ?? this.#register()
   }
 
+  #closedError(): ShmpipeError | undefined {
+    return this.#closed ? closedEnd('sender') : undefined
+  }
+
   #check(): void {
-    if (this.#closed) throw closedEnd('sender')
+    const err = this.#closedError()
+    if (err !== undefined) throw err
   }
 
   /** Writes `enc` into the queue if it fits now. */
@@ -242,7 +289,11 @@ export class Sender implements Disposable {
       const enc = encode(value)
       if (this.#seq.pending === 0 && this.#trySend(enc)) return Promise.resolve()
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(() => this.#putWaiting(enc, deadline, options.signal))
+      return this.#seq.run(
+        () => this.#putWaiting(enc, deadline, options.signal),
+        deadline,
+        options.signal,
+      )
     } catch (err) {
       return Promise.reject(err)
     }
@@ -261,6 +312,7 @@ export class Sender implements Disposable {
         () => this.#producer.waitSpace(enc.byteLength, remaining(deadline)),
         () => this.#producer.cancelWait(),
         signal,
+        () => this.#closedError(),
       )
     }
   }
@@ -317,12 +369,18 @@ export class Sender implements Disposable {
       this.#check()
       const timeout = checkTimeout(options.timeout)
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(() =>
-        nativeWait(
-          () => this.#producer.waitForAllAck(remaining(deadline)),
-          () => this.#producer.cancelWait(),
-          options.signal,
-        ),
+      return this.#seq.run(
+        () => {
+          this.#check()
+          return nativeWait(
+            () => this.#producer.waitForAllAck(remaining(deadline)),
+            () => this.#producer.cancelWait(),
+            options.signal,
+            () => this.#closedError(),
+          )
+        },
+        deadline,
+        options.signal,
       )
     } catch (err) {
       return Promise.reject(err)
@@ -420,8 +478,13 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     return this.#native ?? this.#register()
   }
 
+  #closedError(): ShmpipeError | undefined {
+    return this.#closed ? closedEnd('receiver') : undefined
+  }
+
   #check(): void {
-    if (this.#closed) throw closedEnd('receiver')
+    const err = this.#closedError()
+    if (err !== undefined) throw err
   }
 
   /** The next value if one is ready, else {@link NONE}. */
@@ -442,19 +505,24 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
         if (v !== NONE) return Promise.resolve(v)
       }
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(async () => {
-        for (;;) {
-          this.#check()
-          options.signal?.throwIfAborted()
-          const v = take()
-          if (v !== NONE) return v
-          await nativeWait(
-            () => this.#consumer.waitReady(remaining(deadline)),
-            () => this.#consumer.cancelWait(),
-            options.signal,
-          )
-        }
-      })
+      return this.#seq.run(
+        async () => {
+          for (;;) {
+            this.#check()
+            options.signal?.throwIfAborted()
+            const v = take()
+            if (v !== NONE) return v
+            await nativeWait(
+              () => this.#consumer.waitReady(remaining(deadline)),
+              () => this.#consumer.cancelWait(),
+              options.signal,
+              () => this.#closedError(),
+            )
+          }
+        },
+        deadline,
+        options.signal,
+      )
     } catch (err) {
       return Promise.reject(err)
     }
