@@ -84,6 +84,15 @@ function throwsWith(t: ExecutionContext, fn: () => unknown, code: ShmpipeErrorCo
   return err as ShmpipeError
 }
 
+/**
+ * Returns `promise`, marked as handled: if the test fails before awaiting it, its later rejection
+ * (when the teardown closes the pipe) is not an unhandled rejection that fails the whole file.
+ */
+function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {})
+  return promise
+}
+
 /** Milliseconds `promise` takes to settle (either way). */
 async function settleTime(promise: Promise<unknown>): Promise<number> {
   const start = performance.now()
@@ -393,13 +402,13 @@ test.serial(
 
 test('sync calls refuse to overtake pending asynchronous ones (BUSY)', async (t) => {
   const [sender, receiver] = pair(t, { capacity: 1 })
-  const pending = receiver.get()
+  const pending = handled(receiver.get())
   throwsWith(t, () => receiver.getSync({ timeout: 0 }), ERR_SHMPIPE_BUSY)
   t.is(receiver.getNowait(), undefined, 'getNowait while a get is pending')
   sender.putSync('x')
   t.is(await pending, 'x')
   sender.putSync('y')
-  const waiting = sender.put('z')
+  const waiting = handled(sender.put('z'))
   throwsWith(t, () => sender.putSync('w', { timeout: 0 }), ERR_SHMPIPE_BUSY)
   t.false(sender.tryPut('w'))
   t.is(receiver.getSync(), 'y')
@@ -429,7 +438,7 @@ test.serial(
     const [sender, receiver] = pair(t, { capacity: 1 })
     // get: an earlier get() without a timeout waits for the next value, the later one for the
     // value after it; the later one's 100 ms must still be 100 ms.
-    const first = receiver.get()
+    const first = handled(receiver.get())
     const start = performance.now()
     t.is(await outcomeWithin(receiver.get({ timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'get')
     t.true(performance.now() - start < 300, `get: ${(performance.now() - start).toFixed(0)} ms`)
@@ -439,7 +448,7 @@ test.serial(
     // put and waitForAllAck behind a put waiting for space.
     const [sender2, receiver2] = pair(t, { capacity: 1 })
     sender2.putSync('full')
-    const firstPut = sender2.put('waits for space')
+    const firstPut = handled(sender2.put('waits for space'))
     t.is(await outcomeWithin(sender2.put('x', { timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'put')
     t.is(await outcomeWithin(sender2.waitForAllAck({ timeout: 100 }), 1000), ERR_SHMPIPE_TIMEOUT, 'waitForAllAck') // prettier-ignore
     t.is(receiver2.getNowait(), 'full')
@@ -454,7 +463,7 @@ test('abort: get and receive reject with the reason, take nothing, and the recei
   const [sender, receiver] = pair(t, { capacity: 4 })
   const reason = new Error('stop waiting')
   const ac = new AbortController()
-  const pending = receiver.get({ signal: ac.signal })
+  const pending = handled(receiver.get({ signal: ac.signal }))
   setTimeout(() => ac.abort(reason), 50)
   t.is(await t.throwsAsync(pending), reason)
 
@@ -471,7 +480,7 @@ test('abort: get and receive reject with the reason, take nothing, and the recei
 
   // The default reason (an AbortError DOMException) is passed on as it is.
   const ac2 = new AbortController()
-  const pending2 = receiver.receive({ signal: ac2.signal })
+  const pending2 = handled(receiver.receive({ signal: ac2.signal }))
   setTimeout(() => ac2.abort(), 50)
   const err = await pending2.then(
     () => t.fail('should reject'),
@@ -495,7 +504,7 @@ test('abort: put and waitForAllAck reject with the reason and send nothing', asy
   sender.putSync(1)
   sender.putSync(2)
   const ac = new AbortController()
-  const pending = sender.put('never', { signal: ac.signal })
+  const pending = handled(sender.put('never', { signal: ac.signal }))
   setTimeout(() => ac.abort(reason), 50)
   t.is(await t.throwsAsync(pending), reason)
   t.is(sender.sent, 2)
@@ -507,12 +516,12 @@ test('abort: put and waitForAllAck reject with the reason and send nothing', asy
   t.is(sender.sent, 2)
 
   const ac2 = new AbortController()
-  const acking = sender.waitForAllAck({ signal: ac2.signal })
+  const acking = handled(sender.waitForAllAck({ signal: ac2.signal }))
   setTimeout(() => ac2.abort(reason), 50)
   t.is(await t.throwsAsync(acking), reason)
 
   // The sender goes on: a put after the aborted ones is the next value.
-  const put3 = sender.put(3)
+  const put3 = handled(sender.put(3))
   t.is(await receiver.get({ timeout: 1000 }), 2)
   await put3
   t.is(await receiver.get({ timeout: 1000 }), 3)
@@ -524,18 +533,18 @@ test('abort: put and waitForAllAck reject with the reason and send nothing', asy
 test('abort: a call waiting behind an earlier pending call of its end is aborted at once', async (t) => {
   const reason = new Error('stop')
   const [sender, receiver] = pair(t, { capacity: 1 })
-  const firstGet = receiver.get()
+  const firstGet = handled(receiver.get())
   const ac = new AbortController()
-  const secondGet = receiver.get({ signal: ac.signal })
+  const secondGet = handled(receiver.get({ signal: ac.signal }))
   setTimeout(() => ac.abort(reason), 50)
   t.is(await outcomeWithin(secondGet, 1000), reason, 'get')
 
   const [sender2, receiver2] = pair(t, { capacity: 1 })
   sender2.putSync('full')
-  const firstPut = sender2.put('waits for space')
+  const firstPut = handled(sender2.put('waits for space'))
   const ac2 = new AbortController()
-  const secondPut = sender2.put('aborted', { signal: ac2.signal })
-  const ack = sender2.waitForAllAck({ signal: ac2.signal })
+  const secondPut = handled(sender2.put('aborted', { signal: ac2.signal }))
+  const ack = handled(sender2.waitForAllAck({ signal: ac2.signal }))
   setTimeout(() => ac2.abort(reason), 50)
   t.is(await outcomeWithin(secondPut, 1000), reason, 'put')
   t.is(await outcomeWithin(ack, 1000), reason, 'waitForAllAck')
@@ -666,21 +675,58 @@ test('unsupported values reject with UNSUPPORTED_TYPE and the path, leaving the 
 // ---------------------------------------------------------------------------------------------
 // Attaching
 
-test('attach: unknown names, a second receiver, and a receiver role taken over', async (t) => {
+test('attach: unknown names, one receiver at a time, and no hand-over after a clean close', async (t) => {
   throwsWith(t, () => Sender.attach('shmpipe_0000000000000000'), ERR_SHMPIPE_NOT_FOUND)
   throwsWith(t, () => Receiver.attach('shmpipe_0000000000000000'), ERR_SHMPIPE_NOT_FOUND)
   const [sender, receiver] = pair(t, { capacity: 4 })
+  t.is(receiver.getNowait(), undefined) // used: the pair's receiver registers on first use
   throwsWith(t, () => Receiver.attach(sender.name), ERR_SHMPIPE_RECEIVER_TAKEN)
   const taken = startChild(t, 'try-attach', ['receiver', sender.name])
   t.deepEqual(await taken.next(), { ok: false, name: 'ShmpipeError', code: ERR_SHMPIPE_RECEIVER_TAKEN }) // prettier-ignore
   const asSender = startChild(t, 'try-attach', ['sender', sender.name])
   t.deepEqual(await asSender.next(), { ok: true })
-  // Once this receiver is closed, a child can take the role and gets what was left.
-  sender.putSync('left for the next receiver')
+  // A receiver that was used and closed cleanly: the pipe has no receiver any more.
   receiver.close()
+  throwsWith(t, () => Receiver.attach(sender.name), ERR_SHMPIPE_CLOSED)
+  const refused = startChild(t, 'try-attach', ['receiver', sender.name])
+  t.deepEqual(await refused.next(), { ok: false, name: 'ShmpipeError', code: ERR_SHMPIPE_CLOSED })
+  await rejectsWith(t, sender.put('x'), ERR_SHMPIPE_CLOSED)
+})
+
+test('attach: the pair’s unused receiver can be closed and its role taken by a child', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 4 })
+  sender.putSync('left for the next receiver')
+  receiver.close() // never used
   const child = startChild(t, 'receive-then-close', [sender.name, '1'])
   t.is(await child.next(), 'ready')
   t.deepEqual(await child.next(), { got: ['left for the next receiver'], closed: true })
+  throwsWith(t, () => Receiver.attach(sender.name), ERR_SHMPIPE_CLOSED)
+  // An unused receiver of a pair loses to a receiver attached meanwhile when first used.
+  const [sender2, receiver2] = pair(t)
+  const other = Receiver.attach(sender2.name)
+  t.teardown(() => other.close())
+  throwsWith(t, () => receiver2.getNowait(), ERR_SHMPIPE_RECEIVER_TAKEN)
+  sender2.putSync('to the attached one')
+  t.is(other.getNowait(), 'to the attached one')
+})
+
+test('attach: the role of a SIGKILLed receiver is taken over, and its unreleased message comes again', async (t) => {
+  const [sender, receiver] = pair(t, { capacity: 4 })
+  receiver.close() // never used: a child takes the role
+  const child = startChild(t, 'receive-and-hold', [sender.name])
+  sender.putSync({ n: 1, data: new Uint8Array([1, 2, 3]) })
+  sender.putSync({ n: 2 })
+  t.deepEqual(await child.next(), { holding: { n: 1, data: { 0: 1, 1: 2, 2: 3 } } })
+  await child.kill()
+  const next = Receiver.attach(sender.name)
+  t.teardown(() => next.close())
+  const again = (await next.get({ timeout: 1000 })) as { n: number; data: Uint8Array }
+  t.is(again.n, 1, 'the message the dead receiver held, delivered again')
+  t.deepEqual([...again.data], [1, 2, 3])
+  t.deepEqual(await next.get({ timeout: 1000 }), { n: 2 })
+  t.is(next.getNowait(), undefined)
+  sender.putSync({ n: 3 })
+  t.deepEqual(await next.get({ timeout: 1000 }), { n: 3 })
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -688,10 +734,11 @@ test('attach: unknown names, a second receiver, and a receiver role taken over',
 
 test('after the receiver closes, put and waits for space or acks reject CLOSED', async (t) => {
   const [sender, receiver] = pair(t, { capacity: 2 })
+  t.is(receiver.getNowait(), undefined) // used (an unused one is tested below)
   sender.putSync(1)
   sender.putSync(2)
-  const waitingPut = sender.put(3)
-  const waitingAck = sender.waitForAllAck()
+  const waitingPut = handled(sender.put(3))
+  const waitingAck = handled(sender.waitForAllAck())
   receiver.close()
   await rejectsWith(t, waitingPut, ERR_SHMPIPE_CLOSED, 'the put waiting for space')
   await rejectsWith(t, waitingAck, ERR_SHMPIPE_CLOSED, 'waitForAllAck')
@@ -700,6 +747,24 @@ test('after the receiver closes, put and waits for space or acks reject CLOSED',
   await rejectsWith(t, receiver.get(), ERR_SHMPIPE_CLOSED)
   throwsWith(t, () => receiver.getNowait(), ERR_SHMPIPE_CLOSED)
   throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
+})
+
+test('closing the pair’s never-used receiver: this process’s waiting put rejects CLOSED', async (t) => {
+  // Receiver.close: "waiting senders then fail with ERR_SHMPIPE_CLOSED". Here the receiver was
+  // never used (so never registered, and its role stays free for another process).
+  const [sender, receiver] = pair(t, { capacity: 1 })
+  sender.putSync(1)
+  const waitingPut = handled(sender.put(2))
+  const waitingAck = handled(sender.waitForAllAck())
+  receiver.close()
+  const [put, ack] = await Promise.all([
+    outcomeWithin(waitingPut, 1000),
+    outcomeWithin(waitingAck, 1000),
+  ])
+  t.deepEqual(
+    { 'the put waiting for space': put, waitForAllAck: ack },
+    { 'the put waiting for space': ERR_SHMPIPE_CLOSED, waitForAllAck: ERR_SHMPIPE_CLOSED },
+  )
 })
 
 /** The error `promise` rejects with (handled at once), or 'resolved'. */
@@ -777,8 +842,8 @@ test('a child receiver that closes cleanly: the waiting put rejects CLOSED, not 
   t.is(await child.next(), 'ready')
   await sender.put('a')
   await sender.put('b')
-  const waiting = sender.put('c')
-  const waitingAck = sender.waitForAllAck()
+  const waiting = handled(sender.put('c'))
+  const waitingAck = handled(sender.waitForAllAck())
   await new Promise((r) => setTimeout(r, 50))
   child.process.send('close now')
   t.deepEqual(await child.next(), { got: [], closed: true })
@@ -814,14 +879,14 @@ test('in one process: a pending get rejects CLOSED when the last sender closes',
   const [sender, receiver] = pair(t)
   const second = Sender.attach(sender.name)
   t.teardown(() => second.close())
-  const pending = receiver.get()
+  const pending = handled(receiver.get())
   sender.putSync('x')
   t.is(await pending, 'x')
-  const waiting = receiver.get()
+  const waiting = handled(receiver.get())
   sender.close()
   second.putSync('y')
   t.is(await waiting, 'y', 'one sender left')
-  const last = receiver.get()
+  const last = handled(receiver.get())
   second.close()
   await rejectsWith(t, last, ERR_SHMPIPE_CLOSED)
   // Closing a sender twice is harmless; a closed sender refuses.
@@ -838,7 +903,7 @@ test.serial(
     const child = startChild(t, 'sender-hang', [receiver.name])
     t.is(await receiver.get({ timeout: 20_000 }), 'ready')
     ownSender.close() // only the child's sender is left
-    const pending = receiver.get()
+    const pending = handled(receiver.get())
     await new Promise((r) => setTimeout(r, 100)) // really waiting
     const start = performance.now()
     child.process.kill('SIGKILL')
@@ -1089,7 +1154,7 @@ test('worker_threads: a Worker terminated with its sender open ends the stream (
   const worker = startWorker(t, 'sender-hang', [receiver.name])
   t.is(await receiver.get({ timeout: 20_000 }), 'ready')
   ownSender.close()
-  const pending = receiver.get({ timeout: 5000 })
+  const pending = handled(receiver.get({ timeout: 5000 }))
   await worker.terminate()
   // Its process lives on, so the sender is not "dead": it was closed when the worker ended.
   await rejectsWith(t, pending, ERR_SHMPIPE_CLOSED)
@@ -1228,7 +1293,7 @@ test.serial(
     t.teardown(() => other.close())
     // Fill the pipe so the put waits; detach the buffer while it waits.
     for (let i = 0; other.tryPut(i); i++);
-    const waiting = sender.put({ ab })
+    const waiting = handled(sender.put({ ab }))
     structuredClone(ab, { transfer: [ab] }) // detaches `ab`
     while (receiver.getNowait() !== undefined);
     const err = await t.throwsAsync(waiting)

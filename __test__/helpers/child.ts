@@ -127,6 +127,14 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     await forever()
   },
 
+  /** Attaches as the receiver, takes one message with receive() and holds it until killed. */
+  async 'receive-and-hold'(name) {
+    const receiver = Receiver.attach(name!)
+    const msg = await receiver.receive()
+    report({ holding: msg.value })
+    await forever()
+  },
+
   /** Sends a Uint8Array of `bytes` bytes filled with the pattern of `seed`. */
   async 'big-send'(name, bytes, seed) {
     const sender = Sender.attach(name!)
