@@ -1331,6 +1331,26 @@ test.serial(
   },
 )
 
+test.serial(
+  'a receiver SIGKILLed with an unreceived own-segment message: the sender that finds it dead removes that segment',
+  async (t) => {
+    const before = new Set(ownSegments())
+    const [sender, unusedReceiver] = pair(t, { capacity: 1, bytes: 64 << 10 })
+    unusedReceiver.close()
+    const child = startChild(t, 'receiver-hang', [sender.name])
+    t.is(await child.next(), 'ready')
+    await sender.put(new Uint8Array(100_000)) // a segment of its own; the pipe is now full
+    t.is(ownSegments().filter((n) => !before.has(n) && n !== sender.name).length, 1)
+    await killAndExpectPeerGone(t, child, sender.put('waits for space'))
+    sender.close()
+    const left = ownSegments().filter((n) => !before.has(n))
+    t.teardown(() => {
+      for (const name of left) rmSync(`/dev/shm/${name}`, { force: true })
+    })
+    t.deepEqual(left, [])
+  },
+)
+
 // ---------------------------------------------------------------------------------------------
 // 13. What keeps a process alive
 
