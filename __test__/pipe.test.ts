@@ -22,6 +22,7 @@ import {
   ERR_SHMPIPE_PEER_GONE,
   ERR_SHMPIPE_RECEIVER_TAKEN,
   ERR_SHMPIPE_TIMEOUT,
+  ERR_SHMPIPE_TOO_MANY_SENDERS,
   ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ReceivedMessage,
   Receiver,
@@ -107,8 +108,12 @@ async function settleTime(promise: Promise<unknown>): Promise<number> {
  * as its receiver) and keeps its own sender of `fromChild` open until the child's sender is
  * attached, so the stream from the child cannot end before it started.
  */
-async function startEcho(t: ExecutionContext, options: PipeOptions = {}) {
-  const [toChild, unusedReceiver] = pair(t, options)
+async function startEcho(
+  t: ExecutionContext,
+  options: PipeOptions = {},
+  toChildOptions: PipeOptions = options,
+) {
+  const [toChild, unusedReceiver] = pair(t, toChildOptions)
   unusedReceiver.close()
   const [ownSender, fromChild] = pair(t, options)
   const child = startChild(t, 'echo', [toChild.name, fromChild.name])
@@ -291,7 +296,9 @@ test('every supported type round-trips through a child process like v8', async (
 test('2000 random nested values (seeded) round-trip through a child process like v8', async (t) => {
   // A small pipe, so that both directions fill up and wait, with 1 MiB of ring: values above
   // 64 KiB are written in place, those above half the ring travel in a segment of their own.
-  const echo = await startEcho(t, { capacity: 16, bytes: 1 << 20 })
+  // The pipe to the child has one sender slot (the single-producer path of the core).
+  const options = { capacity: 16, bytes: 1 << 20 }
+  const echo = await startEcho(t, options, { ...options, maxSenders: 1 })
   const gen = new ValueGenerator(0xc0ffee)
   const CASES = 2000
   const values: unknown[] = []
@@ -691,6 +698,22 @@ test('attach: unknown names, one receiver at a time, and no hand-over after a cl
   const refused = startChild(t, 'try-attach', ['receiver', sender.name])
   t.deepEqual(await refused.next(), { ok: false, name: 'ShmpipeError', code: ERR_SHMPIPE_CLOSED })
   await rejectsWith(t, sender.put('x'), ERR_SHMPIPE_CLOSED)
+})
+
+test('attach: maxSenders live senders at most; a closed sender’s slot is reused', async (t) => {
+  const [sender, receiver] = pair(t, { maxSenders: 2 })
+  sender.putSync('registers the pair’s sender')
+  const second = Sender.attach(sender.name)
+  t.teardown(() => second.close())
+  throwsWith(t, () => Sender.attach(sender.name), ERR_SHMPIPE_TOO_MANY_SENDERS)
+  const child = startChild(t, 'try-attach', ['sender', sender.name])
+  t.deepEqual(await child.next(), { ok: false, name: 'ShmpipeError', code: ERR_SHMPIPE_TOO_MANY_SENDERS }) // prettier-ignore
+  second.close()
+  const third = Sender.attach(sender.name)
+  t.teardown(() => third.close())
+  third.putSync('from the reused slot')
+  t.is(receiver.getNowait(), 'registers the pair’s sender')
+  t.is(receiver.getNowait(), 'from the reused slot')
 })
 
 test('attach: the pair’s unused receiver can be closed and its role taken by a child', async (t) => {
