@@ -1402,3 +1402,22 @@ test('a child with open ends and nothing pending exits by itself', async (t) => 
     t.false(shmExists(name), `${mode}: the child removed its pipe at exit`)
   }
 })
+
+test('SIGTERM ends a child that owns a pipe, also while its thread is blocked', async (t) => {
+  // lifecycle.ts: the signal handlers "keep Node's default behaviour: … the process still dies
+  // of it". A JavaScript handler cannot run while the thread is blocked in a native call.
+  const outcomes: Record<string, unknown> = {}
+  for (const how of ['atomics', 'pair-atomics', 'getSync']) {
+    const child = startChild(t, 'blocked', [how])
+    const { name } = (await child.next()) as { name: string | null }
+    if (name !== null) t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true })) // if left
+    await new Promise((r) => setTimeout(r, 200)) // blocked by now
+    child.process.kill('SIGTERM')
+    outcomes[how] = await Promise.race([
+      child.exited,
+      new Promise((r) => setTimeout(() => r('still running 2 s after SIGTERM'), 2000)),
+    ])
+  }
+  const died = { code: null, signal: 'SIGTERM' }
+  t.deepEqual(outcomes, { atomics: died, 'pair-atomics': died, getSync: died })
+})

@@ -164,6 +164,21 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   },
 
   /**
+   * Blocks the thread: in getSync() of a pair it created (`getSync`), or in Atomics.wait with a
+   * pair (`pair-atomics`) or without one (`atomics`).
+   */
+  async blocked(how) {
+    if (how === 'atomics') {
+      report({ name: null })
+    } else {
+      const [sender, receiver] = createSharedMemoryPair({ capacity: 4 })
+      report({ name: sender.name })
+      if (how === 'getSync') receiver.getSync()
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
+  },
+
+  /**
    * Creates a pair and awaits `get()`; the only thing that keeps the process alive meanwhile is
    * the pending get (the timer that puts a value 300 ms later is unref'd).
    */
