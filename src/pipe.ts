@@ -161,18 +161,25 @@ class Sequencer {
         stopWatching()
         reject(err)
       }
-      const turn = this.#tail.then(async () => {
-        if (settled) return // gave up while waiting in line
+      this.#tail = this.#tail.then(async () => {
+        if (settled) {
+          this.#pending-- // gave up while waiting in line
+          return
+        }
         stopWatching()
+        // The count drops before the caller resumes, so a sync call made right after an
+        // awaited call does not see it as still pending.
         try {
-          resolve(await task())
-        } catch (err) {
-          reject(err)
-        } finally {
+          const value = await task()
           settled = true
+          this.#pending--
+          resolve(value)
+        } catch (err) {
+          settled = true
+          this.#pending--
+          reject(err)
         }
       })
-      this.#tail = turn.finally(() => this.#pending--)
     })
     if (deadline !== undefined) {
       timer = setTimeout(
