@@ -772,10 +772,11 @@ test('after the receiver closes, put and waits for space or acks reject CLOSED',
   throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
 })
 
-test('closing the pair’s never-used receiver: this process’s waiting put rejects CLOSED', async (t) => {
-  // Receiver.close: "waiting senders then fail with ERR_SHMPIPE_CLOSED". Here the receiver was
-  // never used (so never registered, and its role stays free for another process).
+test('closing the pair’s used receiver: this process’s waiting put rejects CLOSED', async (t) => {
+  // Receiver.close: "if it was used, waiting senders then fail with ERR_SHMPIPE_CLOSED". (A
+  // never-used receiver of a pair only hands its role on: see the attach tests.)
   const [sender, receiver] = pair(t, { capacity: 1 })
+  t.is(receiver.getNowait(), undefined) // used: registered as the pipe's receiver
   sender.putSync(1)
   const waitingPut = handled(sender.put(2))
   const waitingAck = handled(sender.waitForAllAck())

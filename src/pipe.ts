@@ -223,7 +223,7 @@ export class Sender implements Disposable {
    * registers with the pipe at once; otherwise on first use, so that an end that is never used
    * (handed over to another process by name) never counts as a sender that came and went.
    */
-  constructor(queue: QueueRef, owner: boolean, eager: boolean) {
+  constructor(queue: QueueRef, eager: boolean) {
     this.#queue = queue.acquire()
     this.name = queue.queue.name
     if (eager) {
@@ -234,12 +234,12 @@ export class Sender implements Disposable {
         throw err
       }
     }
-    registerOpenEnd(this, owner)
+    registerOpenEnd(this)
   }
 
   /** Attaches a new sender to the pipe named `name` (created by any process). */
   static attach(name: string): Sender {
-    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), false, true)
+    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), true)
   }
 
   #register(): NativeProducer {
@@ -456,7 +456,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * role taken by another process (`Receiver.attach`). A receiver that was used and closed ends
    * the pipe's receiving side for good.
    */
-  constructor(queue: QueueRef, owner: boolean, eager: boolean) {
+  constructor(queue: QueueRef, eager: boolean) {
     this.#queue = queue.acquire()
     this.name = queue.queue.name
     if (eager) {
@@ -467,12 +467,12 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
         throw err
       }
     }
-    registerOpenEnd(this, owner)
+    registerOpenEnd(this)
   }
 
   /** Attaches as the receiver of the pipe named `name`. */
   static attach(name: string): Receiver {
-    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), false, true)
+    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), true)
   }
 
   #register(): NativeConsumer {
@@ -584,7 +584,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     }
   }
 
-  /** Closes the receiver; waiting senders then fail with `ERR_SHMPIPE_CLOSED`. */
+  /**
+   * Closes the receiver. If it was used, waiting senders then fail with `ERR_SHMPIPE_CLOSED` and
+   * the pipe takes no other receiver. A receiver of a pair that was never used only hands its
+   * role on: senders keep waiting for a receiver to attach.
+   */
   close(): void {
     if (this.#closed) return
     this.#closed = true
@@ -601,7 +605,9 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
 /**
  * Creates a pipe and returns its two ends. This process owns the pipe's shared memory: it is
- * removed when both ends are closed, or when the process exits (also on SIGINT/SIGTERM).
+ * removed when both ends are closed, or when the process exits normally. The ends register with
+ * the pipe on first use, so ends this process does not use can be closed and their roles taken by
+ * other processes (`Sender.attach`, `Receiver.attach`).
  */
 export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Receiver] {
   const capacity = options.capacity ?? DEFAULT_CAPACITY
@@ -610,9 +616,9 @@ export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Rece
   const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
   ref.acquire() // held until both ends exist, so a failure below cannot close it early
   try {
-    const sender = new Sender(ref, true, false)
+    const sender = new Sender(ref, false)
     try {
-      return [sender, new Receiver(ref, true, false)]
+      return [sender, new Receiver(ref, false)]
     } catch (err) {
       sender.close()
       throw err
