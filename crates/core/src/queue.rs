@@ -177,12 +177,17 @@ impl QueueShared {
 
 impl Drop for QueueShared {
     fn drop(&mut self) {
-        // The creator's last handle: if no consumer ever registered, nobody will map the blobs
-        // still queued, so remove them with the queue. (A closing or dead consumer's blobs are
-        // removed when that is noticed.)
-        let never_consumed =
-            consumer_state(self.header().consumer.0.state.load(Ordering::Acquire)) == entry::FREE;
-        if self.segment.is_owner() && never_consumed {
+        // The creator's last handle: with no live consumer (none ever registered, it closed, or
+        // its process died), nobody will map the blobs still queued, so remove them with the
+        // queue. A live consumer elsewhere keeps receiving (its mapping outlives the name).
+        let c = &self.header().consumer.0;
+        let live_consumer = consumer_state(c.state.load(Ordering::Acquire)) == entry::ACTIVE
+            && ProcessIdentity {
+                pid: c.pid.load(Ordering::Relaxed),
+                start: c.start.load(Ordering::Relaxed),
+            }
+            .is_alive();
+        if self.segment.is_owner() && !live_consumer {
             let head = crate::layout::Cursor(self.header().head.0.load(Ordering::Acquire));
             self.remove_undelivered_blobs(head.pos());
         }

@@ -332,3 +332,20 @@ fn a_consumer_taking_over_from_a_dead_one_frees_what_it_released() {
         );
     }
 }
+
+#[test]
+fn the_creator_removes_queued_blobs_when_it_closes_after_the_consumer_died() {
+    let q = queue(4, 4096);
+    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    assert_eq!(consumer.line(), "ready");
+    let mut p = q.producer().unwrap();
+    let mut loan = p.reserve(5000, &WaitOptions::forever()).unwrap();
+    let blob = loan.blob_name().unwrap().to_owned();
+    loan.as_mut_slice().fill(2);
+    loan.commit().unwrap();
+    consumer.kill();
+    // Nothing waits, so nobody notices the death before the creator closes everything.
+    drop(p);
+    drop(q);
+    assert!(!shm_exists(&blob), "blob {blob} left behind");
+}
