@@ -203,6 +203,73 @@ function closedEnd(what: string): ShmpipeError {
   return new ShmpipeError(ERR_SHMPIPE_CLOSED, `this ${what} is closed`)
 }
 
+/** Anything an end registers with the pipe: a native sender or receiver. */
+interface NativeEnd {
+  close(): void
+}
+
+/**
+ * What both ends share: the queue handle, registration with the pipe (at once, or on first use so
+ * that an unused end never counts as an end that came and went), the closed state, and the order
+ * of async calls.
+ */
+class EndState<N extends NativeEnd> {
+  readonly seq = new Sequencer()
+  #native: N | null = null
+  #closed = false
+
+  constructor(
+    readonly queue: QueueRef,
+    readonly kind: 'sender' | 'receiver',
+    private readonly register: (queue: NativeQueue) => N,
+    eager: boolean,
+  ) {
+    queue.acquire()
+    if (eager) {
+      try {
+        this.native
+      } catch (err) {
+        queue.release()
+        throw err
+      }
+    }
+  }
+
+  /** The registered native end (registering it on first use). */
+  get native(): N {
+    this.#native ??= call(() => this.register(this.queue.queue))
+    return this.#native
+  }
+
+  /** The native end if it has registered. */
+  get registered(): N | null {
+    return this.#native
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The error for using this end after `close()`, if it is closed. */
+  closedError(): ShmpipeError | undefined {
+    return this.#closed ? closedEnd(this.kind) : undefined
+  }
+
+  check(): void {
+    const err = this.closedError()
+    if (err !== undefined) throw err
+  }
+
+  /** Closes the end; returns false if it was already closed. */
+  close(): boolean {
+    if (this.#closed) return false
+    this.#closed = true
+    this.#native?.close()
+    this.queue.release()
+    return true
+  }
+}
+
 /**
  * The sending end of a pipe. Many senders, in any processes, may feed one receiver; each
  * sender's values arrive in the order it sent them.
@@ -213,10 +280,7 @@ export class Sender implements Disposable {
    * `Receiver.attach(name)`.
    */
   readonly name: string
-  #native: NativeProducer | null = null
-  #queue: QueueRef
-  #seq = new Sequencer()
-  #closed = false
+  #end: EndState<NativeProducer>
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
@@ -224,16 +288,8 @@ export class Sender implements Disposable {
    * (handed over to another process by name) never counts as a sender that came and went.
    */
   constructor(queue: QueueRef, eager: boolean) {
-    this.#queue = queue.acquire()
     this.name = queue.queue.name
-    if (eager) {
-      try {
-        this.#register()
-      } catch (err) {
-        queue.release()
-        throw err
-      }
-    }
+    this.#end = new EndState(queue, 'sender', (q) => q.producer(), eager)
     registerOpenEnd(this)
   }
 
@@ -242,23 +298,20 @@ export class Sender implements Disposable {
     return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), true)
   }
 
-  #register(): NativeProducer {
-    this.#native ??= call(() => this.#queue.queue.producer())
-    return this.#native
+  get #producer(): NativeProducer {
+    return this.#end.native
   }
 
-  /** The registered native sender (registering it on first use). */
-  get #producer(): NativeProducer {
-    return this.#native ?? this.#register()
+  get #seq(): Sequencer {
+    return this.#end.seq
   }
 
   #closedError(): ShmpipeError | undefined {
-    return this.#closed ? closedEnd('sender') : undefined
+    return this.#end.closedError()
   }
 
   #check(): void {
-    const err = this.#closedError()
-    if (err !== undefined) throw err
+    this.#end.check()
   }
 
   /** Writes `enc` into the queue if it fits now. */
@@ -353,21 +406,21 @@ export class Sender implements Disposable {
    * value.
    */
   hasSpace(value?: unknown): boolean {
-    if (this.#closed || this.#seq.pending > 0) return false
+    if (this.#end.closed || this.#seq.pending > 0) return false
     const len = arguments.length === 0 ? 1 : encode(value).byteLength
     return call(() => this.#producer.hasSpace(len))
   }
 
   /** Values this sender has put into the queue. */
   get sent(): number {
-    const p = this.#native
-    return this.#closed || p === null ? 0 : call(() => p.sent)
+    const p = this.#end.registered
+    return this.#end.closed || p === null ? 0 : call(() => p.sent)
   }
 
   /** Values of this sender the receiver has taken. */
   get acked(): number {
-    const p = this.#native
-    return this.#closed || p === null ? 0 : call(() => p.acked)
+    const p = this.#end.registered
+    return this.#end.closed || p === null ? 0 : call(() => p.acked)
   }
 
   /** Resolves once the receiver has taken every value this sender put (pending puts first). */
@@ -397,11 +450,7 @@ export class Sender implements Disposable {
   /** Closes the sender. Pending calls reject with `ERR_SHMPIPE_CLOSED`; the receiver's
    * iteration ends once every sender has closed. */
   close(): void {
-    if (this.#closed) return
-    this.#closed = true
-    this.#native?.close()
-    this.#queue.release()
-    unregisterOpenEnd(this)
+    if (this.#end.close()) unregisterOpenEnd(this)
   }
 
   /** Same as {@link Sender.close}. */
@@ -445,10 +494,7 @@ export class ReceivedMessage implements Disposable {
 export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
-  #native: NativeConsumer | null = null
-  #queue: QueueRef
-  #seq = new Sequencer()
-  #closed = false
+  #end: EndState<NativeConsumer>
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
@@ -457,16 +503,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * the pipe's receiving side for good.
    */
   constructor(queue: QueueRef, eager: boolean) {
-    this.#queue = queue.acquire()
     this.name = queue.queue.name
-    if (eager) {
-      try {
-        this.#register()
-      } catch (err) {
-        queue.release()
-        throw err
-      }
-    }
+    this.#end = new EndState(queue, 'receiver', (q) => q.consumer(), eager)
     registerOpenEnd(this)
   }
 
@@ -475,23 +513,20 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), true)
   }
 
-  #register(): NativeConsumer {
-    this.#native ??= call(() => this.#queue.queue.consumer())
-    return this.#native
+  get #consumer(): NativeConsumer {
+    return this.#end.native
   }
 
-  /** The registered native receiver (registering it on first use). */
-  get #consumer(): NativeConsumer {
-    return this.#native ?? this.#register()
+  get #seq(): Sequencer {
+    return this.#end.seq
   }
 
   #closedError(): ShmpipeError | undefined {
-    return this.#closed ? closedEnd('receiver') : undefined
+    return this.#end.closedError()
   }
 
   #check(): void {
-    const err = this.#closedError()
-    if (err !== undefined) throw err
+    this.#end.check()
   }
 
   /** The next value if one is ready, else {@link NONE}. */
@@ -576,7 +611,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
       try {
         yield await this.get()
       } catch (err) {
-        if (err instanceof ShmpipeError && err.code === ERR_SHMPIPE_CLOSED && !this.#closed) {
+        if (err instanceof ShmpipeError && err.code === ERR_SHMPIPE_CLOSED && !this.#end.closed) {
           return
         }
         throw err
@@ -590,11 +625,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * role on: senders keep waiting for a receiver to attach.
    */
   close(): void {
-    if (this.#closed) return
-    this.#closed = true
-    this.#native?.close()
-    this.#queue.release()
-    unregisterOpenEnd(this)
+    if (this.#end.close()) unregisterOpenEnd(this)
   }
 
   /** Same as {@link Receiver.close}. */

@@ -6,11 +6,11 @@
 //! Buffer is collected (its name was already removed, so nothing can leak).
 
 use crate::errors::{closed, IntoNapi};
-use crate::waiter::{poisoned, spawn_wait, timeout, Waiter};
+use crate::waiter::{poisoned, spawn_wait, timeout, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Consumer, Message, Queue, WaitOptions};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 
 /// The queue's receiver.
 #[napi]
@@ -19,22 +19,6 @@ pub struct NativeConsumer {
     queue: Option<Queue>,
     cancel: Arc<Mutex<Option<CancelToken>>>,
     waiter: Waiter,
-}
-
-fn with_consumer<T>(
-    inner: &Mutex<Option<Consumer>>,
-    f: impl FnOnce(&mut Consumer) -> Result<T>,
-) -> Result<T> {
-    let mut guard = match inner.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::WouldBlock) => {
-            return Err(Error::from_reason(
-                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this receiver",
-            ))
-        }
-        Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
-    };
-    f(guard.as_mut().ok_or_else(closed)?)
 }
 
 /// A message's bytes as a Buffer: copied if inline, mapped if it has a segment of its own.
@@ -109,7 +93,7 @@ impl NativeConsumer {
     /// The next message if one is ready (null otherwise).
     #[napi]
     pub fn try_recv<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
-        match with_consumer(&self.inner, |c| c.try_recv().napi())? {
+        match with_handle(&self.inner, "receiver", |c| c.try_recv().napi())? {
             Some(msg) => to_buffer(env, msg).map(Some),
             None => Ok(None),
         }
@@ -126,7 +110,7 @@ impl NativeConsumer {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        let msg = with_consumer(&self.inner, |c| c.recv(&opts).napi())?;
+        let msg = with_handle(&self.inner, "receiver", |c| c.recv(&opts).napi())?;
         to_buffer(env, msg)
     }
 
@@ -134,7 +118,7 @@ impl NativeConsumer {
     #[napi]
     pub fn try_recv_view(&self) -> Result<Option<NativeMessage>> {
         Ok(
-            with_consumer(&self.inner, |c| c.try_recv().napi())?.map(|m| NativeMessage {
+            with_handle(&self.inner, "receiver", |c| c.try_recv().napi())?.map(|m| NativeMessage {
                 message: Arc::new(Mutex::new(Some(m))),
             }),
         )

@@ -3,11 +3,11 @@
 
 use crate::errors::{closed, invalid, IntoNapi};
 use crate::queue::byte_count;
-use crate::waiter::{poisoned, spawn_wait, timeout, Waiter};
+use crate::waiter::{poisoned, spawn_wait, timeout, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 
 /// A registered sender.
 #[napi]
@@ -19,23 +19,6 @@ pub struct NativeProducer {
     loan: Option<RawLoan>,
 }
 
-/// What a JS-thread operation does with the producer when a waiter thread holds it.
-fn with_producer<T>(
-    inner: &Mutex<Option<Producer>>,
-    f: impl FnOnce(&mut Producer) -> Result<T>,
-) -> Result<T> {
-    let mut guard = match inner.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::WouldBlock) => {
-            return Err(Error::from_reason(
-                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this sender",
-            ))
-        }
-        Err(TryLockError::Poisoned(_)) => return Err(poisoned()),
-    };
-    f(guard.as_mut().ok_or_else(closed)?)
-}
-
 impl NativeProducer {
     pub(crate) fn new(producer: Producer, queue: Queue) -> Self {
         Self {
@@ -45,6 +28,19 @@ impl NativeProducer {
             waiter: Waiter::default(),
             loan: None,
         }
+    }
+
+    /// Takes the open reservation, detaching `buffer` (its memory) so JavaScript cannot reach the
+    /// reserved bytes once the reservation ends.
+    fn end_reservation(&mut self, buffer: ArrayBuffer) -> Result<RawLoan> {
+        let loan = self
+            .loan
+            .take()
+            .ok_or_else(|| invalid("no reservation is open"))?;
+        if !loan.is_empty() {
+            buffer.detach()?;
+        }
+        Ok(loan)
     }
 
     /// Options for a wait cancellable through `cancelWait`.
@@ -64,7 +60,7 @@ impl NativeProducer {
     /// Sends a copy of `data` if the queue has room now; returns whether it was sent.
     #[napi]
     pub fn try_send(&self, data: Uint8ArraySlice) -> Result<bool> {
-        with_producer(&self.inner, |p| p.try_send(&data).napi())
+        with_handle(&self.inner, "sender", |p| p.try_send(&data).napi())
     }
 
     /// Sends a copy of `data`, blocking this thread while the queue is full.
@@ -74,7 +70,7 @@ impl NativeProducer {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        with_producer(&self.inner, |p| p.send(&data, &opts).napi())
+        with_handle(&self.inner, "sender", |p| p.send(&data, &opts).napi())
     }
 
     /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread).
@@ -118,7 +114,7 @@ impl NativeProducer {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        with_producer(&self.inner, |p| p.wait_for_all_ack(&opts).napi())
+        with_handle(&self.inner, "sender", |p| p.wait_for_all_ack(&opts).napi())
     }
 
     /// Interrupts the current asynchronous wait, which then rejects with `ERR_SHMPIPE_ABORTED`.
@@ -143,13 +139,13 @@ impl NativeProducer {
     /// Messages this sender committed.
     #[napi(getter)]
     pub fn sent(&self) -> Result<f64> {
-        with_producer(&self.inner, |p| Ok(p.sent() as f64))
+        with_handle(&self.inner, "sender", |p| Ok(p.sent() as f64))
     }
 
     /// Messages of this sender the receiver released.
     #[napi(getter)]
     pub fn acked(&self) -> Result<f64> {
-        with_producer(&self.inner, |p| Ok(p.acked() as f64))
+        with_handle(&self.inner, "sender", |p| Ok(p.acked() as f64))
     }
 
     /// Reserves `len` bytes for writing in place, if the queue has room now. Returns a Buffer over
@@ -165,7 +161,8 @@ impl NativeProducer {
             return Err(invalid("a reservation is already open on this sender"));
         }
         let len = byte_count(len, "length")?;
-        let Some(mut loan) = with_producer(&self.inner, |p| p.try_reserve_raw(len).napi())? else {
+        let Some(mut loan) = with_handle(&self.inner, "sender", |p| p.try_reserve_raw(len).napi())?
+        else {
             return Ok(None);
         };
         if loan.is_empty() {
@@ -184,27 +181,14 @@ impl NativeProducer {
     /// Publishes the open reservation; `buffer` (from `tryReserve`) is detached first.
     #[napi]
     pub fn commit(&mut self, buffer: ArrayBuffer) -> Result<()> {
-        let loan = self
-            .loan
-            .take()
-            .ok_or_else(|| invalid("no reservation is open"))?;
-        if !loan.is_empty() {
-            buffer.detach()?;
-        }
-        with_producer(&self.inner, |p| p.commit_raw(loan).napi())
+        let loan = self.end_reservation(buffer)?;
+        with_handle(&self.inner, "sender", |p| p.commit_raw(loan).napi())
     }
 
     /// Abandons the open reservation; the receiver never sees it.
     #[napi]
     pub fn abort(&mut self, buffer: ArrayBuffer) -> Result<()> {
-        let loan = self
-            .loan
-            .take()
-            .ok_or_else(|| invalid("no reservation is open"))?;
-        if !loan.is_empty() {
-            buffer.detach()?;
-        }
-        drop(loan);
+        drop(self.end_reservation(buffer)?);
         Ok(())
     }
 

@@ -39,6 +39,25 @@ impl Waiter {
     }
 }
 
+/// Runs `f` on the handle in `inner` from the JS thread. Fails with `ERR_SHMPIPE_BUSY` while a
+/// waiter thread holds it for an asynchronous wait, and `ERR_SHMPIPE_CLOSED` once it is closed.
+pub fn with_handle<H, T>(
+    inner: &Mutex<Option<H>>,
+    what: &str,
+    f: impl FnOnce(&mut H) -> Result<T>,
+) -> Result<T> {
+    let mut guard = match inner.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::WouldBlock) => {
+            return Err(Error::from_reason(format!(
+                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this {what}"
+            )))
+        }
+        Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+    };
+    f(guard.as_mut().ok_or_else(crate::errors::closed)?)
+}
+
 /// The error for a poisoned lock (a panic on another thread).
 pub fn poisoned() -> Error {
     Error::from_reason("ERR_SHMPIPE_OS: internal lock poisoned")
