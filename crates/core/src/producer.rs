@@ -416,7 +416,13 @@ impl Producer {
         wait_until(
             &shared.header().space_event.0,
             wait,
-            || Ok((self.acked() >= self.committed).then_some(())),
+            || {
+                if self.acked() >= self.committed {
+                    return Ok(Some(()));
+                }
+                // A consumer that closed (or was found dead) will ack nothing more.
+                self.check_consumer().map(|()| None)
+            },
             || consumer_health(shared),
         )
     }

@@ -388,3 +388,20 @@ fn a_single_producer_queue_takes_one_producer_at_a_time() {
     p.send(b"second", &WaitOptions::forever()).unwrap();
     assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"second");
 }
+
+#[test]
+fn an_ack_wait_ends_with_closed_when_the_consumer_closes() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let c = q.consumer().unwrap();
+    p.send(b"never read", &WaitOptions::forever()).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(c);
+    });
+    let err = p
+        .wait_for_all_ack(&WaitOptions::timeout(Duration::from_secs(5)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+    closer.join().unwrap();
+}
