@@ -636,9 +636,13 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
 /**
  * Creates a pipe and returns its two ends. This process owns the pipe's shared memory: it is
- * removed when both ends are closed, or when the process exits normally. The ends register with
- * the pipe on first use, so ends this process does not use can be closed and their roles taken by
- * other processes (`Sender.attach`, `Receiver.attach`).
+ * removed when both ends are closed, or when the process exits normally.
+ *
+ * As with a pipe's write end after a fork, the returned sender holds the stream open until it is
+ * closed: close it once the other senders have attached (for example after their first values),
+ * and the receiver's iteration ends when they have all closed. The returned receiver registers on
+ * first use, so a process that does not receive can close it and let another process take the
+ * role (`Receiver.attach`).
  */
 export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Receiver] {
   const capacity = options.capacity ?? DEFAULT_CAPACITY
@@ -647,7 +651,7 @@ export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Rece
   const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
   ref.acquire() // held until both ends exist, so a failure below cannot close it early
   try {
-    const sender = new Sender(ref, false)
+    const sender = new Sender(ref, true)
     try {
       return [sender, new Receiver(ref, false)]
     } catch (err) {
