@@ -429,10 +429,8 @@ impl Consumer {
                 if rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                     // The dead producer's half-written blob would leak: remove it.
                     let len = rec.len.load(Ordering::Relaxed);
-                    if let Ok(desc) = read_descriptor(s, pos, len) {
-                        if let Some(name) = descriptor_name(&desc) {
-                            let _ = crate::segment::unlink(name);
-                        }
+                    if let Some(name) = blob_name_at(s, pos, len) {
+                        let _ = crate::segment::unlink(&name);
                     }
                 }
                 let _ = rec.stamp.compare_exchange(
