@@ -18,6 +18,7 @@ import {
   ShmpipeError,
   type ShmpipeErrorCode,
 } from '../src/errors.js'
+import { TYPED_ARRAYS } from './helpers/values.js'
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -986,19 +987,7 @@ class Generator {
         )
       }
       default: {
-        const C = this.pick([
-          Int8Array,
-          Uint8Array,
-          Uint8ClampedArray,
-          Int16Array,
-          Uint16Array,
-          Int32Array,
-          Uint32Array,
-          Float32Array,
-          Float64Array,
-          BigInt64Array,
-          BigUint64Array,
-        ])
+        const C = this.pick(TYPED_ARRAYS)
         const size = C.BYTES_PER_ELEMENT
         const n = Math.floor(this.byteLength() / size)
         const offset = this.int(4) * size

@@ -52,6 +52,7 @@ import {
   v8RoundTrip,
   ValueGenerator,
   viewsValue,
+  TYPED_ARRAYS,
 } from './helpers/values.js'
 
 const GiB = 2 ** 30
@@ -234,19 +235,7 @@ test('every supported type round-trips through a child process like v8', async (
   const dv = (await get('DataView')) as DataView
   t.true(dv instanceof DataView)
   t.is(dv.byteLength, 21)
-  for (const C of [
-    Int8Array,
-    Uint8Array,
-    Uint8ClampedArray,
-    Int16Array,
-    Uint16Array,
-    Int32Array,
-    Uint32Array,
-    Float32Array,
-    Float64Array,
-    BigInt64Array,
-    BigUint64Array,
-  ]) {
+  for (const C of TYPED_ARRAYS) {
     // prettier-ignore
     const out = (await get(C.name)) as InstanceType<typeof C>
     t.is(out.constructor, C, C.name)

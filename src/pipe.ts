@@ -302,18 +302,6 @@ export class Sender implements Disposable {
     return this.#end.native
   }
 
-  get #seq(): Sequencer {
-    return this.#end.seq
-  }
-
-  #closedError(): ShmpipeError | undefined {
-    return this.#end.closedError()
-  }
-
-  #check(): void {
-    this.#end.check()
-  }
-
   /** Writes `enc` into the queue if it fits now. */
   #trySend(enc: Encoded): boolean {
     const len = enc.byteLength
@@ -343,13 +331,13 @@ export class Sender implements Disposable {
    */
   put(value: unknown, options: WaitOptions = {}): Promise<void> {
     try {
-      this.#check()
+      this.#end.check()
       options.signal?.throwIfAborted()
       const timeout = checkTimeout(options.timeout)
       const enc = encode(value)
-      if (this.#seq.pending === 0 && this.#trySend(enc)) return Promise.resolve()
+      if (this.#end.seq.pending === 0 && this.#trySend(enc)) return Promise.resolve()
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(
+      return this.#end.seq.run(
         () => this.#putWaiting(enc, deadline, options.signal),
         deadline,
         options.signal,
@@ -365,14 +353,14 @@ export class Sender implements Disposable {
     signal: AbortSignal | undefined,
   ): Promise<void> {
     for (;;) {
-      this.#check()
+      this.#end.check()
       signal?.throwIfAborted()
       if (this.#trySend(enc)) return
       await nativeWait(
         () => this.#producer.waitSpace(enc.byteLength, remaining(deadline)),
         () => this.#producer.cancelWait(),
         signal,
-        () => this.#closedError(),
+        () => this.#end.closedError(),
       )
     }
   }
@@ -382,9 +370,9 @@ export class Sender implements Disposable {
    * Throws `ERR_SHMPIPE_BUSY` while asynchronous `put`s of this sender are pending.
    */
   putSync(value: unknown, options: { timeout?: number } = {}): void {
-    this.#check()
+    this.#end.check()
     const timeout = checkTimeout(options.timeout)
-    if (this.#seq.pending > 0) throw busy('putSync')
+    if (this.#end.seq.pending > 0) throw busy('putSync')
     const enc = encode(value)
     if (this.#trySend(enc)) return
     // Waiting: encode into a buffer of its own (the scratch buffer may be reused meanwhile).
@@ -395,9 +383,9 @@ export class Sender implements Disposable {
 
   /** Sends `value` if the queue has room now; returns whether it was sent. */
   tryPut(value: unknown): boolean {
-    this.#check()
+    this.#end.check()
     const enc = encode(value)
-    if (this.#seq.pending > 0) return false
+    if (this.#end.seq.pending > 0) return false
     return this.#trySend(enc)
   }
 
@@ -406,7 +394,7 @@ export class Sender implements Disposable {
    * value.
    */
   hasSpace(value?: unknown): boolean {
-    if (this.#end.closed || this.#seq.pending > 0) return false
+    if (this.#end.closed || this.#end.seq.pending > 0) return false
     const len = arguments.length === 0 ? 1 : encode(value).byteLength
     return call(() => this.#producer.hasSpace(len))
   }
@@ -426,17 +414,17 @@ export class Sender implements Disposable {
   /** Resolves once the receiver has taken every value this sender put (pending puts first). */
   waitForAllAck(options: WaitOptions = {}): Promise<void> {
     try {
-      this.#check()
+      this.#end.check()
       const timeout = checkTimeout(options.timeout)
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(
+      return this.#end.seq.run(
         () => {
-          this.#check()
+          this.#end.check()
           return nativeWait(
             () => this.#producer.waitForAllAck(remaining(deadline)),
             () => this.#producer.cancelWait(),
             options.signal,
-            () => this.#closedError(),
+            () => this.#end.closedError(),
           )
         },
         deadline,
@@ -517,18 +505,6 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     return this.#end.native
   }
 
-  get #seq(): Sequencer {
-    return this.#end.seq
-  }
-
-  #closedError(): ShmpipeError | undefined {
-    return this.#end.closedError()
-  }
-
-  #check(): void {
-    this.#end.check()
-  }
-
   /** The next value if one is ready, else {@link NONE}. */
   #tryTake(): unknown {
     const buf = call(() => this.#consumer.tryRecv())
@@ -539,18 +515,18 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** Waits for a message and takes it with `take`. */
   #waitFor<T>(take: () => T | typeof NONE, options: WaitOptions): Promise<T> {
     try {
-      this.#check()
+      this.#end.check()
       options.signal?.throwIfAborted()
       const timeout = checkTimeout(options.timeout)
-      if (this.#seq.pending === 0) {
+      if (this.#end.seq.pending === 0) {
         const v = take()
         if (v !== NONE) return Promise.resolve(v)
       }
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#seq.run(
+      return this.#end.seq.run(
         async () => {
           for (;;) {
-            this.#check()
+            this.#end.check()
             options.signal?.throwIfAborted()
             const v = take()
             if (v !== NONE) return v
@@ -558,7 +534,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
               () => this.#consumer.waitReady(remaining(deadline)),
               () => this.#consumer.cancelWait(),
               options.signal,
-              () => this.#closedError(),
+              () => this.#end.closedError(),
             )
           }
         },
@@ -580,9 +556,9 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** The next value, blocking the thread while the pipe is empty (at most `timeout` ms). */
   getSync(options: { timeout?: number } = {}): unknown {
-    this.#check()
+    this.#end.check()
     const timeout = checkTimeout(options.timeout)
-    if (this.#seq.pending > 0) throw busy('getSync')
+    if (this.#end.seq.pending > 0) throw busy('getSync')
     return decode(
       call(() => this.#consumer.recvSync(timeout)),
       { zeroCopy: true },
@@ -591,8 +567,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** The next value if one is ready now, else `undefined` (also while a `get` is pending). */
   getNowait(): unknown {
-    this.#check()
-    if (this.#seq.pending > 0) return undefined
+    this.#end.check()
+    if (this.#end.seq.pending > 0) return undefined
     const v = this.#tryTake()
     return v === NONE ? undefined : v
   }

@@ -12,7 +12,8 @@ export function v8RoundTrip<T>(value: T): T {
   return v8.deserialize(v8.serialize(value)) as T
 }
 
-const TYPED_ARRAYS = [
+/** Every TypedArray constructor. */
+export const TYPED_ARRAYS = [
   Int8Array,
   Uint8Array,
   Uint8ClampedArray,
