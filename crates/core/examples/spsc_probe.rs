@@ -13,8 +13,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000_000);
     let q = Queue::create(&QueueOptions {
-        capacity: 4096,
-        bytes: 1 << 20,
+        capacity: std::env::var("PROBE_CAP")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4096),
+        bytes: std::env::var("PROBE_BYTES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1 << 20),
         max_producers: 1,
     })
     .unwrap();

@@ -5,10 +5,9 @@ use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
     consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
-    BLOB_DESCRIPTOR_SIZE, PENDING_VALID, POS_MASK, UNIT,
+    EntryWord, BLOB_DESCRIPTOR_SIZE, PENDING_VALID, POS_MASK, UNIT,
 };
 use crate::name::validate_name;
-use crate::process::ProcessIdentity;
 use crate::queue::{stamp_state, QueueShared};
 use crate::segment::{Segment, SegmentKind};
 use std::sync::atomic::{fence, Ordering};
@@ -108,7 +107,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
-            if e.identity.0.generation.load(Ordering::Relaxed) == generation {
+            if e.identity.0.load().generation == generation {
                 e.consumed.0.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -365,18 +364,29 @@ impl Consumer {
         let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            match e.identity.0.state.load(Ordering::Acquire) {
+            let word = e.identity.0.load();
+            match word.state {
                 entry::ACTIVE => {
                     ever = true;
-                    if producer_alive(e) {
+                    if e.identity.0.process_alive(word) {
                         live += 1;
                     } else {
-                        let _ = e.identity.0.state.compare_exchange(
-                            entry::ACTIVE,
-                            entry::DEAD,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
+                        // Fails harmlessly if the slot changed hands meanwhile; succeeds once
+                        // per dead registration.
+                        let marked = e.identity.0.replace(
+                            word,
+                            EntryWord {
+                                state: entry::DEAD,
+                                ..word
+                            },
                         );
+                        if marked {
+                            // A blob it was making and had not queued would leak. The name
+                            // read now is this registration's: a new one needs the DEAD word.
+                            if let Some(name) = e.claims.0.blob_name() {
+                                let _ = crate::segment::unlink(&name);
+                            }
+                        }
                         dead += 1;
                     }
                 }
@@ -419,10 +429,10 @@ impl Consumer {
                     return Err(s.corrupt());
                 }
                 let e = s.producer_entry(index);
-                let owner_alive = e.identity.0.state.load(Ordering::Acquire) == entry::ACTIVE
-                    && e.identity.0.generation.load(Ordering::Relaxed)
-                        == rec.generation.load(Ordering::Relaxed)
-                    && producer_alive(e);
+                let word = e.identity.0.load();
+                let owner_alive = word.state == entry::ACTIVE
+                    && word.generation == rec.generation.load(Ordering::Relaxed)
+                    && e.identity.0.process_alive(word);
                 if owner_alive {
                     return Ok(false);
                 }
@@ -470,8 +480,9 @@ impl Consumer {
             if pos_distance(start, pos) >= units {
                 continue;
             }
-            let alive =
-                e.identity.0.state.load(Ordering::Acquire) == entry::ACTIVE && producer_alive(e);
+            let word = e.identity.0.load();
+            let alive = matches!(word.state, entry::ACTIVE | entry::REGISTERING)
+                && e.identity.0.process_alive(word);
             if alive {
                 return Ok(false); // a live producer may own it: it will write the header
             }
@@ -534,14 +545,6 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.close_inner();
     }
-}
-
-fn producer_alive(e: &crate::layout::ProducerEntry) -> bool {
-    ProcessIdentity {
-        pid: e.identity.0.pid.load(Ordering::Relaxed),
-        start: e.identity.0.start.load(Ordering::Relaxed),
-    }
-    .is_alive()
 }
 
 fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: u32, st: u64) {

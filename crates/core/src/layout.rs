@@ -15,7 +15,7 @@
 //! and head cursors pack a position with a message count (modulo 2^24), so that one CAS claims
 //! both bytes and a message slot.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::event::EventWord;
 
@@ -206,11 +206,77 @@ pub struct ProducerEntry {
 #[repr(C)]
 #[derive(Default)]
 pub struct ProducerIdentity {
-    pub state: AtomicU32,
-    pub generation: AtomicU32,
-    pub pid: AtomicU32,
-    pub _pad: AtomicU32,
+    /// A packed [`EntryWord`]: state, generation and pid change together, by CAS, so that an
+    /// observer acting on what it saw (marking the producer dead, reclaiming its slot) can never
+    /// act on a newer registration.
+    pub word: AtomicU64,
+    /// Start stamp of the process named in `word`, written before the entry turns ACTIVE.
     pub start: AtomicU64,
+}
+
+/// Bits of an entry's generation (records carry it to tell registrations of one slot apart).
+pub const GENERATION_MASK: u32 = (1 << 24) - 1;
+
+/// The unpacked form of a producer entry's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryWord {
+    /// One of the [`entry`] states.
+    pub state: u32,
+    /// Bumped by every registration of the slot, modulo [`GENERATION_MASK`] + 1.
+    pub generation: u32,
+    /// The registered (or registering) process.
+    pub pid: u32,
+}
+
+impl EntryWord {
+    /// The word as stored: state in bits 0..8, generation in 8..32, pid in 32..64.
+    #[inline]
+    pub fn pack(self) -> u64 {
+        ((self.pid as u64) << 32)
+            | (((self.generation & GENERATION_MASK) as u64) << 8)
+            | (self.state & 0xff) as u64
+    }
+
+    /// The inverse of [`pack`](Self::pack).
+    #[inline]
+    pub fn unpack(word: u64) -> Self {
+        Self {
+            state: (word & 0xff) as u32,
+            generation: ((word >> 8) as u32) & GENERATION_MASK,
+            pid: (word >> 32) as u32,
+        }
+    }
+}
+
+impl ProducerIdentity {
+    /// The current word.
+    #[inline]
+    pub fn load(&self) -> EntryWord {
+        EntryWord::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    /// Replaces `seen` with `new` if the word is still `seen`.
+    pub fn replace(&self, seen: EntryWord, new: EntryWord) -> bool {
+        self.word
+            .compare_exchange(seen.pack(), new.pack(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the process registered as `word` is still running. A slot still REGISTERING has
+    /// no trustworthy start stamp yet, so only its pid is checked (a recycled pid then reads as
+    /// alive: the safe side).
+    pub fn process_alive(&self, word: EntryWord) -> bool {
+        let start = if word.state == entry::REGISTERING {
+            0
+        } else {
+            self.start.load(Ordering::Relaxed)
+        };
+        crate::process::ProcessIdentity {
+            pid: word.pid,
+            start,
+        }
+        .is_alive()
+    }
 }
 
 /// The part of a producer entry the producer writes as it sends.
@@ -223,6 +289,51 @@ pub struct ProducerClaims {
     pub pending_units: AtomicU64,
     /// Messages committed by this producer.
     pub committed: AtomicU64,
+    /// Length of `blob_name`; 0 when none. See [`ProducerClaims::set_blob_name`].
+    pub blob_name_len: AtomicU64,
+    /// The name of a blob segment this producer is creating and has not yet put in a record:
+    /// whoever finds the producer dead removes it, so a crash between creating a blob and
+    /// queueing it leaks nothing.
+    pub blob_name: [AtomicU64; 4],
+}
+
+impl ProducerClaims {
+    /// Records `name` (at most 32 bytes) as a blob being made; call before creating it.
+    pub fn set_blob_name(&self, name: &str) {
+        let bytes = name.as_bytes();
+        debug_assert!(bytes.len() <= 32);
+        let mut words = [0u8; 32];
+        words[..bytes.len()].copy_from_slice(bytes);
+        for (slot, chunk) in self.blob_name.iter().zip(words.chunks_exact(8)) {
+            slot.store(
+                u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+        self.blob_name_len
+            .store(bytes.len() as u64, Ordering::Release);
+    }
+
+    /// Forgets the blob being made (it is queued now, or was removed).
+    pub fn clear_blob_name(&self) {
+        self.blob_name_len.store(0, Ordering::Release);
+    }
+
+    /// The blob being made, if one is recorded and its name is one of ours.
+    pub fn blob_name(&self) -> Option<String> {
+        let len = self.blob_name_len.load(Ordering::Acquire) as usize;
+        if len == 0 || len > 32 {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(32);
+        for slot in &self.blob_name {
+            bytes.extend_from_slice(&slot.load(Ordering::Relaxed).to_le_bytes());
+        }
+        bytes.truncate(len);
+        let name = String::from_utf8(bytes).ok()?;
+        (crate::name::validate_name(&name).is_ok() && name.starts_with(crate::name::NAME_PREFIX))
+            .then_some(name)
+    }
 }
 
 /// Size of one producer entry.
@@ -317,5 +428,53 @@ mod tests {
         assert!(g.producers_offset >= std::mem::size_of::<QueueHeader>() as u64);
         assert!(g.data_offset >= g.producers_offset + 64 * PRODUCER_ENTRY_SIZE);
         assert_eq!(g.body_size, g.data_offset + 1024 * UNIT);
+    }
+
+    #[test]
+    fn entry_words_round_trip_and_keep_fields_apart() {
+        for word in [
+            EntryWord {
+                state: entry::ACTIVE,
+                generation: 0,
+                pid: 1,
+            },
+            EntryWord {
+                state: entry::DEAD,
+                generation: GENERATION_MASK,
+                pid: u32::MAX,
+            },
+            EntryWord {
+                state: entry::REGISTERING,
+                generation: 12_345,
+                pid: 4_000_000,
+            },
+        ] {
+            assert_eq!(EntryWord::unpack(word.pack()), word);
+        }
+        // A generation past the mask wraps instead of spilling into the pid.
+        let wrapped = EntryWord {
+            state: entry::FREE,
+            generation: GENERATION_MASK + 1,
+            pid: 7,
+        };
+        assert_eq!(EntryWord::unpack(wrapped.pack()).generation, 0);
+        assert_eq!(EntryWord::unpack(wrapped.pack()).pid, 7);
+    }
+
+    #[test]
+    fn blob_names_round_trip_and_foreign_names_are_refused() {
+        let claims = ProducerClaims::default();
+        assert_eq!(claims.blob_name(), None);
+        let name = crate::name::random_name();
+        claims.set_blob_name(&name);
+        assert_eq!(claims.blob_name().as_deref(), Some(name.as_str()));
+        claims.set_blob_name("not_ours");
+        assert_eq!(
+            claims.blob_name(),
+            None,
+            "only our own names are ever removed"
+        );
+        claims.clear_blob_name();
+        assert_eq!(claims.blob_name(), None);
     }
 }

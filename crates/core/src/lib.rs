@@ -38,4 +38,4 @@ pub use queue::{Queue, QueueOptions};
 pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;

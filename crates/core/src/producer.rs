@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
     consumer_generation, consumer_state, entry, kind, pack_consumer, state, BlobDescriptor, Cursor,
-    ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK, PENDING_VALID, POS_BITS, POS_MASK, UNIT,
+    EntryWord, ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK, PENDING_VALID, POS_BITS, POS_MASK,
+    UNIT,
 };
 use crate::process::ProcessIdentity;
 use crate::queue::QueueShared;
@@ -318,7 +319,18 @@ impl Producer {
                     limit: usize::MAX as u64,
                 });
             }
-            Target::Blob(Box::new(Segment::create(SegmentKind::Blob, len)?))
+            // Named in our entry first: if we die before the blob is in a record, whoever finds
+            // us dead removes it.
+            let name = crate::name::random_name();
+            let claims = &self.entry().claims.0;
+            claims.set_blob_name(&name);
+            match Segment::create_named(&name, SegmentKind::Blob, len) {
+                Ok(seg) => Target::Blob(Box::new(seg)),
+                Err(e) => {
+                    claims.clear_blob_name();
+                    return Err(e);
+                }
+            }
         } else {
             Target::Inline
         };
@@ -339,11 +351,11 @@ impl Producer {
             }
             Target::Inline => None,
         };
-        let first_try = self.try_claim(units, record_len, record_kind, desc.as_ref())?;
-        let pos = match (first_try, wait) {
-            (Some(pos), _) => pos,
-            (None, None) => return Ok(None),
-            (None, Some(opts)) => {
+        let claimed = match (
+            self.try_claim(units, record_len, record_kind, desc.as_ref()),
+            wait,
+        ) {
+            (Ok(None), Some(opts)) => {
                 let shared = self.shared.clone();
                 let me = &mut *self;
                 wait_until(
@@ -351,9 +363,26 @@ impl Producer {
                     opts,
                     || me.try_claim(units, record_len, record_kind, desc.as_ref()),
                     || consumer_health(&shared),
-                )?
+                )
+                .map(Some)
+            }
+            (first_try, _) => first_try,
+        };
+        let pos = match claimed {
+            Ok(Some(pos)) => pos,
+            failed => {
+                // Remove an unqueued blob before forgetting its name.
+                drop(target);
+                if is_blob {
+                    self.entry().claims.0.clear_blob_name();
+                }
+                return failed.map(|_| None);
             }
         };
+        if is_blob {
+            // The record's descriptor names the blob now.
+            self.entry().claims.0.clear_blob_name();
+        }
         let ptr = match &target {
             Target::Inline => self.shared.payload(pos),
             Target::Blob(seg) => seg.body_ptr(),
@@ -438,11 +467,18 @@ impl Producer {
         }
         self.closed = true;
         let h = self.shared.header();
-        self.entry()
-            .identity
-            .0
-            .state
-            .store(entry::CLOSED, Ordering::Release);
+        let identity = &self.entry().identity.0;
+        let word = identity.load();
+        // Only our own registration is closed: the word names our generation and pid.
+        if word.state == entry::ACTIVE && word.generation == self.generation {
+            identity.replace(
+                word,
+                EntryWord {
+                    state: entry::CLOSED,
+                    ..word
+                },
+            );
+        }
         h.membership.0.fetch_add(1, Ordering::AcqRel);
         h.data_event.0.wake();
     }

@@ -4,9 +4,10 @@ use crate::consumer::Consumer;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::{CancelToken, EventWord};
 use crate::layout::{
-    consumer_generation, consumer_state, entry, kind, pack_consumer, stamp, state, Geometry,
-    ProducerEntry, QueueHeader, RecordHeader, MAX_CAPACITY, MAX_DATA_UNITS, MAX_PRODUCERS,
-    MIN_DATA_BYTES, PRODUCER_ENTRY_SIZE, UNIT,
+    consumer_generation, consumer_state, entry, kind, pack_consumer, pos_distance, stamp, state,
+    Cursor, EntryWord, Geometry, ProducerEntry, QueueHeader, RecordHeader, GENERATION_MASK,
+    MAX_CAPACITY, MAX_DATA_UNITS, MAX_PRODUCERS, MIN_DATA_BYTES, PENDING_VALID, POS_MASK,
+    PRODUCER_ENTRY_SIZE, UNIT,
 };
 use crate::process::ProcessIdentity;
 use crate::producer::Producer;
@@ -349,39 +350,44 @@ impl Queue {
         CancelToken::new(self.shared.events(), self.shared.clone())
     }
 
-    /// Registers a producer in this process.
+    /// Registers a producer in this process. Takes a free slot, one whose producer closed and
+    /// whose messages were all consumed, or one whose producer died once nothing it was claiming
+    /// is still ahead of the consumer (so crashed producers do not use slots up).
     pub fn producer(&self) -> Result<Producer> {
         let me = ProcessIdentity::current();
         let s = &self.shared;
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let st = e.identity.0.state.load(Ordering::Acquire);
-            let reusable = st == entry::FREE
-                || (st == entry::CLOSED
-                    && e.consumed.0.load(Ordering::Acquire)
-                        == e.claims.0.committed.load(Ordering::Acquire));
-            if !reusable
-                || e.identity
-                    .0
-                    .state
-                    .compare_exchange(st, entry::REGISTERING, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_err()
-            {
+            let seen = e.identity.0.load();
+            if !self.slot_reusable(e, seen) {
                 continue;
             }
-            let generation = e
-                .identity
-                .0
-                .generation
-                .load(Ordering::Relaxed)
-                .wrapping_add(1);
-            e.identity.0.generation.store(generation, Ordering::Relaxed);
-            e.identity.0.pid.store(me.pid, Ordering::Relaxed);
+            let generation = seen.generation.wrapping_add(1) & GENERATION_MASK;
+            let registering = EntryWord {
+                state: entry::REGISTERING,
+                generation,
+                pid: me.pid,
+            };
+            if !e.identity.0.replace(seen, registering) {
+                continue;
+            }
+            if let Some(name) = e.claims.0.blob_name() {
+                // A previous owner died while making a blob it never queued.
+                let _ = crate::segment::unlink(&name);
+                e.claims.0.clear_blob_name();
+            }
             e.identity.0.start.store(me.start, Ordering::Relaxed);
             e.claims.0.pending_pos.store(0, Ordering::Relaxed);
             e.claims.0.committed.store(0, Ordering::Relaxed);
             e.consumed.0.store(0, Ordering::Relaxed);
-            e.identity.0.state.store(entry::ACTIVE, Ordering::Release);
+            e.identity.0.word.store(
+                EntryWord {
+                    state: entry::ACTIVE,
+                    ..registering
+                }
+                .pack(),
+                Ordering::Release,
+            );
             s.header().membership.0.fetch_add(1, Ordering::AcqRel);
             s.header().data_event.0.notify();
             return Ok(Producer::new(s.clone(), index, generation));
@@ -389,6 +395,34 @@ impl Queue {
         Err(Error::TooManyProducers {
             max: s.max_producers,
         })
+    }
+
+    /// Whether the producer slot `e`, seen as `word`, may be taken by a new registration.
+    fn slot_reusable(&self, e: &ProducerEntry, word: EntryWord) -> bool {
+        match word.state {
+            entry::FREE => true,
+            entry::CLOSED => {
+                e.consumed.0.load(Ordering::Acquire) == e.claims.0.committed.load(Ordering::Acquire)
+            }
+            entry::DEAD => !self.claim_outstanding(e),
+            entry::ACTIVE | entry::REGISTERING => {
+                !e.identity.0.process_alive(word) && !self.claim_outstanding(e)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `e`'s published claim lies where the consumer has not passed yet: the consumer
+    /// needs it to recover that space if the claimer died before writing a record header.
+    fn claim_outstanding(&self, e: &ProducerEntry) -> bool {
+        let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
+        if pending & PENDING_VALID == 0 {
+            return false;
+        }
+        let h = self.shared.header();
+        let head = Cursor(h.head.0.load(Ordering::Acquire)).pos();
+        let tail = Cursor(h.tail.0.load(Ordering::Acquire)).pos();
+        pos_distance(head, pending & POS_MASK) < pos_distance(head, tail)
     }
 
     /// Registers the consumer in this process. A queue has one consumer. The role can be taken

@@ -8,6 +8,9 @@
 //!   `writing BLOB-NAME|inline` once the space is reserved and `sent` after commit. With `stall`,
 //!   it writes the first half, prints `stalled` and sleeps until killed (a death mid-write).
 //! - `stream NAME BYTES`: sends BYTES-long messages until the consumer closes.
+//! - `produce-until-killed NAME ID MIN MAX SEED`: registers (retrying for up to 10 s while every
+//!   producer slot is taken), prints `ready`, then sends pattern messages of random payload sizes
+//!   in MIN..=MAX until the consumer closes or the process is killed.
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
@@ -96,6 +99,33 @@ fn main() {
                     Err(Error::Closed | Error::PeerGone) => break,
                     Err(e) => panic!("stream: {e}"),
                 }
+            }
+        }
+        "produce-until-killed" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let (id, min, max, seed): (u32, usize, usize, u64) =
+                (arg(&args, 2), arg(&args, 3), arg(&args, 4), arg(&args, 5));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut p = loop {
+                match q.producer() {
+                    Ok(p) => break p,
+                    Err(Error::TooManyProducers { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("register: {e}"),
+                }
+            };
+            say("ready");
+            let mut rng = pattern::Rng::new(seed);
+            for seq in 0.. {
+                let payload = min + (rng.next_u64() as usize) % (max - min + 1);
+                let mut loan = match p.reserve((pattern::HEADER + payload) as u64, &forever) {
+                    Ok(loan) => loan,
+                    Err(Error::Closed | Error::PeerGone) => break,
+                    Err(e) => panic!("reserve: {e}"),
+                };
+                pattern::write(id, seq, loan.as_mut_slice());
+                loan.commit().unwrap();
             }
         }
         "fill" => {
