@@ -1,5 +1,6 @@
 //! Profiling aid: one producer thread and one consumer thread move N small messages through
 //! a queue in this process and print ns/message. `cargo run --release --example spsc_probe -- 64`
+//! (`PROBE_CAP` and `PROBE_BYTES` change the queue's capacity and data bytes).
 use shmpipe_core::{Queue, QueueOptions, WaitOptions};
 use std::time::Instant;
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::pattern;
+use common::shm::{creator_pid_on_disk, our_segments};
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -348,25 +349,6 @@ fn the_creator_removes_queued_blobs_when_it_closes_after_the_consumer_died() {
     drop(p);
     drop(q);
     assert!(!shm_exists(&blob), "blob {blob} left behind");
-}
-
-/// Names of our segments in `/dev/shm`.
-fn our_segments() -> std::collections::BTreeSet<String> {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-        return Default::default();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("shmpipe_"))
-        .collect()
-}
-
-/// The creator pid in a segment's header, read from the file (a segment whose creator died
-/// before publishing it cannot be opened), or `None` while no header has been written.
-fn creator_pid_on_disk(name: &str) -> Option<u32> {
-    let bytes = std::fs::read(std::path::Path::new("/dev/shm").join(name)).ok()?;
-    let header = bytes.get(..32)?;
-    (header[..8] == shmpipe_core::MAGIC.to_le_bytes())
-        .then(|| u32::from_le_bytes(header[24..28].try_into().unwrap()))
 }
 
 /// Segments made since `before` that one of `pids` created, or that have had no header for a

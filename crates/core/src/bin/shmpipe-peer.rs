@@ -11,6 +11,11 @@
 //! - `produce-until-killed NAME ID MIN MAX SEED`: registers (retrying for up to 10 s while every
 //!   producer slot is taken), prints `ready`, then sends pattern messages of random payload sizes
 //!   in MIN..=MAX until the consumer closes or the process is killed.
+//! - `stream-for NAME MILLIS`: sends pattern messages of random sizes (some larger than half the
+//!   ring) with 20 ms timeouts for MILLIS ms, ignoring every error (the queue may be corrupt),
+//!   then prints `done N`.
+//! - `corrupt NAME SEED MILLIS`: writes random bytes at random places of the queue segment (its
+//!   control block, producer entries and data area) for MILLIS ms, then prints `wrote N`.
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
@@ -127,6 +132,60 @@ fn main() {
                 pattern::write(id, seq, loan.as_mut_slice());
                 loan.commit().unwrap();
             }
+        }
+        "stream-for" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let millis: u64 = arg(&args, 2);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+            let mut p = q.producer().unwrap();
+            let wait = WaitOptions::timeout(std::time::Duration::from_millis(20));
+            let mut rng = pattern::Rng::new(millis);
+            let mut buf = vec![0u8; 40_000];
+            let mut sent = 0u64;
+            while std::time::Instant::now() < deadline {
+                let len = ((rng.next_u64() % 40_000) as usize).max(pattern::HEADER);
+                pattern::write(1, sent, &mut buf[..len]);
+                if p.send(&buf[..len], &wait).is_ok() {
+                    sent += 1;
+                }
+            }
+            say(&format!("done {sent}"));
+        }
+        "corrupt" => {
+            let seg = shmpipe_core::Segment::open(
+                &args[1],
+                shmpipe_core::SegmentKind::Queue,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap();
+            let (seed, millis): (u64, u64) = (arg(&args, 2), arg(&args, 3));
+            let mut rng = pattern::Rng::new(seed);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+            let (body, len) = (seg.body_ptr(), seg.body_len());
+            let mut wrote = 0u64;
+            while std::time::Instant::now() < deadline {
+                // Half the writes hit the first 4 KiB (control block and producer entries),
+                // where a wrong value does the most damage; the rest land anywhere.
+                let span = if rng.next_u64() % 2 == 0 {
+                    len.min(4096)
+                } else {
+                    len
+                };
+                let at = (rng.next_u64() as usize) % span;
+                let n = (1 + rng.next_u64() % 16) as usize;
+                let value = rng.next_u64();
+                for i in 0..n.min(len - at) {
+                    // SAFETY: `at + i < len`, inside the mapped body. This process is the
+                    // attacker: the bytes are meant to race with the other processes' atomics.
+                    unsafe {
+                        body.add(at + i)
+                            .write_volatile((value >> ((i % 8) * 8)) as u8)
+                    };
+                }
+                wrote += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            say(&format!("wrote {wrote}"));
         }
         "fill" => {
             let q = Queue::open(&args[1]).unwrap();

@@ -3,3 +3,6 @@
 // Each test binary uses a different part of the pattern helpers.
 #[allow(dead_code)]
 pub mod pattern;
+
+#[allow(dead_code)]
+pub mod shm;
