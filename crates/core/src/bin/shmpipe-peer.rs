@@ -16,6 +16,9 @@
 //!   then prints `done N`.
 //! - `corrupt NAME SEED MILLIS`: writes random bytes at random places of the queue segment (its
 //!   control block, producer entries and data area) for MILLIS ms, then prints `wrote N`.
+//! - `no-space`: run on a small `/dev/shm` (16 MB): checks that a queue too big for it and a
+//!   message too big for it are `NoSpace` errors (not SIGBUS), that the failed send left the queue
+//!   unchanged, and prints one line per check, then `ok`.
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
@@ -187,6 +190,7 @@ fn main() {
             }
             say(&format!("wrote {wrote}"));
         }
+        "no-space" => no_space(),
         "fill" => {
             let q = Queue::open(&args[1]).unwrap();
             let mut p = q.producer().unwrap();
@@ -261,4 +265,50 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// The `no-space` role (see the module docs). Panics (a non-zero exit) on the first failed check.
+fn no_space() {
+    use shmpipe_core::QueueOptions;
+    let too_big = Queue::create(&QueueOptions {
+        capacity: 16,
+        bytes: 64 << 20,
+        max_producers: 2,
+    });
+    assert!(
+        matches!(too_big, Err(Error::NoSpace { .. })),
+        "a 64 MiB queue on a 16 MB /dev/shm: {:?}",
+        too_big.err()
+    );
+    say("queue too big: NoSpace");
+    let q = Queue::create(&QueueOptions {
+        capacity: 16,
+        bytes: 4 << 20,
+        max_producers: 2,
+    })
+    .unwrap();
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let wait = WaitOptions::timeout(std::time::Duration::from_secs(1));
+    p.send(b"before", &wait).unwrap();
+    // A blob bigger than what is left: fails at once, before the queue changes.
+    let huge = vec![7u8; 20 << 20];
+    let failed = p.send(&huge, &wait);
+    assert!(
+        matches!(failed, Err(Error::NoSpace { .. })),
+        "a 20 MiB message: {failed:?}"
+    );
+    say("message too big: NoSpace");
+    p.send(b"after", &wait).unwrap();
+    assert_eq!(c.recv(&wait).unwrap().as_slice(), b"before");
+    assert_eq!(c.recv(&wait).unwrap().as_slice(), b"after");
+    assert!(matches!(c.try_recv(), Ok(None)), "nothing half-sent");
+    assert_eq!(p.sent(), 2);
+    say("queue unchanged");
+    drop((p, c, q));
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "segments left: {left:?}");
+    say("ok");
 }
