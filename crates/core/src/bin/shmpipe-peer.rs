@@ -16,6 +16,9 @@
 //!   then prints `done N`.
 //! - `corrupt NAME SEED MILLIS`: writes random bytes at random places of the queue segment (its
 //!   control block, producer entries and data area) for MILLIS ms, then prints `wrote N`.
+//! - `soak NAME ID COUNT SEED`: sends COUNT pattern messages of mixed sizes (mostly under 4 KB,
+//!   some up to 1 MB, one in a thousand up to 10 MB), printing `rss KB` (resident set) after a
+//!   tenth of them, then waits for all acks and prints `acked rss KB peak KB`.
 //! - `no-space`: run on a small `/dev/shm` (16 MB): checks that a queue too big for it and a
 //!   message too big for it are `NoSpace` errors (not SIGBUS), that the failed send left the queue
 //!   unchanged, and prints one line per check, then `ok`.
@@ -191,6 +194,29 @@ fn main() {
             say(&format!("wrote {wrote}"));
         }
         "no-space" => no_space(),
+        "soak" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let (id, count, seed): (u32, u64, u64) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+            let mut p = q.producer().unwrap();
+            let mut rng = pattern::Rng::new(seed);
+            for seq in 0..count {
+                let payload = soak_size(&mut rng);
+                let mut loan = p
+                    .reserve((pattern::HEADER + payload) as u64, &forever)
+                    .unwrap();
+                pattern::write(id, seq, loan.as_mut_slice());
+                loan.commit().unwrap();
+                if seq == count / 10 {
+                    say(&format!("rss {}", status_kb("VmRSS")));
+                }
+            }
+            p.wait_for_all_ack(&forever).unwrap();
+            say(&format!(
+                "acked rss {} peak {}",
+                status_kb("VmRSS"),
+                status_kb("VmHWM")
+            ));
+        }
         "fill" => {
             let q = Queue::open(&args[1]).unwrap();
             let mut p = q.producer().unwrap();
@@ -311,4 +337,26 @@ fn no_space() {
         .unwrap_or_default();
     assert!(left.is_empty(), "segments left: {left:?}");
     say("ok");
+}
+
+/// A soak message's payload size: 99% in 10 B..4 KB, 0.9% up to 1 MB, 0.1% up to 10 MB.
+fn soak_size(rng: &mut pattern::Rng) -> usize {
+    let (r, x) = (rng.next_u64() % 1000, rng.next_u64() as usize);
+    match r {
+        0..990 => 10 + x % 4_000,
+        990..999 => 4_000 + x % 1_000_000,
+        _ => 1_000_000 + x % 9_000_000,
+    }
+}
+
+/// A `kB` field of `/proc/self/status` (Linux), or 0 where there is none.
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
