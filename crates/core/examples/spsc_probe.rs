@@ -1,6 +1,7 @@
 //! Profiling aid: one producer thread and one consumer thread move N small messages through
 //! a queue in this process and print ns/message. `cargo run --release --example spsc_probe -- 64`
-//! (`PROBE_CAP` and `PROBE_BYTES` change the queue's capacity and data bytes).
+//! (`PROBE_CAP` and `PROBE_BYTES` change the queue's capacity and data bytes; `PROBE_HANDLES`
+//! receives `Message` handles instead of reading in place).
 use shmpipe_core::{Queue, QueueOptions, WaitOptions};
 use std::time::Instant;
 
@@ -38,8 +39,13 @@ fn main() {
         });
         let wait = WaitOptions::forever();
         let mut sum = 0usize;
+        let in_place = std::env::var_os("PROBE_HANDLES").is_none();
         for _ in 0..n {
-            sum += c.recv(&wait).unwrap().len();
+            sum += if in_place {
+                c.recv_with(&wait, |bytes| bytes.len()).unwrap()
+            } else {
+                c.recv(&wait).unwrap().len()
+            };
         }
         assert_eq!(sum, size * n as usize);
     });

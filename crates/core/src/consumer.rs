@@ -94,6 +94,8 @@ impl Drop for Message {
         } = &self.body
         {
             release(shared, *pos, Some((*producer, *generation)));
+            // After the release: a consumer that sees no handle held sees its effects too.
+            shared.held.fetch_sub(1, Ordering::Release);
         }
     }
 }
@@ -108,7 +110,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
             if e.identity.0.load().generation == generation {
-                e.consumed.0.fetch_add(1, Ordering::AcqRel);
+                e.consumed.0.by_handle.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -139,6 +141,39 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
         .stamp
         .store(shared.stamp(pos, state::RELEASED), Ordering::Release);
     advance_head(shared);
+}
+
+/// Releases a record the consumer read in place, crediting its producer. While no message
+/// handle of this process is held, the consumer is the only thread that releases, so with the
+/// record at the head (the usual case) plain stores do: no locked instruction, which would wait
+/// for this core's pending stores to reach the producers' cores.
+fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
+    let alone = shared.held.load(Ordering::Acquire) == 0
+        && shared.out_of_order.load(Ordering::Relaxed) == 0;
+    if !alone {
+        return release(shared, r.pos, Some((r.producer, r.generation)));
+    }
+    if r.producer < shared.max_producers {
+        let e = shared.producer_entry(r.producer);
+        if e.identity.0.load().generation == r.generation {
+            let counter = &e.consumed.0.in_place;
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Release,
+            );
+        }
+    }
+    let h = shared.header();
+    let head = Cursor(h.head.0.load(Ordering::Relaxed));
+    match passed(shared, head) {
+        Some(next) if head.pos() == r.pos => {
+            h.head.0.store(next.0, Ordering::Release);
+            h.space_event.0.notify();
+        }
+        // Not at the head (a previous consumer left records behind), or corrupt: the general
+        // path copes.
+        _ => release(shared, r.pos, None),
+    }
 }
 
 /// The head moved past the record at `head`, or `None` if that record is corrupt.
@@ -179,11 +214,23 @@ fn advance_head(shared: &QueueShared) {
 
 /// What the consumer found at its read position.
 enum Found {
-    Message(Message),
+    /// A message in the ring, taken (the read position moved past it) and not yet released.
+    Inline(InlineRecord),
+    /// A message in a segment of its own, taken and already released from the ring.
+    Blob(Message),
     /// A message is ready at the read position (not taken).
     Ready,
     /// Nothing ready.
     Nothing,
+}
+
+/// A taken inline record, before it becomes a [`Message`] or is read in place.
+struct InlineRecord {
+    pos: u64,
+    ptr: *const u8,
+    len: usize,
+    producer: u32,
+    generation: u32,
 }
 
 impl Consumer {
@@ -203,9 +250,59 @@ impl Consumer {
             return Err(Error::Closed);
         }
         match self.poll()? {
-            Found::Message(m) => Ok(Some(m)),
+            Found::Inline(r) => Ok(Some(self.handle(r))),
+            Found::Blob(m) => Ok(Some(m)),
             _ => Ok(None),
         }
+    }
+
+    /// Takes the next message if one is ready and hands its bytes to `read`, releasing it when
+    /// `read` returns; returns what `read` returned. For messages used at once this is cheaper
+    /// than [`try_recv`](Self::try_recv): no handle is made, and in the common case (no
+    /// [`Message`] of this consumer still held) releasing takes no locked instruction.
+    pub fn try_recv_with<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        match self.poll()? {
+            Found::Inline(r) => Ok(Some(self.read_in_place(r, read))),
+            Found::Blob(m) => Ok(Some(read(m.as_slice()))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Like [`try_recv_with`](Self::try_recv_with), waiting while the queue is empty; ends with
+    /// the same errors as [`recv`](Self::recv).
+    pub fn recv_with<R>(&mut self, wait: &WaitOptions, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        match self.wait_inner(wait, true)? {
+            Found::Inline(r) => Ok(self.read_in_place(r, read)),
+            Found::Blob(m) => Ok(read(m.as_slice())),
+            _ => unreachable!("a taking wait ends with a message or an error"),
+        }
+    }
+
+    /// Wraps a taken record in a handle that releases it when dropped, from any thread.
+    fn handle(&self, r: InlineRecord) -> Message {
+        self.shared.held.fetch_add(1, Ordering::Relaxed);
+        Message {
+            body: Body::Inline {
+                shared: self.shared.clone(),
+                pos: r.pos,
+                ptr: r.ptr,
+                len: r.len,
+                producer: r.producer,
+                generation: r.generation,
+            },
+        }
+    }
+
+    /// Passes a taken record's bytes to `read`, then releases the record.
+    fn read_in_place<R>(&mut self, r: InlineRecord, read: impl FnOnce(&[u8]) -> R) -> R {
+        // SAFETY: the record is COMMITTED and taken by us: nobody writes it until it is
+        // released, below, after `read` has returned (and the borrow with it).
+        let out = read(unsafe { std::slice::from_raw_parts(r.ptr, r.len) });
+        release_in_place(&self.shared, &r);
+        out
     }
 
     /// Takes the next message, waiting while the queue is empty.
@@ -214,7 +311,8 @@ impl Consumer {
     /// [`Error::PeerGone`] if one of them died instead.
     pub fn recv(&mut self, wait: &WaitOptions) -> Result<Message> {
         match self.wait_inner(wait, true)? {
-            Found::Message(m) => Ok(m),
+            Found::Inline(r) => Ok(self.handle(r)),
+            Found::Blob(m) => Ok(m),
             _ => unreachable!("a taking wait ends with a message or an error"),
         }
     }
@@ -305,21 +403,18 @@ impl Consumer {
             );
             self.read_pos = next;
             return match record_kind {
-                kind::INLINE => Ok(Found::Message(Message {
-                    body: Body::Inline {
-                        shared: self.shared.clone(),
-                        pos,
-                        ptr: s.payload(pos),
-                        len: len as usize,
-                        producer: producer.0,
-                        generation: producer.1,
-                    },
+                kind::INLINE => Ok(Found::Inline(InlineRecord {
+                    pos,
+                    ptr: s.payload(pos),
+                    len: len as usize,
+                    producer: producer.0,
+                    generation: producer.1,
                 })),
                 kind::BLOB => {
                     let opened = self.open_blob(pos, len);
                     release(s, pos, Some(producer));
                     opened.map(|(seg, blob_len)| {
-                        Found::Message(Message {
+                        Found::Blob(Message {
                             body: Body::Blob(Box::new(seg), blob_len),
                         })
                     })

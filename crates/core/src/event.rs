@@ -15,6 +15,10 @@ pub const HEALTH_SLICE: Duration = Duration::from_millis(100);
 /// Default number of spin iterations before a waiter goes to sleep.
 pub const DEFAULT_SPIN: u32 = 2_000;
 
+/// The longest first sleep of a wait (see [`EventWord::notify`]): bounds the delay of the one
+/// wake-up an x86-64 notifier can miss, while its store is still in its store buffer.
+pub const FIRST_SLEEP: Duration = Duration::from_micros(200);
+
 /// An event word in shared memory.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -27,20 +31,35 @@ pub struct EventWord {
 }
 
 impl EventWord {
-    /// Wakes sleepers if there are any. Call after publishing the state change they wait for.
+    /// Wakes sleepers if there are any. Call right after publishing, with a Release store (or
+    /// stronger), the state change they wait for.
+    ///
+    /// A sleeper counts itself in `sleepers` with a locked RMW, then re-checks the state, then
+    /// sleeps. The race is a notifier reading `sleepers` as 0 while that sleeper's re-check misses
+    /// the notifier's state change. This is the hot path (once per message), so it has no fence
+    /// where the hardware orders enough without one:
+    /// - aarch64: the state is published with STLR and `sleepers` read with LDAR (a SeqCst load),
+    ///   and an LDAR is never performed before an earlier STLR: no race.
+    /// - x86-64 (TSO): the load may be performed while the state store still sits in this core's
+    ///   store buffer, so the race exists, but only until that buffer drains (nanoseconds; a VM
+    ///   exit drains it too). `wait_until` caps the first sleep after counting itself at
+    ///   [`FIRST_SLEEP`], so such a missed wake-up costs at most that much, once; afterwards the
+    ///   waiter stays counted until it returns, so no later notify can miss it.
+    /// - elsewhere: a SeqCst fence first, the textbook pairing.
     #[inline]
     pub fn notify(&self) {
-        // Pairs with the fence in `wait_until`: either the sleeper sees our state change before
-        // it sleeps, or we see it counted in `sleepers`.
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         fence(Ordering::SeqCst);
-        self.notify_after_fence();
+        if self.sleepers.load(Ordering::SeqCst) != 0 && self.woken.swap(1, Ordering::SeqCst) == 0 {
+            self.wake();
+        }
     }
 
     /// Like [`notify`](Self::notify), for a caller that has just issued a SeqCst fence after
     /// publishing its state change.
     #[inline]
     pub fn notify_after_fence(&self) {
-        if self.sleepers.load(Ordering::Relaxed) != 0 && self.woken.swap(1, Ordering::SeqCst) == 0 {
+        if self.sleepers.load(Ordering::SeqCst) != 0 && self.woken.swap(1, Ordering::SeqCst) == 0 {
             self.wake();
         }
     }
@@ -149,6 +168,10 @@ pub(crate) fn wait_until<T>(
     mut health: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
     let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let mut counted = SleeperCount {
+        event,
+        counted: false,
+    };
     for _ in 0..opts.spin.unwrap_or(DEFAULT_SPIN) {
         if let Some(v) = poll()? {
             return Ok(v);
@@ -180,7 +203,13 @@ pub(crate) fn wait_until<T>(
             }
             sleep_for = sleep_for.min(deadline - now);
         }
-        event.sleepers.fetch_add(1, Ordering::SeqCst);
+        if !counted.counted {
+            // Counted once for the whole wait: only a notify racing with this first count can
+            // miss us (see `EventWord::notify`), and the first sleep is short to cover it.
+            event.sleepers.fetch_add(1, Ordering::SeqCst);
+            counted.counted = true;
+            sleep_for = sleep_for.min(FIRST_SLEEP);
+        }
         // Read the sequence first, then re-arm the wake-up, then re-check. A notifier that
         // skipped its wake because `woken` was still set bumped the sequence before, so we saw
         // that; one that comes after the re-arm finds `woken` clear and wakes us. (Re-arming
@@ -192,13 +221,25 @@ pub(crate) fn wait_until<T>(
         let ready = poll();
         let cancelled = opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
         if !matches!(ready, Ok(None)) || cancelled {
-            event.sleepers.fetch_sub(1, Ordering::SeqCst);
             match ready? {
                 Some(v) => return Ok(v),
                 None => return Err(Error::Interrupted),
             }
         }
         futex::wait(&event.seq, seq, sleep_for);
-        event.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A waiter's place in `sleepers`, given back however the wait ends.
+struct SleeperCount<'a> {
+    event: &'a EventWord,
+    counted: bool,
+}
+
+impl Drop for SleeperCount<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.event.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

@@ -199,7 +199,35 @@ pub struct ProducerEntry {
     pub identity: Line<ProducerIdentity>,
     pub claims: Line<ProducerClaims>,
     /// Messages of this producer released by the consumer (written by the consumer side).
-    pub consumed: Line<AtomicU64>,
+    pub consumed: Line<ProducerCredits>,
+}
+
+/// What the consumer side writes into a producer's entry: how many of its messages were
+/// released, in two counters so that the consumer's read-in-place path needs no locked
+/// instruction.
+#[repr(C)]
+#[derive(Default)]
+pub struct ProducerCredits {
+    /// Released through message handles, from any thread of the consumer's process (atomic
+    /// add).
+    pub by_handle: AtomicU64,
+    /// Released in place by the consumer itself (its only writer: a plain store).
+    pub in_place: AtomicU64,
+}
+
+impl ProducerCredits {
+    /// Messages released in total.
+    pub fn total(&self) -> u64 {
+        self.by_handle
+            .load(Ordering::Acquire)
+            .wrapping_add(self.in_place.load(Ordering::Acquire))
+    }
+
+    /// Starts both counters over (at registration).
+    pub fn reset(&self) {
+        self.by_handle.store(0, Ordering::Relaxed);
+        self.in_place.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The read-mostly part of a producer entry.
@@ -289,6 +317,9 @@ pub struct ProducerClaims {
     pub pending_units: AtomicU64,
     /// Messages committed by this producer.
     pub committed: AtomicU64,
+    /// The position just past this producer's latest claim: while it is ahead of the head, a
+    /// record of this producer may still be unreleased, so its slot is not reused yet.
+    pub claimed_end: AtomicU64,
     /// Length of `blob_name`; 0 when none. See [`ProducerClaims::set_blob_name`].
     pub blob_name_len: AtomicU64,
     /// The name of a blob segment this producer is creating and has not yet put in a record:

@@ -184,6 +184,10 @@ impl Producer {
             };
             match claimed {
                 Ok(_) => {
+                    e.claims
+                        .0
+                        .claimed_end
+                        .store(Cursor(next).pos(), Ordering::Release);
                     let mut rec_pos = pos;
                     if total != units {
                         self.write_header(pos, contiguous, 0, kind::PAD, state::COMMITTED);
@@ -436,7 +440,7 @@ impl Producer {
 
     /// Messages of this producer the consumer has released.
     pub fn acked(&self) -> u64 {
-        self.entry().consumed.0.load(Ordering::Acquire)
+        self.entry().consumed.0.total()
     }
 
     /// Waits until the consumer has released every message this producer sent.

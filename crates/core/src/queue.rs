@@ -60,6 +60,9 @@ pub(crate) struct QueueShared {
     /// while zero, releasing needs no scan for RELEASED records. (It can go negative when the
     /// head passes records a previous consumer released; any non-zero value means "scan".)
     pub out_of_order: std::sync::atomic::AtomicIsize,
+    /// [`crate::Message`] handles of this process's consumer not yet dropped; while zero, the
+    /// consumer is the only thread releasing records.
+    pub held: std::sync::atomic::AtomicUsize,
     header: *const QueueHeader,
     producers: *const ProducerEntry,
     data: *mut u8,
@@ -308,6 +311,7 @@ impl Queue {
                 mask: data_units - 1,
                 key,
                 out_of_order: std::sync::atomic::AtomicIsize::new(0),
+                held: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -379,7 +383,8 @@ impl Queue {
             e.identity.0.start.store(me.start, Ordering::Relaxed);
             e.claims.0.pending_pos.store(0, Ordering::Relaxed);
             e.claims.0.committed.store(0, Ordering::Relaxed);
-            e.consumed.0.store(0, Ordering::Relaxed);
+            e.claims.0.claimed_end.store(0, Ordering::Relaxed);
+            e.consumed.0.reset();
             e.identity.0.word.store(
                 EntryWord {
                     state: entry::ACTIVE,
@@ -401,9 +406,7 @@ impl Queue {
     fn slot_reusable(&self, e: &ProducerEntry, word: EntryWord) -> bool {
         match word.state {
             entry::FREE => true,
-            entry::CLOSED => {
-                e.consumed.0.load(Ordering::Acquire) == e.claims.0.committed.load(Ordering::Acquire)
-            }
+            entry::CLOSED => e.consumed.0.total() == e.claims.0.committed.load(Ordering::Acquire),
             entry::DEAD => !self.claim_outstanding(e),
             entry::ACTIVE | entry::REGISTERING => {
                 !e.identity.0.process_alive(word) && !self.claim_outstanding(e)
@@ -412,17 +415,19 @@ impl Queue {
         }
     }
 
-    /// Whether `e`'s published claim lies where the consumer has not passed yet: the consumer
-    /// needs it to recover that space if the claimer died before writing a record header.
+    /// Whether a record of `e`'s producer may still be ahead of the head: its published claim
+    /// (the consumer needs it to recover that space if the claimer died before writing a record
+    /// header), or the end of its latest claim. Until the head has passed them, a new producer
+    /// in the slot could be credited with the old one's releases.
     fn claim_outstanding(&self, e: &ProducerEntry) -> bool {
-        let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
-        if pending & PENDING_VALID == 0 {
-            return false;
-        }
         let h = self.shared.header();
         let head = Cursor(h.head.0.load(Ordering::Acquire)).pos();
         let tail = Cursor(h.tail.0.load(Ordering::Acquire)).pos();
-        pos_distance(head, pending & POS_MASK) < pos_distance(head, tail)
+        let ahead = pos_distance(head, tail);
+        let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
+        let end = e.claims.0.claimed_end.load(Ordering::Acquire) & POS_MASK;
+        (pending & PENDING_VALID != 0 && pos_distance(head, pending & POS_MASK) < ahead)
+            || (1..=ahead).contains(&pos_distance(head, end))
     }
 
     /// Registers the consumer in this process. A queue has one consumer. The role can be taken

@@ -405,3 +405,97 @@ fn an_ack_wait_ends_with_closed_when_the_consumer_closes() {
     assert!(matches!(err, Error::Closed), "{err:?}");
     closer.join().unwrap();
 }
+
+#[test]
+fn reading_in_place_mixes_with_held_messages_and_counts_acks() {
+    let q = small_queue(8, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let wait = WaitOptions::timeout(Duration::from_secs(1));
+    let mut next = 0u32;
+    let mut sent = 0u32;
+    // Many laps of a 4 KiB ring, with handles held across in-place reads and dropped late and
+    // out of order: every release path, and the switch between them.
+    for round in 0..2_000u32 {
+        while p
+            .try_send(&sent.to_le_bytes().repeat(1 + sent as usize % 40))
+            .unwrap()
+        {
+            sent += 1;
+        }
+        let mut held = Vec::new();
+        for k in 0..3 {
+            let check = |bytes: &[u8], expected: u32| {
+                assert_eq!(&bytes[..4], expected.to_le_bytes(), "message {expected}");
+            };
+            if (round + k) % 3 == 0 {
+                let m = c.try_recv().unwrap().expect("ready");
+                check(m.as_slice(), next);
+                held.push(m);
+            } else {
+                c.try_recv_with(|bytes| check(bytes, next))
+                    .unwrap()
+                    .expect("ready");
+            }
+            next += 1;
+        }
+        if round % 2 == 0 {
+            held.reverse();
+        }
+        drop(held);
+    }
+    while c
+        .recv_with(&WaitOptions::timeout(Duration::ZERO), |_| ())
+        .is_ok()
+    {
+        next += 1;
+    }
+    assert_eq!(next, sent, "every message taken once");
+    assert_eq!(p.acked(), p.sent(), "every release credited");
+    p.wait_for_all_ack(&wait).unwrap();
+    // All space is back: the ring takes a full load again.
+    for i in 0..8 {
+        assert!(p.try_send(&[1; 100]).unwrap(), "message {i} fits");
+    }
+}
+
+#[test]
+fn in_place_reads_while_another_thread_drops_handles_never_lose_space() {
+    let q = small_queue(4, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let (to_dropper, dropped) = std::sync::mpsc::channel::<shmpipe_core::Message>();
+    let dropper = std::thread::spawn(move || {
+        for m in dropped {
+            if m.len() % 2 == 0 {
+                std::thread::yield_now();
+            }
+            drop(m);
+        }
+    });
+    let n = 50_000u32;
+    let producer = std::thread::spawn(move || {
+        let wait = WaitOptions::timeout(Duration::from_secs(10));
+        for i in 0..n {
+            p.send(&vec![i as u8; 1 + i as usize % 300], &wait)
+                .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        }
+        p.wait_for_all_ack(&wait).unwrap();
+        p
+    });
+    let wait = WaitOptions::timeout(Duration::from_secs(10));
+    for i in 0..n {
+        if i % 5 == 0 {
+            to_dropper.send(c.recv(&wait).unwrap()).unwrap();
+        } else {
+            let len = c.recv_with(&wait, |bytes| bytes.len()).unwrap();
+            assert_eq!(len, 1 + i as usize % 300);
+        }
+    }
+    drop(to_dropper);
+    dropper.join().unwrap();
+    let p = producer
+        .join()
+        .expect("no space was lost: the producer finished");
+    assert_eq!(p.acked(), n as u64);
+}
