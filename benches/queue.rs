@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the shmpipe queue.
 //!
 //! - `spsc_in_process/{shmpipe,crossbeam_ArrayQueue,rtrb}/{8,64,4096}`: one producer thread and one
-//!   consumer thread in this process; time per message (so Criterion prints messages/s).
+//!   consumer thread in this process; time per message (so Criterion prints messages/s). Ours
+//!   sends with `send` (a copy in) and receives with `recv_with` (read in place, then released).
 //! - `stream_1MiB/cross_process_stream_1MiB`: a `shmpipe-peer stream` child sends 1 MiB messages
 //!   (one copy in); this process receives each and copies it out into a preallocated buffer (one
 //!   copy out). Compared with `memcpy_1MiB` (cache-hot buffers) and `memcpy_1MiB_src64MiB` (the
@@ -150,8 +151,10 @@ fn spsc_shmpipe(group: &mut Group<'_>, n: usize) {
                 },
                 || {
                     for _ in 0..iters {
-                        let m = cons.recv(&wait).unwrap();
-                        black_box(m.as_slice());
+                        cons.recv_with(&wait, |bytes| {
+                            black_box(bytes);
+                        })
+                        .unwrap();
                     }
                 },
             )
