@@ -7,8 +7,9 @@
 //!   (one copy in); this process receives each and copies it out into a preallocated buffer (one
 //!   copy out). Compared with `memcpy_1MiB` (cache-hot buffers) and `memcpy_1MiB_src64MiB` (the
 //!   source rotates across 64 MiB, more than the last-level cache).
-//! - `cross_process_ping_pong/{blocking_spin0,default_spin}`: a 64-byte round trip through a
-//!   `shmpipe-peer echo` child over two queues.
+//! - `cross_process_ping_pong/{blocking_spin0,blocking_spin0_one_cpu,default_spin}`: a 64-byte
+//!   round trip through a `shmpipe-peer echo` child over two queues; `_one_cpu` pins both
+//!   processes to CPU 0.
 //!
 //! Set `SHMPIPE_BENCH_STREAM_SWEEP=1` to also measure the stream with other queue sizes.
 //!
@@ -365,11 +366,15 @@ struct Echo {
 }
 
 impl Echo {
-    fn start(peer_spin: u32) -> Self {
+    fn start(peer_spin: u32, cpu: Option<usize>) -> Self {
         let a = queue(64, 64 << 10, 1);
         let b = queue(64, 64 << 10, 1);
         let producer = a.producer().unwrap();
-        let peer = Peer::spawn(&["echo", a.name(), b.name(), &peer_spin.to_string()], true);
+        let spin = peer_spin.to_string();
+        let cpu = cpu.map(|c| c.to_string());
+        let mut args = vec!["echo", a.name(), b.name(), &spin];
+        args.extend(cpu.as_deref());
+        let peer = Peer::spawn(&args, true);
         let consumer = b.consumer().unwrap();
         Self {
             producer: Some(producer),
@@ -391,11 +396,50 @@ impl Drop for Echo {
     }
 }
 
-fn bench_ping_pong(group: &mut Group<'_>, id: &str, peer_spin: u32, wait: WaitOptions) {
+/// This thread's CPU affinity, to put back after pinning (Linux).
+#[cfg(target_os = "linux")]
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        set
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t; sched_setaffinity only reads it.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+}
+
+/// Runs this thread and the echo child on CPU 0 only while the benchmark runs.
+#[cfg(target_os = "linux")]
+fn on_cpu0<T>(f: impl FnOnce() -> T) -> T {
+    let before = affinity();
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    let cpu0 = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        set
+    };
+    set_affinity(&cpu0);
+    let out = f();
+    set_affinity(&before);
+    out
+}
+
+fn bench_ping_pong(
+    group: &mut Group<'_>,
+    id: &str,
+    peer_spin: u32,
+    wait: WaitOptions,
+    cpu: Option<usize>,
+) {
     let mut echo: Option<Echo> = None;
     let msg = [0x5Au8; 64];
     group.bench_function(id, |b| {
-        let e = echo.get_or_insert_with(|| Echo::start(peer_spin));
+        let e = echo.get_or_insert_with(|| Echo::start(peer_spin, cpu));
         let (p, c) = (e.producer.as_mut().unwrap(), e.consumer.as_mut().unwrap());
         b.iter(|| {
             p.send(&msg, &wait).unwrap();
@@ -419,13 +463,28 @@ fn cross_process_ping_pong(c: &mut Criterion) {
         "blocking_spin0",
         0,
         WaitOptions::forever().with_spin(0),
+        None,
     );
+    // The same with both processes on one CPU: a wake-up then needs no inter-processor
+    // interrupt to a halted vCPU (on this VM the dominant cost of a cross-CPU futex wake-up),
+    // only a context switch.
+    #[cfg(target_os = "linux")]
+    on_cpu0(|| {
+        bench_ping_pong(
+            &mut group,
+            "blocking_spin0_one_cpu",
+            0,
+            WaitOptions::forever().with_spin(0),
+            Some(0),
+        )
+    });
     // For comparison: the crate's default spin (WaitOptions spin None) on both sides.
     bench_ping_pong(
         &mut group,
         "default_spin",
         shmpipe_core::DEFAULT_SPIN,
         WaitOptions::forever(),
+        None,
     );
     group.finish();
 }

@@ -30,8 +30,9 @@
 //! - `consume-out-of-order NAME`: becomes the consumer, receives three messages, releases the
 //!   second and third, holds the first, prints `holding` and sleeps until killed.
 //! - `ack-wait NAME`: sends one message, prints `sent`, waits for its ack and prints the outcome.
-//! - `echo IN OUT [SPIN]`: receives from IN and sends each message back on OUT until IN closes,
-//!   spinning SPIN polls before each sleep (default 0: purely blocking waits).
+//! - `echo IN OUT [SPIN [CPU]]`: receives from IN and sends each message back on OUT until IN
+//!   closes, spinning SPIN polls before each sleep (default 0: purely blocking waits); with CPU,
+//!   it runs on that CPU only (Linux).
 
 #[path = "../../tests/common/pattern.rs"]
 mod pattern;
@@ -274,6 +275,9 @@ fn main() {
                 Queue::open(&args[2]).unwrap(),
             );
             let spin: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if let Some(cpu) = args.get(4).and_then(|s| s.parse().ok()) {
+                pin_to_cpu(cpu);
+            }
             let wait = WaitOptions::forever().with_spin(spin);
             let mut c = qin.consumer().unwrap();
             let mut p = qout.producer().unwrap();
@@ -359,4 +363,26 @@ fn status_kb(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Restricts this process to one CPU (Linux; elsewhere a no-op).
+fn pin_to_cpu(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
+        // sched_setaffinity only reads it.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
 }
