@@ -3,6 +3,9 @@
 //! Layout: a 128-byte [`SegmentHeader`] at offset 0 (so the body is aligned for line-padded
 //! structures), then the kind-specific body. The creator fills the header and publishes `ready`
 //! last with Release ordering, so an opener never sees a half-built segment. Creation is exclusive and, on Unix, mode 0600 (both by `shared_memory`).
+//!
+//! While this process owns a segment (it created it and has not handed it over), its name is in
+//! the table the SIGINT/SIGTERM cleanup reads ([`crate::signals`]).
 
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::name::{os_id, random_name, validate_name};
@@ -149,6 +152,7 @@ impl Segment {
             kind,
         };
         // From here on, dropping `seg` on an error path removes the name again (we own it).
+        crate::signals::track(name);
         reserve_pages(name, total)?;
         let me = ProcessIdentity::current();
         let h = seg.header();
@@ -240,11 +244,17 @@ impl Segment {
 
     /// Stops removing the name when this handle drops (ownership passes to another process).
     pub fn disown(&mut self) {
+        if self.shmem.is_owner() {
+            crate::signals::hand_over(&self.name);
+        }
         self.shmem.set_owner(false);
     }
 
     /// Makes this handle remove the name when it drops.
     pub fn adopt(&mut self) {
+        if !self.shmem.is_owner() {
+            crate::signals::track(&self.name);
+        }
         self.shmem.set_owner(true);
     }
 
@@ -276,6 +286,21 @@ impl Segment {
     /// The body length as created (not the page-rounded mapping length).
     pub fn body_len(&self) -> usize {
         self.header().body_size() as usize
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.shmem.is_owner() {
+            // On Unix the owner unlinks the name itself (`Shmem` then only unmaps), so the name
+            // leaves the signal handler's table only once it is gone.
+            #[cfg(unix)]
+            {
+                let _ = unlink(&self.name);
+                self.shmem.set_owner(false);
+            }
+            crate::signals::untrack(&self.name);
+        }
     }
 }
 

@@ -3,3 +3,7 @@
 // Each test binary uses a different part of the pattern helpers.
 #[allow(dead_code)]
 pub mod pattern;
+// Child processes for the cleanup tests (the older tests have their own).
+#[cfg(unix)]
+#[allow(dead_code)]
+pub mod peer;
