@@ -35,7 +35,7 @@ pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
 pub use name::{generated_bits, random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
-pub use process::{start_time, ProcessIdentity};
+pub use process::{pid_namespace, start_time, ProcessIdentity};
 pub use producer::{Loan, Producer, RawLoan};
 pub use queue::{Queue, QueueOptions};
 pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};

@@ -54,7 +54,10 @@ pub struct SegmentHeader {
     creator_pid: AtomicU32,
     ready: AtomicU32,
     creator_start: AtomicU64,
-    _reserved: [AtomicU64; 11],
+    /// The creator's PID namespace ([`crate::process::pid_namespace`]; 0: not recorded). Added
+    /// in a formerly reserved (zero) word, so older segments of the same layout read as "unknown".
+    creator_pid_ns: AtomicU64,
+    _reserved: [AtomicU64; 10],
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE);
@@ -71,6 +74,11 @@ impl SegmentHeader {
     /// The body size the creator asked for.
     pub fn body_size(&self) -> u64 {
         self.body_size.load(Ordering::Relaxed)
+    }
+
+    /// The creator's PID namespace ([`crate::pid_namespace`]), 0 if not recorded.
+    pub fn creator_pid_namespace(&self) -> u64 {
+        self.creator_pid_ns.load(Ordering::Relaxed)
     }
 }
 
@@ -163,6 +171,8 @@ impl Segment {
         h.body_size.store(body_size, Ordering::Relaxed);
         h.creator_pid.store(me.pid, Ordering::Relaxed);
         h.creator_start.store(me.start, Ordering::Relaxed);
+        h.creator_pid_ns
+            .store(crate::process::pid_namespace(), Ordering::Relaxed);
         Ok(seg)
     }
 
@@ -398,6 +408,10 @@ mod tests {
         assert_eq!(unsafe { other.body_ptr().read() }, 42);
         assert_eq!(other.body_len(), 1000);
         assert_eq!(other.header().creator(), ProcessIdentity::current());
+        assert_eq!(
+            other.header().creator_pid_namespace(),
+            crate::process::pid_namespace()
+        );
         let name = seg.name().to_owned();
         drop(seg);
         assert!(matches!(
