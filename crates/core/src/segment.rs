@@ -33,7 +33,7 @@ pub enum SegmentKind {
 }
 
 impl SegmentKind {
-    fn from_u32(v: u32) -> Option<Self> {
+    pub(crate) fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Queue),
             2 => Some(Self::Blob),
@@ -79,6 +79,69 @@ impl SegmentHeader {
     /// The creator's PID namespace ([`crate::pid_namespace`]), 0 if not recorded.
     pub fn creator_pid_namespace(&self) -> u64 {
         self.creator_pid_ns.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl SegmentHeader {
+    /// Rewrites the header through `change` (tests of code that judges headers).
+    pub(crate) fn forge(&self, change: impl FnOnce(&mut HeaderFields)) {
+        let mut f = HeaderFields {
+            magic: self.magic.load(Ordering::Relaxed),
+            layout_version: self.layout_version.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            body_size: self.body_size(),
+            creator: self.creator(),
+            creator_pid_ns: self.creator_pid_ns.load(Ordering::Relaxed),
+            ready: self.ready.load(Ordering::Relaxed) == 1,
+        };
+        change(&mut f);
+        self.magic.store(f.magic, Ordering::Relaxed);
+        self.layout_version
+            .store(f.layout_version, Ordering::Relaxed);
+        self.kind.store(f.kind, Ordering::Relaxed);
+        self.body_size.store(f.body_size, Ordering::Relaxed);
+        self.creator_pid.store(f.creator.pid, Ordering::Relaxed);
+        self.creator_start.store(f.creator.start, Ordering::Relaxed);
+        self.creator_pid_ns
+            .store(f.creator_pid_ns, Ordering::Relaxed);
+        self.ready.store(f.ready as u32, Ordering::Release);
+    }
+}
+
+/// The header's fields decoded from a copy of a segment's first bytes: how the inventory reads
+/// segments it does not map. Any bit pattern decodes; judging it is the caller's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderFields {
+    pub magic: u64,
+    pub layout_version: u32,
+    pub kind: u32,
+    pub body_size: u64,
+    pub creator: ProcessIdentity,
+    pub creator_pid_ns: u64,
+    pub ready: bool,
+}
+
+// Windows lists no segments (see `inventory`), so nothing decodes headers there.
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+impl HeaderFields {
+    /// Decodes `bytes` (native byte order, as the creator's atomics wrote them).
+    pub fn decode(bytes: &[u8; SEGMENT_HEADER_SIZE]) -> Self {
+        use std::mem::offset_of;
+        let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        Self {
+            magic: u64_at(offset_of!(SegmentHeader, magic)),
+            layout_version: u32_at(offset_of!(SegmentHeader, layout_version)),
+            kind: u32_at(offset_of!(SegmentHeader, kind)),
+            body_size: u64_at(offset_of!(SegmentHeader, body_size)),
+            creator: ProcessIdentity {
+                pid: u32_at(offset_of!(SegmentHeader, creator_pid)),
+                start: u64_at(offset_of!(SegmentHeader, creator_start)),
+            },
+            creator_pid_ns: u64_at(offset_of!(SegmentHeader, creator_pid_ns)),
+            ready: u32_at(offset_of!(SegmentHeader, ready)) == 1,
+        }
     }
 }
 
@@ -161,6 +224,7 @@ impl Segment {
         };
         // From here on, dropping `seg` on an error path removes the name again (we own it).
         crate::signals::track(name);
+        crate::registry::add(name);
         reserve_pages(name, total)?;
         let me = ProcessIdentity::current();
         let h = seg.header();
@@ -327,6 +391,7 @@ fn is_not_found(code: u32) -> bool {
 
 /// Removes a name at the OS level.
 pub(crate) fn unlink(name: &str) -> Result<()> {
+    crate::registry::remove(name);
     #[cfg(unix)]
     {
         let id = std::ffi::CString::new(os_id(name)).expect("validated names have no NUL");
