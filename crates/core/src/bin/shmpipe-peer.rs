@@ -19,6 +19,9 @@
 //! - `echo IN OUT [SPIN]`: receives from IN and sends each message back on OUT until IN closes,
 //!   spinning SPIN polls before each sleep (default 0: purely blocking waits).
 //! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
+//! - `try-access NAME`: prints `uid N` (its effective uid), then tries to open the queue NAME, to
+//!   read its file in `/dev/shm` and to remove it, printing one line per attempt:
+//!   `open ok|error …`, `read ok|error …`, `remove ok|error …`.
 //!
 //! Environment, applied before the role runs (for the signal-cleanup tests):
 //! - `SHMPIPE_PEER_PREV=node-like|swallow`: first installs a SIGINT/SIGTERM handler of its own:
@@ -29,7 +32,7 @@
 #[path = "../../tests/common/pattern.rs"]
 mod pattern;
 
-use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_core::{Error, Queue, QueueOptions, Segment, WaitOptions};
 use std::io::Write;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
@@ -221,6 +224,24 @@ fn main() {
             say(q.name());
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "try-access" => {
+            let name = &args[1];
+            #[cfg(unix)]
+            // SAFETY: geteuid has no preconditions.
+            say(&format!("uid {}", unsafe { libc::geteuid() }));
+            match Queue::open(name) {
+                Ok(_) => say("open ok"),
+                Err(e) => say(&format!("open error {e:?}")),
+            }
+            match std::fs::read(format!("/dev/shm/{name}")) {
+                Ok(bytes) => say(&format!("read ok {}", bytes.len())),
+                Err(e) => say(&format!("read error {:?}", e.kind())),
+            }
+            match Segment::remove(name) {
+                Ok(()) => say("remove ok"),
+                Err(e) => say(&format!("remove error {e:?}")),
             }
         }
         _ => {
