@@ -32,7 +32,7 @@ import {
   type ShmpipeErrorCode,
 } from '../index.js'
 import {
-  childPids,
+  checkNoSegmentLeaks,
   childScript,
   entry,
   forkChild,
@@ -148,21 +148,9 @@ async function startEcho(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Leak check over the whole file
+// Leak check after every test
 
-let segmentsBefore = new Map<string, number>()
-
-test.before(() => {
-  segmentsBefore = shmSegments()
-})
-
-test.after.always('no shmpipe segment made by this process or its children is left', (t) => {
-  const ours = new Set([process.pid, ...childPids])
-  const left = [...shmSegments()].filter(
-    ([name, pid]) => !segmentsBefore.has(name) && ours.has(pid),
-  )
-  t.deepEqual(left, [], `left in /dev/shm: ${left.map(([n, p]) => `${n} (pid ${p})`).join(', ')}`)
-})
+checkNoSegmentLeaks(test)
 
 // ---------------------------------------------------------------------------------------------
 // 1. Every supported type through a child process
