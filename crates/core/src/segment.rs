@@ -82,7 +82,7 @@ impl SegmentHeader {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 impl SegmentHeader {
     /// Rewrites the header through `change` (tests of code that judges headers).
     pub(crate) fn forge(&self, change: impl FnOnce(&mut HeaderFields)) {
