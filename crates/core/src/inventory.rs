@@ -238,16 +238,26 @@ pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
         report.kept = kept;
         return Ok(report);
     }
-    // Phase 1: what does not depend on who holds what. Dead queues go first, so that nobody can
-    // attach to one (and become a receiver of a blob) after the holders are scanned.
+    // First what does not depend on who holds what. Dead owners' queues go before any blob is
+    // judged, so that nobody can attach to one (and become a receiver) after the holders are
+    // scanned; again while owners keep dying meanwhile (a few rounds at most).
     let mut removed_names = HashSet::new();
-    for info in first {
-        if matches!(info.status, Status::OwnerDead | Status::AbandonedBlob) {
+    let mut infos = first;
+    for _round in 0..4 {
+        let (dead, rest): (Vec<_>, Vec<_>) = infos
+            .into_iter()
+            .partition(|i| matches!(i.status, Status::OwnerDead | Status::AbandonedBlob));
+        if dead.is_empty() {
+            infos = rest;
+            break;
+        }
+        for info in dead {
             remove(info, &mut report, &mut removed_names);
         }
+        // A fresh look (and scan of the holders) at what is left.
+        infos = list(&|name| wanted(name) && !removed_names.contains(name))?;
     }
-    // Phase 2: a fresh look (and scan of the holders) at what is left.
-    for info in list(&|name| wanted(name) && !removed_names.contains(name))? {
+    for info in infos {
         if info.removable_with(opts) {
             remove(info, &mut report, &mut removed_names);
         } else {
