@@ -32,7 +32,8 @@ export type SegmentKind = 'queue' | 'blob' | 'array'
  * - `maybe-in-use`: a sent message's own segment whose sender died, which a live receiver may
  *   still take (or this cannot be told, e.g. on macOS or for lack of permission). Kept.
  * - `other-pid-namespace`: made in another PID namespace (another container sharing
- *   `/dev/shm`), or by a version that did not record it: its pid means nothing here. Kept.
+ *   `/dev/shm`): its pid means nothing here; or made by a version that did not record the
+ *   namespace, and no such process runs here. Kept.
  * - `invalid`: not a valid header of this version. Kept, unless `forceInvalid` and no process
  *   holds it open or mapped.
  * - `unreadable`: another user's segment. Kept.

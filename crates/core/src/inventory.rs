@@ -10,8 +10,8 @@
 //!   [`Status::AbandonedBlob`], a committed blob that no live process could receive
 //!   [`Status::UndeliverableBlob`]: removed; a committed blob that a live process may still
 //!   receive (or when that cannot be told) is [`Status::MaybeInUse`]: kept;
-//! - creator in another PID namespace, or its namespace not recorded:
-//!   [`Status::OtherPidNamespace`]: kept;
+//! - creator in another PID namespace, or its namespace not recorded (older segments) and no
+//!   such process running here: [`Status::OtherPidNamespace`]: kept;
 //! - header not valid for this layout version: [`Status::Invalid`]: kept, unless
 //!   [`CleanOptions::force_invalid`] and no process holds it open or mapped;
 //! - not readable (another user's): [`Status::Unreadable`]: kept.
@@ -86,8 +86,9 @@ pub enum Status {
     /// A committed blob whose creator is dead, which a live process may still receive (or that
     /// cannot be told). Kept.
     MaybeInUse,
-    /// The creator lives in another PID namespace, or its namespace was not recorded: its pid
-    /// means nothing here. Kept.
+    /// The creator lives in another PID namespace (its pid means nothing here), or its namespace
+    /// was not recorded and no process with its pid and start time runs here (it may have died,
+    /// or run elsewhere). Kept.
     OtherPidNamespace,
     /// The header is not valid for this version. Kept unless forced and held by no process.
     Invalid(InvalidHeader),
@@ -131,7 +132,7 @@ impl fmt::Display for Status {
             Self::UndeliverableBlob => f.write_str("owner dead, no live process can receive it"),
             Self::MaybeInUse => f.write_str("owner dead, maybe in use (a receiver may be alive)"),
             Self::OtherPidNamespace => {
-                f.write_str("owner in another PID namespace (or not recorded)")
+                f.write_str("owner in another PID namespace (or unrecorded, not running here)")
             }
             Self::Invalid(InvalidHeader::TooSmall) => f.write_str("invalid: smaller than a header"),
             Self::Invalid(InvalidHeader::NoHeader) => f.write_str("invalid: no header written"),
@@ -396,9 +397,8 @@ impl Context<'_> {
             return info;
         }
         info.creator = Some(h.creator);
-        if cfg!(target_os = "linux")
-            && (h.creator_pid_ns == 0 || h.creator_pid_ns != self.our_pid_ns)
-        {
+        let linux = cfg!(target_os = "linux");
+        if linux && h.creator_pid_ns != 0 && h.creator_pid_ns != self.our_pid_ns {
             info.status = Status::OtherPidNamespace;
             return info;
         }
@@ -409,6 +409,11 @@ impl Context<'_> {
             } else {
                 Status::Creating
             };
+            return info;
+        }
+        if linux && h.creator_pid_ns == 0 {
+            // Not recorded (an older segment): "not running here" may mean "running elsewhere".
+            info.status = Status::OtherPidNamespace;
             return info;
         }
         info.owner = Liveness::Dead;
@@ -537,6 +542,10 @@ mod tests {
             assert!(clean(&only(q.name())).unwrap().removed.is_empty());
         }
         assert!(exists(q.name()));
+        // Unrecorded, but a process with the creator's pid and start time runs here: that is it.
+        q.header().forge(|h| h.creator = ProcessIdentity::current());
+        let i = info(q.name());
+        assert_eq!((i.status, i.owner), (Status::OwnerAlive, Liveness::Alive));
     }
 
     #[test]
