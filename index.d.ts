@@ -11,6 +11,14 @@ export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src
 export type { PipeOptions, WaitOptions } from './src/pipe.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
+export { cleanSegments, listSegments } from './src/cleanup.js'
+export type {
+  CleanOptions,
+  CleanReport,
+  SegmentInfo,
+  SegmentKind,
+  SegmentStatus,
+} from './src/cleanup.js'
 export * from './src/errors.js'
 
 /**

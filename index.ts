@@ -3,7 +3,8 @@
  *
  * This is the public entry; each part lives in a small module under `src/`:
  * `pipe` (Sender, Receiver, createSharedMemoryPair), `codec` (the value encoding),
- * `errors` (ShmpipeError and its codes), `lifecycle` (cleanup at exit), `native` (the addon).
+ * `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of dead
+ * owners), `lifecycle` (cleanup at exit and on SIGINT/SIGTERM), `native` (the addon).
  * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
  * disagree.
  *
@@ -16,6 +17,14 @@ export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src
 export type { PipeOptions, WaitOptions } from './src/pipe.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
+export { cleanSegments, listSegments } from './src/cleanup.js'
+export type {
+  CleanOptions,
+  CleanReport,
+  SegmentInfo,
+  SegmentKind,
+  SegmentStatus,
+} from './src/cleanup.js'
 export * from './src/errors.js'
 
 /**

@@ -32,7 +32,7 @@ import {
   type ShmpipeErrorCode,
 } from '../index.js'
 import {
-  childPids,
+  checkNoSegmentLeaks,
   childScript,
   entry,
   forkChild,
@@ -148,21 +148,9 @@ async function startEcho(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Leak check over the whole file
+// Leak check after every test
 
-let segmentsBefore = new Map<string, number>()
-
-test.before(() => {
-  segmentsBefore = shmSegments()
-})
-
-test.after.always('no shmpipe segment made by this process or its children is left', (t) => {
-  const ours = new Set([process.pid, ...childPids])
-  const left = [...shmSegments()].filter(
-    ([name, pid]) => !segmentsBefore.has(name) && ours.has(pid),
-  )
-  t.deepEqual(left, [], `left in /dev/shm: ${left.map(([n, p]) => `${n} (pid ${p})`).join(', ')}`)
-})
+checkNoSegmentLeaks(test)
 
 // ---------------------------------------------------------------------------------------------
 // 1. Every supported type through a child process
@@ -1393,10 +1381,11 @@ test('a child with open ends and nothing pending exits by itself', async (t) => 
   }
 })
 
-test('SIGTERM ends a child that owns a pipe, also while its thread is blocked', async (t) => {
-  // lifecycle.ts: the signal handlers "keep Node's default behaviour: … the process still dies
-  // of it". A JavaScript handler cannot run while the thread is blocked in a native call.
+test('SIGTERM ends a child that owns a pipe, also while its thread is blocked, and its pipe goes with it', async (t) => {
+  // lifecycle.ts: the process still dies of the signal, and the native handler removes its
+  // segments first (a JavaScript handler could not run while the thread is blocked).
   const outcomes: Record<string, unknown> = {}
+  const left: string[] = []
   for (const how of ['atomics', 'pair-atomics', 'getSync']) {
     const child = startChild(t, 'blocked', [how])
     const { name } = (await child.next()) as { name: string | null }
@@ -1407,7 +1396,9 @@ test('SIGTERM ends a child that owns a pipe, also while its thread is blocked', 
       child.exited,
       new Promise((r) => setTimeout(() => r('still running 2 s after SIGTERM'), 2000)),
     ])
+    if (name !== null && shmExists(name)) left.push(`${how}: ${name}`)
   }
   const died = { code: null, signal: 'SIGTERM' }
   t.deepEqual(outcomes, { atomics: died, 'pair-atomics': died, getSync: died })
+  t.deepEqual(left, [], 'the signalled owner removed its pipe')
 })

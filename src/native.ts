@@ -61,6 +61,29 @@ export interface NativeMessage {
   release(buffer?: ArrayBuffer | null): void
 }
 
+/** A segment as the inventory reports it (`crates/node/src/cleanup.rs`). */
+export interface NativeSegmentRecord {
+  name: string
+  kind?: string
+  size: number
+  ownerPid?: number
+  owner: string
+  status: string
+  detail: string
+  removable: boolean
+  layoutVersion?: number
+  ready?: boolean
+  uid?: number
+  heldBy?: number[]
+}
+
+/** What `cleanSegments` did (`crates/node/src/cleanup.rs`). */
+export interface NativeCleanResult {
+  removed: NativeSegmentRecord[]
+  kept: NativeSegmentRecord[]
+  failed: { segment: NativeSegmentRecord; error: string }[]
+}
+
 /** The functions and classes the native addon exports, as this package relies on them. */
 export interface NativeBinding {
   /** Version of the shared-memory layout implemented by the Rust core. */
@@ -71,6 +94,16 @@ export interface NativeBinding {
     create(capacity: number, bytes: number, maxSenders: number): NativeQueue
     open(name: string): NativeQueue
   }
+  /** The shmpipe segments on this machine. */
+  listSegments(): NativeSegmentRecord[]
+  /** Removes the segments whose owner is dead. */
+  cleanSegments(
+    names?: string[] | null,
+    forceInvalid?: boolean | null,
+    dryRun?: boolean | null,
+  ): NativeCleanResult
+  /** Installs the SIGINT/SIGTERM cleanup; one outcome per signal (SIGINT, SIGTERM). */
+  installSignalCleanup(): string[]
 }
 
 const require = createRequire(import.meta.url)

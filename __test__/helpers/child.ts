@@ -179,6 +179,58 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   },
 
   /**
+   * Creates a pair, reports its name, and waits in `get()` (`await`) or blocks the thread in
+   * `getSync()` (`getSync`) until a signal ends the process. With `listener`, first sets up a
+   * JavaScript SIGINT listener: `swallow` (keeps running), `exit` (`process.exit(130)`), or
+   * `removed` (added, then removed again).
+   */
+  async 'signal-target'(how, listener = '') {
+    const [sender, receiver] = createSharedMemoryPair({ capacity: 4 })
+    if (listener === 'swallow') process.on('SIGINT', () => report('swallowed'))
+    if (listener === 'exit') process.on('SIGINT', () => process.exit(130))
+    if (listener === 'removed') {
+      const noop = (): void => {}
+      process.on('SIGINT', noop)
+      process.off('SIGINT', noop)
+    }
+    report({ name: sender.name })
+    if (how === 'getSync') receiver.getSync()
+    else await receiver.get()
+  },
+
+  /**
+   * (Forked.) Creates a pair, closes its receiver, reports the name, and on the parent's 'go'
+   * sends `count` values of `bytes` bytes (pattern of seed k) through it, reports 'sent' and
+   * blocks the thread until a signal ends the process.
+   */
+  async 'own-and-send'(count, bytes) {
+    const [sender, receiver] = createSharedMemoryPair({ capacity: 8, bytes: 64 << 10 })
+    receiver.close()
+    report({ name: sender.name })
+    await nextMessage()
+    for (let k = 0; k < Number(count); k++) {
+      const data = new Uint8Array(Number(bytes))
+      fillPattern(data, k)
+      sender.putSync(data)
+    }
+    report('sent')
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
+  },
+
+  /**
+   * Attaches a sender to `name`, sends one value of `bytes` bytes (pattern of seed 7), reports
+   * 'sent' and blocks the thread until a signal ends the process.
+   */
+  async 'send-then-block'(name, bytes) {
+    const sender = Sender.attach(name!)
+    const data = new Uint8Array(Number(bytes))
+    fillPattern(data, 7)
+    sender.putSync(data)
+    report('sent')
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
+  },
+
+  /**
    * Creates a pair and awaits `get()`; the only thing that keeps the process alive meanwhile is
    * the pending get (the timer that puts a value 300 ms later is unref'd).
    */

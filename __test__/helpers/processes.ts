@@ -7,7 +7,7 @@ import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { readdirSync, openSync, readSync, closeSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
-import type { ExecutionContext } from 'ava'
+import type { ExecutionContext, TestFn } from 'ava'
 
 /** `__test__/helpers/child.ts`, the script of every child role. */
 export const childScript = fileURLToPath(new URL('./child.ts', import.meta.url))
@@ -170,4 +170,22 @@ export function shmExists(name: string): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * Registers hooks on `test` that fail a test which leaves in /dev/shm a shmpipe segment that was
+ * not there before it and was created by this process or one of its children. Segments of other
+ * processes (other test files run in parallel, other runs) are not this file's business.
+ * Relies on the file's tests running one at a time (`serial` in the ava configuration).
+ */
+export function checkNoSegmentLeaks(test: TestFn): void {
+  let before = new Map<string, number>()
+  test.beforeEach(() => {
+    before = shmSegments()
+  })
+  test.afterEach.always('no shmpipe segment made by this process or its children is left', (t) => {
+    const ours = new Set([process.pid, ...childPids])
+    const left = [...shmSegments()].filter(([name, pid]) => !before.has(name) && ours.has(pid))
+    t.deepEqual(left, [], `left in /dev/shm: ${left.map(([n, p]) => `${n} (pid ${p})`).join(', ')}`)
+  })
 }

@@ -12,6 +12,10 @@
 //!   [`Producer::send`] built on top.
 //! - Waits spin briefly, then sleep on a cross-process futex in bounded slices, checking that the
 //!   peer is alive; they honour timeouts and [`CancelToken`]s.
+//! - [`install_signal_cleanup`] (opt-in, Unix): when SIGINT or SIGTERM ends the process, the
+//!   segments it owns are removed first, as on a normal exit ([`signals`]).
+//! - [`list_segments`] / [`clean`]: the segments on this machine with their owner, and removal
+//!   of those whose owner is dead ([`inventory`]).
 //!
 //! No Node.js here: the bindings live in `crates/node`.
 
@@ -21,21 +25,28 @@ mod consumer;
 mod error;
 mod event;
 pub mod futex;
+pub mod inventory;
 mod layout;
 mod name;
 mod process;
 mod producer;
 mod queue;
+mod registry;
 mod segment;
+pub mod signals;
 
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
-pub use name::{random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
-pub use process::{start_time, ProcessIdentity};
+pub use inventory::{
+    clean, clean_dead, list_segments, CleanOptions, CleanReport, SegmentInfo, Status,
+};
+pub use name::{generated_bits, random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
+pub use process::{pid_namespace, start_time, ProcessIdentity};
 pub use producer::{Loan, Producer, RawLoan};
 pub use queue::{Queue, QueueOptions};
 pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
+pub use signals::{install_signal_cleanup, SignalSetup};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
 pub const LAYOUT_VERSION: u32 = 2;

@@ -13,6 +13,33 @@ pub fn random_name() -> String {
     format!("{NAME_PREFIX}{:016x}", rand::random::<u64>())
 }
 
+/// Hex digits after [`NAME_PREFIX`] in a generated name.
+const GENERATED_DIGITS: usize = 16;
+
+/// The 64 random bits of a name made by [`random_name`] (`shmpipe_` and 16 lowercase hex
+/// digits), or `None` for any other name. Cleanup tools only consider names of this shape.
+pub fn generated_bits(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(NAME_PREFIX)?;
+    let lower_hex = hex.len() == GENERATED_DIGITS
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    lower_hex
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// Writes the generated name for `bits` (as [`random_name`] makes it) into `out` without
+/// allocating, so that a signal handler can rebuild a name.
+#[cfg(any(unix, test))]
+pub(crate) fn write_generated(bits: u64, out: &mut [u8; NAME_PREFIX.len() + GENERATED_DIGITS]) {
+    out[..NAME_PREFIX.len()].copy_from_slice(NAME_PREFIX.as_bytes());
+    for (i, slot) in out[NAME_PREFIX.len()..].iter_mut().enumerate() {
+        let nibble = (bits >> (4 * (GENERATED_DIGITS - 1 - i))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
+}
+
 /// Checks that `name` is 1 to 30 characters of `[A-Za-z0-9_.-]`, so that it is valid on every OS.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -51,6 +78,28 @@ mod tests {
         validate_name(&a).unwrap();
         assert_eq!(a.len(), NAME_PREFIX.len() + 16);
         assert!(os_id(&a).len() <= 31);
+    }
+
+    #[test]
+    fn generated_names_round_trip_through_their_bits() {
+        for _ in 0..100 {
+            let name = random_name();
+            let bits = generated_bits(&name).unwrap();
+            let mut out = [0u8; 24];
+            write_generated(bits, &mut out);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), name);
+        }
+        for other in [
+            "shmpipe_0123456789ABCDEF",
+            "shmpipe_0123456789abcde",
+            "shmpipe_0123456789abcdef0",
+            "shmpipe_+123456789abcdef",
+            "shmpipx_0123456789abcdef",
+            "shmem_0123",
+        ] {
+            assert_eq!(generated_bits(other), None, "{other}");
+        }
+        assert_eq!(generated_bits("shmpipe_00000000000000ff"), Some(255));
     }
 
     #[test]

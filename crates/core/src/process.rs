@@ -34,6 +34,25 @@ pub fn start_time(pid: u32) -> Option<u64> {
     imp::start_time(pid)
 }
 
+/// An identifier of the PID namespace this process lives in (Linux: the inode of
+/// `/proc/self/ns/pid`), or 0 where there is none or it cannot be read. Pids (and liveness
+/// checks by pid) only mean something inside one namespace: two containers sharing `/dev/shm`
+/// see each other's pids as unrelated or missing processes.
+pub fn pid_namespace() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        // Not cached: a child forked into a new namespace inherits this process's memory.
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino())
+            .unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     /// Fields of `/proc/<pid>/stat` after the `(comm)` field: (state, starttime).
@@ -119,6 +138,14 @@ mod tests {
                 "a different start time must read as dead"
             );
         }
+    }
+
+    #[test]
+    fn the_pid_namespace_is_known_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert_ne!(pid_namespace(), 0);
+        }
+        assert_eq!(pid_namespace(), pid_namespace());
     }
 
     #[test]

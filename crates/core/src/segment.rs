@@ -3,6 +3,9 @@
 //! Layout: a 128-byte [`SegmentHeader`] at offset 0 (so the body is aligned for line-padded
 //! structures), then the kind-specific body. The creator fills the header and publishes `ready`
 //! last with Release ordering, so an opener never sees a half-built segment. Creation is exclusive and, on Unix, mode 0600 (both by `shared_memory`).
+//!
+//! While this process owns a segment (it created it and has not handed it over), its name is in
+//! the table the SIGINT/SIGTERM cleanup reads ([`crate::signals`]).
 
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::name::{os_id, random_name, validate_name};
@@ -30,7 +33,7 @@ pub enum SegmentKind {
 }
 
 impl SegmentKind {
-    fn from_u32(v: u32) -> Option<Self> {
+    pub(crate) fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::Queue),
             2 => Some(Self::Blob),
@@ -51,7 +54,10 @@ pub struct SegmentHeader {
     creator_pid: AtomicU32,
     ready: AtomicU32,
     creator_start: AtomicU64,
-    _reserved: [AtomicU64; 11],
+    /// The creator's PID namespace ([`crate::process::pid_namespace`]; 0: not recorded). Added
+    /// in a formerly reserved (zero) word, so older segments of the same layout read as "unknown".
+    creator_pid_ns: AtomicU64,
+    _reserved: [AtomicU64; 10],
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE);
@@ -68,6 +74,74 @@ impl SegmentHeader {
     /// The body size the creator asked for.
     pub fn body_size(&self) -> u64 {
         self.body_size.load(Ordering::Relaxed)
+    }
+
+    /// The creator's PID namespace ([`crate::pid_namespace`]), 0 if not recorded.
+    pub fn creator_pid_namespace(&self) -> u64 {
+        self.creator_pid_ns.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+impl SegmentHeader {
+    /// Rewrites the header through `change` (tests of code that judges headers).
+    pub(crate) fn forge(&self, change: impl FnOnce(&mut HeaderFields)) {
+        let mut f = HeaderFields {
+            magic: self.magic.load(Ordering::Relaxed),
+            layout_version: self.layout_version.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            body_size: self.body_size(),
+            creator: self.creator(),
+            creator_pid_ns: self.creator_pid_ns.load(Ordering::Relaxed),
+            ready: self.ready.load(Ordering::Relaxed) == 1,
+        };
+        change(&mut f);
+        self.magic.store(f.magic, Ordering::Relaxed);
+        self.layout_version
+            .store(f.layout_version, Ordering::Relaxed);
+        self.kind.store(f.kind, Ordering::Relaxed);
+        self.body_size.store(f.body_size, Ordering::Relaxed);
+        self.creator_pid.store(f.creator.pid, Ordering::Relaxed);
+        self.creator_start.store(f.creator.start, Ordering::Relaxed);
+        self.creator_pid_ns
+            .store(f.creator_pid_ns, Ordering::Relaxed);
+        self.ready.store(f.ready as u32, Ordering::Release);
+    }
+}
+
+/// The header's fields decoded from a copy of a segment's first bytes: how the inventory reads
+/// segments it does not map. Any bit pattern decodes; judging it is the caller's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderFields {
+    pub magic: u64,
+    pub layout_version: u32,
+    pub kind: u32,
+    pub body_size: u64,
+    pub creator: ProcessIdentity,
+    pub creator_pid_ns: u64,
+    pub ready: bool,
+}
+
+// Windows lists no segments (see `inventory`), so nothing decodes headers there.
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+impl HeaderFields {
+    /// Decodes `bytes` (native byte order, as the creator's atomics wrote them).
+    pub fn decode(bytes: &[u8; SEGMENT_HEADER_SIZE]) -> Self {
+        use std::mem::offset_of;
+        let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        Self {
+            magic: u64_at(offset_of!(SegmentHeader, magic)),
+            layout_version: u32_at(offset_of!(SegmentHeader, layout_version)),
+            kind: u32_at(offset_of!(SegmentHeader, kind)),
+            body_size: u64_at(offset_of!(SegmentHeader, body_size)),
+            creator: ProcessIdentity {
+                pid: u32_at(offset_of!(SegmentHeader, creator_pid)),
+                start: u64_at(offset_of!(SegmentHeader, creator_start)),
+            },
+            creator_pid_ns: u64_at(offset_of!(SegmentHeader, creator_pid_ns)),
+            ready: u32_at(offset_of!(SegmentHeader, ready)) == 1,
+        }
     }
 }
 
@@ -149,6 +223,8 @@ impl Segment {
             kind,
         };
         // From here on, dropping `seg` on an error path removes the name again (we own it).
+        crate::signals::track(name);
+        crate::registry::add(name);
         reserve_pages(name, total)?;
         let me = ProcessIdentity::current();
         let h = seg.header();
@@ -159,6 +235,8 @@ impl Segment {
         h.body_size.store(body_size, Ordering::Relaxed);
         h.creator_pid.store(me.pid, Ordering::Relaxed);
         h.creator_start.store(me.start, Ordering::Relaxed);
+        h.creator_pid_ns
+            .store(crate::process::pid_namespace(), Ordering::Relaxed);
         Ok(seg)
     }
 
@@ -240,11 +318,17 @@ impl Segment {
 
     /// Stops removing the name when this handle drops (ownership passes to another process).
     pub fn disown(&mut self) {
+        if self.shmem.is_owner() {
+            crate::signals::hand_over(&self.name);
+        }
         self.shmem.set_owner(false);
     }
 
     /// Makes this handle remove the name when it drops.
     pub fn adopt(&mut self) {
+        if !self.shmem.is_owner() {
+            crate::signals::track(&self.name);
+        }
         self.shmem.set_owner(true);
     }
 
@@ -279,6 +363,21 @@ impl Segment {
     }
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.shmem.is_owner() {
+            // On Unix the owner unlinks the name itself (`Shmem` then only unmaps), so the name
+            // leaves the signal handler's table only once it is gone.
+            #[cfg(unix)]
+            {
+                let _ = unlink(&self.name);
+                self.shmem.set_owner(false);
+            }
+            crate::signals::untrack(&self.name);
+        }
+    }
+}
+
 fn is_not_found(code: u32) -> bool {
     #[cfg(unix)]
     {
@@ -292,6 +391,7 @@ fn is_not_found(code: u32) -> bool {
 
 /// Removes a name at the OS level.
 pub(crate) fn unlink(name: &str) -> Result<()> {
+    crate::registry::remove(name);
     #[cfg(unix)]
     {
         let id = std::ffi::CString::new(os_id(name)).expect("validated names have no NUL");
@@ -373,6 +473,10 @@ mod tests {
         assert_eq!(unsafe { other.body_ptr().read() }, 42);
         assert_eq!(other.body_len(), 1000);
         assert_eq!(other.header().creator(), ProcessIdentity::current());
+        assert_eq!(
+            other.header().creator_pid_namespace(),
+            crate::process::pid_namespace()
+        );
         let name = seg.name().to_owned();
         drop(seg);
         assert!(matches!(

@@ -6,6 +6,8 @@
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
 //! - `waiter`: the dedicated waiter thread behind every async wait
+//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
+//!   cleanup (`installSignalCleanup`)
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
 #![deny(clippy::all)]
@@ -13,12 +15,14 @@
 
 use napi_derive::napi;
 
+mod cleanup;
 mod consumer;
 mod errors;
 mod producer;
 mod queue;
 mod waiter;
 
+pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
 pub use consumer::{NativeConsumer, NativeMessage};
 pub use producer::NativeProducer;
 pub use queue::NativeQueue;

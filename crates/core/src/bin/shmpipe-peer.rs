@@ -33,11 +33,21 @@
 //! - `echo IN OUT [SPIN [CPU]]`: receives from IN and sends each message back on OUT until IN
 //!   closes, spinning SPIN polls before each sleep (default 0: purely blocking waits); with CPU,
 //!   it runs on that CPU only (Linux).
+//! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
+//! - `try-access NAME`: prints `uid N` (its effective uid), then tries to open the queue NAME, to
+//!   read its file in `/dev/shm` and to remove it, printing one line per attempt:
+//!   `open ok|error …`, `read ok|error …`, `remove ok|error …`.
+//!
+//! Environment, applied before the role runs (for the signal-cleanup tests):
+//! - `SHMPIPE_PEER_PREV=node-like|swallow`: first installs a SIGINT/SIGTERM handler of its own:
+//!   `node-like` does what Node's default one does (one-shot, re-raises), `swallow` only counts.
+//! - `SHMPIPE_PEER_SIGNALS=1`: then calls `install_signal_cleanup` and prints the outcome
+//!   (`signals [Installed, Installed]`).
 
 #[path = "../../tests/common/pattern.rs"]
 mod pattern;
 
-use shmpipe_core::{Error, Queue, WaitOptions};
+use shmpipe_core::{Error, Queue, QueueOptions, Segment, WaitOptions};
 use std::io::Write;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
@@ -52,7 +62,44 @@ fn say(line: &str) {
     out.flush().unwrap();
 }
 
+/// Installs the handler named by `SHMPIPE_PEER_PREV`, as another library would have.
+#[cfg(unix)]
+fn install_previous_handler(kind: &str) {
+    extern "C" fn node_like(sig: libc::c_int) {
+        // Installed with SA_RESETHAND: the disposition is the default again; die of the signal.
+        // SAFETY: raise is async-signal-safe.
+        unsafe { libc::raise(sig) };
+    }
+    extern "C" fn swallow(_sig: libc::c_int) {}
+    let (handler, flags) = match kind {
+        "node-like" => (
+            node_like as extern "C" fn(libc::c_int) as usize,
+            libc::SA_RESETHAND,
+        ),
+        "swallow" => (swallow as extern "C" fn(libc::c_int) as usize, 0),
+        other => panic!("unknown SHMPIPE_PEER_PREV {other}"),
+    };
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a valid handler with an initialised sigaction.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = handler;
+            act.sa_flags = flags;
+            libc::sigfillset(&mut act.sa_mask);
+            assert_eq!(libc::sigaction(sig, &act, std::ptr::null_mut()), 0);
+        }
+    }
+}
+
 fn main() {
+    #[cfg(unix)]
+    if let Ok(kind) = std::env::var("SHMPIPE_PEER_PREV") {
+        install_previous_handler(&kind);
+    }
+    if std::env::var_os("SHMPIPE_PEER_SIGNALS").is_some() {
+        let setup = shmpipe_core::install_signal_cleanup().unwrap();
+        say(&format!("signals {setup:?}"));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let role = args.first().map(String::as_str).unwrap_or("");
     let forever = WaitOptions::forever();
@@ -288,6 +335,36 @@ fn main() {
                     Err(Error::Closed | Error::PeerGone) => break,
                     Err(e) => panic!("echo: {e}"),
                 }
+            }
+        }
+        "own-queue" => {
+            let q = Queue::create(&QueueOptions {
+                capacity: 16,
+                bytes: 64 << 10,
+                max_producers: 4,
+            })
+            .unwrap();
+            say(q.name());
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "try-access" => {
+            let name = &args[1];
+            #[cfg(unix)]
+            // SAFETY: geteuid has no preconditions.
+            say(&format!("uid {}", unsafe { libc::geteuid() }));
+            match Queue::open(name) {
+                Ok(_) => say("open ok"),
+                Err(e) => say(&format!("open error {e:?}")),
+            }
+            match std::fs::read(format!("/dev/shm/{name}")) {
+                Ok(bytes) => say(&format!("read ok {}", bytes.len())),
+                Err(e) => say(&format!("read error {:?}", e.kind())),
+            }
+            match Segment::remove(name) {
+                Ok(()) => say("remove ok"),
+                Err(e) => say(&format!("remove error {e:?}")),
             }
         }
         _ => {

@@ -4,5 +4,11 @@
 #[allow(dead_code)]
 pub mod pattern;
 
+// What is in /dev/shm, read from the files.
 #[allow(dead_code)]
 pub mod shm;
+
+// Child processes for the cleanup tests (the older tests have their own).
+#[cfg(unix)]
+#[allow(dead_code)]
+pub mod peer;

@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+/**
+ * `shmpipe`: the command line of the package (`npx shmpipe ls`, `npx shmpipe clean`).
+ *
+ * Plain JavaScript on purpose: the package ships no compiled TypeScript yet, so this loads the
+ * native addon's loader (`binding.cjs`) directly. `src/cleanup.ts` is the same API for code.
+ */
+
+import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
+
+const USAGE = `Usage: shmpipe <command> [options]
+
+Commands:
+  ls [--json]                 List the shmpipe shared-memory segments on this machine: name,
+                              kind, size, owner pid, owner alive/dead, and what clean would do.
+  clean [options] [NAME...]   Remove the segments whose owner is dead (only NAMEs, if given).
+                              Never removes one whose owner is alive, nor one a live process may
+                              still need: those are kept, with the reason.
+  help                        Show this text.
+
+Options:
+  --json            Print JSON instead of text.
+  --dry-run         (clean) Show what would be removed; remove nothing.
+  --force-invalid   (clean) Also remove segments with an invalid header (e.g. a creator killed
+                    before writing it) that no process has open or mapped (Linux only).
+
+Exit status: 0 on success; 1 if a segment could not be removed or the segments could not be
+listed; 2 on a usage error.`
+
+/** Exit statuses. */
+const OK = 0
+const FAILED = 1
+const USAGE_ERROR = 2
+
+function fail(status, message) {
+  process.stderr.write(`shmpipe: ${message}\n`)
+  process.exit(status)
+}
+
+function loadAddon() {
+  try {
+    return createRequire(import.meta.url)('../binding.cjs')
+  } catch (err) {
+    return fail(FAILED, `cannot load the native addon (run \`npm run build\`): ${err.message}`)
+  }
+}
+
+/** A native record with `null` for what is unknown (as `listSegments()` in src/cleanup.ts). */
+function normalise(r) {
+  return {
+    name: r.name,
+    kind: r.kind ?? null,
+    size: r.size,
+    ownerPid: r.ownerPid ?? null,
+    owner: r.owner,
+    status: r.status,
+    detail: r.detail,
+    removable: r.removable,
+    layoutVersion: r.layoutVersion ?? null,
+    ready: r.ready ?? null,
+    uid: r.uid ?? null,
+    heldBy: r.heldBy ?? null,
+  }
+}
+
+function formatSize(bytes) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`
+}
+
+function table(rows) {
+  const widths = rows[0].map((_, col) => Math.max(...rows.map((r) => r[col].length)))
+  return rows
+    .map((r) =>
+      r.map((cell, col) => (col === r.length - 1 ? cell : cell.padEnd(widths[col]))).join('  '),
+    )
+    .join('\n')
+}
+
+function row(s, action) {
+  return [
+    s.name,
+    s.kind ?? '-',
+    formatSize(s.size),
+    s.ownerPid === null ? '-' : String(s.ownerPid),
+    s.owner,
+    action === undefined ? s.detail : `${action}: ${s.detail}`,
+  ]
+}
+
+const HEADER = ['NAME', 'KIND', 'SIZE', 'PID', 'OWNER', 'STATUS']
+
+function translate(err) {
+  const match = /^(ERR_SHMPIPE_[A-Z_]+): /.exec(err?.message ?? '')
+  return fail(match?.[1] === 'ERR_SHMPIPE_INVALID_ARGUMENT' ? USAGE_ERROR : FAILED, err.message)
+}
+
+function ls(addon, values) {
+  let segments
+  try {
+    segments = addon.listSegments().map(normalise)
+  } catch (err) {
+    return translate(err)
+  }
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(segments, null, 2)}\n`)
+  } else if (segments.length === 0) {
+    process.stdout.write(
+      process.platform === 'win32'
+        ? 'Windows removes shared memory with its last handle: there is nothing to list.\n'
+        : 'No shmpipe segments.\n',
+    )
+  } else {
+    const rows = segments.map((s) => row(s, s.removable ? 'clean removes' : undefined))
+    process.stdout.write(`${table([HEADER, ...rows])}\n`)
+  }
+  return OK
+}
+
+function clean(addon, values, names) {
+  let report
+  try {
+    report = addon.cleanSegments(
+      names.length > 0 ? names : null,
+      values['force-invalid'],
+      values['dry-run'],
+    )
+  } catch (err) {
+    return translate(err)
+  }
+  const removed = report.removed.map(normalise)
+  const kept = report.kept.map(normalise)
+  const failed = report.failed.map((f) => ({ segment: normalise(f.segment), error: f.error }))
+  const seen = new Set([...removed, ...kept, ...failed.map((f) => f.segment)].map((s) => s.name))
+  const notFound = names.filter((n) => !seen.has(n))
+  if (values.json) {
+    const out = { dryRun: values['dry-run'], removed, kept, failed, notFound }
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`)
+  } else {
+    const verb = values['dry-run'] ? 'would remove' : 'removed'
+    // Kept segments worth a word: those of dead or unknown owners, and invalid ones.
+    const notable = kept.filter((s) => s.status !== 'owner-alive' && s.status !== 'creating')
+    const rows = [...removed.map((s) => row(s, verb)), ...notable.map((s) => row(s, 'kept'))]
+    if (rows.length > 0) process.stdout.write(`${table([HEADER, ...rows])}\n`)
+    for (const name of notFound) process.stderr.write(`shmpipe: no shmpipe segment named ${name}\n`)
+    for (const f of failed)
+      process.stderr.write(`shmpipe: could not remove ${f.segment.name}: ${f.error}\n`)
+    process.stdout.write(
+      `${removed.length} ${verb}, ${kept.length} kept${failed.length > 0 ? `, ${failed.length} failed` : ''}.\n`,
+    )
+  }
+  return failed.length > 0 ? FAILED : OK
+}
+
+function main(argv) {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        json: { type: 'boolean', default: false },
+        'dry-run': { type: 'boolean', default: false },
+        'force-invalid': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    })
+  } catch (err) {
+    return fail(USAGE_ERROR, `${err.message}\n\n${USAGE}`)
+  }
+  const { values, positionals } = parsed
+  const [command, ...rest] = positionals
+  if (values.help || command === 'help') {
+    process.stdout.write(`${USAGE}\n`)
+    return OK
+  }
+  switch (command) {
+    case 'ls':
+    case 'list':
+      if (rest.length > 0 || values['dry-run'] || values['force-invalid'])
+        return fail(USAGE_ERROR, `ls takes no names and only --json\n\n${USAGE}`)
+      return ls(loadAddon(), values)
+    case 'clean':
+      return clean(loadAddon(), values, rest)
+    case undefined:
+      return fail(USAGE_ERROR, `a command is needed\n\n${USAGE}`)
+    default:
+      return fail(USAGE_ERROR, `unknown command '${command}'\n\n${USAGE}`)
+  }
+}
+
+process.exitCode = main(process.argv.slice(2))

@@ -1,0 +1,682 @@
+//! The segments on this machine: list them with their owner, and remove those whose owner died.
+//!
+//! Every segment names its creator (pid, start time and PID namespace) in its header, and the
+//! creator owns it (see the README). [`clean`] removes a segment only when it can tell the owner
+//! is dead, and never one a live process still needs:
+//!
+//! - creator alive: [`Status::OwnerAlive`] (ready) or [`Status::Creating`] (not ready, or the
+//!   header half written): kept;
+//! - creator dead: a queue or array is [`Status::OwnerDead`], a blob never committed
+//!   [`Status::AbandonedBlob`], a committed blob that no live process could receive
+//!   [`Status::UndeliverableBlob`]: removed; a committed blob that a live process may still
+//!   receive (or when that cannot be told) is [`Status::MaybeInUse`]: kept;
+//! - creator in another PID namespace, or its namespace not recorded (older segments) and no
+//!   such process running here: [`Status::OtherPidNamespace`]: kept;
+//! - header not valid for this layout version: [`Status::Invalid`]: kept, unless
+//!   [`CleanOptions::force_invalid`] and no process holds it open or mapped;
+//! - not readable (another user's): [`Status::Unreadable`]: kept.
+//!
+//! Removing a queue whose creator died is what the creator's normal exit would have done: the
+//! other processes' mappings stay valid, new attaches fail with `NotFound`. A committed blob is
+//! different: its consumer has not mapped it yet, and removing it would lose the message. A blob
+//! does not record its queue, so "no live process could receive it" means (Linux): no process
+//! that could open it (its owner's user, or root) holds any queue, or any shmpipe segment whose
+//! name is gone, and every such process could be inspected. Dead queues are removed first, so
+//! nobody can attach to one and become a receiver between the check and the removal.
+//!
+//! Liveness is by pid *and* start time (a recycled pid is not the creator), and only within this
+//! PID namespace: a creator in another container sharing `/dev/shm` is not judged at all.
+//!
+//! Platforms: Linux lists `/dev/shm`; macOS lists a per-user registry of names (`registry.rs`),
+//! without the holder scan (so blobs of dead creators stay [`Status::MaybeInUse`]); on Windows
+//! nothing is listed and clean does nothing (see the README).
+
+mod enumerate;
+mod holders;
+
+use crate::error::{Error, Result};
+use crate::name::{generated_bits, validate_name};
+use crate::process::{pid_namespace, ProcessIdentity};
+use crate::segment::{HeaderFields, SegmentKind, MAGIC};
+use enumerate::{Entry, HeaderRead};
+use holders::Holders;
+use std::collections::HashSet;
+use std::fmt;
+
+/// Whether a segment's creator is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The creator (same pid and start time) is running.
+    Alive,
+    /// The creator has exited (or its pid now belongs to another process).
+    Dead,
+    /// The header does not say, or the creator cannot be checked from here.
+    Unknown,
+}
+
+/// Why a header is not one this version can judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidHeader {
+    /// Shorter than a header.
+    TooSmall,
+    /// All zero: its creator never wrote the header (or died before).
+    NoHeader,
+    /// Not shmpipe's magic number.
+    BadMagic,
+    /// Written by another layout version (the number is given).
+    OtherLayoutVersion(u32),
+    /// A segment kind this version does not know.
+    UnknownKind(u32),
+}
+
+/// A segment's state, and with it what [`clean`] does with it (see the module table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The creator is alive and the segment ready. Kept.
+    OwnerAlive,
+    /// Being created: not ready yet and the creator alive, or the header only half written.
+    /// Kept.
+    Creating,
+    /// A queue or array whose creator is dead. Removed.
+    OwnerDead,
+    /// A blob whose creator died before committing it: never readable. Removed.
+    AbandonedBlob,
+    /// A committed blob whose creator is dead, and no live process could receive it. Removed.
+    UndeliverableBlob,
+    /// A committed blob whose creator is dead, which a live process may still receive (or that
+    /// cannot be told). Kept.
+    MaybeInUse,
+    /// The creator lives in another PID namespace (its pid means nothing here), or its namespace
+    /// was not recorded and no process with its pid and start time runs here (it may have died,
+    /// or run elsewhere). Kept.
+    OtherPidNamespace,
+    /// The header is not valid for this version. Kept unless forced and held by no process.
+    Invalid(InvalidHeader),
+    /// The segment cannot be read (another user's). Kept.
+    Unreadable,
+}
+
+impl Status {
+    /// Whether [`clean`] removes a segment in this state (without `force_invalid`).
+    pub fn removable(&self) -> bool {
+        matches!(
+            self,
+            Self::OwnerDead | Self::AbandonedBlob | Self::UndeliverableBlob
+        )
+    }
+
+    /// A stable short name: `owner-alive`, `creating`, `owner-dead`, `abandoned-blob`,
+    /// `undeliverable-blob`, `maybe-in-use`, `other-pid-namespace`, `invalid`, `unreadable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OwnerAlive => "owner-alive",
+            Self::Creating => "creating",
+            Self::OwnerDead => "owner-dead",
+            Self::AbandonedBlob => "abandoned-blob",
+            Self::UndeliverableBlob => "undeliverable-blob",
+            Self::MaybeInUse => "maybe-in-use",
+            Self::OtherPidNamespace => "other-pid-namespace",
+            Self::Invalid(_) => "invalid",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OwnerAlive => f.write_str("owner alive"),
+            Self::Creating => f.write_str("being created"),
+            Self::OwnerDead => f.write_str("owner dead"),
+            Self::AbandonedBlob => f.write_str("owner died before sending it"),
+            Self::UndeliverableBlob => f.write_str("owner dead, no live process can receive it"),
+            Self::MaybeInUse => f.write_str("owner dead, maybe in use (a receiver may be alive)"),
+            Self::OtherPidNamespace => {
+                f.write_str("owner in another PID namespace (or unrecorded, not running here)")
+            }
+            Self::Invalid(InvalidHeader::TooSmall) => f.write_str("invalid: smaller than a header"),
+            Self::Invalid(InvalidHeader::NoHeader) => f.write_str("invalid: no header written"),
+            Self::Invalid(InvalidHeader::BadMagic) => f.write_str("invalid: not a shmpipe header"),
+            Self::Invalid(InvalidHeader::OtherLayoutVersion(v)) => {
+                write!(f, "invalid: layout version {v}")
+            }
+            Self::Invalid(InvalidHeader::UnknownKind(k)) => write!(f, "invalid: unknown kind {k}"),
+            Self::Unreadable => f.write_str("unreadable (another user's?)"),
+        }
+    }
+}
+
+/// One segment found on this machine.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Its name, as passed to `Queue::open`.
+    pub name: String,
+    /// What it holds, if the header says (and is valid).
+    pub kind: Option<SegmentKind>,
+    /// Bytes it occupies.
+    pub size: u64,
+    /// Its creator, from the header (when the header is valid).
+    pub creator: Option<ProcessIdentity>,
+    /// Whether the creator is alive.
+    pub owner: Liveness,
+    /// The layout version in the header, if it has shmpipe's magic number.
+    pub layout_version: Option<u32>,
+    /// Whether the creator published it as ready (when the header is valid).
+    pub ready: Option<bool>,
+    /// The user owning it, where the platform says.
+    pub uid: Option<u32>,
+    /// Pids of the processes holding it open or mapped; `None` where that cannot be told.
+    pub held_by: Option<Vec<u32>>,
+    /// Its state, which decides what [`clean`] does with it.
+    pub status: Status,
+}
+
+impl SegmentInfo {
+    /// Whether [`clean`] with `opts` removes it.
+    pub fn removable_with(&self, opts: &CleanOptions) -> bool {
+        self.status.removable()
+            || (opts.force_invalid
+                && matches!(self.status, Status::Invalid(_))
+                && self.held_by.as_ref().is_some_and(|h| h.is_empty()))
+    }
+}
+
+/// Options of [`clean`].
+#[derive(Debug, Clone, Default)]
+pub struct CleanOptions {
+    /// Also remove segments with an invalid header (no header, another magic number or layout
+    /// version), but only those no process holds open or mapped (so never one being created);
+    /// only where that can be checked (Linux).
+    pub force_invalid: bool,
+    /// Only consider these names (others are left alone whatever their state).
+    pub only: Option<Vec<String>>,
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+}
+
+/// What [`clean`] did.
+#[derive(Debug, Default)]
+pub struct CleanReport {
+    /// Segments removed (or, with `dry_run`, that would be).
+    pub removed: Vec<SegmentInfo>,
+    /// Segments left in place, with their status saying why.
+    pub kept: Vec<SegmentInfo>,
+    /// Segments whose removal failed, with the error.
+    pub failed: Vec<(SegmentInfo, Error)>,
+}
+
+/// Every shmpipe segment on this machine (see the module documentation for the platforms),
+/// sorted by name.
+pub fn list_segments() -> Result<Vec<SegmentInfo>> {
+    list(&|name| generated_bits(name).is_some())
+}
+
+/// Removes the segments whose owner is dead, with default options (see [`clean`]).
+pub fn clean_dead() -> Result<CleanReport> {
+    clean(&CleanOptions::default())
+}
+
+/// Removes the segments [`SegmentInfo::removable_with`] says may go, and never one whose owner
+/// is alive. Removing is unlinking the name: processes that still map the segment keep it.
+pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
+    let only: Option<HashSet<&str>> = match &opts.only {
+        Some(names) => {
+            for name in names {
+                validate_name(name)?;
+            }
+            Some(names.iter().map(String::as_str).collect())
+        }
+        None => None,
+    };
+    let wanted = |name: &str| {
+        generated_bits(name).is_some() && only.as_ref().map_or(true, |o| o.contains(name))
+    };
+    let mut report = CleanReport::default();
+    let first = list(&wanted)?;
+    if opts.dry_run {
+        let (removed, kept) = first.into_iter().partition(|s| s.removable_with(opts));
+        report.removed = removed;
+        report.kept = kept;
+        return Ok(report);
+    }
+    // First what does not depend on who holds what. Dead owners' queues go before any blob is
+    // judged, so that nobody can attach to one (and become a receiver) after the holders are
+    // scanned; again while owners keep dying meanwhile (a few rounds at most).
+    let mut removed_names = HashSet::new();
+    let mut infos = first;
+    for _round in 0..4 {
+        let (dead, rest): (Vec<_>, Vec<_>) = infos
+            .into_iter()
+            .partition(|i| matches!(i.status, Status::OwnerDead | Status::AbandonedBlob));
+        if dead.is_empty() {
+            infos = rest;
+            break;
+        }
+        for info in dead {
+            remove(info, &mut report, &mut removed_names);
+        }
+        // A fresh look (and scan of the holders) at what is left.
+        infos = list(&|name| wanted(name) && !removed_names.contains(name))?;
+    }
+    for info in infos {
+        if info.removable_with(opts) {
+            remove(info, &mut report, &mut removed_names);
+        } else {
+            report.kept.push(info);
+        }
+    }
+    Ok(report)
+}
+
+fn remove(info: SegmentInfo, report: &mut CleanReport, removed: &mut HashSet<String>) {
+    match crate::segment::unlink(&info.name) {
+        Ok(()) => {
+            removed.insert(info.name.clone());
+            report.removed.push(info);
+        }
+        Err(Error::NotFound { .. }) => {
+            removed.insert(info.name.clone()); // removed by someone else meanwhile
+        }
+        Err(e) => report.failed.push((info, e)),
+    }
+}
+
+/// The segments whose name passes `wanted`, classified.
+fn list(wanted: &dyn Fn(&str) -> bool) -> Result<Vec<SegmentInfo>> {
+    let entries = enumerate::entries(wanted)?;
+    // After reading the headers (we hold none of them open now).
+    let holders = holders::scan();
+    // Segments that cannot make their holder a receiver: blobs and arrays.
+    let not_queues: HashSet<u64> = entries
+        .iter()
+        .filter(|e| match &e.header {
+            HeaderRead::Fields(h) => {
+                h.magic == MAGIC
+                    && matches!(
+                        SegmentKind::from_u32(h.kind),
+                        Some(SegmentKind::Blob | SegmentKind::Array)
+                    )
+            }
+            _ => false,
+        })
+        .filter_map(|e| e.inode)
+        .collect();
+    let ctx = Context {
+        our_pid_ns: pid_namespace(),
+        holders: holders.as_ref(),
+        not_queues: &not_queues,
+    };
+    let mut out: Vec<SegmentInfo> = entries.into_iter().map(|e| ctx.classify(e)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// What classification needs besides the segment itself.
+struct Context<'a> {
+    our_pid_ns: u64,
+    holders: Option<&'a Holders>,
+    not_queues: &'a HashSet<u64>,
+}
+
+impl Context<'_> {
+    /// Whether a live process could still receive a blob owned by `uid`: `Some(false)` only when
+    /// every process that could open it was inspected and none holds a queue or a removed
+    /// shmpipe segment.
+    fn could_receive(&self, uid: Option<u32>) -> Option<bool> {
+        let h = self.holders?;
+        let holds_queue = h
+            .by_inode
+            .iter()
+            .any(|(inode, pids)| !pids.is_empty() && !self.not_queues.contains(inode));
+        let uninspected = h
+            .unreadable
+            .iter()
+            .any(|&(_, puid)| uid.map_or(true, |u| puid == u || puid == 0));
+        if holds_queue || !h.of_removed.is_empty() {
+            Some(true)
+        } else if uninspected {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
+    fn classify(&self, e: Entry) -> SegmentInfo {
+        let held_by = match (self.holders, e.inode) {
+            (Some(h), Some(inode)) => Some(h.of(inode)),
+            _ => None,
+        };
+        let held = held_by.as_ref().map(|h| !h.is_empty());
+        let mut info = SegmentInfo {
+            name: e.name,
+            kind: None,
+            size: e.size,
+            creator: None,
+            owner: Liveness::Unknown,
+            layout_version: None,
+            ready: None,
+            uid: e.uid,
+            held_by,
+            status: Status::Unreadable,
+        };
+        let h: HeaderFields = match e.header {
+            HeaderRead::Unreadable => return info,
+            HeaderRead::TooSmall => {
+                info.status = match held {
+                    Some(true) => Status::Creating, // its creator has not sized it yet
+                    _ => Status::Invalid(InvalidHeader::TooSmall),
+                };
+                return info;
+            }
+            HeaderRead::Fields(h) => h,
+        };
+        if h.magic == 0 {
+            info.status = match held {
+                Some(true) => Status::Creating,
+                _ => Status::Invalid(InvalidHeader::NoHeader),
+            };
+            return info;
+        }
+        if h.magic != MAGIC {
+            info.status = Status::Invalid(InvalidHeader::BadMagic);
+            return info;
+        }
+        info.layout_version = Some(h.layout_version);
+        if h.layout_version != crate::LAYOUT_VERSION {
+            info.status = Status::Invalid(InvalidHeader::OtherLayoutVersion(h.layout_version));
+            return info;
+        }
+        let Some(kind) = SegmentKind::from_u32(h.kind) else {
+            info.status = Status::Invalid(InvalidHeader::UnknownKind(h.kind));
+            return info;
+        };
+        info.kind = Some(kind);
+        info.ready = Some(h.ready);
+        if h.creator.pid == 0 {
+            info.status = Status::Creating; // the header is being written
+            return info;
+        }
+        info.creator = Some(h.creator);
+        let linux = cfg!(target_os = "linux");
+        if linux && h.creator_pid_ns != 0 && h.creator_pid_ns != self.our_pid_ns {
+            info.status = Status::OtherPidNamespace;
+            return info;
+        }
+        if h.creator.is_alive() {
+            info.owner = Liveness::Alive;
+            info.status = if h.ready {
+                Status::OwnerAlive
+            } else {
+                Status::Creating
+            };
+            return info;
+        }
+        if linux && h.creator_pid_ns == 0 {
+            // Not recorded (an older segment): "not running here" may mean "running elsewhere".
+            info.status = Status::OtherPidNamespace;
+            return info;
+        }
+        info.owner = Liveness::Dead;
+        info.status = match (kind, h.ready) {
+            (SegmentKind::Blob, false) => Status::AbandonedBlob,
+            (SegmentKind::Blob, true) => match self.could_receive(info.uid) {
+                Some(false) => Status::UndeliverableBlob,
+                _ => Status::MaybeInUse,
+            },
+            (SegmentKind::Queue | SegmentKind::Array, _) => Status::OwnerDead,
+        };
+        info
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::segment::Segment;
+
+    fn info(name: &str) -> SegmentInfo {
+        let mut found = list(&|n| n == name).unwrap();
+        assert_eq!(found.len(), 1, "{name} listed once");
+        found.pop().unwrap()
+    }
+
+    fn only(name: &str) -> CleanOptions {
+        CleanOptions {
+            only: Some(vec![name.to_owned()]),
+            ..CleanOptions::default()
+        }
+    }
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(name).exists()
+    }
+
+    fn names(infos: &[SegmentInfo]) -> Vec<&str> {
+        infos.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    /// Rewrites the creator as a dead process: our pid with another start time (a recycled pid).
+    fn kill_creator(seg: &Segment) {
+        seg.header().forge(|h| h.creator.start += 1);
+    }
+
+    #[test]
+    fn a_live_creators_segment_is_listed_and_kept_in_every_state() {
+        let q = Segment::create(SegmentKind::Queue, 4096).unwrap();
+        let i = info(q.name());
+        assert_eq!(i.status, Status::Creating, "not ready yet");
+        assert_eq!(i.owner, Liveness::Alive);
+        assert_eq!(i.creator, Some(ProcessIdentity::current()));
+        assert_eq!(i.kind, Some(SegmentKind::Queue));
+        assert_eq!(i.ready, Some(false));
+        assert_eq!(i.layout_version, Some(crate::LAYOUT_VERSION));
+        assert!(i.size >= 4096 + 128, "size {}", i.size);
+        assert!(i.held_by.unwrap().contains(&std::process::id()));
+        let report = clean(&only(q.name())).unwrap();
+        assert!(report.removed.is_empty() && exists(q.name()));
+        q.publish_ready();
+        assert_eq!(info(q.name()).status, Status::OwnerAlive);
+        let report = clean(&only(q.name())).unwrap();
+        assert!(report.removed.is_empty());
+        assert_eq!(names(&report.kept), [q.name()]);
+        assert!(exists(q.name()));
+    }
+
+    #[test]
+    fn a_creator_whose_pid_was_recycled_is_dead_and_its_queue_removed() {
+        let q = Segment::create(SegmentKind::Queue, 4096).unwrap();
+        q.publish_ready();
+        kill_creator(&q);
+        let i = info(q.name());
+        assert_eq!((i.status, i.owner), (Status::OwnerDead, Liveness::Dead));
+        let dry = clean(&CleanOptions {
+            dry_run: true,
+            ..only(q.name())
+        })
+        .unwrap();
+        assert_eq!(names(&dry.removed), [q.name()]);
+        assert!(exists(q.name()), "a dry run removes nothing");
+        let report = clean(&only(q.name())).unwrap();
+        assert_eq!(names(&report.removed), [q.name()]);
+        assert!(!exists(q.name()));
+        // Our mapping is still valid after the name is gone.
+        // SAFETY: the body is 4096 bytes.
+        unsafe { q.body_ptr().write(1) };
+    }
+
+    #[test]
+    fn blobs_of_dead_creators_go_only_when_nobody_can_receive_them() {
+        // Never committed: nobody can ever read it.
+        let abandoned = Segment::create(SegmentKind::Blob, 100).unwrap();
+        kill_creator(&abandoned);
+        assert_eq!(info(abandoned.name()).status, Status::AbandonedBlob);
+        // Committed, and this process holds a queue: it could be the receiver.
+        let queue = Segment::create(SegmentKind::Queue, 4096).unwrap();
+        queue.publish_ready();
+        let committed = Segment::create(SegmentKind::Blob, 100).unwrap();
+        committed.publish_ready();
+        kill_creator(&committed);
+        assert_eq!(info(committed.name()).status, Status::MaybeInUse);
+        let report = clean(&CleanOptions {
+            only: Some(vec![abandoned.name().into(), committed.name().into()]),
+            ..CleanOptions::default()
+        })
+        .unwrap();
+        assert_eq!(names(&report.removed), [abandoned.name()]);
+        assert_eq!(names(&report.kept), [committed.name()]);
+        assert!(!exists(abandoned.name()) && exists(committed.name()));
+    }
+
+    #[test]
+    fn creators_in_another_or_unrecorded_pid_namespace_are_not_judged() {
+        let q = Segment::create(SegmentKind::Queue, 4096).unwrap();
+        q.publish_ready();
+        kill_creator(&q);
+        for ns in [pid_namespace() + 1, 0] {
+            q.header().forge(|h| h.creator_pid_ns = ns);
+            let i = info(q.name());
+            assert_eq!(
+                (i.status, i.owner),
+                (Status::OtherPidNamespace, Liveness::Unknown)
+            );
+            assert!(clean(&only(q.name())).unwrap().removed.is_empty());
+        }
+        assert!(exists(q.name()));
+        // Unrecorded, but a process with the creator's pid and start time runs here: that is it.
+        q.header().forge(|h| h.creator = ProcessIdentity::current());
+        let i = info(q.name());
+        assert_eq!((i.status, i.owner), (Status::OwnerAlive, Liveness::Alive));
+    }
+
+    #[test]
+    fn invalid_headers_are_kept_unless_forced_and_held_by_nobody() {
+        let forced = |name: &str| CleanOptions {
+            force_invalid: true,
+            ..only(name)
+        };
+        type Forgery = fn(&mut HeaderFields);
+        let cases: [(Forgery, Status); 3] = [
+            (
+                |h| h.magic = 0x1234,
+                Status::Invalid(InvalidHeader::BadMagic),
+            ),
+            (
+                |h| h.layout_version = 99,
+                Status::Invalid(InvalidHeader::OtherLayoutVersion(99)),
+            ),
+            (
+                |h| h.kind = 77,
+                Status::Invalid(InvalidHeader::UnknownKind(77)),
+            ),
+        ];
+        for (change, status) in cases {
+            let mut seg = Segment::create(SegmentKind::Queue, 4096).unwrap();
+            seg.publish_ready();
+            seg.header().forge(change);
+            let name = seg.name().to_owned();
+            assert_eq!(info(&name).status, status);
+            assert!(
+                clean(&forced(&name)).unwrap().removed.is_empty(),
+                "held by us"
+            );
+            seg.disown();
+            drop(seg);
+            assert_eq!(info(&name).held_by, Some(vec![]));
+            assert!(
+                clean(&only(&name)).unwrap().removed.is_empty(),
+                "not forced"
+            );
+            assert_eq!(
+                names(&clean(&forced(&name)).unwrap().removed),
+                [name.as_str()]
+            );
+            assert!(!exists(&name));
+        }
+        // A header never written: being created while its creator holds it, invalid after.
+        let mut seg = Segment::create(SegmentKind::Blob, 64).unwrap();
+        seg.header().forge(|h| *h = HeaderFields::decode(&[0; 128]));
+        let name = seg.name().to_owned();
+        assert_eq!(info(&name).status, Status::Creating);
+        seg.disown();
+        drop(seg);
+        assert_eq!(info(&name).status, Status::Invalid(InvalidHeader::NoHeader));
+        assert!(clean(&only(&name)).unwrap().removed.is_empty());
+        assert_eq!(
+            names(&clean(&forced(&name)).unwrap().removed),
+            [name.as_str()]
+        );
+        // Shorter than a header (a creator that died before sizing it).
+        let name = crate::random_name();
+        std::fs::File::create_new(format!("/dev/shm/{name}")).unwrap();
+        assert_eq!(info(&name).status, Status::Invalid(InvalidHeader::TooSmall));
+        assert!(clean(&only(&name)).unwrap().removed.is_empty());
+        assert_eq!(
+            names(&clean(&forced(&name)).unwrap().removed),
+            [name.as_str()]
+        );
+    }
+
+    #[test]
+    fn a_blob_is_undeliverable_only_when_every_process_that_could_open_it_was_seen() {
+        let blob_inode = 7;
+        let not_queues: HashSet<u64> = [blob_inode].into();
+        let verdict = |h: Holders, uid| {
+            Context {
+                our_pid_ns: 1,
+                holders: Some(&h),
+                not_queues: &not_queues,
+            }
+            .could_receive(uid)
+        };
+        let held = |inode: u64| Holders {
+            by_inode: [(inode, vec![42])].into(),
+            ..Holders::default()
+        };
+        assert_eq!(verdict(Holders::default(), Some(1000)), Some(false));
+        assert_eq!(
+            verdict(held(blob_inode), Some(1000)),
+            Some(false),
+            "a blob holder"
+        );
+        assert_eq!(verdict(held(8), Some(1000)), Some(true), "a queue holder");
+        let removed = Holders {
+            of_removed: vec![42],
+            ..Holders::default()
+        };
+        assert_eq!(
+            verdict(removed, Some(1000)),
+            Some(true),
+            "holds a removed segment"
+        );
+        let hidden = |uid| Holders {
+            unreadable: vec![(42, uid)],
+            ..Holders::default()
+        };
+        assert_eq!(
+            verdict(hidden(1000), Some(1000)),
+            None,
+            "same user, not inspected"
+        );
+        assert_eq!(verdict(hidden(0), Some(1000)), None, "root could open it");
+        assert_eq!(
+            verdict(hidden(1001), Some(1000)),
+            Some(false),
+            "cannot open a 0600 segment"
+        );
+        assert_eq!(verdict(hidden(1001), None), None, "owner unknown");
+        let no_scan = Context {
+            our_pid_ns: 1,
+            holders: None,
+            not_queues: &not_queues,
+        };
+        assert_eq!(no_scan.could_receive(Some(1000)), None);
+    }
+
+    #[test]
+    fn clean_rejects_invalid_names() {
+        assert!(matches!(
+            clean(&only("a/b")),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}

@@ -1,0 +1,123 @@
+//! Which live processes hold shmpipe segments open or mapped (Linux: `/proc/<pid>/fd` and
+//! `/proc/<pid>/maps`).
+//!
+//! Every shmpipe handle keeps its segment's descriptor open and its mapping in place for as long
+//! as it lives, so "held by no process" means "no handle left anywhere". A mapping or descriptor
+//! whose name was already removed shows as `/dev/shm/<name> (deleted)`. Processes whose entries
+//! cannot be read (other users', unless we are root) are reported as such, so that callers can
+//! stay on the safe side.
+
+use std::collections::HashMap;
+
+/// What the scan found.
+#[derive(Debug, Default)]
+pub(super) struct Holders {
+    /// Inode of a `/dev/shm` entry → pids holding it (a descriptor or a mapping).
+    pub by_inode: HashMap<u64, Vec<u32>>,
+    /// Pids holding a shmpipe segment whose name was already removed.
+    pub of_removed: Vec<u32>,
+    /// Processes whose descriptors or mappings could not be read: (pid, uid).
+    pub unreadable: Vec<(u32, u32)>,
+}
+
+impl Holders {
+    /// The pids holding the `/dev/shm` entry with inode `inode`.
+    pub fn of(&self, inode: u64) -> Vec<u32> {
+        self.by_inode.get(&inode).cloned().unwrap_or_default()
+    }
+}
+
+/// Scans every process, or returns `None` where the platform gives no way to.
+pub(super) fn scan() -> Option<Holders> {
+    imp::scan()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::Holders;
+    use crate::name::generated_bits;
+    use std::io::ErrorKind;
+    use std::os::unix::fs::MetadataExt;
+
+    const PREFIX: &str = "/dev/shm/";
+    const DELETED: &str = " (deleted)";
+
+    /// A path from `/proc` naming one of our segments: (name is still there?).
+    fn ours(path: &str) -> Option<bool> {
+        let rest = path.strip_prefix(PREFIX)?;
+        let (name, removed) = match rest.strip_suffix(DELETED) {
+            Some(name) => (name, true),
+            None => (rest, false),
+        };
+        generated_bits(name).map(|_| !removed)
+    }
+
+    pub fn scan() -> Option<Holders> {
+        let mut out = Holders::default();
+        for item in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = item
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Err(e) = scan_process(pid, &mut out) {
+                if e.kind() != ErrorKind::NotFound {
+                    // Gone meanwhile is fine; anything else means "cannot tell".
+                    let uid = std::fs::metadata(format!("/proc/{pid}"))
+                        .map(|m| m.uid())
+                        .unwrap_or(0);
+                    out.unreadable.push((pid, uid));
+                }
+            }
+        }
+        for pids in out.by_inode.values_mut() {
+            pids.sort_unstable();
+            pids.dedup();
+        }
+        out.of_removed.sort_unstable();
+        out.of_removed.dedup();
+        Some(out)
+    }
+
+    fn scan_process(pid: u32, out: &mut Holders) -> std::io::Result<()> {
+        let mut note = |inode: Option<u64>, present: bool| match (present, inode) {
+            (true, Some(inode)) => out.by_inode.entry(inode).or_default().push(pid),
+            _ => out.of_removed.push(pid),
+        };
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        for line in maps.lines() {
+            // address perms offset dev inode path
+            let mut fields = line.split_ascii_whitespace();
+            let inode = fields.nth(4).and_then(|f| f.parse::<u64>().ok());
+            let Some(start) = line.find(PREFIX) else {
+                continue;
+            };
+            if let Some(present) = ours(&line[start..]) {
+                note(inode, present);
+            }
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue; // closed meanwhile
+            };
+            let Some(present) = target.to_str().and_then(ours) else {
+                continue;
+            };
+            // The inode of what the descriptor refers to, even if its name is gone.
+            let inode = std::fs::metadata(fd.path()).ok().map(|m| m.ino());
+            note(inode, present);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::Holders;
+
+    pub fn scan() -> Option<Holders> {
+        None
+    }
+}

@@ -1,0 +1,161 @@
+//! `listSegments`, `cleanSegments` and `installSignalCleanup`: the core's inventory and signal
+//! cleanup as plain JavaScript objects (the TypeScript layer in `src/cleanup.ts` and the
+//! `shmpipe` command in `bin/shmpipe.mjs` sit on top).
+
+use crate::errors::{code_of, IntoNapi};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use shmpipe_core::inventory::{Liveness, SegmentInfo};
+use shmpipe_core::{CleanOptions, SegmentKind, SignalSetup};
+
+/// One segment found on this machine.
+#[napi(object)]
+pub struct SegmentRecord {
+    /// Its name.
+    pub name: String,
+    /// `'queue'`, `'blob'` or `'array'`; absent when the header is not valid.
+    pub kind: Option<String>,
+    /// Bytes it occupies.
+    pub size: f64,
+    /// Its creator's pid (in the creator's PID namespace), from the header.
+    pub owner_pid: Option<u32>,
+    /// `'alive'`, `'dead'` or `'unknown'`.
+    pub owner: String,
+    /// Its state (`Status::code` in the core), which decides what clean does with it.
+    pub status: String,
+    /// The state in words.
+    pub detail: String,
+    /// Whether clean removes it (with the options of the call that produced this record).
+    pub removable: bool,
+    /// The layout version in its header, if the header is shmpipe's.
+    pub layout_version: Option<u32>,
+    /// Whether its creator published it as ready.
+    pub ready: Option<bool>,
+    /// The user owning it.
+    pub uid: Option<u32>,
+    /// Pids of the processes holding it open or mapped; absent where that cannot be told.
+    pub held_by: Option<Vec<u32>>,
+}
+
+/// A segment whose removal failed.
+#[napi(object)]
+pub struct CleanFailure {
+    /// The segment.
+    pub segment: SegmentRecord,
+    /// The error as `ERR_SHMPIPE_*: description`.
+    pub error: String,
+}
+
+/// What `cleanSegments` did.
+#[napi(object)]
+pub struct CleanResult {
+    /// Removed (or, in a dry run, would be).
+    pub removed: Vec<SegmentRecord>,
+    /// Left in place; `status` says why.
+    pub kept: Vec<SegmentRecord>,
+    /// Removal failed.
+    pub failed: Vec<CleanFailure>,
+}
+
+fn record(info: SegmentInfo, removable: bool) -> SegmentRecord {
+    SegmentRecord {
+        kind: info.kind.map(|k| {
+            match k {
+                SegmentKind::Queue => "queue",
+                SegmentKind::Blob => "blob",
+                SegmentKind::Array => "array",
+            }
+            .to_owned()
+        }),
+        size: info.size as f64,
+        owner_pid: info.creator.map(|c| c.pid),
+        owner: match info.owner {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown",
+        }
+        .to_owned(),
+        status: info.status.code().to_owned(),
+        detail: info.status.to_string(),
+        removable,
+        layout_version: info.layout_version,
+        ready: info.ready,
+        uid: info.uid,
+        held_by: info.held_by,
+        name: info.name,
+    }
+}
+
+/// Every shmpipe segment on this machine, sorted by name (Linux: `/dev/shm`; macOS: the
+/// per-user registry; Windows: none).
+#[napi]
+pub fn list_segments() -> Result<Vec<SegmentRecord>> {
+    Ok(shmpipe_core::list_segments()
+        .napi()?
+        .into_iter()
+        .map(|info| {
+            let removable = info.status.removable();
+            record(info, removable)
+        })
+        .collect())
+}
+
+/// Removes the segments whose owner is dead (never one whose owner is alive). `names` limits it
+/// to those names; `forceInvalid` also removes invalid segments no process holds; `dryRun`
+/// removes nothing and reports what would go.
+#[napi]
+pub fn clean_segments(
+    names: Option<Vec<String>>,
+    force_invalid: Option<bool>,
+    dry_run: Option<bool>,
+) -> Result<CleanResult> {
+    let opts = CleanOptions {
+        force_invalid: force_invalid.unwrap_or(false),
+        only: names,
+        dry_run: dry_run.unwrap_or(false),
+    };
+    let report = shmpipe_core::clean(&opts).napi()?;
+    Ok(CleanResult {
+        removed: report
+            .removed
+            .into_iter()
+            .map(|i| record(i, true))
+            .collect(),
+        kept: report
+            .kept
+            .into_iter()
+            .map(|i| {
+                let removable = i.removable_with(&opts);
+                record(i, removable)
+            })
+            .collect(),
+        failed: report
+            .failed
+            .into_iter()
+            .map(|(i, e)| CleanFailure {
+                error: format!("{}: {e}", code_of(&e)),
+                segment: record(i, true),
+            })
+            .collect(),
+    })
+}
+
+/// Installs the native SIGINT/SIGTERM handler that removes this process's own segments before
+/// the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`, `SIGTERM`):
+/// `'installed'`, `'already-installed'`, `'left-ignored'` or `'unsupported'`.
+#[napi]
+pub fn install_signal_cleanup() -> Result<Vec<String>> {
+    let setup = shmpipe_core::install_signal_cleanup().napi()?;
+    Ok(setup
+        .iter()
+        .map(|s| {
+            match s {
+                SignalSetup::Installed => "installed",
+                SignalSetup::AlreadyInstalled => "already-installed",
+                SignalSetup::LeftIgnored => "left-ignored",
+                SignalSetup::Unsupported => "unsupported",
+            }
+            .to_owned()
+        })
+        .collect())
+}

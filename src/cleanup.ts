@@ -1,0 +1,146 @@
+/**
+ * The shared-memory segments on this machine, and removal of those whose owner is dead: what
+ * `npx shmpipe ls` and `npx shmpipe clean` do, callable from code.
+ *
+ * Every segment names its creating process (pid and start time, so a recycled pid is not taken
+ * for it) and that process owns it. {@link cleanSegments} removes a segment only when its owner
+ * is dead and removing it cannot break a live process, and never one whose owner is alive; what
+ * it cannot judge it lists and keeps (see {@link SegmentStatus}).
+ *
+ * Platforms: Linux (`/dev/shm`); macOS (a per-user registry of names, since macOS cannot list
+ * POSIX shared memory); Windows lists nothing and cleans nothing.
+ *
+ * @module
+ */
+
+import { ShmpipeError } from './errors.js'
+import { call, native, translateError, type NativeSegmentRecord } from './native.js'
+
+/** What a segment holds. */
+export type SegmentKind = 'queue' | 'blob' | 'array'
+
+/**
+ * A segment's state, and so what {@link cleanSegments} does with it:
+ *
+ * - `owner-alive`: its creator is running. Kept.
+ * - `creating`: being created (not ready yet, creator running). Kept.
+ * - `owner-dead`: a pipe (or array) whose creator has exited. Removed, as the creator's normal
+ *   exit would have done: processes still using it keep their mapping; new attaches fail.
+ * - `abandoned-blob`: a message's own segment whose sender died before sending it. Removed.
+ * - `undeliverable-blob`: a sent message's own segment whose sender died and that no live
+ *   process can receive any more. Removed.
+ * - `maybe-in-use`: a sent message's own segment whose sender died, which a live receiver may
+ *   still take (or this cannot be told, e.g. on macOS or for lack of permission). Kept.
+ * - `other-pid-namespace`: made in another PID namespace (another container sharing
+ *   `/dev/shm`): its pid means nothing here; or made by a version that did not record the
+ *   namespace, and no such process runs here. Kept.
+ * - `invalid`: not a valid header of this version. Kept, unless `forceInvalid` and no process
+ *   holds it open or mapped.
+ * - `unreadable`: another user's segment. Kept.
+ */
+export type SegmentStatus =
+  | 'owner-alive'
+  | 'creating'
+  | 'owner-dead'
+  | 'abandoned-blob'
+  | 'undeliverable-blob'
+  | 'maybe-in-use'
+  | 'other-pid-namespace'
+  | 'invalid'
+  | 'unreadable'
+
+/** One shared-memory segment found on this machine. */
+export interface SegmentInfo {
+  /** Its name (a pipe's name is the name of its queue segment). */
+  readonly name: string
+  /** What it holds; `null` when its header is not valid. */
+  readonly kind: SegmentKind | null
+  /** Bytes of shared memory it occupies. */
+  readonly size: number
+  /** The pid of the process that created (and owns) it; `null` when the header does not say. */
+  readonly ownerPid: number | null
+  /** Whether that process is still running. */
+  readonly owner: 'alive' | 'dead' | 'unknown'
+  /** Its state; see {@link SegmentStatus}. */
+  readonly status: SegmentStatus
+  /** The state in words, e.g. `owner dead, maybe in use (a receiver may be alive)`. */
+  readonly detail: string
+  /** Whether {@link cleanSegments} removes it (with the options used, for its reports). */
+  readonly removable: boolean
+  /** The shared-memory layout version in its header; `null` if the header is not shmpipe's. */
+  readonly layoutVersion: number | null
+  /** Whether its creator finished creating it; `null` when the header does not say. */
+  readonly ready: boolean | null
+  /** The user owning it; `null` where the platform does not say. */
+  readonly uid: number | null
+  /** Pids of the processes that have it open or mapped; `null` where that cannot be told. */
+  readonly heldBy: readonly number[] | null
+}
+
+/** Options of {@link cleanSegments}. */
+export interface CleanOptions {
+  /** Only consider these segments (by name); the others are left alone whatever their state. */
+  names?: readonly string[]
+  /**
+   * Also remove segments with an invalid header (say, from a creator killed before writing it,
+   * or from another layout version), but only those no process has open or mapped, and only
+   * where that can be checked (Linux). Default `false`.
+   */
+  forceInvalid?: boolean
+  /** Report what would be removed; remove nothing. Default `false`. */
+  dryRun?: boolean
+}
+
+/** What {@link cleanSegments} did. */
+export interface CleanReport {
+  /** Segments removed (or, with `dryRun`, that would be). */
+  readonly removed: SegmentInfo[]
+  /** Segments left in place; their `status` says why. */
+  readonly kept: SegmentInfo[]
+  /** Segments whose removal failed, with the error. */
+  readonly failed: { readonly segment: SegmentInfo; readonly error: ShmpipeError }[]
+}
+
+function info(r: NativeSegmentRecord): SegmentInfo {
+  return {
+    name: r.name,
+    kind: (r.kind ?? null) as SegmentKind | null,
+    size: r.size,
+    ownerPid: r.ownerPid ?? null,
+    owner: r.owner as SegmentInfo['owner'],
+    status: r.status as SegmentStatus,
+    detail: r.detail,
+    removable: r.removable,
+    layoutVersion: r.layoutVersion ?? null,
+    ready: r.ready ?? null,
+    uid: r.uid ?? null,
+    heldBy: r.heldBy ?? null,
+  }
+}
+
+/** Every shmpipe segment on this machine (of every user and process), sorted by name. */
+export function listSegments(): SegmentInfo[] {
+  return call(() => native.listSegments()).map(info)
+}
+
+/**
+ * Removes the segments whose owner is dead, and never one whose owner is alive (see
+ * {@link SegmentStatus} for every case). Removing a segment removes its name: processes that
+ * still have it mapped keep using it.
+ *
+ * @throws {ShmpipeError} `ERR_SHMPIPE_INVALID_ARGUMENT` for a malformed name in `names`.
+ */
+export function cleanSegments(options: CleanOptions = {}): CleanReport {
+  const { names, forceInvalid = false, dryRun = false } = options
+  const result = call(() =>
+    native.cleanSegments(names === undefined ? null : [...names], forceInvalid, dryRun),
+  )
+  return {
+    removed: result.removed.map(info),
+    kept: result.kept.map(info),
+    failed: result.failed.map((f) => ({
+      segment: info(f.segment),
+      error: translateError(new Error(f.error)) as ShmpipeError,
+    })),
+  }
+}
