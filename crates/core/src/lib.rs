@@ -13,10 +13,16 @@
 //! - Waits spin briefly, then sleep on a cross-process futex in bounded slices, checking that the
 //!   peer is alive; they honour timeouts and [`CancelToken`]s.
 //!
+//! - [`SharedArray`]: a named N-dimensional array of numbers in shared memory, with a robust
+//!   cross-process lock for its writers (a dead holder's lock is recovered, and the next holder
+//!   is told).
+//!
 //! No Node.js here: the bindings live in `crates/node`.
 
 #![warn(missing_docs)]
 
+mod array;
+mod array_lock;
 mod consumer;
 mod error;
 mod event;
@@ -28,6 +34,10 @@ mod producer;
 mod queue;
 mod segment;
 
+pub use array::{
+    Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,
+};
+pub use array_lock::{Acquired, LOCK_SPIN};
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
