@@ -5,6 +5,7 @@
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
+//! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
@@ -13,12 +14,14 @@
 
 use napi_derive::napi;
 
+mod array;
 mod consumer;
 mod errors;
 mod producer;
 mod queue;
 mod waiter;
 
+pub use array::{LockInfo, NativeArray};
 pub use consumer::{NativeConsumer, NativeMessage};
 pub use producer::NativeProducer;
 pub use queue::NativeQueue;
