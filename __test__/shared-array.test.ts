@@ -99,6 +99,19 @@ const DTYPES: [DType, string][] = [
   ['biguint64', 'BigUint64Array'],
 ]
 
+/** Compile-time checks (never called): `data`'s type follows the dtype given or attached with. */
+export function typeChecks(): void {
+  const f: Float64Array = SharedArray.create('x', Float64Array, 1).data
+  const u: Uint8ClampedArray = SharedArray.create('x', 'uint8clamped', 1).data
+  const b: BigUint64Array = SharedArray.attach('x', BigUint64Array).data
+  const any: SharedArray = SharedArray.attach('x')
+  // @ts-expect-error a Float64Array's data is not an Int32Array
+  const wrong: Int32Array = SharedArray.create('x', Float64Array, 1).data
+  // @ts-expect-error not a TypedArray constructor
+  SharedArray.create('x', Array, 1)
+  void [f, u, b, any, wrong]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leak check over the whole file
 
