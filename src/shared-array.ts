@@ -121,10 +121,12 @@ const MAX_NDIM = 32
 const MAX_NAME_LENGTH = 20
 const NAME = /^[A-Za-z0-9_.-]+$/
 
+/** An `ERR_SHMPIPE_INVALID_ARGUMENT` error. */
 function invalid(message: string): ShmpipeError {
   return new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, message)
 }
 
+/** `name`, if it is a valid array name (the native core checks it again). */
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || name.length > MAX_NAME_LENGTH || !NAME.test(name)) {
     const shown = typeof name === 'string' ? JSON.stringify(name) : String(name)
@@ -133,12 +135,13 @@ function checkName(name: unknown): string {
   return name
 }
 
+/** The dtype given as a name or a TypedArray constructor. */
 function dtypeOf(type: unknown): DType {
   const dtype =
-    typeof type === 'string' ? (DTYPES.includes(type as DType) ? (type as DType) : undefined) : DTYPE_OF_CONSTRUCTOR.get(type) // prettier-ignore
+    typeof type === 'string' ? DTYPES.find((d) => d === type) : DTYPE_OF_CONSTRUCTOR.get(type)
   if (dtype === undefined) {
     const shown =
-      typeof type === 'function' ? (type.name ?? 'anonymous function') : JSON.stringify(type)
+      typeof type === 'function' ? type.name || 'an anonymous function' : JSON.stringify(type)
     throw invalid(
       `dtype must be a TypedArray constructor (Float64Array, Int32Array…) or one of ${DTYPES.join(', ')}; got ${shown}`,
     )
@@ -146,6 +149,7 @@ function dtypeOf(type: unknown): DType {
   return dtype
 }
 
+/** The dimensions of `shape`, if they are valid and fit a TypedArray of `dtype`. */
 function checkShape(shape: unknown, dtype: DType): number[] {
   let dims: unknown[]
   if (typeof shape === 'number') dims = [shape]
@@ -176,6 +180,7 @@ function checkShape(shape: unknown, dtype: DType): number[] {
   return dims as number[]
 }
 
+/** `timeout`, if it is a valid number of milliseconds (or undefined). */
 function checkTimeout(timeout: unknown): number | undefined {
   if (timeout === undefined) return undefined
   if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout < 0) {
@@ -184,6 +189,7 @@ function checkTimeout(timeout: unknown): number | undefined {
   return timeout
 }
 
+/** The public form of the native lock result. */
 function lockInfo(info: NativeLockInfo): LockInfo {
   return { recovered: info.recovered, previousOwnerPid: info.previousOwnerPid ?? null }
 }
@@ -423,7 +429,10 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
     return lockInfo(call(() => handle.lockSync(timeout)))
   }
 
-  /** Takes the lock if it is free (or its holder died) without waiting; null otherwise. */
+  /**
+   * Takes the lock if it is free (or its holder died) without waiting; null otherwise, and while
+   * a `withLock` of this handle is pending.
+   */
   tryLock(): LockInfo | null {
     const handle = this.#handle()
     if (this.#queued > 0) return null
