@@ -452,7 +452,8 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
    * Resolves with `fn`'s result. `fn` is told how the lock was obtained (`info.recovered`).
    *
    * `timeout` (ms) and `signal` bound the wait for the lock, not `fn`. Calls on one handle run one
-   * after another, in call order.
+   * after another, in call order, so a `withLock` of the same handle called from inside `fn` and
+   * awaited there waits for itself: the lock is not reentrant.
    */
   withLock<R>(
     fn: (info: LockInfo) => R | PromiseLike<R>,
