@@ -9,6 +9,20 @@
 
 export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
 export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export { SharedArray } from './src/shared-array.js'
+export type {
+  ArrayOf,
+  DType,
+  DTypeArrays,
+  DTypeConstructors,
+  LockInfo,
+  LockOptions,
+  Shape,
+  SharedTypedArray,
+  SharedTypedArrayConstructor,
+  WithLockOptions,
+} from './src/shared-array.js'
+export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'

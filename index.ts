@@ -2,7 +2,8 @@
  * shmpipe: shared-memory message pipes for Node.js, backed by a Rust core.
  *
  * This is the public entry; each part lives in a small module under `src/`:
- * `pipe` (Sender, Receiver, createSharedMemoryPair), `codec` (the value encoding),
+ * `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
+ * `manager` (SharedMemoryManager, withSharedMemory), `codec` (the value encoding),
  * `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of dead
  * owners), `lifecycle` (cleanup at exit and on SIGINT/SIGTERM), `native` (the addon).
  * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
@@ -15,6 +16,20 @@ import { native } from './src/native.js'
 
 export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
 export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export { SharedArray } from './src/shared-array.js'
+export type {
+  ArrayOf,
+  DType,
+  DTypeArrays,
+  DTypeConstructors,
+  LockInfo,
+  LockOptions,
+  Shape,
+  SharedTypedArray,
+  SharedTypedArrayConstructor,
+  WithLockOptions,
+} from './src/shared-array.js'
+export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'

@@ -53,7 +53,8 @@ export const ERR_SHMPIPE_TOO_MANY_SENDERS = 'ERR_SHMPIPE_TOO_MANY_SENDERS'
 
 /**
  * A synchronous call was made while asynchronous calls on the same end are still pending
- * (it would overtake them and break the order of messages).
+ * (it would overtake them and break the order of messages), or a shared array's lock was asked
+ * for through a handle that already holds it or is waiting for it (the lock is not reentrant).
  */
 export const ERR_SHMPIPE_BUSY = 'ERR_SHMPIPE_BUSY'
 
@@ -62,6 +63,15 @@ export const ERR_SHMPIPE_ABORTED = 'ERR_SHMPIPE_ABORTED'
 
 /** An operating-system call failed. */
 export const ERR_SHMPIPE_OS = 'ERR_SHMPIPE_OS'
+
+/** `unlock()` through a shared array handle that does not hold the lock. */
+export const ERR_SHMPIPE_LOCK_NOT_HELD = 'ERR_SHMPIPE_LOCK_NOT_HELD'
+
+/**
+ * The operation is not available on this platform or runtime (e.g. `SharedArray.list()` where
+ * the OS cannot enumerate shared memory, or a runtime without external ArrayBuffers).
+ */
+export const ERR_SHMPIPE_UNSUPPORTED = 'ERR_SHMPIPE_UNSUPPORTED'
 
 /** The `code` of a {@link ShmpipeError}: one of the `ERR_SHMPIPE_*` constants. */
 export type ShmpipeErrorCode =
@@ -80,6 +90,8 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_BUSY
   | typeof ERR_SHMPIPE_ABORTED
   | typeof ERR_SHMPIPE_OS
+  | typeof ERR_SHMPIPE_LOCK_NOT_HELD
+  | typeof ERR_SHMPIPE_UNSUPPORTED
 
 /**
  * An error raised by shmpipe.

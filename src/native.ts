@@ -84,6 +84,32 @@ export interface NativeCleanResult {
   failed: { segment: NativeSegmentRecord; error: string }[]
 }
 
+/** How a shared array's lock was obtained (`crates/node/src/array.rs`). */
+export interface NativeLockInfo {
+  recovered: boolean
+  previousOwnerPid?: number | null
+}
+
+/** A shared array handle (`crates/node/src/array.rs`). */
+export interface NativeArray {
+  readonly name: string
+  readonly segmentName: string
+  readonly dtype: string
+  readonly shape: number[]
+  readonly length: number
+  readonly byteLength: number
+  readonly nonce: string
+  readonly holdsLock: boolean
+  readonly lockHolderPid: number
+  buffer(): ArrayBuffer
+  lockSync(timeoutMs?: number | null): NativeLockInfo
+  tryLock(): NativeLockInfo | null
+  lockAsync(timeoutMs?: number | null): Promise<NativeLockInfo>
+  cancelLock(): void
+  unlock(): void
+  close(buffer?: ArrayBuffer | null): void
+}
+
 /** The functions and classes the native addon exports, as this package relies on them. */
 export interface NativeBinding {
   /** Version of the shared-memory layout implemented by the Rust core. */
@@ -104,6 +130,13 @@ export interface NativeBinding {
   ): NativeCleanResult
   /** Installs the SIGINT/SIGTERM cleanup; one outcome per signal (SIGINT, SIGTERM). */
   installSignalCleanup(): string[]
+  NativeArray: {
+    create(name: string, dtype: string, shape: number[]): NativeArray
+    open(name: string): NativeArray
+    remove(name: string): void
+    removeIfSame(name: string, nonce: string): boolean
+    list(): string[]
+  }
 }
 
 const require = createRequire(import.meta.url)

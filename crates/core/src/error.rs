@@ -94,6 +94,16 @@ pub enum Error {
         /// The OS error code.
         code: i32,
     },
+    /// An unlock through a handle that does not hold the lock.
+    LockNotHeld,
+    /// A lock through a handle that already holds the lock or is waiting for it (the lock is not
+    /// reentrant: waiting would deadlock).
+    AlreadyLocked,
+    /// The operation is not available on this platform.
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -120,6 +130,11 @@ impl fmt::Display for Error {
                 write!(f, "all {max} producer slots of the queue are in use")
             }
             Self::Os { op, code } => write!(f, "{op} failed with OS error {code}"),
+            Self::LockNotHeld => f.write_str("this handle does not hold the lock"),
+            Self::AlreadyLocked => {
+                f.write_str("this handle already holds the lock or is waiting for it")
+            }
+            Self::Unsupported { op } => write!(f, "{op} is not supported on this platform"),
         }
     }
 }

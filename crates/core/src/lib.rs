@@ -17,10 +17,16 @@
 //! - [`list_segments`] / [`clean`]: the segments on this machine with their owner, and removal
 //!   of those whose owner is dead ([`inventory`]).
 //!
+//! - [`SharedArray`]: a named N-dimensional array of numbers in shared memory, with a robust
+//!   cross-process lock for its writers (a dead holder's lock is recovered, and the next holder
+//!   is told).
+//!
 //! No Node.js here: the bindings live in `crates/node`.
 
 #![warn(missing_docs)]
 
+mod array;
+mod array_lock;
 mod consumer;
 mod error;
 mod event;
@@ -35,6 +41,10 @@ mod registry;
 mod segment;
 pub mod signals;
 
+pub use array::{
+    Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,
+};
+pub use array_lock::{Acquired, LOCK_SPIN};
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};

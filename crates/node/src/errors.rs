@@ -19,6 +19,9 @@ pub fn code_of(err: &CoreError) -> &'static str {
         CoreError::NotFound { .. } => "ERR_SHMPIPE_NOT_FOUND",
         CoreError::ConsumerTaken => "ERR_SHMPIPE_RECEIVER_TAKEN",
         CoreError::TooManyProducers { .. } => "ERR_SHMPIPE_TOO_MANY_SENDERS",
+        CoreError::LockNotHeld => "ERR_SHMPIPE_LOCK_NOT_HELD",
+        CoreError::AlreadyLocked => "ERR_SHMPIPE_BUSY",
+        CoreError::Unsupported { .. } => "ERR_SHMPIPE_UNSUPPORTED",
         _ => "ERR_SHMPIPE_OS",
     }
 }

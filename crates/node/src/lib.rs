@@ -5,6 +5,7 @@
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
+//! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
@@ -15,6 +16,7 @@
 
 use napi_derive::napi;
 
+mod array;
 mod cleanup;
 mod consumer;
 mod errors;
@@ -22,6 +24,7 @@ mod producer;
 mod queue;
 mod waiter;
 
+pub use array::{LockInfo, NativeArray};
 pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
 pub use consumer::{NativeConsumer, NativeMessage};
 pub use producer::NativeProducer;

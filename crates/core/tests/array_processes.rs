@@ -1,0 +1,195 @@
+//! Cross-process tests of shared arrays and their lock: every peer is a real child process
+//! (`shmpipe-array-peer`) mapping the same shared memory as this test process.
+
+use shmpipe_core::{Dtype, Error, SharedArray, WaitOptions};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A child peer, killed and reaped when the test ends however it ends.
+struct Peer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shmpipe-array-peer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn shmpipe-array-peer");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    /// The next line the peer prints.
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.out.read_line(&mut s).unwrap();
+        s.trim_end().to_owned()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_success(&mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "peer failed: {status}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shared array made for one test, removed when the test ends.
+struct TestArray {
+    name: String,
+    array: SharedArray,
+}
+
+impl TestArray {
+    fn new(tag: &str, dtype: Dtype, shape: &[u64]) -> Self {
+        let name = format!("{tag}{:08x}", rand::random::<u32>());
+        let array = SharedArray::create(&name, dtype, shape).unwrap();
+        Self { name, array }
+    }
+
+    fn u64_at(&self, i: usize) -> u64 {
+        assert!((i as u64) < self.array.len());
+        // SAFETY: `i` is inside the array of u64s; read after the writers are done (or under
+        // the lock).
+        unsafe { (self.array.as_ptr() as *const u64).add(i).read_volatile() }
+    }
+
+    fn set_u64(&self, i: usize, v: u64) {
+        assert!((i as u64) < self.array.len());
+        // SAFETY: `i` is inside the array of u64s; the peers read this element atomically.
+        let cell = unsafe { &*((self.array.as_ptr() as *const AtomicU64).add(i)) };
+        cell.store(v, Ordering::Release);
+    }
+}
+
+impl Drop for TestArray {
+    fn drop(&mut self) {
+        let _ = SharedArray::remove(&self.name);
+    }
+}
+
+#[test]
+fn eight_processes_incrementing_under_the_lock_lose_no_update() {
+    const PROCS: u64 = 8;
+    const EACH: u64 = 20_000;
+    let t = TestArray::new("inc", Dtype::BigUint64, &[2]);
+    let mut peers: Vec<Peer> = (0..PROCS)
+        .map(|_| Peer::spawn(&["increment", &t.name, &EACH.to_string()]))
+        .collect();
+    for p in &mut peers {
+        assert_eq!(p.line(), "ready");
+    }
+    // All eight start together, so they really contend for the lock.
+    let start = Instant::now();
+    t.set_u64(1, 1);
+    for p in &mut peers {
+        assert_eq!(p.line(), "done 0", "no lock was recovered");
+        p.wait_success();
+    }
+    let took = start.elapsed();
+    assert_eq!(t.u64_at(0), PROCS * EACH);
+    assert_eq!(t.array.lock_recoveries(), 0);
+    assert_eq!(t.array.lock_holder_pid(), 0, "the lock is free");
+    eprintln!(
+        "{} locked increments in {took:?} ({:.0} ns each)",
+        PROCS * EACH,
+        took.as_secs_f64() * 1e9 / (PROCS * EACH) as f64
+    );
+}
+
+#[test]
+fn a_holder_killed_while_holding_is_recovered_and_the_next_holder_is_told() {
+    let t = TestArray::new("kill", Dtype::BigUint64, &[2]);
+    let mut holder = Peer::spawn(&["hold", &t.name]);
+    assert_eq!(holder.line(), "held");
+    assert_eq!(t.array.lock_holder_pid(), holder.pid());
+    // A live holder is never taken over.
+    assert!(matches!(
+        t.array
+            .lock(&WaitOptions::timeout(Duration::from_millis(300))),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(t.array.try_lock().unwrap(), None);
+    // SIGKILL, not reaped yet: a zombie counts as dead.
+    holder.child.kill().unwrap();
+    let start = Instant::now();
+    let got = t
+        .array
+        .lock(&WaitOptions::timeout(Duration::from_secs(5)))
+        .unwrap();
+    let took = start.elapsed();
+    assert!(got.recovered);
+    assert_eq!(got.previous_owner_pid, Some(holder.pid()));
+    assert!(
+        took < Duration::from_millis(1500),
+        "recovered after {took:?}"
+    );
+    assert_eq!(
+        t.u64_at(1),
+        u64::MAX,
+        "the dead holder's half-done write is visible"
+    );
+    t.array.unlock().unwrap();
+    let again = t.array.try_lock().unwrap().unwrap();
+    assert!(!again.recovered, "a recovery is reported once");
+    t.array.unlock().unwrap();
+}
+
+#[test]
+fn waiters_in_other_processes_recover_a_killed_holder_exactly_once() {
+    const EACH: u64 = 200;
+    let t = TestArray::new("wait", Dtype::BigUint64, &[2]);
+    let mut holder = Peer::spawn(&["hold", &t.name]);
+    assert_eq!(holder.line(), "held");
+    let mut waiters: Vec<Peer> = (0..3)
+        .map(|_| Peer::spawn(&["increment", &t.name, &EACH.to_string()]))
+        .collect();
+    for w in &mut waiters {
+        assert_eq!(w.line(), "ready"); // element 1 is set (by the holder): they go at once
+    }
+    std::thread::sleep(Duration::from_millis(300)); // all three are waiting by now
+    assert_eq!(t.u64_at(0), 0);
+    holder.child.kill().unwrap();
+    holder.child.wait().unwrap();
+    let mut recovered = 0;
+    for w in &mut waiters {
+        let line = w.line();
+        recovered += line.strip_prefix("done ").unwrap().parse::<u32>().unwrap();
+        w.wait_success();
+    }
+    assert_eq!(recovered, 1, "exactly one waiter took the lock over");
+    assert_eq!(t.u64_at(0), 3 * EACH);
+    assert_eq!(t.array.lock_recoveries(), 1);
+}
+
+#[test]
+fn a_child_attaches_by_name_learns_dtype_and_shape_and_writes_in_place() {
+    let t = TestArray::new("io", Dtype::Float64, &[10_000, 100]);
+    let mut d = Peer::spawn(&["describe", &t.name]);
+    assert_eq!(d.line(), "float64 10000x100");
+    d.wait_success();
+    let mut w = Peer::spawn(&["write", &t.name, "999999", "-1.25"]);
+    assert_eq!(w.line(), "ok");
+    w.wait_success();
+    // SAFETY: the last of 1,000,000 f64s; the writer has exited.
+    let v = unsafe { (t.array.as_ptr() as *const f64).add(999_999).read() };
+    assert_eq!(v, -1.25);
+    let other = TestArray::new("io", Dtype::Int16, &[2, 3, 4]);
+    let mut d = Peer::spawn(&["describe", &other.name]);
+    assert_eq!(d.line(), "int16 2x3x4");
+    d.wait_success();
+}
