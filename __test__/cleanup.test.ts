@@ -18,12 +18,21 @@ import {
   cleanSegments,
   createSharedMemoryPair,
   ERR_SHMPIPE_INVALID_ARGUMENT,
+  ERR_SHMPIPE_PEER_GONE,
   layoutVersion,
   listSegments,
+  Receiver,
   ShmpipeError,
   type SegmentInfo,
 } from '../index.js'
-import { checkNoSegmentLeaks, repoRoot, shmExists, startChild } from './helpers/processes.js'
+import {
+  checkNoSegmentLeaks,
+  forkChild,
+  repoRoot,
+  shmExists,
+  startChild,
+} from './helpers/processes.js'
+import { difference, mpscValue } from './helpers/values.js'
 
 checkNoSegmentLeaks(test)
 
@@ -200,4 +209,30 @@ test('cleanSegments(): a SIGKILLed owner’s pipe is removed; a dry run only rep
   )
   t.deepEqual(report.failed, [])
   t.false(shmExists(name))
+})
+
+test('the creator SIGKILLed: the other ends keep working until they close, then clean removes the pipe', async (t) => {
+  const { child: creator, name } = await pipeOwner(t)
+  const receiver = Receiver.attach(name)
+  t.teardown(() => receiver.close())
+  const producer = forkChild(t, 'produce', [name, '1', '200'])
+  t.is(await producer.next(), 'ready')
+  await creator.kill() // SIGKILL, with its own sender still open
+  t.true(shmExists(name), 'the pipe outlives its creator')
+  producer.process.send('go')
+  for (let seq = 0; seq < 200; seq++) {
+    const value = await receiver.get({ timeout: 10_000 })
+    t.is(difference(value, mpscValue(1, seq)), null, `value ${seq}`)
+  }
+  t.is(await producer.next(), 'done')
+  // The creator's sender died open: once drained, the stream ends with PEER_GONE, not CLOSED.
+  const end = await t.throwsAsync(receiver.get({ timeout: 5000 }), { instanceOf: ShmpipeError })
+  t.is(end?.code, ERR_SHMPIPE_PEER_GONE)
+  receiver.close()
+  const report = cleanSegments({ names: [name] })
+  t.deepEqual(
+    report.removed.map((s) => [s.name, s.status]),
+    [[name, 'owner-dead']],
+  )
+  t.false(shmExists(name), 'clean removed what the dead creator left')
 })
