@@ -1392,7 +1392,21 @@ const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   if (!(bytes instanceof Uint8Array))
     throw invalidArgument('decode(): bytes must be a Uint8Array or a Buffer')
-  const length = bytes.byteLength
+  return decodeRange(bytes, bytes.byteLength, options?.zeroCopy === true)
+}
+
+/**
+ * Decodes the encoding in `bytes[0 … length)`, copying every binary value (as `decode` without
+ * `zeroCopy`), so that `bytes` may be reused at once. For the pipe, which receives small
+ * messages into one reused buffer; `length` must be at most `bytes.byteLength`.
+ *
+ * @internal Not part of the package's API.
+ */
+export function decodePrefix(bytes: Uint8Array, length: number): unknown {
+  return decodeRange(bytes, length, false)
+}
+
+function decodeRange(bytes: Uint8Array, length: number, copyless: boolean): unknown {
   if (length < 2) throw badSegment(`${length} bytes is too short for an encoding`)
   if (bytes[0] !== FORMAT_VERSION)
     throw badSegment(
@@ -1404,7 +1418,7 @@ export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   b = bytes
   pos = 1
   end = length
-  zeroCopy = options?.zeroCopy === true
+  zeroCopy = copyless
   depth = 0
   try {
     let value: unknown
@@ -1849,7 +1863,8 @@ function readView(): ArrayBufferView {
     view = kind === K_BUFFER ? Buffer.from(b.buffer, abs, n) : new Ctor(b.buffer, abs, n / size)
   } else if (kind === K_BUFFER) {
     const buf = Buffer.allocUnsafe(n)
-    buf.set(new Uint8Array(b.buffer, abs, n))
+    if (n <= 32) for (let i = 0; i < n; i++) buf[i] = b[pos - n + i]!
+    else buf.set(new Uint8Array(b.buffer, abs, n))
     view = buf
   } else {
     const ab = n >= 4096 ? Buffer.allocUnsafeSlow(n).buffer : new ArrayBuffer(n)

@@ -3,8 +3,10 @@
 //! Only bindings live here: the queue, waits and shared memory are `shmpipe-core`; ordering, the
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
-//! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
-//! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
+//! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
+//!   `producerTrySend`, the small-message send as a free function
+//! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
+//!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
@@ -19,8 +21,8 @@ mod producer;
 mod queue;
 mod waiter;
 
-pub use consumer::{NativeConsumer, NativeMessage};
-pub use producer::NativeProducer;
+pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use producer::{producer_try_send, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.
