@@ -1291,9 +1291,14 @@ class EncodedView implements Encoded {
 
   writeTo(target: Uint8Array): void {
     checkTarget(target, this.byteLength)
-    const bytes = this.bytes
+    this.writeHeader(target)
+    target.set(this.bytes, this.headerLength)
+  }
+
+  /** Writes the header (`headerLength` bytes) to `target`; throws if the value changed size. */
+  writeHeader(target: Uint8Array): void {
     const n = this.byteLength - this.headerLength
-    if (bytes.byteLength !== n)
+    if (this.bytes.byteLength !== n)
       throw invalidArgument(
         'writeTo(): the binary value changed size since encode() (was its ArrayBuffer detached or resized?)',
       )
@@ -1308,8 +1313,28 @@ class EncodedView implements Encoded {
     }
     target[p++] = len
     while (p < this.headerLength) target[p++] = 0
-    target.set(bytes, p)
   }
+}
+
+/** The longest header of a top-level binary value (see {@link viewParts}). */
+export const MAX_VIEW_HEADER = 16
+
+/**
+ * If `enc` is the encoding of a lone typed array, `DataView` or `Buffer`, writes its header into
+ * `head` (which needs {@link MAX_VIEW_HEADER} bytes) and returns the header's length and the
+ * value's bytes: the encoding is those header bytes followed by the value's bytes, so that a
+ * sender can copy both straight into place. Otherwise returns null (use `writeTo`). Throws as
+ * `writeTo` does if the value changed size since `encode`.
+ *
+ * @internal Not part of the package's API.
+ */
+export function viewParts(
+  enc: Encoded,
+  head: Uint8Array,
+): { headLength: number; body: Uint8Array } | null {
+  if (!(enc instanceof EncodedView)) return null
+  enc.writeHeader(head)
+  return { headLength: enc.headerLength, body: enc.bytes }
 }
 
 function checkTarget(target: Uint8Array, byteLength: number): void {

@@ -80,6 +80,13 @@ export interface NativeBinding {
   }
   /** `NativeProducer.trySend` as a free function on the sender's handle (cheaper to call). */
   producerTrySend(handle: NativeHandle, data: Uint8Array): boolean
+  /** Sends `head[0 … headLen)` then `body` as one message if there is room now. */
+  producerTrySendParts(
+    handle: NativeHandle,
+    head: Uint8Array,
+    headLen: number,
+    body: Uint8Array,
+  ): boolean
   /**
    * Takes the next message: an inline one that fits into `scratch` is copied there (its length is
    * returned), any other comes back as a Buffer; null when none is ready.

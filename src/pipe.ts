@@ -13,7 +13,7 @@
  * @module
  */
 
-import { decode, decodePrefix, encode, type Encoded } from './codec.js'
+import { decode, decodePrefix, encode, MAX_VIEW_HEADER, viewParts, type Encoded } from './codec.js'
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
@@ -91,6 +91,9 @@ class QueueRef {
 }
 
 let scratch = new Uint8Array(0)
+
+/** Where the header of a lone binary value is written before it is sent with its bytes. */
+const viewHead = new Uint8Array(MAX_VIEW_HEADER)
 
 /** A reusable buffer of at least `len` bytes (its own ArrayBuffer, so offset 0 is aligned). */
 function scratchBuffer(len: number): Uint8Array {
@@ -325,6 +328,12 @@ export class Sender implements Disposable {
   /** Writes `enc` into the queue if it fits now. */
   #trySend(enc: Encoded): boolean {
     const len = enc.byteLength
+    const parts = viewParts(enc, viewHead)
+    if (parts !== null) {
+      // A lone Buffer or typed array: the addon copies header and bytes straight into place.
+      const handle = this.#fast
+      return call(() => native.producerTrySendParts(handle, viewHead, parts.headLength, parts.body))
+    }
     if (len < IN_PLACE_THRESHOLD) {
       const buf = scratchBuffer(len)
       enc.writeTo(buf)

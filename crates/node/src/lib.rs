@@ -4,7 +4,7 @@
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
-//!   `producerTrySend`, the small-message send as a free function
+//!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `waiter`: the dedicated waiter thread behind every async wait
@@ -22,7 +22,7 @@ mod queue;
 mod waiter;
 
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
-pub use producer::{producer_try_send, NativeProducer, ProducerHandle};
+pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.

@@ -24,6 +24,32 @@ pub fn producer_try_send(handle: &External<ProducerHandle>, data: Uint8ArraySlic
     with_handle(&handle.0, "sender", |p| p.try_send(&data).napi())
 }
 
+/// Sends `head[..headLen]` followed by `body` as one message if the queue has room now;
+/// returns whether it was sent. Both parts are copied straight into place (into the ring, or
+/// into the message's own segment), so a lone binary value needs neither an intermediate buffer
+/// nor a Buffer over the reserved memory.
+#[napi]
+pub fn producer_try_send_parts(
+    handle: &External<ProducerHandle>,
+    head: Uint8ArraySlice,
+    head_len: u32,
+    body: Uint8ArraySlice,
+) -> Result<bool> {
+    let head = head
+        .get(..head_len as usize)
+        .ok_or_else(|| invalid("headLen is longer than head"))?;
+    with_handle(&handle.0, "sender", |p| {
+        let Some(mut loan) = p.try_reserve((head.len() + body.len()) as u64).napi()? else {
+            return Ok(false);
+        };
+        let dst = loan.as_mut_slice();
+        dst[..head.len()].copy_from_slice(head);
+        dst[head.len()..].copy_from_slice(&body);
+        loan.commit().napi()?;
+        Ok(true)
+    })
+}
+
 /// A registered sender.
 #[napi]
 pub struct NativeProducer {
