@@ -7,6 +7,7 @@
 //!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
+//! - `recycle`: the memory of collected large Buffers, reused for the next large messages
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
@@ -19,6 +20,7 @@ mod consumer;
 mod errors;
 mod producer;
 mod queue;
+mod recycle;
 mod waiter;
 
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
