@@ -29,7 +29,7 @@ import {
 } from './transport/common.js'
 import { runBenchmark, type CellResult } from './transport/driver.js'
 import {
-  allBars,
+  barsTable,
   machineLine,
   markdownTable,
   roundSpread,
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   })
   const seconds = (performance.now() - started) / 1000
   const table = markdownTable(results, shmpipeReceive)
-  const bars = allBars(results, shmpipeReceive)
+  const bars = barsTable(results, shmpipeReceive)
   // Quick mode's figures mean nothing (a handful of messages, every byte checked): no bars.
   console.log(
     `\n${table}\n\n${quick ? '' : `${bars}\n\n`}transport benchmark: ${seconds.toFixed(0)} s`,
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       '',
       bars,
     ].join('\n')
-    writeReadmeBlock(README, block)
+    await writeReadmeBlock(README, block)
     console.log(`wrote ${SVG} and the benchmark section of ${README}`)
   }
   if (failed.length > 0) {

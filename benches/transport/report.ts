@@ -9,6 +9,8 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 
+import * as prettier from 'prettier'
+
 import { isShmpipe, sizeLabel, TRANSPORTS, type ShmpipeReceive, type Transport } from './common.js'
 import type { CellResult } from './driver.js'
 
@@ -37,6 +39,7 @@ export function machineLine(): string {
 /** `n` with 3 significant digits (no exponent). */
 function sig3(n: number): string {
   if (!Number.isFinite(n)) return '–'
+  if (n >= 1000) return Number(n.toPrecision(3)).toLocaleString('en-US')
   if (n >= 100) return Math.round(n).toLocaleString('en-US')
   if (n >= 10) return n.toFixed(1)
   if (n >= 1) return n.toFixed(2)
@@ -107,21 +110,27 @@ export interface Bar {
   detail: string
 }
 
+/** Which shmpipe column stands for shmpipe at a size. */
+export type ShmpipeChoice = (size: number) => Transport
+
+/** The call the README recommends: `get()` below 64 KiB, `receive()` (zero copy) from 64 KiB. */
+export const RECOMMENDED: ShmpipeChoice = (size) => (size < 65536 ? 'shmpipe' : 'shmpipe_receive')
+
 /**
- * Checks the bars of issue 3 for the shmpipe column `ours` against the results (bars whose
- * figures are missing are left out).
+ * Checks the bars of issue 3 for shmpipe, taken at each size from the column `ours` picks,
+ * against the results. Bars whose figures are missing are left out.
  */
-export function checkBars(results: CellResult[], ours: Transport = 'shmpipe'): Bar[] {
+export function checkBars(results: CellResult[], ours: ShmpipeChoice = () => 'shmpipe'): Bar[] {
   const rows = bySize(results)
   const g = (size: number, t: Transport): number =>
-    rows.get(size)?.get(t === 'shmpipe' ? ours : t)?.gbps ?? NaN
+    rows.get(size)?.get(t === 'shmpipe' ? ours(size) : t)?.gbps ?? NaN
   const bars: Bar[] = []
   const sizes = [...rows.keys()]
-  const worst = (
-    over: number[],
-    t: Transport,
-    f: (s: number) => number,
-  ): { met: boolean; detail: string } => {
+  const have = (t: Transport, over: number[]): boolean =>
+    over.length > 0 &&
+    over.every((s) => Number.isFinite(g(s, t)) && Number.isFinite(g(s, 'shmpipe')))
+  /** The lowest ratio of `f` over `over`, and where. */
+  const lowest = (over: number[], f: (s: number) => number): { min: number; at: number } => {
     let min = Infinity
     let at = 0
     for (const s of over) {
@@ -131,86 +140,74 @@ export function checkBars(results: CellResult[], ours: Transport = 'shmpipe'): B
         at = s
       }
     }
-    return { met: min >= 0, detail: `lowest ${ratio(min)} ${t}, at ${sizeLabel(at)}` }
+    return { min, at }
   }
-  if (sizes.length > 0 && sizes.every((s) => Number.isFinite(g(s, 'child_process')))) {
-    const w = worst(sizes, 'child_process', (s) => g(s, 'shmpipe') / g(s, 'child_process'))
+  for (const t of ['child_process', 'zeromq'] as const) {
+    if (!have(t, sizes)) continue
+    const { min, at } = lowest(sizes, (s) => g(s, 'shmpipe') / g(s, t))
     bars.push({
-      text: 'faster than `child_process` at every size',
-      met: sizes.every((s) => g(s, 'shmpipe') > g(s, 'child_process')),
-      detail: w.detail,
+      text: `faster than ${t === 'zeromq' ? t : `\`${t}\``} at every size`,
+      met: min > 1,
+      detail: `lowest ${ratio(min)}, at ${sizeLabel(at)}`,
     })
   }
-  if (sizes.length > 0 && sizes.every((s) => Number.isFinite(g(s, 'zeromq')))) {
-    const w = worst(sizes, 'zeromq', (s) => g(s, 'shmpipe') / g(s, 'zeromq'))
-    bars.push({
-      text: 'faster than `zeromq` at every size',
-      met: sizes.every((s) => g(s, 'shmpipe') > g(s, 'zeromq')),
-      detail: w.detail,
-    })
-  }
-  const small = rows.get(100)
-  if (small?.get(ours) && small.get('child_process')) {
-    const us = small.get(ours)!.nsPerMessage / 1e3
-    const x = g(100, 'shmpipe') / g(100, 'child_process')
-    bars.push({
-      text: '100 B: ≤ 2 µs per message',
-      met: us <= 2,
-      detail: `${sig3(us)} µs`,
-    })
-    bars.push({ text: '100 B: ≥ 3× `child_process`', met: x >= 3, detail: ratio(x) })
+  const small = rows.get(100)?.get(ours(100))
+  if (small !== undefined) {
+    const us = small.nsPerMessage / 1e3
+    bars.push({ text: '100 B: ≤ 2 µs per message', met: us <= 2, detail: `${sig3(us)} µs` })
+    if (have('child_process', [100])) {
+      const x = g(100, 'shmpipe') / g(100, 'child_process')
+      bars.push({ text: '100 B: ≥ 3× `child_process`', met: x >= 3, detail: ratio(x) })
+    }
   }
   const big = sizes.filter((s) => s >= 1e6)
-  const list = (f: (s: number) => number): string =>
-    big.map((s) => `${sizeLabel(s)} ${ratio(f(s))}`).join(', ')
-  if (big.length > 0) {
-    const mem = (s: number): number => g(s, 'shmpipe') / g(s, 'memcpy')
-    if (big.every((s) => Number.isFinite(g(s, 'memcpy'))))
-      bars.push({
-        text: '≥ 1 MB: ≥ 0.6× memcpy',
-        met: big.every((s) => mem(s) >= 0.6),
-        detail: list(mem),
-      })
-    const zmq = (s: number): number => g(s, 'shmpipe') / g(s, 'zeromq')
-    if (big.every((s) => Number.isFinite(g(s, 'zeromq'))))
-      bars.push({
-        text: '≥ 1 MB: ≥ 2× `zeromq`',
-        met: big.every((s) => zmq(s) >= 2),
-        detail: list(zmq),
-      })
-  }
-  const cpSizes = [1e7, 1e8].filter((s) => rows.has(s))
-  if (cpSizes.length > 0 && cpSizes.every((s) => Number.isFinite(g(s, 'child_process')))) {
-    const cp = (s: number): number => g(s, 'shmpipe') / g(s, 'child_process')
+  const each = (over: number[], t: Transport, min: number, text: string): void => {
+    if (!have(t, over)) return
+    const f = (s: number): number => g(s, 'shmpipe') / g(s, t)
     bars.push({
-      text: `≥ 5× \`child_process\` at ${cpSizes.map(sizeLabel).join(' and ')}`,
-      met: cpSizes.every((s) => cp(s) >= 5),
-      detail: cpSizes.map((s) => `${sizeLabel(s)} ${ratio(cp(s))}`).join(', '),
+      text,
+      met: over.every((s) => f(s) >= min),
+      detail: over.map((s) => `${sizeLabel(s)} ${ratio(f(s))}`).join(', '),
     })
   }
+  each(big, 'memcpy', 0.6, '≥ 1 MB: ≥ 0.6× memcpy')
+  each(big, 'zeromq', 2, '≥ 1 MB: ≥ 2× zeromq')
+  const cpSizes = [1e7, 1e8].filter((s) => rows.has(s))
+  each(
+    cpSizes,
+    'child_process',
+    5,
+    `≥ 5× \`child_process\` at ${cpSizes.map(sizeLabel).join(' and ')}`,
+  )
   return bars
 }
 
-/** The bars as a Markdown list. */
-export function barsList(bars: Bar[]): string {
-  return bars.map((b) => `- ${b.met ? '✅' : '❌'} ${b.text}: ${b.detail}`).join('\n')
-}
-
-/** The bars of every shmpipe column in `results`, each list under the column's name. */
-export function allBars(results: CellResult[], shmpipeReceive: ShmpipeReceive): string {
-  const out: string[] = []
-  for (const t of ['shmpipe', 'shmpipe_receive'] as const) {
-    if (!results.some((r) => r.transport === t)) continue
-    const bars = checkBars(results, t)
-    const met = bars.filter((b) => b.met).length
-    out.push(
-      `${column(t, shmpipeReceive)}: ${met} of ${bars.length} bars met`,
-      '',
-      barsList(bars),
-      '',
-    )
+/**
+ * The bars for each way of receiving with shmpipe, as a Markdown table: `get()` at every size,
+ * `receive()` at every size, and the recommended call at each size ({@link RECOMMENDED}).
+ */
+export function barsTable(results: CellResult[], shmpipeReceive: ShmpipeReceive): string {
+  const choices: [string, ShmpipeChoice][] = []
+  const has = (t: Transport): boolean => results.some((r) => r.transport === t)
+  if (has('shmpipe')) choices.push([column('shmpipe', shmpipeReceive), () => 'shmpipe'])
+  if (has('shmpipe_receive'))
+    choices.push([column('shmpipe_receive', shmpipeReceive), () => 'shmpipe_receive'])
+  if (has('shmpipe') && has('shmpipe_receive') && shmpipeReceive === 'get')
+    choices.push(['`get()` below 64 KiB, `receive()` from 64 KiB', RECOMMENDED])
+  if (choices.length === 0) return ''
+  const checked = choices.map(([, c]) => checkBars(results, c))
+  const lines = [
+    `| bar (issue 3) | ${choices.map(([name]) => name).join(' | ')} |`,
+    `| --- | ${choices.map(() => '---').join(' | ')} |`,
+  ]
+  for (let i = 0; i < checked[0]!.length; i++) {
+    const cells = checked.map((bars) => {
+      const b = bars[i]
+      return b === undefined ? '' : `${b.met ? '✅' : '❌'} ${b.detail}`
+    })
+    lines.push(`| ${checked[0]![i]!.text} | ${cells.join(' | ')} |`)
   }
-  return out.join('\n').trim()
+  return lines.join('\n')
 }
 
 /** The spread of each cell's timed rounds: (slowest − fastest) / median, in percent. */
@@ -306,13 +303,17 @@ export function svgChart(
   return `${out.join('\n')}\n`
 }
 
-/** Replaces the text between the README's markers with `block`. */
-export function writeReadmeBlock(readmePath: string, block: string): void {
+/**
+ * Replaces the text between the README's markers with `block`, formatted by prettier as the
+ * rest of the repository is (so `npm run format:check` stays clean).
+ */
+export async function writeReadmeBlock(readmePath: string, block: string): Promise<void> {
   const readme = readFileSync(readmePath, 'utf8')
   const start = readme.indexOf(START_MARKER)
   const end = readme.indexOf(END_MARKER)
   if (start < 0 || end < start)
     throw new Error(`${readmePath} has no ${START_MARKER} … ${END_MARKER} section`)
   const next = `${readme.slice(0, start + START_MARKER.length)}\n${block.trim()}\n${readme.slice(end)}`
-  writeFileSync(readmePath, next)
+  const config = (await prettier.resolveConfig(readmePath)) ?? {}
+  writeFileSync(readmePath, await prettier.format(next, { ...config, filepath: readmePath }))
 }
