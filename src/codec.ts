@@ -1291,9 +1291,14 @@ class EncodedView implements Encoded {
 
   writeTo(target: Uint8Array): void {
     checkTarget(target, this.byteLength)
-    const bytes = this.bytes
+    this.writeHeader(target)
+    target.set(this.bytes, this.headerLength)
+  }
+
+  /** Writes the header (`headerLength` bytes) to `target`; throws if the value changed size. */
+  writeHeader(target: Uint8Array): void {
     const n = this.byteLength - this.headerLength
-    if (bytes.byteLength !== n)
+    if (this.bytes.byteLength !== n)
       throw invalidArgument(
         'writeTo(): the binary value changed size since encode() (was its ArrayBuffer detached or resized?)',
       )
@@ -1308,8 +1313,28 @@ class EncodedView implements Encoded {
     }
     target[p++] = len
     while (p < this.headerLength) target[p++] = 0
-    target.set(bytes, p)
   }
+}
+
+/** The longest header of a top-level binary value (see {@link viewParts}). */
+export const MAX_VIEW_HEADER = 16
+
+/**
+ * If `enc` is the encoding of a lone typed array, `DataView` or `Buffer`, writes its header into
+ * `head` (which needs {@link MAX_VIEW_HEADER} bytes) and returns the header's length and the
+ * value's bytes: the encoding is those header bytes followed by the value's bytes, so that a
+ * sender can copy both straight into place. Otherwise returns null (use `writeTo`). Throws as
+ * `writeTo` does if the value changed size since `encode`.
+ *
+ * @internal Not part of the package's API.
+ */
+export function viewParts(
+  enc: Encoded,
+  head: Uint8Array,
+): { headLength: number; body: Uint8Array } | null {
+  if (!(enc instanceof EncodedView)) return null
+  enc.writeHeader(head)
+  return { headLength: enc.headerLength, body: enc.bytes }
 }
 
 function checkTarget(target: Uint8Array, byteLength: number): void {
@@ -1392,7 +1417,21 @@ const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   if (!(bytes instanceof Uint8Array))
     throw invalidArgument('decode(): bytes must be a Uint8Array or a Buffer')
-  const length = bytes.byteLength
+  return decodeRange(bytes, bytes.byteLength, options?.zeroCopy === true)
+}
+
+/**
+ * Decodes the encoding in `bytes[0 … length)`, copying every binary value (as `decode` without
+ * `zeroCopy`), so that `bytes` may be reused at once. For the pipe, which receives small
+ * messages into one reused buffer; `length` must be at most `bytes.byteLength`.
+ *
+ * @internal Not part of the package's API.
+ */
+export function decodePrefix(bytes: Uint8Array, length: number): unknown {
+  return decodeRange(bytes, length, false)
+}
+
+function decodeRange(bytes: Uint8Array, length: number, copyless: boolean): unknown {
   if (length < 2) throw badSegment(`${length} bytes is too short for an encoding`)
   if (bytes[0] !== FORMAT_VERSION)
     throw badSegment(
@@ -1404,7 +1443,7 @@ export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   b = bytes
   pos = 1
   end = length
-  zeroCopy = options?.zeroCopy === true
+  zeroCopy = copyless
   depth = 0
   try {
     let value: unknown
@@ -1849,7 +1888,8 @@ function readView(): ArrayBufferView {
     view = kind === K_BUFFER ? Buffer.from(b.buffer, abs, n) : new Ctor(b.buffer, abs, n / size)
   } else if (kind === K_BUFFER) {
     const buf = Buffer.allocUnsafe(n)
-    buf.set(new Uint8Array(b.buffer, abs, n))
+    if (n <= 32) for (let i = 0; i < n; i++) buf[i] = b[pos - n + i]!
+    else buf.set(new Uint8Array(b.buffer, abs, n))
     view = buf
   } else {
     const ab = n >= 4096 ? Buffer.allocUnsafeSlow(n).buffer : new ArrayBuffer(n)

@@ -28,8 +28,14 @@ export interface NativeQueue {
   close(): void
 }
 
+/** An opaque handle on a sender or receiver, for the fast free functions of the addon. */
+export interface NativeHandle {
+  readonly __nativeHandle: unique symbol
+}
+
 /** A registered sender (`crates/node/src/producer.rs`). */
 export interface NativeProducer {
+  handle(): NativeHandle
   trySend(data: Uint8Array): boolean
   sendSync(data: Uint8Array, timeoutMs?: number | null): void
   waitSpace(len: number, timeoutMs?: number | null): Promise<void>
@@ -47,6 +53,7 @@ export interface NativeProducer {
 
 /** The receiver (`crates/node/src/consumer.rs`). */
 export interface NativeConsumer {
+  handle(): NativeHandle
   tryRecv(): Buffer | null
   recvSync(timeoutMs?: number | null): Buffer
   tryRecvView(): NativeMessage | null
@@ -137,6 +144,20 @@ export interface NativeBinding {
     removeIfSame(name: string, nonce: string): boolean
     list(): string[]
   }
+  /** `NativeProducer.trySend` as a free function on the sender's handle (cheaper to call). */
+  producerTrySend(handle: NativeHandle, data: Uint8Array): boolean
+  /** Sends `head[0 … headLen)` then `body` as one message if there is room now. */
+  producerTrySendParts(
+    handle: NativeHandle,
+    head: Uint8Array,
+    headLen: number,
+    body: Uint8Array,
+  ): boolean
+  /**
+   * Takes the next message: an inline one that fits into `scratch` is copied there (its length is
+   * returned), any other comes back as a Buffer; null when none is ready.
+   */
+  consumerTryRecvInto(handle: NativeHandle, scratch: Uint8Array): number | Buffer | null
 }
 
 const require = createRequire(import.meta.url)

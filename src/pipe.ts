@@ -13,7 +13,7 @@
  * @module
  */
 
-import { decode, encode, type Encoded } from './codec.js'
+import { decode, decodePrefix, encode, MAX_VIEW_HEADER, viewParts, type Encoded } from './codec.js'
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
@@ -26,6 +26,7 @@ import {
   callAsync,
   native,
   type NativeConsumer,
+  type NativeHandle,
   type NativeMessage,
   type NativeProducer,
   type NativeQueue,
@@ -61,6 +62,18 @@ const DEFAULT_MAX_SENDERS = 64
 /** Encodings at least this long are written in place into shared memory, not copied. */
 const IN_PLACE_THRESHOLD = 64 * 1024
 
+/**
+ * Inline messages up to this long are received by copying them into {@link recvScratch} and
+ * decoding from there (one native call, no Buffer made by the addon); longer ones come as a
+ * Buffer of their own, which the decoder's views may then share.
+ */
+const RECV_SCRATCH_BYTES = 4096
+
+/** Where small messages are received (reused: decoding copies everything out of it at once). */
+const recvScratch = new Uint8Array(RECV_SCRATCH_BYTES)
+
+const ZERO_COPY = { zeroCopy: true } as const
+
 /** Marks "no value" where `undefined` is a value. */
 const NONE: unique symbol = Symbol('none')
 
@@ -78,6 +91,9 @@ class QueueRef {
 }
 
 let scratch = new Uint8Array(0)
+
+/** Where the header of a lone binary value is written before it is sent with its bytes. */
+const viewHead = new Uint8Array(MAX_VIEW_HEADER)
 
 /** A reusable buffer of at least `len` bytes (its own ArrayBuffer, so offset 0 is aligned). */
 function scratchBuffer(len: number): Uint8Array {
@@ -281,6 +297,7 @@ export class Sender implements Disposable {
    */
   readonly name: string
   #end: EndState<NativeProducer>
+  #handle: NativeHandle | null = null
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
@@ -302,13 +319,26 @@ export class Sender implements Disposable {
     return this.#end.native
   }
 
+  /** The sender's handle for the addon's fast functions. */
+  get #fast(): NativeHandle {
+    this.#handle ??= call(() => this.#producer.handle())
+    return this.#handle
+  }
+
   /** Writes `enc` into the queue if it fits now. */
   #trySend(enc: Encoded): boolean {
     const len = enc.byteLength
+    const parts = viewParts(enc, viewHead)
+    if (parts !== null) {
+      // A lone Buffer or typed array: the addon copies header and bytes straight into place.
+      const handle = this.#fast
+      return call(() => native.producerTrySendParts(handle, viewHead, parts.headLength, parts.body))
+    }
     if (len < IN_PLACE_THRESHOLD) {
       const buf = scratchBuffer(len)
       enc.writeTo(buf)
-      return call(() => this.#producer.trySend(buf))
+      const handle = this.#fast
+      return call(() => native.producerTrySend(handle, buf))
     }
     const target = call(() => this.#producer.tryReserve(len))
     if (target === null) return false
@@ -483,6 +513,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
   #end: EndState<NativeConsumer>
+  #handle: NativeHandle | null = null
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
@@ -505,11 +536,21 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     return this.#end.native
   }
 
+  /** The receiver's handle for the addon's fast functions. */
+  get #fast(): NativeHandle {
+    this.#handle ??= call(() => this.#consumer.handle())
+    return this.#handle
+  }
+
   /** The next value if one is ready, else {@link NONE}. */
   #tryTake(): unknown {
-    const buf = call(() => this.#consumer.tryRecv())
+    const handle = this.#fast
+    const got = call(() => native.consumerTryRecvInto(handle, recvScratch))
+    if (got === null) return NONE
+    // A small message was copied into the scratch buffer: decoding copies it out.
+    if (typeof got === 'number') return decodePrefix(recvScratch, got)
     // The buffer is ours alone (a copy, or the message's own segment): views into it are safe.
-    return buf === null ? NONE : decode(buf, { zeroCopy: true })
+    return decode(got, ZERO_COPY)
   }
 
   /** Waits for a message and takes it with `take`. */

@@ -3,8 +3,11 @@
 //! Only bindings live here: the queue, waits and shared memory are `shmpipe-core`; ordering, the
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
-//! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks)
-//! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy)
+//! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
+//!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call)
+//! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
+//!   `consumerTryRecvInto`, the small-message receive as a free function
+//! - `recycle`: the memory of collected large Buffers, reused for the next large messages
 //! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
@@ -22,12 +25,13 @@ mod consumer;
 mod errors;
 mod producer;
 mod queue;
+mod recycle;
 mod waiter;
 
 pub use array::{LockInfo, NativeArray};
 pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
-pub use consumer::{NativeConsumer, NativeMessage};
-pub use producer::NativeProducer;
+pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.
