@@ -123,6 +123,8 @@ export interface ProcMemory {
   rssShmem: number
   /** Proportional set size now: each page divided by the number of processes mapping it. */
   pss: number
+  /** The part of `pss` that is shared memory (`Pss_Shmem`: /dev/shm segments and the like). */
+  pssShmem: number
 }
 
 /** Reads `pid`'s memory from `/proc/<pid>/status` and `/proc/<pid>/smaps_rollup` (Linux). */
@@ -138,6 +140,7 @@ export function procMemory(pid: number | 'self' = 'self'): ProcMemory {
     hwm: field(status, 'VmHWM'),
     rssShmem: field(status, 'RssShmem'),
     pss: field(rollup, 'Pss'),
+    pssShmem: field(rollup, 'Pss_Shmem'),
   }
 }
 
