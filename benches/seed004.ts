@@ -275,6 +275,8 @@ interface Result {
   workerPss: number[]
   /** Each worker's sum (checked against EXPECTED_SUM before the result is made). */
   sums: number[]
+  /** The /dev/shm name of the shared array (shmpipe runs), removed by the end of the run. */
+  segment: string | null
   samples: number
 }
 
@@ -298,7 +300,7 @@ async function parent(contender: Contender): Promise<Result> {
     const arrayName = `seed004-${process.pid}`
     sampler.send({
       pids: [process.pid, ...workers.map((w) => w.pid)],
-      segments: contender === 'shmpipe' ? [`/dev/shm/shmpipe_a_${arrayName}`] : [],
+      segments: contender === 'shmpipe' ? [`/dev/shm/shmpipe_a_${arrayName}`] : [], // Linux
       ms: SAMPLE_MS,
     })
     await expect(sampler, 'started')
@@ -356,6 +358,7 @@ async function parent(contender: Contender): Promise<Result> {
       parentPss: outcome.parentMemory.pss,
       workerPss: outcome.done.map((r) => r.memory.pss),
       sums: outcome.done.map((r) => r.sum),
+      segment: contender === 'shmpipe' ? `shmpipe_a_${arrayName}` : null,
       samples: peak.samples,
     }
   } finally {
