@@ -445,22 +445,38 @@ function ratios(results: Result[], modes: Mode[]): string[] {
 }
 
 /**
- * What the bar asks against what the CPUs allow: in busy mode every frame costs its producer
- * about 1 ms of CPU whatever the transport, so frames/s can never pass vCPUs ÷ (that work plus
- * the consumer's conversion), however cheap the transport.
+ * What the bar asks against what the CPUs allow. When the CPUs are saturated, frames/s is the
+ * CPU time available divided by the CPU time a frame costs, so two transports measured under the
+ * same load compare as the inverse of their CPU per frame. In busy mode a frame costs its producer
+ * about 1 ms of spin and the consumer its uint8 conversion whatever the transport: that bounds
+ * what any transport can gain over IPC. With more cores than producers, the CPUs stop being the
+ * limit and the one consumer becomes it: then the consumers' CPU per frame compares.
  */
 function ceilingNote(results: Result[], convertUs: number): string[] {
   const busy = (t: Transport): Result[] =>
     results.filter((r) => r.mode === 'busy' && r.transport === t)
   const ipc = busy('ipc')
   if (ipc.length === 0) return []
-  const work = median(results.filter((r) => r.mode === 'busy').map((r) => r.workUs))
-  const cpus = availableParallelism()
-  const ideal = (cpus * 1e6) / (work + convertUs)
-  const ipcFps = median(ipc.map((r) => r.fps))
-  return [
-    `- Busy mode is CPU-bound here: the producers' own spin costs ${f0(work)} µs of CPU per frame and the uint8 conversion ${f0(convertUs)} µs (measured alone), so even a transport that cost nothing would top out at ${cpus} vCPUs ÷ ${f0(work + convertUs)} µs = **${f0(ideal)} frames/s**, ${num(ideal / ipcFps, 2)}× the IPC version's median ${f0(ipcFps)}; 3× would need ${f0(3 * ipcFps)} frames/s.`,
+  const m = (rs: Result[], f: (r: Result) => number): number => median(rs.map(f))
+  const work = m(
+    results.filter((r) => r.mode === 'busy'),
+    (r) => r.workUs,
+  )
+  const floor = work + convertUs
+  const ipcTotal = m(ipc, (r) => r.consumerUs + r.producersUs)
+  const out = [
+    `- Busy mode is CPU-bound on ${availableParallelism()} vCPUs, so frames/s ≈ available CPU ÷ CPU per frame, and transports compare as the inverse of their CPU per frame. Whatever the transport, a frame costs ${f0(work)} µs of the producer's spin and ${f0(convertUs)} µs of conversion: a transport that cost nothing would be at most IPC's ${f0(ipcTotal)} µs ÷ ${f0(floor)} µs = **${num(ipcTotal / floor, 2)}×** faster than IPC. 3× would need IPC to cost ≥ ${f0(3 * floor)} µs per frame.`,
   ]
+  for (const t of ['shmpipe-get', 'shmpipe-receive'] as const) {
+    const shm = busy(t)
+    if (shm.length === 0) continue
+    const shmConsumer = m(shm, (r) => r.consumerUs)
+    const ipcConsumer = m(ipc, (r) => r.consumerUs)
+    out.push(
+      `- With more cores than producers the consumer sets the pace instead: it spends ${f0(ipcConsumer)} µs of CPU per frame on IPC and ${f0(shmConsumer)} µs with ${transportName(t)}, a bound of **${num(ipcConsumer / shmConsumer, 2)}×**.`,
+    )
+  }
+  return out
 }
 
 async function main(): Promise<void> {
