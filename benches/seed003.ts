@@ -213,6 +213,9 @@ class Child {
   }
   #waiters = new Map<string, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   #exit: Promise<number | null>
+  #stopping = false
+  /** Rejects if the child exits before {@link Child.stop} asked it to (never resolves). */
+  readonly died: Promise<never>
 
   constructor(transport: Transport, camera: number, pipeName: string) {
     this.proc = fork(
@@ -233,11 +236,14 @@ class Child {
         }
       }
     })
+    let died: (err: Error) => void = () => {}
+    this.died = new Promise<never>((_, reject) => (died = reject))
+    this.died.catch(() => {}) // awaited only while a run is on
     this.#exit = new Promise((resolve) =>
       this.proc.on('exit', (code, signal) => {
-        for (const w of this.#waiters.values()) {
-          w.reject(new Error(`producer ${camera} exited (${signal ?? code})`))
-        }
+        const err = new Error(`producer ${camera} exited (${signal ?? code})`)
+        for (const w of this.#waiters.values()) w.reject(err)
+        if (!this.#stopping) died(err)
         resolve(code)
       }),
     )
@@ -252,6 +258,7 @@ class Child {
 
   /** Tells the child to stop and waits for it to exit cleanly. */
   async stop(): Promise<void> {
+    this.#stopping = true
     if (this.proc.connected) this.proc.send('stop')
     const code = await this.#exit
     if (code !== 0) throw new Error(`producer exited with ${code}`)
@@ -287,6 +294,7 @@ async function runMode(
 ): Promise<Result> {
   const consumer = new Consumer()
   const done = children.map((c) => c.expect<ProducerStats>('done'))
+  for (const d of done) d.catch(() => {}) // a death is reported through `died` below
   let ipcComplete: Promise<void> | undefined
   if (receiver === null) {
     ipcComplete = new Promise((resolve, reject) => {
@@ -307,17 +315,22 @@ async function runMode(
   const switches0 = contextSwitches()
   const t0 = performance.now()
   for (const c of children) c.proc.send({ mode })
-  if (receiver === null) {
-    await ipcComplete
-  } else if (transport === 'shmpipe-receive') {
-    while (!consumer.complete) {
-      const message = await receiver.receive({ timeout: 120_000 })
-      consumer.take(message.value)
-      message.release()
+  const consume = async (): Promise<void> => {
+    if (receiver === null) {
+      await ipcComplete
+    } else if (transport === 'shmpipe-receive') {
+      while (!consumer.complete) {
+        const message = await receiver.receive({ timeout: 120_000 })
+        consumer.take(message.value)
+        message.release()
+      }
+    } else {
+      while (!consumer.complete) consumer.take(await receiver.get({ timeout: 120_000 }))
     }
-  } else {
-    while (!consumer.complete) consumer.take(await receiver.get({ timeout: 120_000 }))
   }
+  const consuming = consume()
+  consuming.catch(() => {}) // if a producer dies first, the close that follows ends it
+  await Promise.race([consuming, ...children.map((c) => c.died)])
   const ms = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
   const switches = contextSwitches() - switches0

@@ -197,6 +197,7 @@ function sample() {
   peak.pssShmem = Math.max(peak.pssShmem, pssShmem)
   peak.samples++
 }
+process.on('disconnect', () => process.exit())
 process.on('message', (m) => {
   if (m === 'stop') {
     clearInterval(timer)
@@ -291,10 +292,11 @@ async function parent(contender: Contender): Promise<Result> {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     }),
   )
+  let sampler: ChildProcess | undefined
   try {
     const idle = await Promise.all(workers.map((w) => expect<ProcMemory>(w, 'ready')))
     const startMs = performance.now() - s0
-    const sampler = spawn(process.execPath, ['-e', SAMPLER], {
+    sampler = spawn(process.execPath, ['-e', SAMPLER], {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     })
     const arrayName = `seed004-${process.pid}`
@@ -362,7 +364,7 @@ async function parent(contender: Contender): Promise<Result> {
       samples: peak.samples,
     }
   } finally {
-    for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL')
+    for (const p of [...workers, sampler]) if (p?.exitCode === null) p.kill('SIGKILL')
   }
 }
 
