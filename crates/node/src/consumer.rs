@@ -24,7 +24,7 @@ pub struct NativeConsumer {
 /// A message's bytes as a Buffer: copied if inline, mapped if it has a segment of its own.
 fn to_buffer(env: &Env, msg: Message) -> Result<BufferSlice<'_>> {
     if !msg.is_blob() || msg.is_empty() {
-        return BufferSlice::copy_from(env, msg.as_slice());
+        return crate::huge_copy::copy_to_buffer(env, msg.as_slice());
     }
     let ptr = msg.as_slice().as_ptr() as *mut u8;
     let len = msg.len();
