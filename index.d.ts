@@ -25,6 +25,17 @@ export type {
 export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
+export { ProcessPool } from './src/pool.js'
+export type {
+  MapOptions,
+  ProcessPoolOptions,
+  RunOptions,
+  TaskArgs,
+  TaskFunction,
+  TaskModule,
+  TaskName,
+  TaskResult,
+} from './src/pool.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,

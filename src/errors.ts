@@ -73,6 +73,28 @@ export const ERR_SHMPIPE_LOCK_NOT_HELD = 'ERR_SHMPIPE_LOCK_NOT_HELD'
  */
 export const ERR_SHMPIPE_UNSUPPORTED = 'ERR_SHMPIPE_UNSUPPORTED'
 
+/**
+ * A task run by a `ProcessPool` threw (or its promise rejected) in the worker. The message
+ * names the task and the worker's pid and repeats the worker's error message; `err.cause` is
+ * that error, rebuilt in this process with the worker's `name`, `message`, `stack` and `code`
+ * (or the thrown value itself, if it was not an Error).
+ */
+export const ERR_SHMPIPE_TASK_FAILED = 'ERR_SHMPIPE_TASK_FAILED'
+
+/**
+ * The `ProcessPool` worker running a task died (killed by a signal, crashed, or exited) before
+ * the task's result came back. The message names the worker's pid and its exit code or signal.
+ * The pool replaces the worker; other tasks go on.
+ */
+export const ERR_SHMPIPE_WORKER_DIED = 'ERR_SHMPIPE_WORKER_DIED'
+
+/**
+ * A `ProcessPool`'s workers could not start: the task module failed to load (`err.cause` is the
+ * worker's error), or workers kept exiting before they were ready. The pool then rejects every
+ * task with this error.
+ */
+export const ERR_SHMPIPE_WORKER_START_FAILED = 'ERR_SHMPIPE_WORKER_START_FAILED'
+
 /** The `code` of a {@link ShmpipeError}: one of the `ERR_SHMPIPE_*` constants. */
 export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_TIMEOUT
@@ -92,6 +114,9 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_OS
   | typeof ERR_SHMPIPE_LOCK_NOT_HELD
   | typeof ERR_SHMPIPE_UNSUPPORTED
+  | typeof ERR_SHMPIPE_TASK_FAILED
+  | typeof ERR_SHMPIPE_WORKER_DIED
+  | typeof ERR_SHMPIPE_WORKER_START_FAILED
 
 /**
  * An error raised by shmpipe.

@@ -88,7 +88,7 @@ fn to_buffer<'env>(
         };
     }
     if !msg.is_blob() || msg.is_empty() {
-        return BufferSlice::copy_from(env, msg.as_slice());
+        return crate::huge_copy::copy_to_buffer(env, msg.as_slice());
     }
     let ptr = msg.as_slice().as_ptr() as *mut u8;
     let len = msg.len();

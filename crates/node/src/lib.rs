@@ -13,6 +13,7 @@
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
+//! - `huge_copy`: large messages copied out of the ring into huge-page memory
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ mod array;
 mod cleanup;
 mod consumer;
 mod errors;
+mod huge_copy;
 mod producer;
 mod queue;
 mod recycle;

@@ -1,0 +1,311 @@
+/**
+ * Process pool benchmark, after seed 001 (npshmex): `x + 1` on a Float64Array of 2e7 elements
+ * (160 MB), submitted to a pool of worker processes and awaited, beside the bare computation and
+ * the same pool built on child_process IPC.
+ *
+ *     npm run bench:pool                # node --expose-gc --import=tsx benches/pool.ts
+ *     npm run bench:pool -- --write     # also writes the table into README.md (between markers)
+ *     npm run bench:pool -- --reps 3    # repetitions per contender (default 9)
+ *
+ * Contenders (each timed from the call to the awaited result, transfers both ways included):
+ * - bare: `addOne(x)` in this process;
+ * - shmpipe `ProcessPool` with pipes sized for the array (`pipeBytes: 512 MiB`): the array is
+ *   copied into the task pipe's reused ring, read there by the worker without a copy, and the
+ *   result copied into the result pipe's ring, then into an array this process owns;
+ * - shmpipe `ProcessPool` with the default pipes (8 MiB): both arrays travel in a fresh
+ *   shared-memory segment each;
+ * - the same pool design (idle worker or queue, one task per worker at a time) built on
+ *   `child_process.fork` with `serialization: 'advanced'`, the array sent in the IPC message.
+ *
+ * Every pool has 2 workers (seed 001 used the default, one per core). Pools are started and
+ * warmed up (3 rounds of one task per worker) before the clock runs; the contenders then run in turns, REPS times,
+ * so that a busy moment of the machine does not fall on one of them only, with a full GC before
+ * each timed call. The median is reported, with the range over the repetitions. The machine's
+ * load average is printed before and after: on a shared machine the absolute times move, the
+ * ratios (measured in the same turns) much less.
+ */
+
+import { fork, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+
+import { ProcessPool } from '../index.js'
+import * as tasks from './pool-tasks.js'
+
+const args = process.argv.slice(2)
+const write = args.includes('--write')
+const repsArg = args.indexOf('--reps')
+const REPS = repsArg >= 0 ? Number(args[repsArg + 1]) : 9
+const N = 2e7
+const WORKERS = 2
+const WARMUP = 3
+const script = fileURLToPath(import.meta.url)
+const tasksModule = new URL('./pool-tasks.ts', import.meta.url)
+const README = fileURLToPath(new URL('../README.md', import.meta.url))
+/** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`: 100 on Linux). */
+const CLOCK_TICKS = 100
+const START = '<!-- pool-bench:start -->'
+const END = '<!-- pool-bench:end -->'
+
+type Tasks = typeof tasks
+
+// ---------------------------------------------------------------------------------------------
+// The baseline: the same pool on child_process IPC ('advanced' serialization)
+
+type IpcRequest = { id: number; name: string; args: unknown[] }
+type IpcReply = { id: number; value?: unknown; error?: string }
+
+/** A worker of the IPC pool: imports the module, runs each request, sends the result back. */
+async function ipcWorker(moduleUrl: string): Promise<void> {
+  const mod = (await import(moduleUrl)) as Record<string, (...a: unknown[]) => unknown>
+  process.on('message', (m: IpcRequest) => {
+    void (async () => {
+      let reply: IpcReply
+      try {
+        reply = { id: m.id, value: await mod[m.name]!(...m.args) }
+      } catch (err) {
+        reply = { id: m.id, error: String(err) }
+      }
+      process.send!(reply)
+    })()
+  })
+  process.send!('ready')
+}
+
+/** The pool design of `ProcessPool` (a task goes to an idle worker, or waits), on IPC. */
+class IpcPool {
+  #workers: ChildProcess[] = []
+  get pids(): number[] {
+    return this.#workers.map((c) => c.pid!)
+  }
+  #idle: ChildProcess[] = []
+  #queue: (() => void)[] = []
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+  #next = 0
+
+  async start(moduleUrl: string, workers: number): Promise<void> {
+    for (let i = 0; i < workers; i++) {
+      const child = fork(script, ['ipc-worker', moduleUrl], {
+        execArgv: process.execArgv,
+        serialization: 'advanced',
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      })
+      this.#workers.push(child)
+      await new Promise<void>((resolve) => child.once('message', () => resolve()))
+      child.on('message', (m: IpcReply) => {
+        const p = this.#pending.get(m.id)!
+        this.#pending.delete(m.id)
+        if (m.error !== undefined) p.reject(new Error(m.error))
+        else p.resolve(m.value)
+        this.#release(child)
+      })
+      this.#idle.push(child)
+    }
+  }
+
+  #release(child: ChildProcess): void {
+    const next = this.#queue.shift()
+    if (next) next()
+    else this.#idle.push(child)
+    void child
+  }
+
+  submit(name: string, ...args: unknown[]): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const send = (child: ChildProcess): void => {
+        const id = this.#next++
+        this.#pending.set(id, { resolve, reject })
+        child.send({ id, name, args } satisfies IpcRequest)
+      }
+      const child = this.#idle.shift()
+      if (child) send(child)
+      else this.#queue.push(() => send(this.#idle.shift()!))
+    })
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.#workers.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            c.once('exit', () => resolve())
+            c.disconnect()
+          }),
+      ),
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+interface Contender {
+  name: string
+  run: (x: Float64Array) => Promise<Float64Array> | Float64Array
+  /** Pids of its worker processes (whose CPU time counts too). */
+  pids: () => number[]
+  times: number[]
+  cpu: number[]
+}
+
+/** CPU time (user + system, ms) of this process and of `pids` so far (Linux: /proc). */
+function cpuTime(pids: number[]): number {
+  const own = process.cpuUsage()
+  let ms = (own.user + own.system) / 1000
+  for (const pid of pids) {
+    try {
+      // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+      ms += ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+    } catch {
+      return NaN // not Linux, or the process is gone
+    }
+  }
+  return ms
+}
+
+function check(y: Float64Array, name: string): void {
+  if (!(y instanceof Float64Array) || y.length !== N) throw new Error(`${name}: wrong result`)
+  for (let i = 0; i < N; i += 997) if (y[i] !== 2) throw new Error(`${name}: y[${i}] = ${y[i]}`)
+  if (y[N - 1] !== 2) throw new Error(`${name}: wrong last element`)
+}
+
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+}
+
+function fmt(ms: number): string {
+  return ms >= 100 ? ms.toFixed(0) : ms.toFixed(1)
+}
+
+async function main(): Promise<void> {
+  const load0 = loadavg()
+  const x = new Float64Array(N).fill(1) // np.ones(int(2e7))
+
+  const ring = new ProcessPool<Tasks>({
+    module: tasksModule,
+    workers: WORKERS,
+    pipeBytes: 512 * 1024 * 1024,
+  })
+  const fresh = new ProcessPool<Tasks>({ module: tasksModule, workers: WORKERS })
+  const ipc = new IpcPool()
+  await Promise.all([ring.ready(), fresh.ready(), ipc.start(tasksModule.href, WORKERS)])
+
+  const contenders: Contender[] = [
+    {
+      name: 'bare computation in this process',
+      run: (x) => tasks.addOne(x),
+      pids: () => [],
+      times: [],
+      cpu: [],
+    },
+    {
+      name: 'shmpipe `ProcessPool`, `pipeBytes: 512 MiB` (reused rings)',
+      run: (x) => ring.submit('addOne', x),
+      pids: () => ring.pids,
+      times: [],
+      cpu: [],
+    },
+    {
+      name: 'shmpipe `ProcessPool`, default 8 MiB pipes (a fresh segment per array)',
+      run: (x) => fresh.submit('addOne', x),
+      pids: () => fresh.pids,
+      times: [],
+      cpu: [],
+    },
+    {
+      name: "`child_process` IPC pool, `serialization: 'advanced'`",
+      run: (x) => ipc.submit('addOne', x) as Promise<Float64Array>,
+      pids: () => ipc.pids,
+      times: [],
+      cpu: [],
+    },
+  ]
+
+  // Warm-up: start-up, JIT, and the first laps of every worker's rings (the first tasks through
+  // a ring fault its pages in; after that they are reused).
+  for (const c of contenders) {
+    for (let i = 0; i < WARMUP; i++) {
+      const ys = await Promise.all(Array.from({ length: WORKERS }, () => c.run(x)))
+      for (const y of ys) check(y, c.name)
+      gc()
+    }
+  }
+  for (let r = 0; r < REPS; r++) {
+    // Rotate the order so that no contender always runs right after the same other one.
+    for (let k = 0; k < contenders.length; k++) {
+      const c = contenders[(k + r) % contenders.length]!
+      gc()
+      const pids = c.pids()
+      const cpu0 = cpuTime(pids)
+      const t0 = performance.now()
+      const y = await c.run(x)
+      c.times.push(performance.now() - t0)
+      c.cpu.push(cpuTime(pids) - cpu0)
+      check(y, c.name)
+    }
+  }
+  await Promise.all([ring.close(), fresh.close(), ipc.close()])
+  const load1 = loadavg()
+
+  const [bare, ours, oursFresh, baseline] = contenders.map((c) => median(c.times)) as [
+    number,
+    number,
+    number,
+    number,
+  ]
+  const lines: string[] = []
+  const cpu = cpus()[0]?.model ?? 'unknown CPU'
+  lines.push(
+    `Seed 001's task, \`x + 1\` on a Float64Array of 2e7 elements (160 MB), submitted to a pool ` +
+      `of ${WORKERS} workers and awaited. Median of ${REPS} turns (range in brackets), ` +
+      `measured ${new Date().toISOString().slice(0, 10)} on ${availableParallelism()} CPUs ` +
+      `(${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, ` +
+      `Node ${process.version}; load average ${load0[0]!.toFixed(1)} before, ` +
+      `${load1[0]!.toFixed(1)} after.`,
+  )
+  lines.push('')
+  lines.push('| contender | time (median) | range | vs bare | CPU time, all processes (median) |')
+  lines.push('| --- | ---: | ---: | ---: | ---: |')
+  for (const c of contenders) {
+    const m = median(c.times)
+    const range = `${fmt(Math.min(...c.times))}–${fmt(Math.max(...c.times))}`
+    const cpu = median(c.cpu)
+    const cpuText = Number.isNaN(cpu) ? '–' : `${fmt(cpu)} ms`
+    lines.push(`| ${c.name} | ${fmt(m)} ms | ${range} ms | ${(m / bare).toFixed(2)}× | ${cpuText} |`) // prettier-ignore
+  }
+  lines.push('')
+  const speedup = baseline / ours
+  const overhead = ours / bare
+  const met = (ok: boolean): string => (ok ? 'met' : '**not met**')
+  lines.push(
+    `- IPC pool ÷ shmpipe pool (512 MiB pipes): **${speedup.toFixed(1)}×** (bar ≥ 4×: ` +
+      `${met(speedup >= 4)}); with the default pipes ${(baseline / oursFresh).toFixed(1)}×.`,
+  )
+  lines.push(
+    `- shmpipe pool (512 MiB pipes) ÷ bare: **${overhead.toFixed(2)}×** (bar ≤ 2.5×: ` +
+      `${met(overhead <= 2.5)}); with the default pipes ${(oursFresh / bare).toFixed(2)}×.`,
+  )
+  lines.push(`- npshmex (seed 001, its machine): 4.3× and 5.3×.`)
+  const table = lines.join('\n')
+  console.log(`\n${table}\n`)
+
+  if (write) {
+    const readme = readFileSync(README, 'utf8')
+    const a = readme.indexOf(START)
+    const b = readme.indexOf(END)
+    if (a < 0 || b < a) throw new Error(`README.md has no ${START} … ${END} markers`)
+    writeFileSync(README, `${readme.slice(0, a + START.length)}\n${table}\n${readme.slice(b)}`)
+    console.log('written into README.md')
+  }
+}
+
+if (process.argv[2] === 'ipc-worker') {
+  await ipcWorker(process.argv[3] ?? pathToFileURL(tasksModule.pathname).href)
+} else {
+  await main()
+}

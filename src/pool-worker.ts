@@ -1,0 +1,194 @@
+/**
+ * The worker process of a {@link ProcessPool}: run as
+ * `node <execArgv…> pool-worker.(ts|js) <module URL> <task pipe> <result pipe> <copy|views>`.
+ *
+ * It attaches as the receiver of the task pipe and as a sender of the result pipe (both created
+ * by the pool, which owns them), imports the task module, reports `ready` (or why the module
+ * could not be loaded) on the result pipe, then runs tasks one at a time: each task's arguments
+ * arrive from the task pipe, and its result (or its error) goes back on the result pipe. Data
+ * never travels through stdio or an IPC channel.
+ *
+ * The worker ends when the task pipe closes (the pool stops it) or its owner dies.
+ *
+ * This file also declares the messages of the pool's protocol, which `pool.ts` imports as types
+ * only.
+ *
+ * @module
+ */
+
+import {
+  ERR_SHMPIPE_CLOSED,
+  ERR_SHMPIPE_PEER_GONE,
+  ERR_SHMPIPE_UNSUPPORTED_TYPE,
+  ShmpipeError,
+} from './errors.js'
+import { Receiver, Sender, type ReceivedMessage } from './pipe.js'
+
+/** A task, from the pool to a worker. */
+export interface TaskMessage {
+  /** The export to call. */
+  name: string
+  /** Its arguments. */
+  args: unknown[]
+}
+
+/** What a worker can tell of a thrown value. */
+export interface ErrorInfo {
+  /** `err.name` (`'Error'`, `'TypeError'`, a subclass's name…), absent for a non-Error throw. */
+  name?: string
+  /** `err.message`, or `String(value)` for a non-Error throw. */
+  message: string
+  /** `err.stack` as the worker saw it. */
+  stack?: string
+  /** `err.code`, if a string or a number. */
+  code?: string | number
+  /** `err.cause`, described the same way. */
+  cause?: ErrorInfo
+  /** The thrown value itself, for a non-Error throw that the codec can carry. */
+  value?: unknown
+}
+
+/** A worker's reply: the first is `ready` or `load-error`, then one per task. */
+export type ReplyMessage =
+  | { t: 'ready'; pid: number }
+  | { t: 'load-error'; error: ErrorInfo }
+  | { t: 'ok'; value: unknown }
+  | { t: 'error'; kind: 'threw' | 'no-export' | 'unsupported-result'; error: ErrorInfo }
+
+/** Describes a thrown value so that it can cross (causes to a few levels). */
+export function describeError(err: unknown, depth = 0): ErrorInfo {
+  if (err instanceof Error) {
+    const info: ErrorInfo = { name: err.name, message: err.message }
+    if (typeof err.stack === 'string') info.stack = err.stack
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'string' || typeof code === 'number') info.code = code
+    if (err.cause !== undefined && depth < 8) info.cause = describeError(err.cause, depth + 1)
+    return info
+  }
+  let message: string
+  try {
+    message = String(err)
+  } catch {
+    message = Object.prototype.toString.call(err)
+  }
+  return { message, value: err }
+}
+
+/** Whether the error means the pipe's other end is gone (closed or dead). */
+function isEnd(err: unknown): boolean {
+  return (
+    err instanceof ShmpipeError &&
+    (err.code === ERR_SHMPIPE_CLOSED || err.code === ERR_SHMPIPE_PEER_GONE)
+  )
+}
+
+/** Sends `reply`; if its value cannot be encoded, reports that instead. */
+async function reply(sender: Sender, message: ReplyMessage): Promise<void> {
+  try {
+    await sender.put(message)
+  } catch (err) {
+    if (!(err instanceof ShmpipeError && err.code === ERR_SHMPIPE_UNSUPPORTED_TYPE)) throw err
+    const info = describeError(err)
+    // The codec names the path from the envelope (`value.value.x`): name it from the result.
+    info.message = info.message.replace(/\bvalue\.value\b/, 'result')
+    if (message.t === 'ok') {
+      await sender.put({ t: 'error', kind: 'unsupported-result', error: info })
+    } else {
+      // An error report with an unencodable thrown value: send its description alone.
+      await sender.put({
+        ...message,
+        error: { ...(message as { error: ErrorInfo }).error, value: undefined },
+      })
+    }
+  }
+}
+
+async function main(
+  moduleUrl: string,
+  taskPipe: string,
+  resultPipe: string,
+  copyArguments: boolean,
+): Promise<void> {
+  const tasks = Receiver.attach(taskPipe)
+  const results = Sender.attach(resultPipe)
+  let mod: Record<string, unknown>
+  try {
+    mod = (await import(moduleUrl)) as Record<string, unknown>
+  } catch (err) {
+    await reply(results, { t: 'load-error', error: describeError(err) })
+    await results.waitForAllAck().catch(() => {})
+    results.close()
+    tasks.close()
+    process.exitCode = 1
+    return
+  }
+  // A CommonJS module whose exports Node could not list statically has them on `default` only.
+  const lookup = (name: string): unknown => {
+    if (Object.hasOwn(mod, name)) return mod[name]
+    const d = mod.default
+    if (typeof d === 'object' || typeof d === 'function') {
+      if (d !== null && Object.hasOwn(d, name)) return (d as Record<string, unknown>)[name]
+    }
+    return undefined
+  }
+  await reply(results, { t: 'ready', pid: process.pid })
+  for (;;) {
+    let received: ReceivedMessage | null = null
+    let task: TaskMessage
+    try {
+      if (copyArguments) {
+        task = (await tasks.get()) as TaskMessage
+      } else {
+        // Zero copy: the arguments' binary parts are views into the task pipe's shared memory
+        // until the message is released, after the result is written.
+        received = await tasks.receive()
+        task = received.value as TaskMessage
+      }
+    } catch (err) {
+      if (isEnd(err)) break
+      throw err
+    }
+    const fn = lookup(task.name)
+    let message: ReplyMessage
+    if (typeof fn !== 'function') {
+      message = {
+        t: 'error',
+        kind: 'no-export',
+        error: {
+          message:
+            fn === undefined
+              ? `the pool's module has no export named '${task.name}'`
+              : `the pool's module exports '${task.name}' as a ${typeof fn}, not a function`,
+        },
+      }
+    } else {
+      try {
+        message = { t: 'ok', value: await (fn as (...a: unknown[]) => unknown)(...task.args) }
+      } catch (err) {
+        message = { t: 'error', kind: 'threw', error: describeError(err) }
+      }
+    }
+    try {
+      await reply(results, message)
+    } catch (err) {
+      if (isEnd(err)) break
+      throw err
+    } finally {
+      // The result is written (a copy): the arguments' memory can go back to the ring.
+      received?.release()
+    }
+  }
+  results.close()
+  tasks.close()
+}
+
+// This process runs as a worker: a pool made by its tasks is legitimate (see ProcessPool).
+;(globalThis as Record<symbol, unknown>)[Symbol.for('shmpipe.poolWorker')] = true
+
+const [moduleUrl, taskPipe, resultPipe, mode] = process.argv.slice(2)
+if (moduleUrl === undefined || taskPipe === undefined || resultPipe === undefined) {
+  process.stderr.write('usage: pool-worker <module URL> <task pipe> <result pipe> [copy|views]\n')
+  process.exitCode = 2
+} else {
+  await main(moduleUrl, taskPipe, resultPipe, mode === 'copy')
+}
