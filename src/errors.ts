@@ -64,15 +64,6 @@ export const ERR_SHMPIPE_ABORTED = 'ERR_SHMPIPE_ABORTED'
 /** An operating-system call failed. */
 export const ERR_SHMPIPE_OS = 'ERR_SHMPIPE_OS'
 
-/** `unlock()` through a shared array handle that does not hold the lock. */
-export const ERR_SHMPIPE_LOCK_NOT_HELD = 'ERR_SHMPIPE_LOCK_NOT_HELD'
-
-/**
- * The operation is not available on this platform or runtime (e.g. `SharedArray.list()` where
- * the OS cannot enumerate shared memory, or a runtime without external ArrayBuffers).
- */
-export const ERR_SHMPIPE_UNSUPPORTED = 'ERR_SHMPIPE_UNSUPPORTED'
-
 /**
  * No prebuilt native addon exists for this platform; the message names `process.platform`,
  * `process.arch` and (on Linux) the C library. Thrown when shmpipe is first imported.
@@ -86,6 +77,15 @@ export const ERR_SHMPIPE_UNSUPPORTED_PLATFORM = 'ERR_SHMPIPE_UNSUPPORTED_PLATFOR
  * is first imported.
  */
 export const ERR_SHMPIPE_ADDON_NOT_FOUND = 'ERR_SHMPIPE_ADDON_NOT_FOUND'
+
+/** `unlock()` through a shared array handle that does not hold the lock. */
+export const ERR_SHMPIPE_LOCK_NOT_HELD = 'ERR_SHMPIPE_LOCK_NOT_HELD'
+
+/**
+ * The operation is not available on this platform or runtime (e.g. `SharedArray.list()` where
+ * the OS cannot enumerate shared memory, or a runtime without external ArrayBuffers).
+ */
+export const ERR_SHMPIPE_UNSUPPORTED = 'ERR_SHMPIPE_UNSUPPORTED'
 
 /** The `code` of a {@link ShmpipeError}: one of the `ERR_SHMPIPE_*` constants. */
 export type ShmpipeErrorCode =
@@ -104,10 +104,10 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_BUSY
   | typeof ERR_SHMPIPE_ABORTED
   | typeof ERR_SHMPIPE_OS
-  | typeof ERR_SHMPIPE_LOCK_NOT_HELD
-  | typeof ERR_SHMPIPE_UNSUPPORTED
   | typeof ERR_SHMPIPE_UNSUPPORTED_PLATFORM
   | typeof ERR_SHMPIPE_ADDON_NOT_FOUND
+  | typeof ERR_SHMPIPE_LOCK_NOT_HELD
+  | typeof ERR_SHMPIPE_UNSUPPORTED
 
 /**
  * An error raised by shmpipe.
