@@ -2,8 +2,10 @@
 /**
  * `shmpipe`: the command line of the package (`npx shmpipe ls`, `npx shmpipe clean`).
  *
- * Plain JavaScript on purpose: the package ships no compiled TypeScript yet, so this loads the
- * native addon's loader (`binding.cjs`) directly. `src/cleanup.ts` is the same API for code.
+ * Plain JavaScript on purpose: it runs without a TypeScript build step, in a clone of the
+ * repository as in the installed package, and loads the native addon through `addon.cjs` (the
+ * generated `binding.cjs` with errors that name the platform). `src/cleanup.ts` is the same API
+ * for code.
  */
 
 import { createRequire } from 'node:module'
@@ -40,9 +42,10 @@ function fail(status, message) {
 
 function loadAddon() {
   try {
-    return createRequire(import.meta.url)('../binding.cjs')
+    return createRequire(import.meta.url)('../addon.cjs')
   } catch (err) {
-    return fail(FAILED, `cannot load the native addon (run \`npm run build\`): ${err.message}`)
+    // addon.cjs names the platform and what to install or build (err.code says which case).
+    return fail(FAILED, `cannot load the native addon: ${err.code ?? 'error'}: ${err.message}`)
   }
 }
 

@@ -64,6 +64,20 @@ export const ERR_SHMPIPE_ABORTED = 'ERR_SHMPIPE_ABORTED'
 /** An operating-system call failed. */
 export const ERR_SHMPIPE_OS = 'ERR_SHMPIPE_OS'
 
+/**
+ * No prebuilt native addon exists for this platform; the message names `process.platform`,
+ * `process.arch` and (on Linux) the C library. Thrown when shmpipe is first imported.
+ */
+export const ERR_SHMPIPE_UNSUPPORTED_PLATFORM = 'ERR_SHMPIPE_UNSUPPORTED_PLATFORM'
+
+/**
+ * The native addon for this platform is not installed or does not load: the message names the
+ * platform and the package that fits it (`shmpipe-<platform>`, an optional dependency that was
+ * omitted, say), or asks for `npm run build` in a clone of the repository. Thrown when shmpipe
+ * is first imported.
+ */
+export const ERR_SHMPIPE_ADDON_NOT_FOUND = 'ERR_SHMPIPE_ADDON_NOT_FOUND'
+
 /** `unlock()` through a shared array handle that does not hold the lock. */
 export const ERR_SHMPIPE_LOCK_NOT_HELD = 'ERR_SHMPIPE_LOCK_NOT_HELD'
 
@@ -112,6 +126,8 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_BUSY
   | typeof ERR_SHMPIPE_ABORTED
   | typeof ERR_SHMPIPE_OS
+  | typeof ERR_SHMPIPE_UNSUPPORTED_PLATFORM
+  | typeof ERR_SHMPIPE_ADDON_NOT_FOUND
   | typeof ERR_SHMPIPE_LOCK_NOT_HELD
   | typeof ERR_SHMPIPE_UNSUPPORTED
   | typeof ERR_SHMPIPE_TASK_FAILED

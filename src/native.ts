@@ -2,10 +2,13 @@
  * Loads the native addon through the loader that `napi build` generates, and describes the part
  * of it this package uses.
  *
- * The loader (`binding.cjs` at the package root) is CommonJS and picks the right
- * `shmpipe.<platform>.node` file for the running platform. This package is an ES module
- * package, so the loader is pulled in with a `require` made by `createRequire`; the
- * `.cjs` extension keeps it CommonJS whatever the package's `type` is.
+ * The loader (`binding.cjs` at the package root) is CommonJS and picks the addon for the running
+ * platform: a local build `shmpipe.<platform>.node`, else the installed package
+ * `shmpipe-<platform>`. `addon.cjs` wraps it so that a failure names the platform
+ * (`ERR_SHMPIPE_UNSUPPORTED_PLATFORM`, `ERR_SHMPIPE_ADDON_NOT_FOUND`). This package is an ES
+ * module package, so the loader is pulled in with a `require` made by `createRequire`; the
+ * `.cjs` extension keeps it CommonJS whatever the package's `type` is. (The published CommonJS
+ * build, `dist/index.cjs`, sits one directory below the root too, so the relative path holds.)
  *
  * Native failures arrive as errors whose message starts with an `ERR_SHMPIPE_*` code;
  * {@link translateError} turns them into {@link ShmpipeError}s.
@@ -14,7 +17,12 @@
  */
 
 import { createRequire } from 'node:module'
-import { ShmpipeError, type ShmpipeErrorCode } from './errors.js'
+import {
+  ERR_SHMPIPE_ADDON_NOT_FOUND,
+  ERR_SHMPIPE_UNSUPPORTED_PLATFORM,
+  ShmpipeError,
+  type ShmpipeErrorCode,
+} from './errors.js'
 
 /** A queue segment handle (`crates/node/src/queue.rs`). */
 export interface NativeQueue {
@@ -162,8 +170,30 @@ export interface NativeBinding {
 
 const require = createRequire(import.meta.url)
 
-/** The loaded native addon. Throws at import time if it has not been built (`npm run build`). */
-export const native: NativeBinding = require('../binding.cjs') as NativeBinding
+/** The codes `addon.cjs` gives its errors. */
+const LOAD_CODES: ReadonlySet<string> = new Set([
+  ERR_SHMPIPE_UNSUPPORTED_PLATFORM,
+  ERR_SHMPIPE_ADDON_NOT_FOUND,
+])
+
+/** Loads the addon, as a {@link ShmpipeError} naming the platform if there is none. */
+function loadNative(): NativeBinding {
+  try {
+    return require('../addon.cjs') as NativeBinding
+  } catch (err) {
+    const { code, message, cause } = err as { code?: unknown; message?: string; cause?: unknown }
+    if (typeof code === 'string' && LOAD_CODES.has(code) && typeof message === 'string')
+      throw new ShmpipeError(code as ShmpipeErrorCode, message, { cause })
+    throw err
+  }
+}
+
+/**
+ * The loaded native addon. Throws at import time when there is none for this platform
+ * (`ERR_SHMPIPE_UNSUPPORTED_PLATFORM`) or it is not installed or not built
+ * (`ERR_SHMPIPE_ADDON_NOT_FOUND`).
+ */
+export const native: NativeBinding = loadNative()
 
 const CODE = /^(ERR_SHMPIPE_[A-Z_]+): ([\s\S]*)$/
 

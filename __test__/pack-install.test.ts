@@ -1,0 +1,535 @@
+/**
+ * The install path a user takes, without Rust: the packages are made as the release workflow
+ * makes them, installed from their tarballs into an empty directory whose processes find no
+ * `cargo` or `rustc` on `PATH`, and used there by name between two processes.
+ *
+ * 1. Stage a copy of what `npm pack` takes from this repository (the built `dist/`, `addon.cjs`,
+ *    `binding.cjs`, `bin/`) and of `npm/`; put the addon built here in
+ *    `artifacts/bindings-<triple>/` as the workflow's download does (the other targets get
+ *    placeholder files: they cannot be built here); then run the real `napi artifacts`
+ *    (addons into `npm/*`) and `napi pre-publish --skip-optional-publish --no-gh-release`
+ *    (which writes the main package's `optionalDependencies`).
+ * 2. `npm pack` the main package, the package for this platform and three decoys for other
+ *    platforms (other libc, CPU or OS), and install them into an empty directory with
+ *    `npm install --offline` (a registry address nothing listens on, an empty cache): npm must
+ *    pick the package for this platform from `os`/`cpu`/`libc` and skip the decoys.
+ * 3. In that directory, with `PATH` holding only `node`: an ES module parent and a CommonJS child
+ *    (and the other way round) make a round trip, each attaching to a pipe the other created; the
+ *    `shmpipe` command runs; TypeScript resolves the declarations for `import` and for `require`.
+ *    The round trips also run under every Node binary listed in `SHMPIPE_TEST_NODES`
+ *    (separated like `PATH`; `.ci/run` sets it to the other Node versions it installs).
+ * 4. Without the platform package (`--omit=optional`), importing shmpipe fails with
+ *    `ERR_SHMPIPE_ADDON_NOT_FOUND` naming the package to install.
+ *
+ * POSIX only: on Windows, `PATH` holding only a symlink to node does not work the same way.
+ */
+
+import { execFile } from 'node:child_process'
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { delimiter, dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { parseTriple } from '@napi-rs/cli'
+import test, { type ExecutionContext } from 'ava'
+
+import { checkNoSegmentLeaks, childPids } from './helpers/processes.js'
+
+checkNoSegmentLeaks(test)
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url))
+const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
+  name: string
+  version: string
+  napi: { binaryName: string; targets: string[] }
+}
+const napiCli = join(repoRoot, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
+const tsc = join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc')
+
+/** npm's own script: under `npm test` npm says where it is; else next to the node binary. */
+function npmCli(): string {
+  const fromNpm = process.env.npm_execpath
+  if (fromNpm && /npm-cli\.js$/.test(fromNpm)) return fromNpm
+  const candidates = [
+    join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
+    '/usr/lib/node_modules/npm/bin/npm-cli.js',
+    '/usr/local/lib/node_modules/npm/bin/npm-cli.js',
+  ]
+  const found = candidates.find((c) => existsSync(c))
+  if (!found) throw new Error('cannot find npm-cli.js: run this test through `npm test`')
+  return found
+}
+
+/** Whether this Linux runs on glibc (else musl). */
+function isGlibc(): boolean {
+  const report = process.report.getReport() as { header?: { glibcVersionRuntime?: string } }
+  return Boolean(report.header?.glibcVersionRuntime)
+}
+
+const targets = pkg.napi.targets.map((triple) => parseTriple(triple))
+const current = targets.find(
+  (t) =>
+    t.platform === process.platform &&
+    t.arch === process.arch &&
+    (t.platform !== 'linux' || (t.abi === 'musl') !== isGlibc()),
+)
+/** Three other targets that differ from this one in as few ways as possible (libc, CPU, OS). */
+const decoys = targets
+  .filter((t) => t !== current)
+  .map((t) => ({
+    t,
+    same: Number(t.platform === current?.platform) + Number(t.arch === current?.arch),
+  }))
+  .sort((a, b) => b.same - a.same)
+  .slice(0, 3)
+  .map(({ t }) => t)
+
+interface Run {
+  status: number | null
+  signal: string | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs `file args` to its end (never rejects for a failed exit; the caller checks). */
+function run(
+  file: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; timeout?: number },
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args,
+      { cwd: options.cwd, env: options.env, timeout: options.timeout ?? 60_000 },
+      (err, stdout, stderr) => {
+        const e = err as (Error & { code?: unknown; signal?: string | null }) | null
+        if (e && typeof e.code !== 'number' && !e.signal) reject(e)
+        else
+          resolve({
+            status: e ? (typeof e.code === 'number' ? e.code : null) : 0,
+            signal: e?.signal ?? null,
+            stdout,
+            stderr,
+          })
+      },
+    )
+    if (child.pid !== undefined) childPids.add(child.pid)
+  })
+}
+
+/** Runs `file args` and throws with its output unless it exits 0. */
+async function ok(file: string, args: string[], options: Parameters<typeof run>[2]): Promise<Run> {
+  const r = await run(file, args, options)
+  if (r.status !== 0)
+    throw new Error(
+      `${file} ${args.join(' ')} exited with ${r.signal ?? r.status}\n${r.stdout}\n${r.stderr}`,
+    )
+  return r
+}
+
+/** The fixture shared by the tests, made once. */
+interface Fixture {
+  dir: string
+  /** The staged main package's manifest after `napi pre-publish`. */
+  staged: { optionalDependencies?: Record<string, string> }
+  /** The app with the platform package, and one without it. */
+  app: string
+  bare: string
+  /** `PATH` (only `node`) and environment for processes run in the apps, per node binary. */
+  envFor(node: string): NodeJS.ProcessEnv
+  /** Node binaries to run the round trips under. */
+  nodes: string[]
+}
+
+let fixture: Fixture | undefined
+let setupError: unknown
+
+/** The environment of npm in the test: no user config, an empty cache, no registry. */
+function npmEnv(dir: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  writeFileSync(join(dir, 'user-npmrc'), '')
+  writeFileSync(join(dir, 'global-npmrc'), '')
+  return {
+    ...env,
+    npm_config_userconfig: join(dir, 'user-npmrc'),
+    npm_config_globalconfig: join(dir, 'global-npmrc'),
+    npm_config_cache: join(dir, 'npm-cache'),
+    npm_config_registry: 'http://127.0.0.1:9/',
+    npm_config_offline: 'true',
+    npm_config_audit: 'false',
+    npm_config_fund: 'false',
+    npm_config_update_notifier: 'false',
+  }
+}
+
+async function setup(): Promise<Fixture> {
+  if (!current) throw new Error(`no napi target for ${process.platform} ${process.arch}`)
+  const addon = join(repoRoot, `${pkg.napi.binaryName}.${current.platformArchABI}.node`)
+  for (const built of [addon, join(repoRoot, 'dist', 'index.cjs'), join(repoRoot, 'binding.cjs')])
+    if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\``)
+  const sources = ['index.ts', ...readdirSync(join(repoRoot, 'src')).map((f) => join('src', f))]
+  const distTime = statSync(join(repoRoot, 'dist', 'index.cjs')).mtimeMs
+  const newer = sources.filter((f) => statSync(join(repoRoot, f)).mtimeMs > distTime)
+  if (newer.length > 0)
+    throw new Error(`dist/ is older than ${newer.join(', ')}: run \`npm run build\``)
+
+  // The real path: the addon's path in require.cache is one (macOS's /var is a symlink).
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'shmpipe-pack-install-')))
+  const npm = npmCli()
+  const node = process.execPath
+  const baseEnv = npmEnv(dir, { HOME: dir, PATH: dirname(node) })
+
+  // 1. Stage the packages as the release workflow has them before publishing.
+  const stage = join(dir, 'stage')
+  const listing = await ok(node, [npm, 'pack', '--dry-run', '--json', '--ignore-scripts'], {
+    cwd: repoRoot,
+    env: { ...process.env, npm_config_update_notifier: 'false' },
+  })
+  const packed = (JSON.parse(listing.stdout) as { files: { path: string }[] }[])[0]!.files
+  for (const { path } of packed) {
+    mkdirSync(dirname(join(stage, path)), { recursive: true })
+    copyFileSync(join(repoRoot, path), join(stage, path))
+  }
+  cpSync(join(repoRoot, 'npm'), join(stage, 'npm'), { recursive: true })
+  for (const target of targets) {
+    const artifactDir = join(dir, 'artifacts', `bindings-${target.triple}`)
+    const file = join(artifactDir, `${pkg.napi.binaryName}.${target.platformArchABI}.node`)
+    mkdirSync(artifactDir, { recursive: true })
+    if (target === current) copyFileSync(addon, file)
+    else writeFileSync(file, 'placeholder: this target is built by the release workflow\n')
+  }
+  await ok(node, [napiCli, 'artifacts', '--output-dir', '../artifacts', '--npm-dir', 'npm'], {
+    cwd: stage,
+    env: baseEnv,
+  })
+  await ok(
+    node,
+    [napiCli, 'pre-publish', '-t', 'npm', '--skip-optional-publish', '--no-gh-release'],
+    {
+      cwd: stage,
+      env: baseEnv,
+    },
+  )
+  const staged = JSON.parse(readFileSync(join(stage, 'package.json'), 'utf8')) as Fixture['staged']
+
+  // 2. Pack, then install into empty directories.
+  const tarballs = join(dir, 'tarballs')
+  mkdirSync(tarballs)
+  const packDirs = [
+    stage,
+    ...[current, ...decoys].map((t) => join(stage, 'npm', t.platformArchABI)),
+  ]
+  await Promise.all(
+    packDirs.map((cwd) =>
+      ok(node, [npm, 'pack', '--ignore-scripts', '--pack-destination', tarballs], {
+        cwd,
+        env: baseEnv,
+      }),
+    ),
+  )
+  const tarball = (name: string): string => `file:${join(tarballs, `${name}-${pkg.version}.tgz`)}`
+  const platformPackage = (t: { platformArchABI: string }): string =>
+    `${pkg.name}-${t.platformArchABI}`
+
+  // Processes in the apps see only node on PATH: no cargo, no rustc, no compiler.
+  const bins = new Map<string, string>()
+  const nodes = [node, ...(process.env.SHMPIPE_TEST_NODES ?? '').split(delimiter).filter(Boolean)]
+  for (const [i, n] of nodes.entries()) {
+    const bin = join(dir, `bin-${i}`)
+    mkdirSync(bin)
+    symlinkSync(n, join(bin, 'node'))
+    bins.set(n, bin)
+  }
+  const envFor = (n: string): NodeJS.ProcessEnv =>
+    npmEnv(dir, { HOME: dir, PATH: bins.get(n)!, LANG: 'C.UTF-8' })
+
+  const app = join(dir, 'app')
+  mkdirSync(app)
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({
+      name: 'app',
+      version: '1.0.0',
+      private: true,
+      dependencies: { [pkg.name]: tarball(pkg.name) },
+      optionalDependencies: Object.fromEntries(
+        [current, ...decoys].map((t) => [platformPackage(t), tarball(platformPackage(t))]),
+      ),
+    }),
+  )
+  await ok(node, [npm, 'install'], { cwd: app, env: envFor(node) })
+
+  const bare = join(dir, 'bare')
+  mkdirSync(bare)
+  writeFileSync(
+    join(bare, 'package.json'),
+    JSON.stringify({ name: 'bare', version: '1.0.0', private: true }),
+  )
+  await ok(
+    node,
+    [npm, 'install', '--omit=optional', join(tarballs, `${pkg.name}-${pkg.version}.tgz`)],
+    {
+      cwd: bare,
+      env: envFor(node),
+    },
+  )
+
+  for (const [file, text] of Object.entries(SCRIPTS)) writeFileSync(join(app, file), text)
+  return { dir, staged, app, bare, envFor, nodes }
+}
+
+/**
+ * The round trip, the same code for both module formats. The parent creates a pipe and starts
+ * the child with its name; the child attaches, creates a pipe of its own and sends its name with
+ * a payload (a BigInt past 64 bits, a 1 MiB Float64Array, a Map, a Date, a Buffer, non-ASCII
+ * text); the parent attaches to the child's pipe and sends the payload back; each side checks
+ * what it got against its own copy.
+ */
+const ROLES = `
+function payload() {
+  return {
+    big: 2n ** 70n + 1n,
+    floats: Float64Array.from({ length: 131072 }, (_, i) => i / 2),
+    map: new Map([['a', [1, { b: 'c' }]]]),
+    when: new Date(1700000000000),
+    bytes: Buffer.from('shmpipe'),
+    text: 'héllo wörld ✓',
+  }
+}
+
+async function parent(childScript) {
+  const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 4 << 20 })
+  const child = spawn(process.execPath, [childScript, sender.name], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let childOut = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk) => (childOut += chunk))
+  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
+  const { reply, payload: got } = await receiver.get({ timeout: 30000 })
+  const back = Sender.attach(reply)
+  await back.put(got)
+  await back.waitForAllAck({ timeout: 30000 })
+  back.close()
+  const childCode = await exited
+  sender.close()
+  receiver.close()
+  const addon = Object.keys(createRequire(import.meta.url).cache).find((k) => k.endsWith('.node'))
+  return {
+    parentGotPayload: isDeepStrictEqual(got, payload()),
+    childCode,
+    child: childOut.trim() === '' ? null : JSON.parse(childOut),
+    addon,
+    layoutVersion: layoutVersion(),
+    node: process.version,
+  }
+}
+
+async function child(name) {
+  const toParent = Sender.attach(name)
+  const [own, fromParent] = createSharedMemoryPair({ capacity: 2, bytes: 4 << 20 })
+  await toParent.put({ reply: fromParent.name, payload: payload() })
+  const echo = await fromParent.get({ timeout: 30000 })
+  own.close()
+  fromParent.close()
+  toParent.close()
+  return { childGotEcho: isDeepStrictEqual(echo, payload()) }
+}
+`
+
+const ESM_HEAD = `import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { isDeepStrictEqual } from 'node:util'
+import { createSharedMemoryPair, layoutVersion, Sender } from 'shmpipe'
+`
+const CJS_HEAD = `const { spawn } = require('node:child_process')
+const { createRequire } = require('node:module')
+const { isDeepStrictEqual } = require('node:util')
+const { createSharedMemoryPair, layoutVersion, Sender } = require('shmpipe')
+`
+
+/** The scripts written into the app. */
+const SCRIPTS: Record<string, string> = {
+  'parent.mjs': `${ESM_HEAD}${ROLES}\nconsole.log(JSON.stringify(await parent(process.argv[2])))\n`,
+  'child.mjs': `${ESM_HEAD}${ROLES}\nconsole.log(JSON.stringify(await child(process.argv[2])))\n`,
+  'parent.cjs': `${CJS_HEAD}${ROLES.replace('import.meta.url', '__filename')}
+parent(process.argv[2]).then((r) => console.log(JSON.stringify(r)))\n`,
+  'child.cjs': `${CJS_HEAD}${ROLES.replace('import.meta.url', '__filename')}
+child(process.argv[2]).then((r) => console.log(JSON.stringify(r)))\n`,
+  'consumer.mts': `import { createSharedMemoryPair, ShmpipeError, type PipeOptions } from 'shmpipe'
+const options: PipeOptions = { capacity: 2, bytes: 1 << 16 }
+const [sender, receiver] = createSharedMemoryPair(options)
+export const put: Promise<void> = sender.put({ a: 1 })
+export const got: Promise<unknown> = receiver.get({ timeout: 1 })
+export const code: string = new ShmpipeError('ERR_SHMPIPE_TIMEOUT', 'late').code
+`,
+  'consumer.cts': `import { SharedArray, ERR_SHMPIPE_ADDON_NOT_FOUND } from 'shmpipe'
+const a = SharedArray.create('x', Float64Array, [2])
+export const data: Float64Array = a.data
+export const code: 'ERR_SHMPIPE_ADDON_NOT_FOUND' = ERR_SHMPIPE_ADDON_NOT_FOUND
+`,
+  'tsconfig.json': `${JSON.stringify({
+    compilerOptions: {
+      module: 'nodenext',
+      moduleResolution: 'nodenext',
+      target: 'es2022',
+      lib: ['es2022', 'esnext.disposable'],
+      strict: true,
+      noEmit: true,
+      types: ['node'],
+      typeRoots: [join(repoRoot, 'node_modules', '@types')],
+    },
+    files: ['consumer.mts', 'consumer.cts'],
+  })}\n`,
+}
+
+const posix = process.platform === 'win32' ? test.serial.skip : test.serial
+
+test.before(async () => {
+  if (process.platform === 'win32') return
+  try {
+    fixture = await setup()
+  } catch (err) {
+    setupError = err
+  }
+})
+
+test.after.always(() => {
+  if (fixture) rmSync(fixture.dir, { recursive: true, force: true })
+})
+
+function get(t: ExecutionContext): Fixture {
+  if (!fixture) {
+    t.log(setupError)
+    throw new Error(`the packages could not be made and installed: ${String(setupError)}`)
+  }
+  return fixture
+}
+
+posix('the published main package lists every platform package as an optional dependency', (t) => {
+  const { staged } = get(t)
+  t.deepEqual(
+    staged.optionalDependencies,
+    Object.fromEntries(targets.map((x) => [`${pkg.name}-${x.platformArchABI}`, pkg.version])),
+  )
+})
+
+posix('npm installs the main package and only the platform package that fits', (t) => {
+  const { app } = get(t)
+  const installed = readdirSync(join(app, 'node_modules')).filter((n) => !n.startsWith('.'))
+  t.deepEqual(installed.sort(), [pkg.name, `${pkg.name}-${current!.platformArchABI}`].sort())
+  const main = join(app, 'node_modules', pkg.name)
+  const files = readdirSync(main, { recursive: true }).map(String)
+  t.false(
+    files.some((f) => f.endsWith('.node') || f.endsWith('.rs') || f === 'Cargo.toml'),
+    'the main package carries no addon and no Rust source',
+  )
+  const lock = JSON.parse(readFileSync(join(app, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { hasInstallScript?: boolean }>
+  }
+  t.falsy(lock.packages[`node_modules/${pkg.name}`]?.hasInstallScript, 'no install script')
+})
+
+posix('the apps see no cargo or rustc on PATH', (t) => {
+  const f = get(t)
+  for (const node of f.nodes) {
+    const dirs = (f.envFor(node).PATH ?? '').split(delimiter)
+    const found = dirs.flatMap((d) =>
+      ['cargo', 'rustc', 'rustup', 'cc', 'gcc'].filter((tool) => existsSync(join(d, tool))),
+    )
+    t.deepEqual(found, [], `on PATH: ${dirs.join(delimiter)}`)
+  }
+})
+
+for (const [parentScript, childScript] of [
+  ['parent.mjs', 'child.cjs'],
+  ['parent.cjs', 'child.mjs'],
+] as const) {
+  posix(
+    `round trip between two processes: ${parentScript} (import) ↔ ${childScript}`.replace(
+      '(import)',
+      parentScript.endsWith('.cjs') ? '(require)' : '(import)',
+    ),
+    async (t) => {
+      const f = get(t)
+      for (const node of f.nodes) {
+        const r = await ok(join(f.envFor(node).PATH!, 'node'), [parentScript, childScript], {
+          cwd: f.app,
+          env: f.envFor(node),
+        })
+        const out = JSON.parse(r.stdout) as Record<string, unknown>
+        const version = (
+          await ok(node, ['-p', 'process.version'], { cwd: f.app, env: f.envFor(node) })
+        ).stdout.trim()
+        t.is(out.node, version)
+        t.true(out.parentGotPayload, `${version}: the parent got the child's payload intact`)
+        t.is(out.childCode, 0, `${version}: the child exited cleanly`)
+        t.deepEqual(out.child, { childGotEcho: true }, `${version}: the child got its echo`)
+        t.is(
+          out.addon,
+          join(
+            f.app,
+            'node_modules',
+            `${pkg.name}-${current!.platformArchABI}`,
+            `${pkg.napi.binaryName}.${current!.platformArchABI}.node`,
+          ),
+          `${version}: the addon came from the platform package`,
+        )
+        t.true(Number.isInteger(out.layoutVersion))
+      }
+    },
+  )
+}
+
+posix('the shmpipe command runs from the installed package', async (t) => {
+  const f = get(t)
+  const bin = join(f.app, 'node_modules', '.bin', 'shmpipe')
+  const ls = await ok(bin, ['ls', '--json'], { cwd: f.app, env: f.envFor(process.execPath) })
+  t.true(Array.isArray(JSON.parse(ls.stdout)))
+  const help = await ok(bin, ['help'], { cwd: f.app, env: f.envFor(process.execPath) })
+  t.regex(help.stdout, /^Usage: shmpipe <command>/)
+})
+
+posix('TypeScript resolves the declarations for import (.mts) and require (.cts)', async (t) => {
+  const f = get(t)
+  const r = await run(process.execPath, [tsc, '-p', 'tsconfig.json', '--explainFiles'], {
+    cwd: f.app,
+  })
+  t.is(r.status, 0, r.stdout)
+  const shipped = `node_modules/${pkg.name}/dist`
+  t.true(r.stdout.includes(`${shipped}/index.d.ts`), 'import: dist/index.d.ts')
+  t.true(r.stdout.includes(`${shipped}/cjs/index.d.ts`), 'require: dist/cjs/index.d.ts')
+})
+
+posix('without the platform package, import names the package to install', async (t) => {
+  const f = get(t)
+  const script = `import('shmpipe').then(() => console.log('loaded'), (e) =>
+    console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })))`
+  const r = await ok(process.execPath, ['-e', script], {
+    cwd: f.bare,
+    env: f.envFor(process.execPath),
+  })
+  const err = JSON.parse(r.stdout) as { name: string; code: string; message: string }
+  t.is(err.name, 'ShmpipeError')
+  t.is(err.code, 'ERR_SHMPIPE_ADDON_NOT_FOUND')
+  const libc = process.platform === 'linux' ? ` \\((glibc|musl)\\)` : ''
+  t.regex(
+    err.message,
+    new RegExp(
+      `\\(${process.platform} ${process.arch}${libc}\\) is the package ` +
+        `${pkg.name}-${current!.platformArchABI}, which is not installed`,
+    ),
+  )
+})

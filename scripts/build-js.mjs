@@ -1,0 +1,104 @@
+/**
+ * Builds the JavaScript and the declarations that the package ships, into `dist/`:
+ *
+ * - `dist/index.cjs`: the whole TypeScript API (`index.ts` and `src/`) bundled by esbuild as one
+ *   CommonJS file. It loads the addon through `../addon.cjs`, left outside the bundle.
+ * - `dist/index.js`: the ES module entry, which re-exports what `index.cjs` exports (the names
+ *   found by an unwritten ES module build). One implementation for
+ *   both `import` and `require`, so a program that does both still has one copy of shmpipe's
+ *   state: one set of exit and signal handlers (two would each take the other for the
+ *   program's own listener, and a signal would no longer end the process), one `ShmpipeError`
+ *   class for `instanceof`.
+ * - `dist/index.d.ts` (a copy of the hand-written `index.d.ts`) and `dist/src/*.d.ts` (emitted by
+ *   `tsc -p tsconfig.build.json`): the types for `import`.
+ * - `dist/cjs/`: the same declarations under a `package.json` that says `"type": "commonjs"`,
+ *   so TypeScript reads them as CommonJS: the types for `require`.
+ *
+ * Deterministic: the same sources give the same files. Run by `npm run build` (after the addon)
+ * and by `npm pack`/`npm publish` (`prepack`).
+ *
+ * @module
+ */
+
+import { execFileSync } from 'node:child_process'
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { build } from 'esbuild'
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const dist = join(root, 'dist')
+
+rmSync(dist, { recursive: true, force: true })
+
+// The sources are ES modules; `src/native.ts` makes its `require` from `import.meta.url`, which
+// CommonJS does not have: give it the bundle's own URL.
+await build({
+  absWorkingDir: root,
+  entryPoints: ['index.ts'],
+  outfile: 'dist/index.cjs',
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  packages: 'external',
+  external: ['../addon.cjs'],
+  inject: ['scripts/import-meta-url.js'],
+  define: { 'import.meta.url': 'importMetaUrl' },
+  banner: {
+    js: '// shmpipe: the CommonJS build of index.ts and src/ (scripts/build-js.mjs). Do not edit.',
+  },
+  keepNames: true,
+  legalComments: 'inline',
+  logLevel: 'warning',
+})
+
+// The export names, from an ES module build that is not written (esbuild's metafile).
+const probe = await build({
+  absWorkingDir: root,
+  entryPoints: ['index.ts'],
+  outfile: 'dist/probe.js',
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  packages: 'external',
+  external: ['../addon.cjs'],
+  write: false,
+  metafile: true,
+  logLevel: 'warning',
+})
+const names = [...probe.metafile.outputs['dist/probe.js'].exports].sort()
+if (names.length === 0) throw new Error('index.ts exports nothing?')
+
+// `require`, not `export * from './index.cjs'`: Node 20 reports an error thrown by a CommonJS
+// module during an ES import as uncaught even when the import's promise is handled, so a
+// platform without an addon could not be caught with `import('shmpipe').catch(…)`. A throw from
+// `require` inside this module is an ordinary failure of the import.
+writeFileSync(
+  join(dist, 'index.js'),
+  [
+    '// shmpipe: the ES module entry. It re-exports the CommonJS build so that `import` and',
+    '// `require` share one copy of shmpipe (scripts/build-js.mjs). Do not edit.',
+    "import { createRequire } from 'node:module'",
+    '',
+    "const shmpipe = createRequire(import.meta.url)('./index.cjs')",
+    '',
+    'export const {',
+    ...names.map((name) => `  ${name},`),
+    '} = shmpipe',
+    '',
+  ].join('\n'),
+)
+
+const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
+  stdio: 'inherit',
+})
+cpSync(join(root, 'index.d.ts'), join(dist, 'index.d.ts'))
+
+const cjs = join(dist, 'cjs')
+mkdirSync(cjs)
+cpSync(join(dist, 'index.d.ts'), join(cjs, 'index.d.ts'))
+cpSync(join(dist, 'src'), join(cjs, 'src'), { recursive: true })
+writeFileSync(join(cjs, 'package.json'), `${JSON.stringify({ type: 'commonjs' }, null, 2)}\n`)
