@@ -145,15 +145,19 @@ export function procMemory(pid: number | 'self' = 'self'): ProcMemory {
 }
 
 /**
- * Replaces the README's text between `<!-- key:start -->` and `<!-- key:end -->` with `body`.
+ * Replaces the README's text between `<!-- key:start -->` and `<!-- key:end -->` with `body`,
+ * formatted by prettier as the rest of the file is (so `npm run format:check` stays clean).
  * Throws if the markers are missing, so a renamed section is noticed instead of skipped.
  */
-export function writeReadmeSection(key: string, body: string): void {
+export async function writeReadmeSection(key: string, body: string): Promise<void> {
   const start = `<!-- ${key}:start -->`
   const end = `<!-- ${key}:end -->`
   const text = readFileSync(README, 'utf8')
   const i = text.indexOf(start)
   const j = text.indexOf(end)
   if (i < 0 || j < i) throw new Error(`README.md has no ${start} … ${end} section`)
-  writeFileSync(README, `${text.slice(0, i + start.length)}\n\n${body.trim()}\n\n${text.slice(j)}`)
+  const updated = `${text.slice(0, i + start.length)}\n\n${body.trim()}\n\n${text.slice(j)}`
+  const prettier = await import('prettier')
+  const options = (await prettier.resolveConfig(README)) ?? {}
+  writeFileSync(README, await prettier.format(updated, { ...options, filepath: README }))
 }

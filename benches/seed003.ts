@@ -409,7 +409,7 @@ function table(results: Result[], modes: Mode[], transports: Transport[]): strin
       const rs = results.filter((r) => r.mode === mode && r.transport === transport)
       if (rs.length === 0) continue
       const m = (k: keyof Result): number => median(rs.map((r) => r[k] as number))
-      const total = m('consumerUs') + m('producersUs')
+      const total = median(rs.map((r) => r.consumerUs + r.producersUs))
       const cells = [
         modeName(mode),
         transportName(transport),
@@ -524,7 +524,7 @@ async function main(): Promise<void> {
     `Rounds/s is the seed's "FPS" (frames/s ÷ ${PRODUCERS}). CPU µs and context switches per frame are medians over the runs, from \`process.cpuUsage()\` and \`process.resourceUsage()\` of every process (all threads, the pipe's waiter threads included); "their sleep/spin" is the part the producers spent in their own work. The CPU-bound ceiling is ${availableParallelism()} vCPUs ÷ total CPU per frame. "Others' load" is the share of the vCPUs that other processes used meanwhile (\`/proc/stat\` minus this benchmark's processes).`,
   ].join('\n')
   say(flags, `\n${md}\n`)
-  if (flags.write) writeReadmeSection('seed003', md)
+  if (flags.write) await writeReadmeSection('seed003', md)
   if (flags.json) {
     const summary = { producers: PRODUCERS, rounds: ROUNDS, frameLength: FRAME_LEN, results }
     process.stdout.write(`${JSON.stringify(summary)}\n`)

@@ -45,8 +45,10 @@ import { fileURLToPath } from 'node:url'
 import { SharedArray, withSharedMemory } from '../index.js'
 import {
   machine,
+  machineCpu,
   median,
   num,
+  othersLoad,
   parseFlags,
   procMemory,
   say,
@@ -128,10 +130,14 @@ interface WorkerResult {
   /** ms from its "go" message to its sum. */
   ms: number
   memory: ProcMemory
+  /** CPU µs of the whole process since it started. */
+  cpuUs: number
 }
 
 /** The parent's message to a worker. */
 type Go = { name: string; ns: bigint } | { records: Uint8Array; ns: bigint }
+
+const cpuUs = (c: NodeJS.CpuUsage): number => c.user + c.system
 
 /** The next IPC message from the parent. */
 function nextMessage(): Promise<unknown> {
@@ -152,7 +158,13 @@ async function worker(): Promise<void> {
     checkRecords(go.records, go.ns)
     sum = nansum(go.records)
   }
-  const result: WorkerResult = { sum, ms: performance.now() - t0, memory: procMemory() }
+  const cpu = process.cpuUsage()
+  const result: WorkerResult = {
+    sum,
+    ms: performance.now() - t0,
+    memory: procMemory(),
+    cpuUs: cpu.user + cpu.system,
+  }
   process.send!({ result })
   await nextMessage() // "exit": the data stays mapped until every worker has summed
   array?.close()
@@ -278,6 +290,10 @@ interface Result {
   sums: number[]
   /** The /dev/shm name of the shared array (shmpipe runs), removed by the end of the run. */
   segment: string | null
+  /** CPU ms of the parent and its workers over their whole lives. */
+  cpuMs: number
+  /** Share of all CPUs other processes used meanwhile (set by the main process). */
+  others: number
   samples: number
 }
 
@@ -362,6 +378,8 @@ async function parent(contender: Contender): Promise<Result> {
       sums: outcome.done.map((r) => r.sum),
       segment: contender === 'shmpipe' ? `shmpipe_a_${arrayName}` : null,
       samples: peak.samples,
+      cpuMs: (cpuUs(process.cpuUsage()) + outcome.done.reduce((s, r) => s + r.cpuUs, 0)) / 1000,
+      others: 0,
     }
   } finally {
     for (const p of [...workers, sampler]) if (p?.exitCode === null) p.kill('SIGKILL')
@@ -371,21 +389,29 @@ async function parent(contender: Contender): Promise<Result> {
 // ---------------------------------------------------------------------------------------------
 // Main: runs the contenders in turns, each in its own parent process
 
-function runParent(contender: Contender): Promise<Result> {
+async function runParent(contender: Contender): Promise<Result> {
+  const m0 = machineCpu()
+  const t0 = performance.now()
   const child = fork(script, ['parent', contender, ...childFlags], {
     execArgv: ['--import=tsx'],
     serialization: 'advanced',
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   })
-  return expect<Result>(child, 'result').finally(() => exited(child))
+  try {
+    const result = await expect<Result>(child, 'result')
+    result.others = othersLoad(m0, machineCpu(), result.cpuMs, performance.now() - t0)
+    return result
+  } finally {
+    await exited(child)
+  }
 }
 
 const mb = (bytes: number): string => `${num(bytes / 1e6)} MB`
 
 function table(results: Result[], contenders: Contender[]): string {
   const lines = [
-    `| contender | time, 4 sums (median [min–max] of ${RUNS}) | the data's memory: peak − idle of Σ private PSS + segments once | ÷ array | the same from Σ PSS alone | peak Σ PSS | peak Σ RSS | Σ VmHWM | PSS after the sums: parent / each worker | build / start 4 workers |`,
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| contender | time, 4 sums (median [min–max] of ${RUNS}) | the data's memory: peak − idle of Σ private PSS + segments once | ÷ array | the same from Σ PSS alone | peak Σ PSS | peak Σ RSS | Σ VmHWM | PSS after the sums: parent / each worker | build / start 4 workers | others' load |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ]
   for (const c of contenders) {
     const rs = results.filter((r) => r.contender === c)
@@ -418,6 +444,10 @@ function table(results: Result[], contenders: Contender[]): string {
       mb(m((r) => r.hwmSum)),
       `${mb(m((r) => r.parentPss))} / ${mb(m((r) => median(r.workerPss)))}`,
       `${num(m((r) => r.buildMs))} / ${num(m((r) => r.startMs))} ms`,
+      spread(
+        rs.map((r) => r.others * 100),
+        (x) => `${num(x)}%`,
+      ),
     ]
     lines.push(`| ${cells.join(' | ')} |`)
   }
@@ -465,10 +495,10 @@ async function main(): Promise<void> {
     '',
     ...verdict(results),
     '',
-    `Memory of the parent and the 4 workers, sampled every ${SAMPLE_MS} ms by a separate process. "The data's memory" is the peak of Σ private PSS (PSS − \`Pss_Shmem\`) plus the shared segment's resident size counted once, minus the same before the records existed (${mb(median(results.map((r) => r.idleMemory)))} for the 5 Node processes with tsx: the seed's \`tracemalloc\` likewise counted only the data). Σ PSS alone overcounts the shared array while the workers map it, because the processes are read one after another (its \`Pss_Shmem\` part peaked at ${mb(median(results.filter((r) => r.contender === 'shmpipe').map((r) => r.peakPssShmem)))}). RSS counts the array in every process that maps it; VmHWM is each process's own peak RSS, summed although the peaks need not coincide. The clock runs from the parent's "go" to the last sum; building the records and starting the workers come before it.`,
+    `Memory of the parent and the 4 workers, sampled every ${SAMPLE_MS} ms by a separate process. "The data's memory" is the peak of Σ private PSS (PSS − \`Pss_Shmem\`) plus the shared segment's resident size counted once, minus the same before the records existed (${mb(median(results.map((r) => r.idleMemory)))} for the 5 Node processes with tsx: the seed's \`tracemalloc\` likewise counted only the data). Σ PSS alone overcounts the shared array while the workers map it, because the processes are read one after another (its \`Pss_Shmem\` part peaked at ${mb(median(results.filter((r) => r.contender === 'shmpipe').map((r) => r.peakPssShmem)))}). RSS counts the array in every process that maps it; VmHWM is each process's own peak RSS, summed although the peaks need not coincide. "Others' load" is the share of the vCPUs other processes used during the run (\`/proc/stat\` minus the parent's and workers' CPU time). The clock runs from the parent's "go" to the last sum; building the records and starting the workers come before it.`,
   ].join('\n')
   say(flags, `\n${md}\n`)
-  if (flags.write) writeReadmeSection('seed004', md)
+  if (flags.write) await writeReadmeSection('seed004', md)
   if (flags.json) {
     const summary = { records: RECORDS, bytes: BYTES, expectedSum: EXPECTED_SUM, results }
     process.stdout.write(`${JSON.stringify(summary)}\n`)
