@@ -5,7 +5,8 @@
  * at the sizes of seed 000's table (10 B … 1 GB), all in one run.
  *
  *     node --import=tsx benches/transport.ts [--write] [--quick] [--sizes=10,1e6]
- *         [--transports=shmpipe,zeromq] [--shmpipe-receive=get|iterator|receive] [--json=file]
+ *         [--transports=shmpipe,zeromq] [--shmpipe-receive=get|iterator|receive]
+ *         [--pipe-bytes=67108864] [--json=file]
  *
  * Prints the machine, one line per cell as it finishes (stderr), then the Markdown table and the
  * bars of issue 3 (stdout). `--write` also puts them into README.md (between the
@@ -17,6 +18,7 @@
  */
 
 import { writeFileSync } from 'node:fs'
+import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 
 import {
@@ -46,8 +48,8 @@ function option(name: string): string | undefined {
   return process.argv.find((a) => a.startsWith(prefix))?.slice(prefix.length)
 }
 
-function progress(r: CellResult): string {
-  const head = `${transportName(r.transport).padEnd(18)}${sizeLabel(r.size).padStart(7)}`
+function progress(r: CellResult, shmpipeReceive: ShmpipeReceive): string {
+  const head = `${transportName(r.transport, shmpipeReceive).padEnd(18)}${sizeLabel(r.size).padStart(7)}`
   if (r.error !== undefined) return `${head}  FAILED: ${r.error}`
   const n = r.counts.join('/')
   return (
@@ -68,17 +70,22 @@ async function main(): Promise<void> {
     if (!TRANSPORTS.includes(t))
       throw new Error(`unknown transport ${t} (${TRANSPORTS.join(', ')})`)
   const shmpipeReceive = (option('shmpipe-receive') ?? 'get') as ShmpipeReceive
+  const pipeBytesOption = option('pipe-bytes')
+  const pipeBytes = pipeBytesOption === undefined ? undefined : Number(pipeBytesOption)
   const machine = machineLine()
-  console.log(`machine: ${machine}`)
+  const loadBefore = os.loadavg()[0]!
+  console.log(`machine: ${machine}; load average ${loadBefore.toFixed(1)}`)
   const started = performance.now()
   const results = await runBenchmark({
     sizes,
     transports,
     quick,
     shmpipeReceive,
-    onCell: (r) => console.error(progress(r)),
+    pipeBytes,
+    onCell: (r) => console.error(progress(r, shmpipeReceive)),
   })
   const seconds = (performance.now() - started) / 1000
+  const load = `load average ${loadBefore.toFixed(1)} before, ${os.loadavg()[0]!.toFixed(1)} after`
   const table = markdownTable(results, shmpipeReceive)
   const bars = barsTable(results, shmpipeReceive)
   // Quick mode's figures mean nothing (a handful of messages, every byte checked): no bars.
@@ -102,7 +109,7 @@ async function main(): Promise<void> {
       ),
     )
     const block = [
-      `Measured ${date} by \`npm run bench\` (${seconds.toFixed(0)} s) on ${machine}.`,
+      `Measured ${date} by \`npm run bench\` (${seconds.toFixed(0)} s, ${load}) on ${machine}.`,
       '',
       '![Throughput against message size](benches/transport.svg)',
       '',

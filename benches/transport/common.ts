@@ -110,14 +110,15 @@ export const PIPE_BYTES = 64 * 1024 * 1024
 export function planCell(
   transport: Transport,
   size: number,
-  opts: { quick: boolean; shmpipeReceive: ShmpipeReceive },
+  opts: { quick: boolean; shmpipeReceive: ShmpipeReceive; pipeBytes?: number },
 ): CellConfig {
   // In flight: about 256 MB worth (at least 2, at most 1024 messages), like the seed's
   // capacities of 1000 (small), 100 (100 MB) and 10 (1 GB), scaled for 24 GiB of memory.
   const window = Math.min(1024, Math.max(2, Math.floor(256e6 / size)))
   // The default ring, or one that holds two messages if they are larger: every message is then
   // stored inline (a larger one would travel in a segment of its own, created for it).
-  const pipeBytes = Math.max(PIPE_BYTES, 2 ** Math.ceil(Math.log2(2 * size + 4096)))
+  const pipeBytes =
+    opts.pipeBytes ?? Math.max(PIPE_BYTES, 2 ** Math.ceil(Math.log2(2 * size + 4096)))
   // shmpipe's warm-up laps the ring once, so that the timed rounds write into memory that the
   // processes have already mapped (the steady state of a long stream). A record is a 32-byte
   // header and the encoding (the value and a header of at most 16 bytes), in whole 64-byte lines.

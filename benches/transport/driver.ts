@@ -49,6 +49,8 @@ export interface BenchOptions {
   /** Tiny message counts, every byte checked (the smoke test). */
   quick: boolean
   shmpipeReceive: ShmpipeReceive
+  /** shmpipe's ring in bytes, instead of the default 64 MiB or two messages' worth. */
+  pipeBytes?: number
   /** Called with each cell's result as it comes. */
   onCell?: (r: CellResult) => void
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Buffers smaller than this come from the allocator every time (which reuses them well).
-pub const MIN_BYTES: usize = 1 << 20;
+pub const MIN_BYTES: usize = 256 << 10;
 /// Beyond two buffers, the pool keeps at most this many bytes.
 pub const MAX_BYTES: usize = 64 << 20;
 
