@@ -15,9 +15,10 @@
  *    pick the package for this platform from `os`/`cpu`/`libc` and skip the decoys.
  * 3. In that directory, with `PATH` holding only `node`: an ES module parent and a CommonJS child
  *    (and the other way round) make a round trip, each attaching to a pipe the other created; the
- *    `shmpipe` command runs; TypeScript resolves the declarations for `import` and for `require`.
- *    The round trips also run under every Node binary listed in `SHMPIPE_TEST_NODES`
- *    (separated like `PATH`; `.ci/run` sets it to the other Node versions it installs).
+ *    README's quick start runs; the `shmpipe` command runs; TypeScript resolves the declarations
+ *    for `import` and for `require`. The round trips and the quick start also run under every
+ *    Node binary listed in `SHMPIPE_TEST_NODES` (separated like `PATH`; `.ci/run` sets it to
+ *    the other Node versions it installs).
  * 4. Without the platform package (`--omit=optional`), importing shmpipe fails with
  *    `ERR_SHMPIPE_ADDON_NOT_FOUND` naming the package to install.
  *
@@ -157,6 +158,8 @@ interface Fixture {
 
 let fixture: Fixture | undefined
 let setupError: unknown
+/** The temporary directory of everything this file makes, removed at the end even on failure. */
+let tempDir: string | undefined
 
 /** The environment of npm in the test: no user config, an empty cache, no registry. */
 function npmEnv(dir: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -188,6 +191,7 @@ async function setup(): Promise<Fixture> {
 
   // The real path: the addon's path in require.cache is one (macOS's /var is a symlink).
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'shmpipe-pack-install-')))
+  tempDir = dir
   const npm = npmCli()
   const node = process.execPath
   const baseEnv = npmEnv(dir, { HOME: dir, PATH: dirname(node) })
@@ -407,7 +411,7 @@ test.before(async () => {
 })
 
 test.after.always(() => {
-  if (fixture) rmSync(fixture.dir, { recursive: true, force: true })
+  if (tempDir) rmSync(tempDir, { recursive: true, force: true })
 })
 
 function get(t: ExecutionContext): Fixture {
@@ -492,6 +496,22 @@ for (const [parentScript, childScript] of [
     },
   )
 }
+
+posix('the README quick start (seed 000) runs where shmpipe is installed', async (t) => {
+  const f = get(t)
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8')
+  const section = readme.split(/^## /m).find((part) => part.startsWith('Quick start'))
+  const code = section && /^```js\n([\s\S]*?)^```$/m.exec(section)?.[1]
+  if (!code) return t.fail('README.md has no ```js block under ## Quick start')
+  writeFileSync(join(f.app, 'quick-start.mjs'), code)
+  for (const node of f.nodes) {
+    const r = await ok(join(f.envFor(node).PATH!, 'node'), ['quick-start.mjs'], {
+      cwd: f.app,
+      env: f.envFor(node),
+    })
+    t.is(r.stdout, 'consumer: 10 frames, the first filled with 0\n', node)
+  }
+})
 
 posix('the shmpipe command runs from the installed package', async (t) => {
   const f = get(t)
