@@ -194,7 +194,12 @@ async function setup(): Promise<Fixture> {
   tempDir = dir
   const npm = npmCli()
   const node = process.execPath
-  const baseEnv = npmEnv(dir, { HOME: dir, PATH: dirname(node) })
+  // napi runs `npm pack` through the shell: give it this node and npm, wherever they live.
+  const tools = join(dir, 'tools')
+  mkdirSync(tools)
+  symlinkSync(node, join(tools, 'node'))
+  symlinkSync(npm, join(tools, 'npm'))
+  const baseEnv = npmEnv(dir, { HOME: dir, PATH: tools })
 
   // 1. Stage the packages as the release workflow has them before publishing.
   const stage = join(dir, 'stage')
