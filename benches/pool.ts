@@ -173,6 +173,32 @@ function check(y: Float64Array, name: string): void {
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
 
+/** `text` wrapped at 100 columns, continuation lines indented by `indent` (as prettier keeps). */
+function wrap(text: string, indent = ''): string[] {
+  const out: string[] = []
+  let line = ''
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > 100) {
+      out.push(line)
+      line = indent + word
+    } else {
+      line = line === '' ? word : `${line} ${word}`
+    }
+  }
+  out.push(line)
+  return out
+}
+
+/** A Markdown table padded the way prettier pads it (`align`: `l` or `r` per column). */
+function markdownTable(header: string[], align: string, rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length), 3))
+  const cell = (text: string, i: number): string =>
+    align[i] === 'r' ? text.padStart(widths[i]!) : text.padEnd(widths[i]!)
+  const line = (cells: string[]): string => `| ${cells.map(cell).join(' | ')} |`
+  const rule = widths.map((w, i) => (align[i] === 'r' ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w)))
+  return [line(header), `| ${rule.join(' | ')} |`, ...rows.map(line)]
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
@@ -261,36 +287,48 @@ async function main(): Promise<void> {
   const lines: string[] = []
   const cpu = cpus()[0]?.model ?? 'unknown CPU'
   lines.push(
-    `Seed 001's task, \`x + 1\` on a Float64Array of 2e7 elements (160 MB), submitted to a pool ` +
-      `of ${WORKERS} workers and awaited. Median of ${REPS} turns (range in brackets), ` +
-      `measured ${new Date().toISOString().slice(0, 10)} on ${availableParallelism()} CPUs ` +
-      `(${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, ` +
-      `Node ${process.version}; load average ${load0[0]!.toFixed(1)} before, ` +
-      `${load1[0]!.toFixed(1)} after.`,
+    ...wrap(
+      `Seed 001's task, \`x + 1\` on a Float64Array of 2e7 elements (160 MB), submitted to a ` +
+        `pool of ${WORKERS} workers and awaited. Median and range of ${REPS} turns, measured ` +
+        `${new Date().toISOString().slice(0, 10)} on ${availableParallelism()} CPUs (${cpu}), ` +
+        `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}; ` +
+        `load average ${load0[0]!.toFixed(1)} before, ${load1[0]!.toFixed(1)} after. CPU time: ` +
+        `this process and the pool's workers (from /proc), median.`,
+    ),
   )
   lines.push('')
-  lines.push('| contender | time (median) | range | vs bare | CPU time, all processes (median) |')
-  lines.push('| --- | ---: | ---: | ---: | ---: |')
-  for (const c of contenders) {
+  const rows = contenders.map((c) => {
     const m = median(c.times)
-    const range = `${fmt(Math.min(...c.times))}–${fmt(Math.max(...c.times))}`
     const cpu = median(c.cpu)
-    const cpuText = Number.isNaN(cpu) ? '–' : `${fmt(cpu)} ms`
-    lines.push(`| ${c.name} | ${fmt(m)} ms | ${range} ms | ${(m / bare).toFixed(2)}× | ${cpuText} |`) // prettier-ignore
-  }
+    return [
+      c.name,
+      `${fmt(m)} ms`,
+      `${fmt(Math.min(...c.times))}–${fmt(Math.max(...c.times))} ms`,
+      `${(m / bare).toFixed(2)}×`,
+      Number.isNaN(cpu) ? '–' : `${fmt(cpu)} ms`,
+    ]
+  })
+  lines.push(...markdownTable(['contender', 'time', 'range', 'vs bare', 'CPU time'], 'lrrrr', rows))
   lines.push('')
   const speedup = baseline / ours
   const overhead = ours / bare
+  const [cpuBare, cpuOurs, , cpuIpc] = contenders.map((c) => median(c.cpu)) as number[]
   const met = (ok: boolean): string => (ok ? 'met' : '**not met**')
   lines.push(
-    `- IPC pool ÷ shmpipe pool (512 MiB pipes): **${speedup.toFixed(1)}×** (bar ≥ 4×: ` +
-      `${met(speedup >= 4)}); with the default pipes ${(baseline / oursFresh).toFixed(1)}×.`,
+    ...wrap(
+      `- IPC pool ÷ shmpipe pool (512 MiB pipes): **${speedup.toFixed(1)}×** (bar ≥ 4×: ` +
+        `${met(speedup >= 4)}); with the default pipes ${(baseline / oursFresh).toFixed(1)}×; ` +
+        `in CPU time ${(cpuIpc! / cpuOurs!).toFixed(1)}×.`,
+      '  ',
+    ),
+    ...wrap(
+      `- shmpipe pool (512 MiB pipes) ÷ bare: **${overhead.toFixed(2)}×** (bar ≤ 2.5×: ` +
+        `${met(overhead <= 2.5)}); with the default pipes ${(oursFresh / bare).toFixed(2)}×; ` +
+        `in CPU time ${(cpuOurs! / cpuBare!).toFixed(2)}×.`,
+      '  ',
+    ),
+    '- npshmex (seed 001, its machine): 4.3× and 5.3×.',
   )
-  lines.push(
-    `- shmpipe pool (512 MiB pipes) ÷ bare: **${overhead.toFixed(2)}×** (bar ≤ 2.5×: ` +
-      `${met(overhead <= 2.5)}); with the default pipes ${(oursFresh / bare).toFixed(2)}×.`,
-  )
-  lines.push(`- npshmex (seed 001, its machine): 4.3× and 5.3×.`)
   const table = lines.join('\n')
   console.log(`\n${table}\n`)
 
@@ -299,7 +337,7 @@ async function main(): Promise<void> {
     const a = readme.indexOf(START)
     const b = readme.indexOf(END)
     if (a < 0 || b < a) throw new Error(`README.md has no ${START} … ${END} markers`)
-    writeFileSync(README, `${readme.slice(0, a + START.length)}\n${table}\n${readme.slice(b)}`)
+    writeFileSync(README, `${readme.slice(0, a + START.length)}\n\n${table}\n\n${readme.slice(b)}`)
     console.log('written into README.md')
   }
 }
