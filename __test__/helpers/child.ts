@@ -28,6 +28,9 @@ function forever(): Promise<never> {
   return new Promise(() => setInterval(() => {}, 1 << 30))
 }
 
+/** Values that must stay reachable while a role hangs (collection would release them). */
+const kept: unknown[] = []
+
 const roles: Record<string, (...args: string[]) => Promise<void>> = {
   /** Receives on `inName`, sends every value back on `outName`, until `inName`'s senders close. */
   async echo(inName, outName) {
@@ -101,13 +104,14 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   /** Attaches a sender, sends 'ready' through the pipe, then hangs until killed. */
   async 'sender-hang'(name) {
     const sender = Sender.attach(name!)
+    kept.push(sender)
     await sender.put('ready')
     await forever()
   },
 
   /** Attaches as the receiver, reports, then hangs (never reads) until killed. */
   async 'receiver-hang'(name) {
-    Receiver.attach(name!)
+    kept.push(Receiver.attach(name!))
     report('ready')
     await forever()
   },
@@ -131,6 +135,7 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   async 'receive-and-hold'(name) {
     const receiver = Receiver.attach(name!)
     const msg = await receiver.receive()
+    kept.push(msg) // reachable while hanging: a collected message is released
     report({ holding: msg.value })
     await forever()
   },
