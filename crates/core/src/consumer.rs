@@ -298,11 +298,18 @@ impl Consumer {
 
     /// Passes a taken record's bytes to `read`, then releases the record.
     fn read_in_place<R>(&mut self, r: InlineRecord, read: impl FnOnce(&[u8]) -> R) -> R {
+        /// Releases the record however `read` ends, so that a panic in it does not leave the
+        /// record taken for ever (the head could never pass it).
+        struct ReleaseOnDrop<'a>(&'a QueueShared, &'a InlineRecord);
+        impl Drop for ReleaseOnDrop<'_> {
+            fn drop(&mut self) {
+                release_in_place(self.0, self.1);
+            }
+        }
+        let _release = ReleaseOnDrop(&self.shared, &r);
         // SAFETY: the record is COMMITTED and taken by us: nobody writes it until it is
-        // released, below, after `read` has returned (and the borrow with it).
-        let out = read(unsafe { std::slice::from_raw_parts(r.ptr, r.len) });
-        release_in_place(&self.shared, &r);
-        out
+        // released, when `_release` drops after `read` has returned (and the borrow with it).
+        read(unsafe { std::slice::from_raw_parts(r.ptr, r.len) })
     }
 
     /// Takes the next message, waiting while the queue is empty.

@@ -499,3 +499,21 @@ fn in_place_reads_while_another_thread_drops_handles_never_lose_space() {
         .expect("no space was lost: the producer finished");
     assert_eq!(p.acked(), n as u64);
 }
+
+#[test]
+fn a_panic_while_reading_in_place_still_releases_the_message() {
+    let q = small_queue(2, 4096);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    assert!(p.try_send(b"one").unwrap());
+    assert!(p.try_send(b"two").unwrap());
+    assert!(!p.try_send(b"full").unwrap());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.try_recv_with(|_| panic!("reader failed")).unwrap();
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(p.acked(), 1, "the message was released despite the panic");
+    assert!(p.try_send(b"three").unwrap(), "its space is back");
+    assert_eq!(c.try_recv_with(|b| b.to_vec()).unwrap().unwrap(), b"two");
+    assert_eq!(c.try_recv_with(|b| b.to_vec()).unwrap().unwrap(), b"three");
+}
