@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   const bars = barsTable(results, shmpipeReceive)
   // Quick mode's figures mean nothing (a handful of messages, every byte checked): no bars.
   console.log(
-    `\n${table}\n\n${quick ? '' : `${bars}\n\n`}transport benchmark: ${seconds.toFixed(0)} s`,
+    `\n${table}\n\n${quick ? '' : `${bars}\n\n`}transport benchmark: ${seconds.toFixed(0)} s, ${load}`,
   )
   const json = option('json')
   if (json) writeFileSync(json, `${JSON.stringify({ machine, results }, null, 2)}\n`)

@@ -46,7 +46,7 @@ export interface NativeProducer {
   handle(): NativeHandle
   trySend(data: Uint8Array): boolean
   sendSync(data: Uint8Array, timeoutMs?: number | null): void
-  waitSpace(len: number, timeoutMs?: number | null): Promise<void>
+  waitSpace(len: number, timeoutMs?: number | null, spin?: number | null): Promise<void>
   waitForAllAck(timeoutMs?: number | null): Promise<void>
   waitForAllAckSync(timeoutMs?: number | null): void
   cancelWait(): void
@@ -65,7 +65,7 @@ export interface NativeConsumer {
   tryRecv(): Buffer | null
   recvSync(timeoutMs?: number | null): Buffer
   tryRecvView(): NativeMessage | null
-  waitReady(timeoutMs?: number | null): Promise<void>
+  waitReady(timeoutMs?: number | null, spin?: number | null): Promise<void>
   cancelWait(): void
   close(): void
 }

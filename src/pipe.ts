@@ -63,6 +63,15 @@ const DEFAULT_MAX_SENDERS = 64
 const IN_PLACE_THRESHOLD = 64 * 1024
 
 /**
+ * Waits that involve messages at least this long do not spin before they sleep (the waiter
+ * thread otherwise polls the queue for a while first, which catches the next small message
+ * without a sleep and a wake-up). Such a message takes longer to copy than the spin lasts, and
+ * the spinning thread slows the other side's copy: on this project's VM a thread busy on the
+ * other vCPU, even one only polling, halves the speed of a memcpy (11 → 6 GB/s).
+ */
+const NO_SPIN_BYTES = 64 * 1024
+
+/**
  * Inline messages up to this long are received by copying them into {@link recvScratch} and
  * decoding from there (one native call, no Buffer made by the addon); longer ones come as a
  * Buffer of their own, which the decoder's views may then share.
@@ -387,7 +396,12 @@ export class Sender implements Disposable {
       signal?.throwIfAborted()
       if (this.#trySend(enc)) return
       await nativeWait(
-        () => this.#producer.waitSpace(enc.byteLength, remaining(deadline)),
+        () =>
+          this.#producer.waitSpace(
+            enc.byteLength,
+            remaining(deadline),
+            enc.byteLength >= NO_SPIN_BYTES ? 0 : undefined,
+          ),
         () => this.#producer.cancelWait(),
         signal,
         () => this.#end.closedError(),
@@ -477,6 +491,9 @@ export class Sender implements Disposable {
   }
 }
 
+/** Bytes of the message behind the last {@link ReceivedMessage} made. */
+let lastReceivedLength = 0
+
 /** A value received without a copy: its binary parts are views into shared memory. */
 export class ReceivedMessage implements Disposable {
   /** The value. Its typed arrays and Buffers are valid until {@link ReceivedMessage.release}. */
@@ -488,6 +505,7 @@ export class ReceivedMessage implements Disposable {
   constructor(message: NativeMessage) {
     this.#message = message
     this.#buffer = call(() => message.buffer())
+    lastReceivedLength = this.#buffer.byteLength
     this.value = decode(new Uint8Array(this.#buffer), { zeroCopy: true })
   }
 
@@ -514,6 +532,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   readonly name: string
   #end: EndState<NativeConsumer>
   #handle: NativeHandle | null = null
+  /** Bytes of the last message taken (how long the next wait may spin depends on it). */
+  #lastLength = 0
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
@@ -548,7 +568,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     const got = call(() => native.consumerTryRecvInto(handle, recvScratch))
     if (got === null) return NONE
     // A small message was copied into the scratch buffer: decoding copies it out.
-    if (typeof got === 'number') return decodePrefix(recvScratch, got)
+    if (typeof got === 'number') {
+      this.#lastLength = got
+      return decodePrefix(recvScratch, got)
+    }
+    this.#lastLength = got.byteLength
     // The buffer is ours alone (a copy, or the message's own segment): views into it are safe.
     return decode(got, ZERO_COPY)
   }
@@ -572,7 +596,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
             const v = take()
             if (v !== NONE) return v
             await nativeWait(
-              () => this.#consumer.waitReady(remaining(deadline)),
+              () =>
+                this.#consumer.waitReady(
+                  remaining(deadline),
+                  this.#lastLength >= NO_SPIN_BYTES ? 0 : undefined,
+                ),
               () => this.#consumer.cancelWait(),
               options.signal,
               () => this.#end.closedError(),
@@ -618,7 +646,10 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   receive(options: WaitOptions = {}): Promise<ReceivedMessage> {
     return this.#waitFor(() => {
       const m = call(() => this.#consumer.tryRecvView())
-      return m === null ? NONE : new ReceivedMessage(m)
+      if (m === null) return NONE
+      const msg = new ReceivedMessage(m)
+      this.#lastLength = lastReceivedLength
+      return msg
     }, options)
   }
 

@@ -198,19 +198,21 @@ impl NativeConsumer {
         )
     }
 
-    /// Resolves once a message is ready (on a dedicated waiter thread); `tryRecv` then takes it.
+    /// Resolves once a message is ready (on a dedicated waiter thread, which polls `spin` times,
+    /// default the core's `DEFAULT_SPIN`, before it sleeps); `tryRecv` then takes it.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn wait_ready<'env>(
         &self,
         env: &'env Env,
         timeout_ms: Option<f64>,
+        spin: Option<u32>,
     ) -> Result<Object<'env>> {
         let token = self.queue.as_ref().ok_or_else(closed)?.cancel_token();
         *self.cancel.lock().map_err(|_| poisoned())? = Some(token.clone());
         let opts = WaitOptions {
             timeout: timeout(timeout_ms)?,
             cancel: Some(token),
-            spin: None,
+            spin,
         };
         let inner = self.inner.clone();
         spawn_wait(env, &self.waiter, move || {

@@ -120,16 +120,19 @@ impl NativeProducer {
         with_handle(&self.inner, "sender", |p| p.send(&data, &opts).napi())
     }
 
-    /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread).
+    /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread), which
+    /// polls `spin` times (default: the core's `DEFAULT_SPIN`) before it sleeps.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn wait_space<'env>(
         &self,
         env: &'env Env,
         len: f64,
         timeout_ms: Option<f64>,
+        spin: Option<u32>,
     ) -> Result<Object<'env>> {
         let len = byte_count(len, "length")?;
-        let opts = self.wait_options(timeout_ms)?;
+        let mut opts = self.wait_options(timeout_ms)?;
+        opts.spin = spin;
         let inner = self.inner.clone();
         spawn_wait(env, &self.waiter, move || {
             let guard = inner.lock().map_err(|_| poisoned())?;
