@@ -163,19 +163,11 @@ pub fn array_segment_name(name: &str) -> Result<String> {
 
 /// Checks a user's array name: 1 to [`MAX_ARRAY_NAME_LEN`] characters of `[A-Za-z0-9_.-]`.
 pub fn validate_array_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_ARRAY_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument {
-            name: "name",
-            expected: "1 to 20 characters of [A-Za-z0-9_.-]",
-        })
-    }
+    crate::name::check_portable(
+        name,
+        MAX_ARRAY_NAME_LEN,
+        "1 to 20 characters of [A-Za-z0-9_.-]",
+    )
 }
 
 const _: () = assert!(MAX_ARRAY_NAME_LEN == 20, "update the message above");

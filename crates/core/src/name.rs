@@ -42,8 +42,13 @@ pub(crate) fn write_generated(bits: u64, out: &mut [u8; NAME_PREFIX.len() + GENE
 
 /// Checks that `name` is 1 to 30 characters of `[A-Za-z0-9_.-]`, so that it is valid on every OS.
 pub fn validate_name(name: &str) -> Result<()> {
+    check_portable(name, MAX_NAME_LEN, "1 to 30 characters of [A-Za-z0-9_.-]")
+}
+
+/// Checks that `name` is 1 to `max` characters of `[A-Za-z0-9_.-]`; the error says `expected`.
+pub(crate) fn check_portable(name: &str, max: usize, expected: &'static str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.len() <= max
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
@@ -52,7 +57,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     } else {
         Err(Error::InvalidArgument {
             name: "name",
-            expected: "1 to 30 characters of [A-Za-z0-9_.-]",
+            expected,
         })
     }
 }
