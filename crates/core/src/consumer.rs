@@ -17,10 +17,17 @@ use std::time::Duration;
 /// The queue's single consumer.
 ///
 /// Dropping it closes it: waiting producers then see [`Error::Closed`].
+///
+/// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
+/// adjacent-line prefetch pair) with a [`Producer`](crate::Producer) stored next to it.
+#[repr(align(128))]
 pub struct Consumer {
     shared: Arc<QueueShared>,
     /// Next position to read (records before it were delivered or passed over).
     read_pos: u64,
+    /// [`QueueHeader::published`](crate::layout::QueueHeader::published) as last read
+    /// (single-producer queues).
+    published: u64,
     /// Membership counter as of the last health check.
     seen_membership: u32,
     closed: bool,
@@ -147,6 +154,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
 /// handle of this process is held, the consumer is the only thread that releases, so with the
 /// record at the head (the usual case) plain stores do: no locked instruction, which would wait
 /// for this core's pending stores to reach the producers' cores.
+#[inline(always)]
 fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
     let alone = shared.held.load(Ordering::Acquire) == 0
         && shared.out_of_order.load(Ordering::Relaxed) == 0;
@@ -236,9 +244,11 @@ struct InlineRecord {
 impl Consumer {
     pub(crate) fn new(shared: Arc<QueueShared>) -> Self {
         let read_pos = Cursor(shared.header().head.0.load(Ordering::Acquire)).pos();
+        let published = shared.header().published.0.load(Ordering::Acquire);
         Self {
             shared,
             read_pos,
+            published,
             seen_membership: u32::MAX,
             closed: false,
         }
@@ -264,6 +274,9 @@ impl Consumer {
         if self.closed {
             return Err(Error::Closed);
         }
+        if let Some(r) = self.take_fast() {
+            return Ok(Some(self.read_in_place(r, read)));
+        }
         match self.poll()? {
             Found::Inline(r) => Ok(Some(self.read_in_place(r, read))),
             Found::Blob(m) => Ok(Some(read(m.as_slice()))),
@@ -274,11 +287,50 @@ impl Consumer {
     /// Like [`try_recv_with`](Self::try_recv_with), waiting while the queue is empty; ends with
     /// the same errors as [`recv`](Self::recv).
     pub fn recv_with<R>(&mut self, wait: &WaitOptions, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if !self.closed {
+            if let Some(r) = self.take_fast() {
+                return Ok(self.read_in_place(r, read));
+            }
+        }
         match self.wait_inner(wait, true)? {
             Found::Inline(r) => Ok(self.read_in_place(r, read)),
             Found::Blob(m) => Ok(read(m.as_slice())),
             _ => unreachable!("a taking wait ends with a message or an error"),
         }
+    }
+
+    /// The common take, small enough to inline: the next record is a committed inline message
+    /// with a sane size. Returns `None`, having changed nothing, otherwise (nothing ready,
+    /// padding, a blob, a skipped or corrupt record): `poll` then handles it.
+    #[inline(always)]
+    fn take_fast(&mut self) -> Option<InlineRecord> {
+        let s = &*self.shared;
+        if s.uses_published() && self.read_pos == self.published {
+            self.published = s.header().published.0.load(Ordering::Acquire);
+            if self.read_pos == self.published {
+                return None;
+            }
+        }
+        let pos = self.read_pos;
+        let rec = s.record(pos);
+        if rec.stamp.load(Ordering::Acquire) != s.stamp(pos, state::COMMITTED)
+            || rec.kind.load(Ordering::Relaxed) != kind::INLINE
+        {
+            return None;
+        }
+        let units = rec.units.load(Ordering::Relaxed) as u64;
+        let len = rec.len.load(Ordering::Relaxed);
+        if units == 0 || units > s.contiguous(pos) || len > (units - 1) * UNIT {
+            return None;
+        }
+        self.read_pos = (pos + units) & POS_MASK;
+        Some(InlineRecord {
+            pos,
+            ptr: s.payload(pos),
+            len: len as usize,
+            producer: rec.producer.load(Ordering::Relaxed),
+            generation: rec.generation.load(Ordering::Relaxed),
+        })
     }
 
     /// Wraps a taken record in a handle that releases it when dropped, from any thread.
@@ -297,6 +349,7 @@ impl Consumer {
     }
 
     /// Passes a taken record's bytes to `read`, then releases the record.
+    #[inline(always)]
     fn read_in_place<R>(&mut self, r: InlineRecord, read: impl FnOnce(&[u8]) -> R) -> R {
         /// Releases the record however `read` ends, so that a panic in it does not leave the
         /// record taken for ever (the head could never pass it).
@@ -373,6 +426,22 @@ impl Consumer {
 
     /// Like `poll`; with `take` false it stops at a ready message without taking it.
     fn poll_inner(&mut self, take: bool) -> Result<Found> {
+        let s = &*self.shared;
+        if s.uses_published() && self.read_pos == self.published {
+            // Caught up with what the producer finished: look at the one line it writes per
+            // message, not at the record it may be writing now.
+            self.published = s.header().published.0.load(Ordering::Acquire);
+            if self.read_pos == self.published {
+                return Ok(Found::Nothing);
+            }
+        }
+        self.poll_records(take)
+    }
+
+    /// Reads the records from the read position on, whatever `published` says: after
+    /// [`unblock`](Self::unblock) has passed over a dead producer's record, which was never
+    /// published.
+    fn poll_records(&mut self, take: bool) -> Result<Found> {
         let s = &*self.shared;
         loop {
             let pos = self.read_pos;
@@ -501,7 +570,7 @@ impl Consumer {
             }
         }
         while self.unblock()? {
-            match self.poll_inner(take)? {
+            match self.poll_records(take)? {
                 Found::Nothing => {}
                 found => return Ok(Some(found)),
             }

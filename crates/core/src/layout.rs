@@ -5,7 +5,7 @@
 //! pattern another process (or a corruption) leaves is a valid value, checked before use.
 //!
 //! ```text
-//! body offset 0     QueueHeader   config, tail, head, events, consumer   (128-byte lines)
+//! body offset 0     QueueHeader   config, tail, head, published, events, consumer (128-byte lines)
 //! producers_offset  [ProducerEntry; max_producers]                       (128 bytes each)
 //! data_offset       data area: records of UNIT-aligned size, a ring of data_units units
 //! ```
@@ -164,6 +164,12 @@ pub struct QueueHeader {
     pub tail: Line<AtomicU64>,
     /// Free cursor, advanced by the consumer only.
     pub head: Line<AtomicU64>,
+    /// Single-producer queues only: the position just past the latest record its producer
+    /// finished (committed or aborted), never moving back. The consumer, once it has read up to
+    /// here, waits on this line instead of polling the record the producer is writing, which
+    /// would pull that line away from the producer mid-write. A hint: every record is still
+    /// checked by its stamp.
+    pub published: Line<AtomicU64>,
     /// Signalled when a record is committed or a producer leaves; the consumer sleeps here.
     pub data_event: Line<EventWord>,
     /// Signalled when the head moves or the consumer leaves; producers sleep here.

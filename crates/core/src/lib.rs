@@ -59,4 +59,4 @@ pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZ
 pub use signals::{install_signal_cleanup, SignalSetup};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;

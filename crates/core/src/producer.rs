@@ -22,6 +22,10 @@ const HEAD_CACHE_UNITS: u64 = POS_MASK >> 2;
 ///
 /// Dropping it closes it: once every producer is closed and the queue drained, the consumer sees
 /// [`Error::Closed`].
+///
+/// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
+/// adjacent-line prefetch pair) with a [`Consumer`](crate::Consumer) stored next to it.
+#[repr(align(128))]
 pub struct Producer {
     shared: Arc<QueueShared>,
     index: u32,
@@ -30,6 +34,8 @@ pub struct Producer {
     head_cache: Cursor,
     head_cache_tail: Cursor,
     committed: u64,
+    /// The position just past this producer's latest claim.
+    latest_end: u64,
     closed: bool,
 }
 
@@ -62,6 +68,8 @@ pub struct RawLoan {
 /// A claimed record and where its payload goes.
 struct Claimed {
     pos: u64,
+    /// The position just past the record.
+    end: u64,
     ptr: *mut u8,
     len: usize,
     target: Target,
@@ -82,6 +90,7 @@ impl Producer {
             head_cache,
             head_cache_tail,
             committed: 0,
+            latest_end: u64::MAX,
             closed: false,
         }
     }
@@ -212,6 +221,7 @@ impl Producer {
         }
     }
 
+    #[inline(always)]
     fn write_header(&self, pos: u64, units: u64, len: u64, record_kind: u32, st: u64) {
         let rec = self.shared.record(pos);
         rec.len.store(len, Ordering::Relaxed);
@@ -295,6 +305,7 @@ impl Producer {
             self.shared.stamp(c.pos, state::COMMITTED),
             Ordering::Release,
         );
+        self.shared.publish(c.end, c.end == self.latest_end);
         if let Target::Blob(seg) = &c.target {
             // A consumer that closes removes the blobs it finds committed; one that closed just
             // before our commit may have missed ours, so remove it here (removal is idempotent).
@@ -304,6 +315,12 @@ impl Producer {
                 let _ = crate::segment::unlink(seg.name());
             }
         }
+        self.count_commit();
+    }
+
+    /// Counts a commit whose record is published, and wakes the consumer if it sleeps.
+    #[inline(always)]
+    fn count_commit(&mut self) {
         self.committed += 1;
         self.entry()
             .claims
@@ -311,6 +328,69 @@ impl Producer {
             .committed
             .store(self.committed, Ordering::Release);
         self.shared.header().data_event.0.notify();
+    }
+
+    /// The common send, small enough to inline, with nothing but integers in flight: an inline
+    /// message that fits at the tail, before the ring's end, by the cached head. Returns false,
+    /// having written nothing, when any of that does not hold (or the consumer is gone, or a
+    /// concurrent producer moved the tail first): the general path then handles it, with the
+    /// errors and waits. Kept apart from `try_claim` because moving that path's results (enums
+    /// with partial-width fields) through the stack right after the record's stores made the
+    /// CPU wait for those stores to reach the cache, a line the consumer holds.
+    #[inline(always)]
+    fn try_send_fast(&mut self, bytes: &[u8]) -> bool {
+        let s = &*self.shared;
+        let len = bytes.len() as u64;
+        if self.closed || len > s.max_inline() {
+            return false;
+        }
+        let h = s.header();
+        if matches!(
+            consumer_state(h.consumer.0.state.load(Ordering::Acquire)),
+            entry::CLOSED | entry::DEAD
+        ) {
+            return false;
+        }
+        let units = (1 + len.div_ceil(UNIT)).next_multiple_of(2);
+        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let pos = tail.pos();
+        let fresh_cache = tail.msgs_since(self.head_cache_tail) <= HEAD_CACHE_MSGS
+            && tail.units_since(self.head_cache_tail) <= HEAD_CACHE_UNITS;
+        if units > s.contiguous(pos) || !fresh_cache || !self.fits(tail, self.head_cache, units) {
+            return false;
+        }
+        let claims = &s.producer_entry(self.index).claims.0;
+        // The same claim protocol as `try_claim`, without padding.
+        claims.pending_units.store(units, Ordering::Relaxed);
+        claims
+            .pending_pos
+            .store(pos | PENDING_VALID, Ordering::Relaxed);
+        let next = tail.advance(units, 1);
+        if s.max_producers == 1 {
+            h.tail.0.store(next.0, Ordering::Release);
+        } else if h
+            .tail
+            .0
+            .compare_exchange(tail.0, next.0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            claims.pending_pos.store(0, Ordering::Release);
+            return false;
+        }
+        let end = next.pos();
+        claims.claimed_end.store(end, Ordering::Release);
+        self.write_header(pos, units, len, kind::INLINE, state::WRITING);
+        claims.pending_pos.store(0, Ordering::Release);
+        self.latest_end = end;
+        // SAFETY: the record at `pos` is ours (claimed, WRITING) and has `units - 1` units of
+        // payload room before the ring's end (checked against `contiguous`), at least `len`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.payload(pos), bytes.len()) };
+        s.record(pos)
+            .stamp
+            .store(s.stamp(pos, state::COMMITTED), Ordering::Release);
+        s.publish(end, true);
+        self.count_commit();
+        true
     }
 
     fn reserve_inner(&mut self, len: u64, wait: Option<&WaitOptions>) -> Result<Option<Claimed>> {
@@ -391,8 +471,11 @@ impl Producer {
             Target::Inline => self.shared.payload(pos),
             Target::Blob(seg) => seg.body_ptr(),
         };
+        let end = (pos + units) & POS_MASK;
+        self.latest_end = end;
         Ok(Some(Claimed {
             pos,
+            end,
             ptr,
             len: len as usize,
             target,
@@ -401,6 +484,9 @@ impl Producer {
 
     /// Sends a copy of `bytes`, waiting while the queue is full.
     pub fn send(&mut self, bytes: &[u8], wait: &WaitOptions) -> Result<()> {
+        if self.try_send_fast(bytes) {
+            return Ok(());
+        }
         let mut loan = self.reserve(bytes.len() as u64, wait)?;
         loan.as_mut_slice().copy_from_slice(bytes);
         loan.commit()
@@ -408,6 +494,9 @@ impl Producer {
 
     /// Sends a copy of `bytes` if there is room now; returns whether it was sent.
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<bool> {
+        if self.try_send_fast(bytes) {
+            return Ok(true);
+        }
         match self.try_reserve(bytes.len() as u64)? {
             Some(mut loan) => {
                 loan.as_mut_slice().copy_from_slice(bytes);
@@ -553,6 +642,8 @@ impl Claimed {
             .record(self.pos)
             .stamp
             .store(shared.stamp(self.pos, state::SKIP), Ordering::Release);
+        // Not necessarily the latest claim, nor on the producer's thread (a dropped RawLoan).
+        shared.publish(self.end, false);
         shared.header().data_event.0.notify();
     }
 }

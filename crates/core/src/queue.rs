@@ -172,6 +172,41 @@ impl QueueShared {
         }
     }
 
+    /// Whether the consumer may wait on [`QueueHeader::published`] (single-producer queues).
+    #[inline]
+    pub fn uses_published(&self) -> bool {
+        self.max_producers == 1
+    }
+
+    /// Moves [`QueueHeader::published`] to `end`, the position just past a record the producer
+    /// finished. With `latest` (the record is the producer's latest claim, and only its producer
+    /// thread calls with `latest`), a plain store: every other finisher moves the cursor to an
+    /// earlier end by CAS, only forward, so the cursor never moves back.
+    #[inline]
+    pub fn publish(&self, end: u64, latest: bool) {
+        if !self.uses_published() {
+            return;
+        }
+        let published = &self.header().published.0;
+        if latest {
+            published.store(end, Ordering::Release);
+            return;
+        }
+        let mut current = published.load(Ordering::Relaxed);
+        // Forward means less than half the position space ahead (a ring is far smaller).
+        while (1..=POS_MASK / 2).contains(&pos_distance(current, end)) {
+            match published.compare_exchange_weak(
+                current,
+                end,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Both event words, for cancel tokens to kick.
     pub fn events(&self) -> Vec<*const EventWord> {
         let h = self.header();
