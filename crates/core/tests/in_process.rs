@@ -4,13 +4,17 @@
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
 use std::time::{Duration, Instant};
 
-fn small_queue(capacity: u32, bytes: u64) -> Queue {
+fn queue_of(capacity: u32, bytes: u64, max_producers: u32) -> Queue {
     Queue::create(&QueueOptions {
         capacity,
         bytes,
-        max_producers: 8,
+        max_producers,
     })
     .unwrap()
+}
+
+fn small_queue(capacity: u32, bytes: u64) -> Queue {
+    queue_of(capacity, bytes, 8)
 }
 
 #[test]
@@ -519,12 +523,7 @@ fn a_panic_while_reading_in_place_still_releases_the_message() {
 }
 
 fn single_producer_queue(capacity: u32, bytes: u64) -> Queue {
-    Queue::create(&QueueOptions {
-        capacity,
-        bytes,
-        max_producers: 1,
-    })
-    .unwrap()
+    queue_of(capacity, bytes, 1)
 }
 
 /// In a single-producer queue the consumer waits on the `published` cursor rather than on the
