@@ -9,7 +9,8 @@
 //!   source rotates across 64 MiB, more than the last-level cache).
 //! - `cross_process_ping_pong/{blocking_spin0,blocking_spin0_one_cpu,default_spin}`: a 64-byte
 //!   round trip through a `shmpipe-peer echo` child over two queues; `_one_cpu` pins both
-//!   processes to CPU 0.
+//!   processes to CPU 0. Then `…/round_trip` lines: 20,000 blocking round trips timed one by one,
+//!   their median (the bar) and spread.
 //!
 //! Set `SHMPIPE_BENCH_STREAM_SWEEP=1` to also measure the stream with other queue sizes.
 //!
@@ -487,6 +488,56 @@ fn cross_process_ping_pong(c: &mut Criterion) {
         None,
     );
     group.finish();
+    if selected("cross_process_ping_pong") {
+        // Criterion reports means over batches; the bar is on the median round trip.
+        ping_pong_distribution("blocking_spin0", None);
+        #[cfg(target_os = "linux")]
+        on_cpu0(|| ping_pong_distribution("blocking_spin0_one_cpu", Some(0)));
+    }
+}
+
+/// Whether the command line's benchmark filter (if any) selects `group`.
+fn selected(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.contains(group))
+}
+
+/// Times 20,000 blocking round trips one by one and prints their median and spread.
+fn ping_pong_distribution(id: &str, cpu: Option<usize>) {
+    const ROUND_TRIPS: usize = 20_000;
+    let mut echo = Echo::start(0, cpu);
+    let (p, c) = (
+        echo.producer.as_mut().unwrap(),
+        echo.consumer.as_mut().unwrap(),
+    );
+    let wait = WaitOptions::forever().with_spin(0);
+    let msg = [0x5Au8; 64];
+    let mut micros = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS + 1000 {
+        let start = Instant::now();
+        p.send(&msg, &wait).unwrap();
+        c.recv_with(&wait, |m| assert_eq!(m.len(), msg.len()))
+            .unwrap();
+        if i >= 1000 {
+            micros.push(start.elapsed().as_secs_f64() * 1e6); // after 1,000 to warm up
+        }
+    }
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    println!(
+        "cross_process_ping_pong/{id}/round_trip  median {:.1} µs  p10 {:.1} µs  p90 {:.1} µs  \
+         p99 {:.1} µs  ({ROUND_TRIPS} round trips)",
+        at(0.5),
+        at(0.1),
+        at(0.9),
+        at(0.99)
+    );
 }
 
 criterion_group!(
