@@ -35,6 +35,7 @@ const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as 
   main: string
   types: string
   bin: Record<string, string>
+  [field: string]: unknown
 }
 
 /** `<platform>-<arch>[-<abi>]` of every configured target, as napi names the packages. */
@@ -135,6 +136,9 @@ test('npm/ holds one package per napi target, named and restricted as npm needs'
       t.deepEqual(manifest.libc, [target.abi === 'musl' ? 'musl' : 'glibc'], suffix)
     else t.is(manifest.libc, undefined)
     t.deepEqual(manifest.engines, pkg.engines)
+    // As `napi create-npm-dirs` copies them (npm's provenance checks `repository`).
+    for (const field of ['license', 'repository', 'homepage', 'bugs'])
+      t.deepEqual(manifest[field], pkg[field], `${suffix}: ${field}`)
   }
 })
 

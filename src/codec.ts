@@ -1818,6 +1818,20 @@ function readObjectLike(tag: number): unknown {
   throw badSegment(`unknown tag 0x${tag.toString(16)}`)
 }
 
+/**
+ * The setter of the own `stack` accessor that V8 12 (Node 22) and later give every Error; with
+ * it, the stack stays an accessor, as in what `v8.deserialize` returns (it sets the formatted
+ * stack behind that accessor). Undefined where `stack` is an own data property (Node 20), which
+ * `readError` then defines. The accessor pair is one for all error types of a realm, and no user
+ * code runs in it.
+ */
+const stackSetter: ((this: Error, v: unknown) => void) | undefined = (() => {
+  const d = Object.getOwnPropertyDescriptor(new Error(), 'stack')
+  return d !== undefined && typeof d.set === 'function'
+    ? (d.set as (this: Error, v: unknown) => void)
+    : undefined
+})()
+
 function readError(): Error {
   const ctorIndex = readU8()
   const flags = readU8()
@@ -1840,7 +1854,10 @@ function readError(): Error {
   }
   refs[nrefs++] = err
   const desc = { value: stack as unknown, writable: true, enumerable: false, configurable: true }
-  Object.defineProperty(err, 'stack', desc)
+  // As v8.deserialize: `stack` keeps the kind of property this V8 gives every Error (an accessor
+  // from V8 12 / Node 22 on), only its value is the one sent.
+  if (stackSetter !== undefined) stackSetter.call(err, stack)
+  else Object.defineProperty(err, 'stack', desc)
   if (message !== undefined) {
     desc.value = message
     Object.defineProperty(err, 'message', desc)

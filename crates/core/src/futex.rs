@@ -23,8 +23,13 @@ mod imp {
     use super::*;
 
     pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        // At most i32::MAX seconds (68 years), which fits every time_t, converted without naming
+        // `libc::time_t`: the libc crate deprecates that name for musl, where it keeps the old
+        // 32-bit definition on 32-bit targets while musl ≥ 1.2 made it 64-bit; on the 64-bit
+        // targets built here (x86_64, aarch64) it is `c_long`, i.e. 64 bits, what musl uses.
+        let secs = timeout.as_secs().min(i32::MAX as u64) as i32;
         let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_sec: secs.into(),
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
         // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT (without
