@@ -518,6 +518,35 @@ posix('the README quick start (seed 000) runs where shmpipe is installed', async
   }
 })
 
+posix(
+  'the process pool runs its workers from the installed package (import and require)',
+  async (t) => {
+    // The pool spawns a worker script of the package's own (dist/pool-worker.cjs): a build that
+    // left it out broke every pool of an installed package while the tests from the sources passed.
+    const f = get(t)
+    writeFileSync(
+      join(f.app, 'pool-tasks.cjs'),
+      'exports.increment = (a) => { for (let i = 0; i < a.length; i++) a[i] += 1; return a }\n',
+    )
+    const body = `const pool = new ProcessPool({ module: './pool-tasks.cjs', workers: 2 })
+const out = await pool.map('increment', [new Float64Array([1, 2]), new Float64Array(3_000_000)])
+await pool.close()
+console.log(JSON.stringify([out[0].constructor.name, [...out[0]], out[1].length, out[1][2_999_999]]))`
+    writeFileSync(join(f.app, 'pool.mjs'), `import { ProcessPool } from 'shmpipe'\n${body}\n`)
+    writeFileSync(
+      join(f.app, 'pool.cjs'),
+      `const { ProcessPool } = require('shmpipe')\n;(async () => {\n${body}\n})()\n`,
+    )
+    for (const script of ['pool.mjs', 'pool.cjs']) {
+      const r = await ok(process.execPath, [script], {
+        cwd: f.app,
+        env: f.envFor(process.execPath),
+      })
+      t.deepEqual(JSON.parse(r.stdout), ['Float64Array', [2, 3], 3_000_000, 1], script)
+    }
+  },
+)
+
 posix('the shmpipe command runs from the installed package', async (t) => {
   const f = get(t)
   const bin = join(f.app, 'node_modules', '.bin', 'shmpipe')

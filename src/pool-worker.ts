@@ -190,5 +190,8 @@ if (moduleUrl === undefined || taskPipe === undefined || resultPipe === undefine
   process.stderr.write('usage: pool-worker <module URL> <task pipe> <result pipe> [copy|views]\n')
   process.exitCode = 2
 } else {
-  await main(moduleUrl, taskPipe, resultPipe, mode === 'copy')
+  // Not a top-level await: the package ships this file as CommonJS (scripts/build-js.mjs). A
+  // rejection is unhandled, so it ends the process with code 1 and the error on stderr, as an
+  // uncaught top-level error would.
+  void main(moduleUrl, taskPipe, resultPipe, mode === 'copy')
 }
