@@ -1229,6 +1229,34 @@ function ownSegments(): string[] {
 }
 
 test.serial(
+  'closing ends with waits pending removes the pipe before close() returns',
+  async (t) => {
+    // A wait runs on the end's waiter thread and holds a cancel token that keeps the queue mapped.
+    // close() must not return while a wait that has not started yet (or is ending) still holds it:
+    // the segment would then disappear a moment later, on that thread (a pool test saw it).
+    const settle = (p: Promise<unknown>): Promise<unknown> => p.catch((err: unknown) => err)
+    for (let i = 0; i < 50; i++) {
+      const [emptySender, emptyReceiver] = createSharedMemoryPair({ capacity: 1, bytes: 4096 })
+      const [fullSender, fullReceiver] = createSharedMemoryPair({ capacity: 1, bytes: 4096 })
+      fullSender.putSync(1) // full: the next put waits, and so does waitForAllAck
+      const waits = [
+        settle(emptyReceiver.get()),
+        settle(fullSender.put(2)),
+        settle(fullSender.waitForAllAck()),
+      ]
+      await new Promise((resolve) => setTimeout(resolve, 2)) // the waiter threads are waiting now
+      for (const end of [emptyReceiver, emptySender, fullSender, fullReceiver]) end.close()
+      t.false(
+        shmExists(emptySender.name),
+        `round ${i}: the empty pipe is gone when close() returns`,
+      )
+      t.false(shmExists(fullSender.name), `round ${i}: the full pipe is gone when close() returns`)
+      await Promise.all(waits)
+    }
+  },
+)
+
+test.serial(
   'closed pipes leave nothing in /dev/shm (inline, in-place and own-segment messages)',
   async (t) => {
     const before = new Set(ownSegments())

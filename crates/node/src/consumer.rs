@@ -8,7 +8,7 @@
 
 use crate::errors::{closed, IntoNapi};
 use crate::recycle::{BufferPool, MIN_BYTES};
-use crate::waiter::{poisoned, spawn_wait, timeout, with_handle, Waiter};
+use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Consumer, Message, Queue, WaitOptions};
@@ -216,9 +216,7 @@ impl NativeConsumer {
         };
         let inner = self.inner.clone();
         spawn_wait(env, &self.waiter, move || {
-            let mut guard = inner.lock().map_err(|_| poisoned())?;
-            let c = guard.as_mut().ok_or_else(closed)?;
-            c.wait_ready(&opts).napi()
+            wait_with(&inner, opts, |c, opts| c.wait_ready(opts).napi())
         })
     }
 
@@ -240,6 +238,7 @@ impl NativeConsumer {
         if let Some(c) = consumer {
             c.close();
         }
+        self.waiter.drain()?;
         self.queue = None;
         Ok(())
     }

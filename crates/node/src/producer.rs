@@ -3,7 +3,7 @@
 
 use crate::errors::{closed, invalid, IntoNapi};
 use crate::queue::byte_count;
-use crate::waiter::{poisoned, spawn_wait, timeout, with_handle, Waiter};
+use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
@@ -135,9 +135,7 @@ impl NativeProducer {
         opts.spin = spin;
         let inner = self.inner.clone();
         spawn_wait(env, &self.waiter, move || {
-            let guard = inner.lock().map_err(|_| poisoned())?;
-            let p = guard.as_ref().ok_or_else(closed)?;
-            p.wait_space(len, &opts).napi()
+            wait_with(&inner, opts, |p, opts| p.wait_space(len, opts).napi())
         })
     }
 
@@ -151,9 +149,7 @@ impl NativeProducer {
         let opts = self.wait_options(timeout_ms)?;
         let inner = self.inner.clone();
         spawn_wait(env, &self.waiter, move || {
-            let guard = inner.lock().map_err(|_| poisoned())?;
-            let p = guard.as_ref().ok_or_else(closed)?;
-            p.wait_for_all_ack(&opts).napi()
+            wait_with(&inner, opts, |p, opts| p.wait_for_all_ack(opts).napi())
         })
     }
 
@@ -251,6 +247,7 @@ impl NativeProducer {
         if let Some(p) = producer {
             p.close();
         }
+        self.waiter.drain()?;
         self.queue = None;
         Ok(())
     }

@@ -37,6 +37,32 @@ impl Waiter {
             .send(job)
             .map_err(|_| Error::from_reason("ERR_SHMPIPE_OS: waiter thread is gone"))
     }
+
+    /// Blocks until every job queued so far has run; returns at once if the thread never
+    /// started. A queued job owns its wait's cancel token, which keeps the queue mapped: `close()`
+    /// drains after taking the handle (so those jobs end at once), and then the creator's
+    /// segment is removed before `close()` returns, not later on this thread.
+    pub fn drain(&self) -> Result<()> {
+        let (done, finished) = channel::<()>();
+        {
+            let jobs = self.jobs.lock().map_err(|_| poisoned())?;
+            let Some(tx) = jobs.as_ref() else {
+                return Ok(());
+            };
+            if tx
+                .send(Box::new(move || {
+                    let _ = done.send(());
+                }))
+                .is_err()
+            {
+                return Ok(()); // the thread is gone, and its jobs with it
+            }
+        }
+        // Jobs run in order, each dropped before the next: once this one ran, the others are
+        // gone. An error means the thread ended, which also drops them.
+        let _ = finished.recv();
+        Ok(())
+    }
 }
 
 /// Runs `f` on the handle in `inner` from the JS thread. Fails with `ERR_SHMPIPE_BUSY` while a
@@ -56,6 +82,25 @@ pub fn with_handle<H, T>(
         Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
     };
     f(guard.as_mut().ok_or_else(crate::errors::closed)?)
+}
+
+/// Runs `wait` on the handle in `inner` with `opts`, on the calling (waiter) thread; fails with
+/// `ERR_SHMPIPE_CLOSED` if the handle was closed first. The options (whose cancel token keeps the
+/// queue mapped) are dropped before the lock is released, so a `close()` waiting for the lock
+/// never finds them still alive.
+pub fn wait_with<H>(
+    inner: &Mutex<Option<H>>,
+    opts: shmpipe_core::WaitOptions,
+    wait: impl FnOnce(&mut H, &shmpipe_core::WaitOptions) -> Result<()>,
+) -> Result<()> {
+    let mut guard = inner.lock().map_err(|_| poisoned())?;
+    let result = match guard.as_mut() {
+        Some(handle) => wait(handle, &opts),
+        None => Err(crate::errors::closed()),
+    };
+    drop(opts);
+    drop(guard);
+    result
 }
 
 /// The error for a poisoned lock (a panic on another thread).
