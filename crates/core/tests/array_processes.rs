@@ -2,50 +2,16 @@
 //! (`shmpipe-array-peer`) mapping the same shared memory as this test process.
 
 use shmpipe_core::{Dtype, Error, SharedArray, WaitOptions};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A child peer, killed and reaped when the test ends however it ends.
-struct Peer {
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
+mod common;
 
-impl Peer {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shmpipe-array-peer"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn shmpipe-array-peer");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
+use common::peer::Peer;
 
-    /// The next line the peer prints.
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.out.read_line(&mut s).unwrap();
-        s.trim_end().to_owned()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn wait_success(&mut self) {
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "peer failed: {status}");
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs `shmpipe-array-peer ARGS`.
+fn array_peer(args: &[&str]) -> Peer {
+    Peer::run_program(env!("CARGO_BIN_EXE_shmpipe-array-peer"), args)
 }
 
 /// A shared array made for one test, removed when the test ends.
@@ -88,7 +54,7 @@ fn eight_processes_incrementing_under_the_lock_lose_no_update() {
     const EACH: u64 = 20_000;
     let t = TestArray::new("inc", Dtype::BigUint64, &[2]);
     let mut peers: Vec<Peer> = (0..PROCS)
-        .map(|_| Peer::spawn(&["increment", &t.name, &EACH.to_string()]))
+        .map(|_| array_peer(&["increment", &t.name, &EACH.to_string()]))
         .collect();
     for p in &mut peers {
         assert_eq!(p.line(), "ready");
@@ -114,7 +80,7 @@ fn eight_processes_incrementing_under_the_lock_lose_no_update() {
 #[test]
 fn a_holder_killed_while_holding_is_recovered_and_the_next_holder_is_told() {
     let t = TestArray::new("kill", Dtype::BigUint64, &[2]);
-    let mut holder = Peer::spawn(&["hold", &t.name]);
+    let mut holder = array_peer(&["hold", &t.name]);
     assert_eq!(holder.line(), "held");
     assert_eq!(t.array.lock_holder_pid(), holder.pid());
     // A live holder is never taken over.
@@ -125,7 +91,7 @@ fn a_holder_killed_while_holding_is_recovered_and_the_next_holder_is_told() {
     ));
     assert_eq!(t.array.try_lock().unwrap(), None);
     // SIGKILL, not reaped yet: a zombie counts as dead.
-    holder.child.kill().unwrap();
+    holder.signal(libc::SIGKILL);
     let start = Instant::now();
     let got = t
         .array
@@ -153,18 +119,17 @@ fn a_holder_killed_while_holding_is_recovered_and_the_next_holder_is_told() {
 fn waiters_in_other_processes_recover_a_killed_holder_exactly_once() {
     const EACH: u64 = 200;
     let t = TestArray::new("wait", Dtype::BigUint64, &[2]);
-    let mut holder = Peer::spawn(&["hold", &t.name]);
+    let mut holder = array_peer(&["hold", &t.name]);
     assert_eq!(holder.line(), "held");
     let mut waiters: Vec<Peer> = (0..3)
-        .map(|_| Peer::spawn(&["increment", &t.name, &EACH.to_string()]))
+        .map(|_| array_peer(&["increment", &t.name, &EACH.to_string()]))
         .collect();
     for w in &mut waiters {
         assert_eq!(w.line(), "ready"); // element 1 is set (by the holder): they go at once
     }
     std::thread::sleep(Duration::from_millis(300)); // all three are waiting by now
     assert_eq!(t.u64_at(0), 0);
-    holder.child.kill().unwrap();
-    holder.child.wait().unwrap();
+    holder.kill(); // and reaped
     let mut recovered = 0;
     for w in &mut waiters {
         let line = w.line();
@@ -179,17 +144,17 @@ fn waiters_in_other_processes_recover_a_killed_holder_exactly_once() {
 #[test]
 fn a_child_attaches_by_name_learns_dtype_and_shape_and_writes_in_place() {
     let t = TestArray::new("io", Dtype::Float64, &[10_000, 100]);
-    let mut d = Peer::spawn(&["describe", &t.name]);
+    let mut d = array_peer(&["describe", &t.name]);
     assert_eq!(d.line(), "float64 10000x100");
     d.wait_success();
-    let mut w = Peer::spawn(&["write", &t.name, "999999", "-1.25"]);
+    let mut w = array_peer(&["write", &t.name, "999999", "-1.25"]);
     assert_eq!(w.line(), "ok");
     w.wait_success();
     // SAFETY: the last of 1,000,000 f64s; the writer has exited.
     let v = unsafe { (t.array.as_ptr() as *const f64).add(999_999).read() };
     assert_eq!(v, -1.25);
     let other = TestArray::new("io", Dtype::Int16, &[2, 3, 4]);
-    let mut d = Peer::spawn(&["describe", &other.name]);
+    let mut d = array_peer(&["describe", &other.name]);
     assert_eq!(d.line(), "int16 2x3x4");
     d.wait_success();
 }

@@ -4,52 +4,11 @@
 mod common;
 
 use common::pattern;
+use common::peer::Peer;
 use common::shm::{creator_pid_on_disk, our_segments};
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A child peer, killed when the test ends however it ends.
-struct Peer {
-    child: Child,
-    out: BufReader<ChildStdout>,
-}
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shmpipe-peer"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn shmpipe-peer");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Self { child, out }
-    }
-
-    /// The next line the peer prints.
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.out.read_line(&mut s).unwrap();
-        s.trim_end().to_owned()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn wait_success(&mut self) {
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "peer failed: {status}");
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn queue(capacity: u32, bytes: u64) -> Queue {
     Queue::create(&QueueOptions {
@@ -78,7 +37,7 @@ fn spsc_100k_random_sizes_every_byte_checked_with_many_wraps() {
     })
     .unwrap();
     let n = 100_000u64;
-    let mut peer = Peer::spawn(&["produce", q.name(), "7", &n.to_string(), "0", "3000", "42"]);
+    let mut peer = Peer::run(&["produce", q.name(), "7", &n.to_string(), "0", "3000", "42"]);
     let mut c = q.consumer().unwrap();
     let mut bytes = 0u64;
     for expected in 0..n {
@@ -103,7 +62,7 @@ fn eight_producer_processes_keep_order_and_checksums() {
     let per = 10_000u64;
     let mut peers: Vec<Peer> = (0..8u32)
         .map(|id| {
-            Peer::spawn(&[
+            Peer::run(&[
                 "produce",
                 q.name(),
                 &id.to_string(),
@@ -139,7 +98,7 @@ fn eight_producer_processes_keep_order_and_checksums() {
 #[test]
 fn a_message_larger_than_the_data_area_goes_through() {
     let q = queue(4, 4096);
-    let mut peer = Peer::spawn(&["produce-huge", q.name(), "3", "10000000"]);
+    let mut peer = Peer::run(&["produce-huge", q.name(), "3", "10000000"]);
     let mut c = q.consumer().unwrap();
     let m = c.recv(&within(Duration::from_secs(20))).unwrap();
     assert!(m.is_blob());
@@ -161,7 +120,7 @@ fn a_message_larger_than_the_data_area_goes_through() {
 fn a_message_over_4_gib_goes_through() {
     let q = queue(4, 1 << 20);
     let bytes: u64 = (4u64 << 30) + 500_000_000;
-    let _peer = Peer::spawn(&["produce-huge", q.name(), "9", &bytes.to_string()]);
+    let _peer = Peer::run(&["produce-huge", q.name(), "9", &bytes.to_string()]);
     let mut c = q.consumer().unwrap();
     let m = c.recv(&within(Duration::from_secs(300))).unwrap();
     assert_eq!(m.len() as u64, pattern::HEADER as u64 + bytes);
@@ -172,7 +131,7 @@ fn a_message_over_4_gib_goes_through() {
 fn waits_time_out_across_processes() {
     // Empty queue with a live producer process that sends nothing yet.
     let q = queue(2, 4096);
-    let mut holder = Peer::spawn(&["ack-wait", q.name()]);
+    let mut holder = Peer::run(&["ack-wait", q.name()]);
     let mut c = q.consumer().unwrap();
     assert_eq!(holder.line(), "sent");
     drop(c.recv(&within(Duration::from_secs(5))).unwrap());
@@ -188,7 +147,7 @@ fn waits_time_out_across_processes() {
 
     // Full queue held by a consumer process that never reads.
     let q = queue(2, 4096);
-    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    let mut consumer = Peer::run(&["consume-hold", q.name()]);
     assert_eq!(consumer.line(), "ready");
     let mut p = q.producer().unwrap();
     p.send(b"1", &WaitOptions::forever()).unwrap();
@@ -213,12 +172,12 @@ fn producer_killed_mid_write_leaves_no_torn_message() {
         let q = queue(16, ring);
         let mut c = q.consumer().unwrap();
         let bytes = bytes.to_string();
-        let mut victim = Peer::spawn(&["produce-huge", q.name(), "2", &bytes, "stall"]);
+        let mut victim = Peer::run(&["produce-huge", q.name(), "2", &bytes, "stall"]);
         let line = victim.line();
         let blob = line.strip_prefix("writing ").unwrap().to_owned();
         assert_eq!(victim.line(), "stalled");
         // The survivor's messages queue up behind the victim's half-written one.
-        let mut survivor = Peer::spawn(&["produce", q.name(), "1", "2000", "0", "1000", "5"]);
+        let mut survivor = Peer::run(&["produce", q.name(), "1", "2000", "0", "1000", "5"]);
         std::thread::sleep(Duration::from_millis(50));
         victim.kill();
         let mut got = 0;
@@ -251,11 +210,11 @@ fn producer_killed_mid_write_leaves_no_torn_message() {
 #[test]
 fn consumer_killed_while_producers_wait_gives_peer_gone_within_a_second() {
     let q = queue(4, 4096);
-    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    let mut consumer = Peer::run(&["consume-hold", q.name()]);
     assert_eq!(consumer.line(), "ready");
-    let mut filler = Peer::spawn(&["fill", q.name()]);
+    let mut filler = Peer::run(&["fill", q.name()]);
     assert_eq!(filler.line(), "full");
-    let mut acker = Peer::spawn(&["ack-wait", q.name()]);
+    let mut acker = Peer::run(&["ack-wait", q.name()]);
     let mut p = q.producer().unwrap();
     let waiter = std::thread::spawn(move || {
         let r = p.send(b"blocked", &WaitOptions::forever());
@@ -282,7 +241,7 @@ fn consumer_killed_while_producers_wait_gives_peer_gone_within_a_second() {
 #[test]
 fn blobs_queued_for_a_killed_consumer_are_removed_by_the_producer_that_finds_it_dead() {
     let q = queue(2, 4096);
-    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    let mut consumer = Peer::run(&["consume-hold", q.name()]);
     assert_eq!(consumer.line(), "ready");
     let mut p = q.producer().unwrap();
     let mut names = Vec::new();
@@ -311,7 +270,7 @@ fn a_consumer_taking_over_from_a_dead_one_frees_what_it_released() {
     for i in 1..=3u8 {
         p.send(&[i; 100], &WaitOptions::forever()).unwrap();
     }
-    let mut dead = Peer::spawn(&["consume-out-of-order", q.name()]);
+    let mut dead = Peer::run(&["consume-out-of-order", q.name()]);
     assert_eq!(dead.line(), "holding");
     dead.kill();
     // The message it held is delivered again; the two it released are not.
@@ -337,7 +296,7 @@ fn a_consumer_taking_over_from_a_dead_one_frees_what_it_released() {
 #[test]
 fn the_creator_removes_queued_blobs_when_it_closes_after_the_consumer_died() {
     let q = queue(4, 4096);
-    let mut consumer = Peer::spawn(&["consume-hold", q.name()]);
+    let mut consumer = Peer::run(&["consume-hold", q.name()]);
     assert_eq!(consumer.line(), "ready");
     let mut p = q.producer().unwrap();
     let mut loan = p.reserve(5000, &WaitOptions::forever()).unwrap();
@@ -389,7 +348,7 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
     let per = 3_000u64;
     let mut stable: Vec<Peer> = (0..7u32)
         .map(|id| {
-            Peer::spawn(&[
+            Peer::run(&[
                 "produce",
                 q.name(),
                 &id.to_string(),
@@ -423,7 +382,7 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
     for k in 0..50u32 {
         let id = 100 + k;
         // Payloads up to 200 KB: some travel as blobs (more than half the 256 KiB ring).
-        let mut victim = Peer::spawn(&[
+        let mut victim = Peer::run(&[
             "produce-until-killed",
             q.name(),
             &id.to_string(),
@@ -431,7 +390,7 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
             "200000",
             &k.to_string(),
         ]);
-        victim_pids.push(victim.child.id());
+        victim_pids.push(victim.pid());
         assert_eq!(victim.line(), "ready", "victim {k} registered");
         std::thread::sleep(Duration::from_micros(rng.next_u64() % 30_000));
         victim.kill();

@@ -8,7 +8,7 @@ pub mod pattern;
 #[allow(dead_code)]
 pub mod shm;
 
-// Child processes for the cleanup tests (the older tests have their own).
+// Child processes of the tests.
 #[cfg(unix)]
 #[allow(dead_code)]
 pub mod peer;

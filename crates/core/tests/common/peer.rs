@@ -1,6 +1,6 @@
-//! A `shmpipe-peer` child process for the cleanup tests: started with extra environment or
-//! through a wrapper command, its lines read one by one, signalled, and always killed and reaped
-//! when the test ends however it ends.
+//! A child process of the integration tests (`shmpipe-peer`, or another program such as
+//! `shmpipe-array-peer`): started with extra environment or through a wrapper command, its lines
+//! read one by one, signalled, and always killed and reaped when the test ends however it ends.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -21,6 +21,18 @@ impl Peer {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(PEER);
         cmd.args(args).envs(env.iter().copied());
+        Self::start(cmd)
+    }
+
+    /// Runs `shmpipe-peer ARGS`.
+    pub fn run(args: &[&str]) -> Self {
+        Self::spawn(args, &[])
+    }
+
+    /// Runs `program ARGS` (another helper binary).
+    pub fn run_program(program: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         Self::start(cmd)
     }
 
@@ -76,6 +88,12 @@ impl Peer {
             .exit_within(limit)
             .unwrap_or_else(|| panic!("the peer still runs after {limit:?}"));
         status.signal()
+    }
+
+    /// Waits for the child to exit and asserts that it succeeded.
+    pub fn wait_success(&mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "peer failed: {status}");
     }
 
     /// Kills the child with SIGKILL and reaps it.
