@@ -304,13 +304,10 @@ impl Consumer {
     /// padding, a blob, a skipped or corrupt record): `poll` then handles it.
     #[inline(always)]
     fn take_fast(&mut self) -> Option<InlineRecord> {
-        let s = &*self.shared;
-        if s.uses_published() && self.read_pos == self.published {
-            self.published = s.header().published.0.load(Ordering::Acquire);
-            if self.read_pos == self.published {
-                return None;
-            }
+        if self.caught_up() {
+            return None;
         }
+        let s = &*self.shared;
         let pos = self.read_pos;
         let rec = s.record(pos);
         if rec.stamp.load(Ordering::Acquire) != s.stamp(pos, state::COMMITTED)
@@ -426,16 +423,23 @@ impl Consumer {
 
     /// Like `poll`; with `take` false it stops at a ready message without taking it.
     fn poll_inner(&mut self, take: bool) -> Result<Found> {
-        let s = &*self.shared;
-        if s.uses_published() && self.read_pos == self.published {
-            // Caught up with what the producer finished: look at the one line it writes per
-            // message, not at the record it may be writing now.
-            self.published = s.header().published.0.load(Ordering::Acquire);
-            if self.read_pos == self.published {
-                return Ok(Found::Nothing);
-            }
+        if self.caught_up() {
+            return Ok(Found::Nothing);
         }
         self.poll_records(take)
+    }
+
+    /// Whether a single-producer queue's producer has finished nothing past the read position:
+    /// then there is nothing to read, and the only line read was the one the producer writes per
+    /// message, not the record it may be writing now. Always false for other queues.
+    #[inline(always)]
+    fn caught_up(&mut self) -> bool {
+        let s = &*self.shared;
+        if !s.uses_published() || self.read_pos != self.published {
+            return false;
+        }
+        self.published = s.header().published.0.load(Ordering::Acquire);
+        self.read_pos == self.published
     }
 
     /// Reads the records from the read position on, whatever `published` says: after
