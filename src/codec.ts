@@ -181,8 +181,11 @@ const VIEW_CTORS: readonly ViewCtor[] = [
 const VIEW_NAMES = VIEW_CTORS.map((c) => c.name)
 const ELEMENT_SIZE = [1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 1, 1]
 
-/** Error constructors, by the index stored after T_ERROR (the same ones v8 keeps). */
-const ERROR_CTORS: readonly ErrorConstructor[] = [
+/**
+ * Error constructors, by the index stored after T_ERROR (the same ones v8 keeps). The pool
+ * revives workers' errors with them too.
+ */
+export const ERROR_CTORS: readonly ErrorConstructor[] = [
   Error,
   EvalError,
   RangeError,

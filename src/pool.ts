@@ -22,7 +22,7 @@ import { availableParallelism } from 'node:os'
 import { extname, resolve as resolvePath } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
-import { encode } from './codec.js'
+import { encode, ERROR_CTORS } from './codec.js'
 import {
   ERR_SHMPIPE_CLOSED,
   ERR_SHMPIPE_INVALID_ARGUMENT,
@@ -217,21 +217,11 @@ export function workerExecArgv(execArgv: readonly string[] = process.execArgv): 
   return out
 }
 
-const ERROR_CTORS: Record<string, ErrorConstructor> = {
-  Error,
-  EvalError,
-  RangeError,
-  ReferenceError,
-  SyntaxError,
-  TypeError,
-  URIError,
-}
-
 /** Rebuilds a worker's error in this process (or returns the thrown non-Error value). */
 function reviveError(info: ErrorInfo): unknown {
   if (info.name === undefined) return 'value' in info ? info.value : info.message
   const options = info.cause === undefined ? undefined : { cause: reviveError(info.cause) }
-  const Ctor = ERROR_CTORS[info.name] ?? Error
+  const Ctor = ERROR_CTORS.find((c) => c.name === info.name) ?? Error
   const err = new Ctor(info.message, options) as Error & { code?: string | number }
   if (err.name !== info.name) {
     Object.defineProperty(err, 'name', {
