@@ -11,8 +11,6 @@
 import { fork, type ChildProcess } from 'node:child_process'
 
 import {
-  checkMessage,
-  isControl,
   makePayload,
   childExecArgv,
   repoRoot,
@@ -20,7 +18,7 @@ import {
   type CellConfig,
   type ControlMessage,
 } from './common.js'
-import { parentInbox, type ConsumerSide, type ProducerSide } from './harness.js'
+import { eventConsumer, parentInbox, type ConsumerSide, type ProducerSide } from './harness.js'
 
 /** Resolves when `child` has exited; rejects if it failed. */
 export function exited(child: ChildProcess, what: string): Promise<void> {
@@ -35,53 +33,18 @@ export function exited(child: ChildProcess, what: string): Promise<void> {
 
 /** The consumer's side: forks the producer and receives its messages. */
 export function childProcessConsumer(cfg: CellConfig): ConsumerSide {
-  const { size, verify } = cfg
   const child = fork(roleScript, ['producer', JSON.stringify(cfg)], {
     cwd: repoRoot,
     execArgv: childExecArgv(),
     serialization: 'advanced',
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
-  const done = exited(child, 'the child_process producer')
-  let delivered = 0
-  let bad = 0
-  let target = 0
-  let wake: (() => void) | null = null
-  let fail: (err: Error) => void = () => {}
-  let starts: (s: string[]) => void = () => {}
-  const startsReceived = new Promise<string[]>((resolve) => (starts = resolve))
-  child.on('message', (m: unknown) => {
-    if (m instanceof Uint8Array) {
-      if (!checkMessage(m, size, verify, delivered++)) bad++
-      if (delivered === target && wake !== null) {
-        const w = wake
-        wake = null
-        w()
-      }
-    } else if (isControl(m, 'starts')) starts(m.starts)
-    else if (isControl(m, 'error')) fail(new Error(m.message))
-  })
-  done.catch((err: Error) => fail(err))
-  return {
-    endpoint: '',
-    receive(n) {
-      target += n
-      if (delivered >= target) return Promise.resolve()
-      return new Promise((resolve, reject) => {
-        wake = resolve
-        fail = reject
-      })
-    },
+  const consumer = eventConsumer(cfg, {
+    done: exited(child, 'the child_process producer'),
     go: (n) => void child.send({ type: 'go', n } satisfies ControlMessage),
-    starts: () => startsReceived,
-    get delivered() {
-      return delivered
-    },
-    get bad() {
-      return bad
-    },
-    close: () => done,
-  }
+  })
+  child.on('message', consumer.onMessage)
+  return consumer.side
 }
 
 /** The producer's side (forked by the consumer): sends on its IPC channel. */

@@ -7,6 +7,7 @@
  */
 
 import {
+  checkMessage,
   isControl,
   now,
   roundCount,
@@ -30,6 +31,64 @@ export interface ConsumerSide {
   readonly bad: number
   /** Closes the transport (and waits for a producer this side started). */
   close(): Promise<void>
+}
+
+/**
+ * The consumer's end of a transport whose messages arrive as events (`child_process`,
+ * `worker_threads`): attach `onMessage` to the event. It checks and counts the payloads, lets
+ * `receive(n)` wait for `n` more, and takes the producer's start times and errors from the
+ * control messages. `afterEach` runs after each payload with the count so far (for acks).
+ */
+export function eventConsumer(
+  cfg: CellConfig,
+  transport: {
+    done: Promise<void>
+    go: (n: number) => void
+    afterEach?: (delivered: number) => void
+  },
+): { side: ConsumerSide; onMessage: (m: unknown) => void } {
+  const { size, verify } = cfg
+  let delivered = 0
+  let bad = 0
+  let target = 0
+  let wake: (() => void) | null = null
+  let fail: (err: Error) => void = () => {}
+  let starts: (s: string[]) => void = () => {}
+  const startsReceived = new Promise<string[]>((resolve) => (starts = resolve))
+  const onMessage = (m: unknown): void => {
+    if (m instanceof Uint8Array) {
+      if (!checkMessage(m, size, verify, delivered++)) bad++
+      transport.afterEach?.(delivered)
+      if (delivered === target && wake !== null) {
+        const w = wake
+        wake = null
+        w()
+      }
+    } else if (isControl(m, 'starts')) starts(m.starts)
+    else if (isControl(m, 'error')) fail(new Error(m.message))
+  }
+  transport.done.catch((err: Error) => fail(err))
+  const side: ConsumerSide = {
+    endpoint: '',
+    receive(n) {
+      target += n
+      if (delivered >= target) return Promise.resolve()
+      return new Promise((resolve, reject) => {
+        wake = resolve
+        fail = reject
+      })
+    },
+    go: transport.go,
+    starts: () => startsReceived,
+    get delivered() {
+      return delivered
+    },
+    get bad() {
+      return bad
+    },
+    close: () => transport.done,
+  }
+  return { side, onMessage }
 }
 
 /** The producer's end of a transport. */

@@ -12,14 +12,13 @@ import { pathToFileURL } from 'node:url'
 import { parentPort, Worker } from 'node:worker_threads'
 
 import {
-  checkMessage,
   isControl,
   makePayload,
   roleScript,
   type CellConfig,
   type ControlMessage,
 } from './common.js'
-import { Inbox, type ConsumerSide, type ProducerSide } from './harness.js'
+import { eventConsumer, Inbox, type ConsumerSide, type ProducerSide } from './harness.js'
 
 /** Acknowledge after this many messages. */
 function ackEvery(cfg: CellConfig): number {
@@ -28,58 +27,26 @@ function ackEvery(cfg: CellConfig): number {
 
 /** The consumer's side: starts the producer Worker and receives its messages. */
 export function workerThreadsConsumer(cfg: CellConfig): ConsumerSide {
-  const { size, verify } = cfg
   // tsx is registered in the worker first, so that it can run role.ts.
   const code = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(pathToFileURL(roleScript).href)}) })` // prettier-ignore
   const worker = new Worker(code, { eval: true, workerData: { role: 'producer', cfg } })
   const every = ackEvery(cfg)
-  let delivered = 0
-  let bad = 0
-  let target = 0
-  let wake: (() => void) | null = null
-  let fail: (err: Error) => void = () => {}
-  let starts: (s: string[]) => void = () => {}
-  const startsReceived = new Promise<string[]>((resolve) => (starts = resolve))
   const done = new Promise<void>((resolve, reject) => {
     worker.on('error', reject)
     worker.on('exit', (code) =>
       code === 0 ? resolve() : reject(new Error(`the producer worker exited with ${code}`)),
     )
   })
-  worker.on('message', (m: unknown) => {
-    if (m instanceof Uint8Array) {
-      if (!checkMessage(m, size, verify, delivered++)) bad++
+  const consumer = eventConsumer(cfg, {
+    done,
+    go: (n) => worker.postMessage({ type: 'go', n } satisfies ControlMessage),
+    afterEach: (delivered) => {
       if (delivered % every === 0)
         worker.postMessage({ type: 'ack', delivered } satisfies ControlMessage)
-      if (delivered === target && wake !== null) {
-        const w = wake
-        wake = null
-        w()
-      }
-    } else if (isControl(m, 'starts')) starts(m.starts)
-    else if (isControl(m, 'error')) fail(new Error(m.message))
+    },
   })
-  done.catch((err: Error) => fail(err))
-  return {
-    endpoint: '',
-    receive(n) {
-      target += n
-      if (delivered >= target) return Promise.resolve()
-      return new Promise((resolve, reject) => {
-        wake = resolve
-        fail = reject
-      })
-    },
-    go: (n) => worker.postMessage({ type: 'go', n } satisfies ControlMessage),
-    starts: () => startsReceived,
-    get delivered() {
-      return delivered
-    },
-    get bad() {
-      return bad
-    },
-    close: () => done,
-  }
+  worker.on('message', consumer.onMessage)
+  return consumer.side
 }
 
 /** The producer's side (in the Worker): posts to the main thread. */
