@@ -1,6 +1,7 @@
 //! The receiving side: read committed records in place, release them in any order, and pass
 //! over what dead or aborting producers left behind.
 
+use crate::blob::{self, BlobCache};
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
@@ -10,6 +11,7 @@ use crate::layout::{
 use crate::name::validate_name;
 use crate::queue::{stamp_state, QueueShared};
 use crate::segment::{Segment, SegmentKind};
+use std::collections::HashSet;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,8 @@ pub struct Consumer {
     published: u64,
     /// Membership counter as of the last health check.
     seen_membership: u32,
+    /// Mappings of blobs that their producers keep for reuse.
+    blobs: BlobCache,
     closed: bool,
 }
 
@@ -49,10 +53,10 @@ enum Body {
         producer: u32,
         generation: u32,
     },
-    /// In a segment of its own, already unlinked: independent of the queue. Boxed, so that
-    /// messages (moved on every receive) stay small. The length is the one checked at open, never
-    /// re-read from the segment (whose producer may still have it mapped).
-    Blob(Box<Segment>, usize),
+    /// In a segment of its own, already unlinked: independent of the queue. Shared with the
+    /// consumer's [`BlobCache`] when the producer keeps the blob for reuse. The length is the one
+    /// checked at receipt, never re-read from the shared descriptor.
+    Blob(Arc<Segment>, usize),
 }
 
 // SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
@@ -88,6 +92,15 @@ impl Message {
     pub fn is_blob(&self) -> bool {
         matches!(self.body, Body::Blob(..))
     }
+
+    /// The name of the segment of its own that the message travelled in, if any. A producer
+    /// reuses such segments once released, so later messages may carry the same name.
+    pub fn blob_name(&self) -> Option<&str> {
+        match &self.body {
+            Body::Blob(seg, _) => Some(seg.name()),
+            Body::Inline { .. } => None,
+        }
+    }
 }
 
 impl Drop for Message {
@@ -103,6 +116,9 @@ impl Drop for Message {
             release(shared, *pos, Some((*producer, *generation)));
             // After the release: a consumer that sees no handle held sees its effects too.
             shared.held.fetch_sub(1, Ordering::Release);
+        } else if let Body::Blob(seg, _) = &self.body {
+            // Its producer may write the next message into it now.
+            blob::release(seg);
         }
     }
 }
@@ -250,6 +266,7 @@ impl Consumer {
             read_pos,
             published,
             seen_membership: u32::MAX,
+            blobs: BlobCache::default(),
             closed: false,
         }
     }
@@ -491,11 +508,11 @@ impl Consumer {
                     generation: producer.1,
                 })),
                 kind::BLOB => {
-                    let opened = self.open_blob(pos, len);
+                    let opened = open_blob(s, &mut self.blobs, pos, len);
                     release(s, pos, Some(producer));
                     opened.map(|(seg, blob_len)| {
                         Found::Blob(Message {
-                            body: Body::Blob(Box::new(seg), blob_len),
+                            body: Body::Blob(seg, blob_len),
                         })
                     })
                 }
@@ -507,35 +524,21 @@ impl Consumer {
         }
     }
 
-    /// Reads the blob descriptor at `pos` and maps its segment; the name is removed at once (on
-    /// Unix the mapping outlives the name), so a crash of this process leaks nothing.
-    fn open_blob(&self, pos: u64, len: u64) -> Result<(Segment, usize)> {
-        let s = &*self.shared;
-        let desc = read_descriptor(s, pos, len)?;
-        let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
-        let opened = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
-            .ok()
-            .filter(|seg| seg.body_len() as u64 == desc.len)
-            .and_then(|seg| usize::try_from(desc.len).ok().map(|n| (seg, n)));
-        let Some((mut seg, blob_len)) = opened else {
-            // Nobody else will ever map it: do not leave the name behind.
-            let _ = crate::segment::unlink(name);
-            return Err(s.corrupt());
-        };
-        if cfg!(unix) {
-            let _ = crate::segment::unlink(name);
-        } else {
-            seg.adopt();
-        }
-        Ok((seg, blob_len))
-    }
-
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
     /// read position, and reports the end of the stream once no producer is left.
     fn health(&mut self, take: bool) -> Result<Option<Found>> {
         let shared = self.shared.clone();
         let s = &*shared;
         self.seen_membership = s.header().membership.0.load(Ordering::Acquire);
+        let read_pos = self.read_pos;
+        self.blobs.sweep();
+        self.blobs.sweep_dead(|| {
+            let mut names = HashSet::new();
+            s.for_each_queued_blob(read_pos, |name| {
+                names.insert(name.to_owned());
+            });
+            names
+        });
         let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
@@ -696,6 +699,11 @@ impl Consumer {
         Ok(true)
     }
 
+    /// How many blob mappings this consumer keeps for their producers to reuse.
+    pub fn kept_blob_mappings(&self) -> usize {
+        self.blobs.len()
+    }
+
     /// Closes the consumer: producers waiting for space see [`Error::Closed`].
     pub fn close(mut self) {
         self.close_inner();
@@ -712,6 +720,7 @@ impl Consumer {
             .store(pack_consumer(entry::CLOSED, generation), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.shared.remove_undelivered_blobs(self.read_pos);
+        self.blobs.clear();
         self.shared.header().space_event.0.wake();
     }
 }
@@ -730,6 +739,46 @@ fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: 
     rec.producer.store(index, Ordering::Relaxed);
     rec.generation.store(0, Ordering::Relaxed);
     rec.stamp.store(s.stamp(pos, st), Ordering::Release);
+}
+
+/// Maps the blob described by the record at `pos`: from `cache` if its producer reused a blob this
+/// consumer mapped before, else by name. A name is removed as soon as it is mapped (on Unix the
+/// mapping outlives the name), so a crash of this process leaks nothing.
+fn open_blob(
+    s: &QueueShared,
+    cache: &mut BlobCache,
+    pos: u64,
+    len: u64,
+) -> Result<(Arc<Segment>, usize)> {
+    let desc = read_descriptor(s, pos, len)?;
+    let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
+    let blob_len = usize::try_from(desc.len).map_err(|_| s.corrupt())?;
+    // Filled for us: phase SENT (its producer may have given it up since).
+    let usable = |seg: &Segment| blob_len <= seg.body_len() && blob::is_sent(seg);
+    let seg = if let Some(seg) = cache.get(name) {
+        if !usable(&seg) {
+            return Err(s.corrupt());
+        }
+        seg
+    } else {
+        let opened = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
+            .ok()
+            .filter(|seg| usable(seg));
+        let Some(mut seg) = opened else {
+            // Nobody else will ever map it: do not leave the name behind.
+            let _ = crate::segment::unlink(name);
+            return Err(s.corrupt());
+        };
+        if cfg!(unix) {
+            let _ = crate::segment::unlink(name);
+        } else {
+            seg.adopt();
+        }
+        cache.insert(seg)
+    };
+    // After the lookup: what it unmaps is never the blob just received (we hold it).
+    cache.sweep();
+    Ok((seg, blob_len))
 }
 
 fn read_descriptor(s: &QueueShared, pos: u64, len: u64) -> Result<BlobDescriptor> {

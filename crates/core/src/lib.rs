@@ -27,6 +27,7 @@
 
 mod array;
 mod array_lock;
+mod blob;
 mod consumer;
 mod error;
 mod event;
@@ -45,6 +46,7 @@ pub use array::{
     Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,
 };
 pub use array_lock::{Acquired, LOCK_SPIN};
+pub use blob::MAX_KEPT as MAX_KEPT_BLOBS;
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
@@ -59,4 +61,4 @@ pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZ
 pub use signals::{install_signal_cleanup, SignalSetup};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;

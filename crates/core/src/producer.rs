@@ -1,5 +1,6 @@
 //! The sending side: claim space with one CAS, write in place, commit.
 
+use crate::blob::{self, KeptBlobs};
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
@@ -36,14 +37,29 @@ pub struct Producer {
     committed: u64,
     /// The position just past this producer's latest claim.
     latest_end: u64,
+    /// Blobs sent before, kept for the next large messages.
+    kept: KeptBlobs,
     closed: bool,
 }
 
 /// Where a claimed record's payload goes.
 enum Target {
     Inline,
-    /// Boxed: a `Segment` is large, and claims are moved on every message's hot path.
-    Blob(Box<Segment>),
+    /// A blob made for this message. Boxed: a `Segment` is large, and claims are moved on every
+    /// message's hot path.
+    Fresh(Box<Segment>),
+    /// A kept blob taken back for this message (see [`crate::blob`]).
+    Reused(Arc<Segment>),
+}
+
+impl Target {
+    fn blob(&self) -> Option<&Segment> {
+        match self {
+            Target::Inline => None,
+            Target::Fresh(seg) => Some(seg),
+            Target::Reused(seg) => Some(seg),
+        }
+    }
 }
 
 /// Space reserved in the queue: write the message into [`as_mut_slice`](Self::as_mut_slice), then
@@ -91,6 +107,7 @@ impl Producer {
             head_cache_tail,
             committed: 0,
             latest_end: u64::MAX,
+            kept: KeptBlobs::new(),
             closed: false,
         }
     }
@@ -296,7 +313,7 @@ impl Producer {
     }
 
     fn commit_claimed(&mut self, c: &mut Claimed) {
-        if let Target::Blob(seg) = &mut c.target {
+        if let Target::Fresh(seg) = &mut c.target {
             seg.publish_ready();
             seg.disown(); // the consumer removes it once it has mapped it
         }
@@ -306,13 +323,18 @@ impl Producer {
             Ordering::Release,
         );
         self.shared.publish(c.end, c.end == self.latest_end);
-        if let Target::Blob(seg) = &c.target {
+        if let Some(seg) = c.target.blob() {
             // A consumer that closes removes the blobs it finds committed; one that closed just
             // before our commit may have missed ours, so remove it here (removal is idempotent).
             fence(Ordering::SeqCst);
             let consumer = self.shared.header().consumer.0.state.load(Ordering::SeqCst);
             if consumer_state(consumer) == entry::CLOSED {
                 let _ = crate::segment::unlink(seg.name());
+            }
+            if let Target::Fresh(seg) = std::mem::replace(&mut c.target, Target::Inline) {
+                if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
+                    self.kept.keep(*seg, consumer_generation(consumer));
+                }
             }
         }
         self.count_commit();
@@ -403,38 +425,25 @@ impl Producer {
                     limit: usize::MAX as u64,
                 });
             }
-            // Named in our entry first: if we die before the blob is in a record, whoever finds
-            // us dead removes it.
-            let name = crate::name::random_name();
-            let claims = &self.entry().claims.0;
-            claims.set_blob_name(&name);
-            match Segment::create_named(&name, SegmentKind::Blob, len) {
-                Ok(seg) => Target::Blob(Box::new(seg)),
-                Err(e) => {
-                    claims.clear_blob_name();
-                    return Err(e);
-                }
-            }
+            self.blob_target(len)?
         } else {
             Target::Inline
         };
+        let fresh = matches!(target, Target::Fresh(_));
         let (record_len, record_kind) = if is_blob {
             (BLOB_DESCRIPTOR_SIZE, kind::BLOB)
         } else {
             (len, kind::INLINE)
         };
-        let desc = match &target {
-            Target::Blob(seg) => {
-                let mut desc = BlobDescriptor {
-                    len,
-                    name_len: seg.name().len() as u64,
-                    name: [0; 32],
-                };
-                desc.name[..seg.name().len()].copy_from_slice(seg.name().as_bytes());
-                Some(desc)
-            }
-            Target::Inline => None,
-        };
+        let desc = target.blob().map(|seg| {
+            let mut desc = BlobDescriptor {
+                len,
+                name_len: seg.name().len() as u64,
+                name: [0; 32],
+            };
+            desc.name[..seg.name().len()].copy_from_slice(seg.name().as_bytes());
+            desc
+        });
         let claimed = match (
             self.try_claim(units, record_len, record_kind, desc.as_ref()),
             wait,
@@ -455,21 +464,25 @@ impl Producer {
         let pos = match claimed {
             Ok(Some(pos)) => pos,
             failed => {
-                // Remove an unqueued blob before forgetting its name.
+                // Remove an unqueued fresh blob before forgetting its name; a reused one is
+                // free for the next message again.
+                if let Target::Reused(seg) = &target {
+                    blob::release(seg);
+                }
                 drop(target);
-                if is_blob {
+                if fresh {
                     self.entry().claims.0.clear_blob_name();
                 }
                 return failed.map(|_| None);
             }
         };
-        if is_blob {
+        if fresh {
             // The record's descriptor names the blob now.
             self.entry().claims.0.clear_blob_name();
         }
-        let ptr = match &target {
-            Target::Inline => self.shared.payload(pos),
-            Target::Blob(seg) => seg.body_ptr(),
+        let ptr = match target.blob() {
+            None => self.shared.payload(pos),
+            Some(seg) => seg.body_ptr(),
         };
         let end = (pos + units) & POS_MASK;
         self.latest_end = end;
@@ -480,6 +493,47 @@ impl Producer {
             len: len as usize,
             target,
         }))
+    }
+
+    /// The blob for a message of `len` bytes: a kept one the consumer released, else a fresh one.
+    fn blob_target(&mut self, len: u64) -> Result<Target> {
+        let consumer = self
+            .shared
+            .header()
+            .consumer
+            .0
+            .state
+            .load(Ordering::Acquire);
+        if let Some(seg) = self.kept.reuse(len, consumer_generation(consumer)) {
+            return Ok(Target::Reused(seg));
+        }
+        // Named in our entry first: if we die before the blob is in a record, whoever finds us
+        // dead removes it.
+        let name = crate::name::random_name();
+        let claims = &self.entry().claims.0;
+        claims.set_blob_name(&name);
+        match Segment::create_named(&name, SegmentKind::Blob, len) {
+            Ok(seg) => {
+                blob::init(&seg, self.kept.would_keep(len));
+                Ok(Target::Fresh(Box::new(seg)))
+            }
+            Err(e) => {
+                claims.clear_blob_name();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets how many bytes of sent blobs this producer keeps for reuse (see [`crate::blob`]);
+    /// 0 turns reuse off. The default is an eighth of `/dev/shm` on Linux (at most 2 GiB), 1 GiB
+    /// elsewhere.
+    pub fn set_blob_keep_limit(&mut self, bytes: u64) {
+        self.kept.set_limit(bytes);
+    }
+
+    /// The bytes of sent blobs this producer keeps for reuse now.
+    pub fn kept_blob_bytes(&self) -> u64 {
+        self.kept.kept_bytes()
     }
 
     /// Sends a copy of `bytes`, waiting while the queue is full.
@@ -559,6 +613,7 @@ impl Producer {
             return;
         }
         self.closed = true;
+        self.kept.clear();
         let h = self.shared.header();
         let identity = &self.entry().identity.0;
         let word = identity.load();
@@ -630,14 +685,15 @@ impl Claimed {
     }
 
     fn blob_name(&self) -> Option<&str> {
-        match &self.target {
-            Target::Blob(seg) => Some(seg.name()),
-            Target::Inline => None,
-        }
+        self.target.blob().map(Segment::name)
     }
 
-    /// Marks the record to be passed over; a blob segment is removed as the claim drops.
+    /// Marks the record to be passed over. A fresh blob segment is removed as the claim drops; a
+    /// reused one is free for the next message again.
     fn abort(&self, shared: &QueueShared) {
+        if let Target::Reused(seg) = &self.target {
+            blob::release(seg);
+        }
         shared
             .record(self.pos)
             .stamp

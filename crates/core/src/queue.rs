@@ -152,6 +152,13 @@ impl QueueShared {
     /// several processes may sweep at once; a producer that commits a blob after the consumer
     /// closed removes its own (see `Producer::commit`).
     pub fn remove_undelivered_blobs(&self, from: u64) {
+        self.for_each_queued_blob(from, |name| {
+            let _ = crate::segment::unlink(name);
+        });
+    }
+
+    /// Calls `f` with the name of every blob that a committed record from `from` on describes.
+    pub fn for_each_queued_blob(&self, from: u64, mut f: impl FnMut(&str)) {
         let tail = crate::layout::Cursor(self.header().tail.0.load(Ordering::Acquire)).pos();
         let mut pos = from;
         while pos != tail {
@@ -165,7 +172,7 @@ impl QueueShared {
             if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                 let len = rec.len.load(Ordering::Relaxed);
                 if let Some(name) = crate::consumer::blob_name_at(self, pos, len) {
-                    let _ = crate::segment::unlink(&name);
+                    f(&name);
                 }
             }
             pos = (pos + units) & crate::layout::POS_MASK;

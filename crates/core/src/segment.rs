@@ -57,7 +57,9 @@ pub struct SegmentHeader {
     /// The creator's PID namespace ([`crate::process::pid_namespace`]; 0: not recorded). Added
     /// in a formerly reserved (zero) word, so older segments of the same layout read as "unknown".
     creator_pid_ns: AtomicU64,
-    _reserved: [AtomicU64; 10],
+    /// A word the body's kind may use: a blob's reuse state ([`crate::blob`]).
+    kind_word: AtomicU64,
+    _reserved: [AtomicU64; 9],
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE);
@@ -79,6 +81,11 @@ impl SegmentHeader {
     /// The creator's PID namespace ([`crate::pid_namespace`]), 0 if not recorded.
     pub fn creator_pid_namespace(&self) -> u64 {
         self.creator_pid_ns.load(Ordering::Relaxed)
+    }
+
+    /// The word the body's kind may use (a blob's reuse state); 0 in a new segment.
+    pub(crate) fn kind_word(&self) -> &AtomicU64 {
+        &self.kind_word
     }
 }
 
