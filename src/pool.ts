@@ -87,11 +87,11 @@ export interface ProcessPoolOptions {
   /**
    * Bytes of each of the two pipes per worker (rounded up to a power of two; default 8 MiB),
    * taken from `/dev/shm` when the worker starts. A task (its arguments) or a result up to half
-   * of this is copied through the pipe's ring, which is reused: once a worker has run a few
-   * tasks, the ring's memory is mapped in both processes, and a copy through it runs at memory
-   * speed. A larger one travels in a fresh shared-memory segment of its own, which costs its
-   * pages' allocation and mapping every time (about 3× the copy): for repeated large arrays,
-   * give at least twice the largest (`pipeBytes: 512 * 2 ** 20` for 160 MB arrays).
+   * of this is copied through the pipe's ring; a larger one travels in a shared-memory segment
+   * of its own, which the sending side keeps and reuses for the next large message of about its
+   * size once the other side is done with it (see the README's "Large messages"). Either way,
+   * once a worker has run a few tasks the memory is mapped in both processes and a copy runs at
+   * memory speed, so the default suits large arrays too.
    */
   pipeBytes?: number
   /**
