@@ -28,7 +28,7 @@ use crate::process::{pid_namespace, ProcessIdentity};
 use crate::segment::Segment;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Phase: filled, queued or held by the consumer.
 pub const SENT: u64 = 1;
@@ -86,30 +86,41 @@ fn give_up(seg: &Segment, flag: u64) {
     state_word(seg).fetch_or(flag, Ordering::AcqRel);
 }
 
-/// How many bytes of blobs a producer keeps by default: an eighth of the shared-memory
-/// filesystem (at most 2 GiB) on Linux, where `/dev/shm` is often small (64 MiB in a default
-/// Docker container: there nothing is kept), and 1 GiB elsewhere.
-pub fn default_keep_limit() -> u64 {
-    const CAP: u64 = 2 << 30;
-    #[cfg(target_os = "linux")]
-    {
-        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-        // SAFETY: the path is a NUL-terminated C string and `st` is a valid out pointer that
-        // statvfs fills completely when it returns 0.
-        if unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) } == 0 {
-            // SAFETY: statvfs returned 0, so it initialised `st`.
-            let st = unsafe { st.assume_init() };
-            // The fields are narrower on some 32-bit targets.
-            #[allow(clippy::unnecessary_cast)]
-            let bytes = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
-            return (bytes / 8).min(CAP);
+/// How many bytes of blobs the producers of one process keep in all: an eighth of the
+/// shared-memory filesystem, at most 1 GiB, on Linux (where `/dev/shm` is often small: 64 MiB in
+/// a default Docker container, and there nothing is kept), and 1 GiB elsewhere. Read once.
+pub fn process_keep_budget() -> u64 {
+    static BUDGET: OnceLock<u64> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        const CAP: u64 = 1 << 30;
+        #[cfg(target_os = "linux")]
+        {
+            let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+            // SAFETY: the path is a NUL-terminated C string and `st` is a valid out pointer
+            // that statvfs fills completely when it returns 0.
+            if unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) } == 0 {
+                // SAFETY: statvfs returned 0, so it initialised `st`.
+                let st = unsafe { st.assume_init() };
+                // The fields are narrower on some 32-bit targets.
+                #[allow(clippy::unnecessary_cast)]
+                let bytes = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
+                return (bytes / 8).min(CAP);
+            }
+            0
         }
-        0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        CAP / 2
-    }
+        #[cfg(not(target_os = "linux"))]
+        {
+            CAP
+        }
+    })
+}
+
+/// Bytes of blobs kept now by all the producers of this process.
+static KEPT_IN_PROCESS: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of blobs kept now by all the producers of this process (see [`process_keep_budget`]).
+pub fn kept_in_process() -> u64 {
+    KEPT_IN_PROCESS.load(Ordering::Relaxed)
 }
 
 /// A blob a producer keeps, and the consumer it was sent to.
@@ -119,18 +130,19 @@ struct Kept {
     consumer: u32,
 }
 
-/// The blobs a producer keeps for reuse, oldest first. Dropping it gives them all up.
+/// The blobs a producer keeps for reuse, oldest first, within its own limit and the process's
+/// budget ([`process_keep_budget`]). Dropping it gives them all up.
 pub struct KeptBlobs {
     blobs: Vec<Kept>,
     limit: u64,
 }
 
 impl KeptBlobs {
-    /// Keeps nothing yet, up to [`default_keep_limit`] bytes.
+    /// Keeps nothing yet; its own limit is the process's budget.
     pub fn new() -> Self {
         Self {
             blobs: Vec::new(),
-            limit: default_keep_limit(),
+            limit: process_keep_budget(),
         }
     }
 
@@ -145,22 +157,24 @@ impl KeptBlobs {
         self.blobs.iter().map(|k| k.seg.body_len() as u64).sum()
     }
 
-    /// Whether a fresh blob of `len` bytes would be kept once sent.
+    /// Whether a fresh blob of `len` bytes may be kept once sent.
     pub fn would_keep(&self, len: u64) -> bool {
-        len <= self.limit
+        len <= self.limit.min(process_keep_budget())
     }
 
     /// Takes back a blob that consumer `consumer` released and that has room for `len` bytes
     /// (and not more than [`MAX_WASTE_FACTOR`] times that): the smallest such one, now [`SENT`].
     pub fn reuse(&mut self, len: u64, consumer: u32) -> Option<Arc<Segment>> {
         // Forget what the consumer gave up, or what a consumer no longer attached mapped.
-        self.blobs.retain(|k| {
-            let keep = k.consumer == consumer && state(&k.seg) & CONSUMER_GONE == 0;
-            if !keep {
-                give_up(&k.seg, PRODUCER_GONE);
+        let mut i = 0;
+        while i < self.blobs.len() {
+            let k = &self.blobs[i];
+            if k.consumer == consumer && state(&k.seg) & CONSUMER_GONE == 0 {
+                i += 1;
+            } else {
+                self.forget(i);
             }
-            keep
-        });
+        }
         let fits = |k: &&Kept| {
             let cap = k.seg.body_len() as u64;
             cap >= len && cap / MAX_WASTE_FACTOR <= len && state(&k.seg) == RELEASED
@@ -178,33 +192,59 @@ impl KeptBlobs {
     }
 
     /// Keeps a fresh blob that was just sent (its state [`SENT`]), giving up others as needed to
-    /// stay within [`MAX_KEPT`] and the byte limit.
+    /// stay within [`MAX_KEPT`], this producer's limit and the process's budget. If the budget
+    /// is still short (other producers of the process keep it), gives the new one up instead.
     pub fn keep(&mut self, seg: Segment, consumer: u32) {
-        self.make_room(seg.body_len() as u64, 1);
+        let cap = seg.body_len() as u64;
+        self.make_room(cap, 1);
+        let budget = process_keep_budget();
+        loop {
+            let before = KEPT_IN_PROCESS.fetch_add(cap, Ordering::Relaxed);
+            if before + cap <= budget {
+                break;
+            }
+            KEPT_IN_PROCESS.fetch_sub(cap, Ordering::Relaxed);
+            if self.blobs.is_empty() {
+                give_up(&seg, PRODUCER_GONE);
+                return;
+            }
+            self.forget(self.victim());
+        }
         self.blobs.push(Kept {
             seg: Arc::new(seg),
             consumer,
         });
     }
 
-    /// Gives up blobs until `slots` more blobs of `incoming` bytes in all fit: the oldest idle
-    /// (released) one first, else the oldest.
+    /// Gives up blobs until `slots` more blobs of `incoming` bytes in all fit this producer's
+    /// own limits.
     fn make_room(&mut self, incoming: u64, slots: usize) {
         while !self.blobs.is_empty()
             && (self.blobs.len() + slots > MAX_KEPT || self.kept_bytes() + incoming > self.limit)
         {
-            let idle = self
-                .blobs
-                .iter()
-                .position(|k| state(&k.seg) & PHASE == RELEASED);
-            give_up(&self.blobs.remove(idle.unwrap_or(0)).seg, PRODUCER_GONE);
+            self.forget(self.victim());
         }
+    }
+
+    /// The blob to give up first: the oldest idle (released) one, else the oldest.
+    fn victim(&self) -> usize {
+        self.blobs
+            .iter()
+            .position(|k| state(&k.seg) & PHASE == RELEASED)
+            .unwrap_or(0)
+    }
+
+    /// Gives up blob `i` and takes it off the books.
+    fn forget(&mut self, i: usize) {
+        let k = self.blobs.remove(i);
+        give_up(&k.seg, PRODUCER_GONE);
+        KEPT_IN_PROCESS.fetch_sub(k.seg.body_len() as u64, Ordering::Relaxed);
     }
 
     /// Gives up every kept blob (the producer closes).
     pub fn clear(&mut self) {
-        for k in self.blobs.drain(..) {
-            give_up(&k.seg, PRODUCER_GONE);
+        while !self.blobs.is_empty() {
+            self.forget(self.blobs.len() - 1);
         }
     }
 }

@@ -95,7 +95,8 @@ fn to_buffer<'env>(
     let _ = env.adjust_external_memory(len as i64);
     // SAFETY: the blob segment is mapped read-write for as long as `msg` lives, and `msg` is
     // moved into the finalizer, which runs only once JavaScript can no longer reach the Buffer.
-    // No other Buffer wraps this mapping: each blob is received once.
+    // No other Buffer wraps this mapping meanwhile, and nothing writes it: its producer writes a
+    // blob again only after the message in it is dropped (`shmpipe_core` blob reuse).
     unsafe {
         BufferSlice::from_external(env, ptr, len, msg, move |env, msg| {
             let _ = env.adjust_external_memory(-(len as i64));
