@@ -8,6 +8,8 @@
  */
 
 import { rmSync } from 'node:fs'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { isDeepStrictEqual } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
@@ -442,6 +444,34 @@ test.serial(
 
 // ---------------------------------------------------------------------------------------------
 // 4. Abort
+
+test('large values from get() stay intact while their sender reuses the segments of collected ones', async (t) => {
+  // Values over half of this 64 KiB ring travel in segments of their own, which the sender
+  // reuses once the receiver is done with them: for get(), once the value is garbage-collected.
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 64 << 10 })
+  const held: [number, Uint8Array][] = []
+  for (let i = 0; i < 40; i++) {
+    await sender.put(new Uint8Array(200_000).fill(i))
+    const value = (await receiver.get()) as Uint8Array
+    t.is(value[0], i)
+    // Keep every third value; let the others be collected, so that their segments are reused.
+    if (i % 3 === 0) held.push([i, value])
+    if (i % 4 === 3) {
+      gc()
+      await new Promise((resolve) => setImmediate(resolve)) // finalizers run on the event loop
+    }
+  }
+  for (const [i, value] of held) {
+    t.true(
+      value.every((b) => b === i),
+      `value ${i} was written over`,
+    )
+  }
+  sender.close()
+  receiver.close()
+})
 
 test('abort: get and receive reject with the reason, take nothing, and the receiver goes on', async (t) => {
   const [sender, receiver] = pair(t, { capacity: 4 })

@@ -573,7 +573,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
       return decodePrefix(recvScratch, got)
     }
     this.#lastLength = got.byteLength
-    // The buffer is ours alone (a copy, or the message's own segment): views into it are safe.
+    // The buffer is ours alone (a copy, or the message's own segment, which its sender writes
+    // again only after this buffer is collected): views into it are safe.
     return decode(got, ZERO_COPY)
   }
 

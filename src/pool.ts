@@ -369,8 +369,8 @@ class PoolWorker {
  *   (what `v8.serialize` takes, except class instances): typed arrays, `Buffer`s, `DataView`s and
  *   `ArrayBuffer`s travel raw through shared memory, never through a pipe or an IPC channel.
  * - Results belong to the caller: their typed arrays and Buffers are in memory of this process's
- *   own (a copy out of the ring, or the segment a large result travelled in, mapped here only
- *   and unmapped when collected), so nothing changes them later. They are views into the
+ *   own (a copy out of the ring, or the segment a large result travelled in, which its worker
+ *   writes again only once the result is collected here), so nothing changes them later. They are views into the
  *   result's buffer: `byteOffset` may not be 0, and the arrays of one result share it.
  * - Arguments are read when the task is sent to a worker (at once if one is idle, else when one
  *   becomes idle): do not change them until the task's promise settles. Values that cannot be
