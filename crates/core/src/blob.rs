@@ -165,6 +165,27 @@ impl KeptBlobs {
     /// Takes back a blob that consumer `consumer` released and that has room for `len` bytes
     /// (and not more than [`MAX_WASTE_FACTOR`] times that): the smallest such one, now [`SENT`].
     pub fn reuse(&mut self, len: u64, consumer: u32) -> Option<Arc<Segment>> {
+        self.reuse_within(len, consumer, MAX_WASTE_FACTOR)
+    }
+
+    /// Like [`reuse`](Self::reuse), however large the blob (when no fresh one can be made).
+    pub fn reuse_any(&mut self, len: u64, consumer: u32) -> Option<Arc<Segment>> {
+        self.reuse_within(len, consumer, u64::MAX)
+    }
+
+    /// Gives up the blobs the consumer has released (shared memory is short).
+    pub fn give_up_idle(&mut self) {
+        let mut i = 0;
+        while i < self.blobs.len() {
+            if state(&self.blobs[i].seg) & PHASE == RELEASED {
+                self.forget(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn reuse_within(&mut self, len: u64, consumer: u32, factor: u64) -> Option<Arc<Segment>> {
         // Forget what the consumer gave up, or what a consumer no longer attached mapped.
         let mut i = 0;
         while i < self.blobs.len() {
@@ -177,7 +198,7 @@ impl KeptBlobs {
         }
         let fits = |k: &&Kept| {
             let cap = k.seg.body_len() as u64;
-            cap >= len && cap / MAX_WASTE_FACTOR <= len && state(&k.seg) == RELEASED
+            cap >= len && cap / factor <= len && state(&k.seg) == RELEASED
         };
         let best = self
             .blobs
@@ -196,6 +217,11 @@ impl KeptBlobs {
     /// is still short (other producers of the process keep it), gives the new one up instead.
     pub fn keep(&mut self, seg: Segment, consumer: u32) {
         let cap = seg.body_len() as u64;
+        if cap > self.limit {
+            // The limit was lowered while the blob was being filled.
+            give_up(&seg, PRODUCER_GONE);
+            return;
+        }
         self.make_room(cap, 1);
         let budget = process_keep_budget();
         loop {
@@ -297,13 +323,13 @@ impl BlobCache {
     }
 
     /// Unmaps the blobs whose producer died, which it can no longer reuse: released ones, and
-    /// sent ones that no queued record names (`queued` lists the names that records do; it is
-    /// called at most once). A few system calls per blob: for the consumer's slow path. A message
-    /// still held keeps its own mapping.
-    pub fn sweep_dead(&mut self, queued: impl FnOnce() -> HashSet<String>) {
+    /// sent ones that no queued record names (`queued` lists the names that records do, or
+    /// `None` if it could not read them all; it is called at most once). A few system calls per
+    /// blob: for the consumer's slow path. A message still held keeps its own mapping.
+    pub fn sweep_dead(&mut self, queued: impl FnOnce() -> Option<HashSet<String>>) {
         let ours = pid_namespace();
         let mut queued = Some(queued);
-        let mut names: Option<HashSet<String>> = None;
+        let mut names: Option<Option<HashSet<String>>> = None;
         self.blobs.retain(|name, seg| {
             let h = seg.header();
             let creator: ProcessIdentity = h.creator();
@@ -312,10 +338,9 @@ impl BlobCache {
             }
             let st = state(seg);
             if st & PHASE == SENT {
-                let names =
-                    names.get_or_insert_with(|| queued.take().map_or_else(HashSet::new, |f| f()));
-                if names.contains(name) {
-                    return true; // its message is still to be delivered
+                let names = names.get_or_insert_with(|| queued.take().and_then(|f| f()));
+                if names.as_ref().map_or(true, |n| n.contains(name)) {
+                    return true; // its message may still be delivered
                 }
             }
             give_up(seg, CONSUMER_GONE);

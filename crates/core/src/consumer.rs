@@ -536,8 +536,8 @@ impl Consumer {
             let mut names = HashSet::new();
             s.for_each_queued_blob(read_pos, |name| {
                 names.insert(name.to_owned());
-            });
-            names
+            })
+            .then_some(names)
         });
         let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
         for index in 0..s.max_producers {

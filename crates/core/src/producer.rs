@@ -45,9 +45,10 @@ pub struct Producer {
 /// Where a claimed record's payload goes.
 enum Target {
     Inline,
-    /// A blob made for this message. Boxed: a `Segment` is large, and claims are moved on every
-    /// message's hot path.
-    Fresh(Box<Segment>),
+    /// A blob made for this message, and the consumer generation it is sent to (read before
+    /// the commit: a consumer registered later never mapped it). Boxed: a `Segment` is large,
+    /// and claims are moved on every message's hot path.
+    Fresh(Box<Segment>, u32),
     /// A kept blob taken back for this message (see [`crate::blob`]).
     Reused(Arc<Segment>),
 }
@@ -56,7 +57,7 @@ impl Target {
     fn blob(&self) -> Option<&Segment> {
         match self {
             Target::Inline => None,
-            Target::Fresh(seg) => Some(seg),
+            Target::Fresh(seg, _) => Some(seg),
             Target::Reused(seg) => Some(seg),
         }
     }
@@ -313,7 +314,7 @@ impl Producer {
     }
 
     fn commit_claimed(&mut self, c: &mut Claimed) {
-        if let Target::Fresh(seg) = &mut c.target {
+        if let Target::Fresh(seg, _) = &mut c.target {
             seg.publish_ready();
             seg.disown(); // the consumer removes it once it has mapped it
         }
@@ -331,9 +332,10 @@ impl Producer {
             if consumer_state(consumer) == entry::CLOSED {
                 let _ = crate::segment::unlink(seg.name());
             }
-            if let Target::Fresh(seg) = std::mem::replace(&mut c.target, Target::Inline) {
+            if let Target::Fresh(seg, generation) = std::mem::replace(&mut c.target, Target::Inline)
+            {
                 if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
-                    self.kept.keep(*seg, consumer_generation(consumer));
+                    self.kept.keep(*seg, generation);
                 }
             }
         }
@@ -429,7 +431,7 @@ impl Producer {
         } else {
             Target::Inline
         };
-        let fresh = matches!(target, Target::Fresh(_));
+        let fresh = matches!(target, Target::Fresh(..));
         let (record_len, record_kind) = if is_blob {
             (BLOB_DESCRIPTOR_SIZE, kind::BLOB)
         } else {
@@ -504,7 +506,8 @@ impl Producer {
             .0
             .state
             .load(Ordering::Acquire);
-        if let Some(seg) = self.kept.reuse(len, consumer_generation(consumer)) {
+        let generation = consumer_generation(consumer);
+        if let Some(seg) = self.kept.reuse(len, generation) {
             return Ok(Target::Reused(seg));
         }
         // Named in our entry first: if we die before the blob is in a record, whoever finds us
@@ -515,10 +518,18 @@ impl Producer {
         match Segment::create_named(&name, SegmentKind::Blob, len) {
             Ok(seg) => {
                 blob::init(&seg, self.kept.would_keep(len));
-                Ok(Target::Fresh(Box::new(seg)))
+                Ok(Target::Fresh(Box::new(seg), generation))
             }
             Err(e) => {
                 claims.clear_blob_name();
+                if matches!(e, Error::NoSpace { .. }) {
+                    // Shared memory is short: a larger idle blob will do after all, and the
+                    // idle ones are given up so that the consumer frees them.
+                    if let Some(seg) = self.kept.reuse_any(len, generation) {
+                        return Ok(Target::Reused(seg));
+                    }
+                    self.kept.give_up_idle();
+                }
                 Err(e)
             }
         }

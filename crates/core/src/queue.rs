@@ -152,22 +152,24 @@ impl QueueShared {
     /// several processes may sweep at once; a producer that commits a blob after the consumer
     /// closed removes its own (see `Producer::commit`).
     pub fn remove_undelivered_blobs(&self, from: u64) {
-        self.for_each_queued_blob(from, |name| {
+        let _ = self.for_each_queued_blob(from, |name| {
             let _ = crate::segment::unlink(name);
         });
     }
 
     /// Calls `f` with the name of every blob that a committed record from `from` on describes.
-    pub fn for_each_queued_blob(&self, from: u64, mut f: impl FnMut(&str)) {
+    /// Returns whether it read every record up to the tail (it stops at a record whose header is
+    /// not written yet, or not valid).
+    pub fn for_each_queued_blob(&self, from: u64, mut f: impl FnMut(&str)) -> bool {
         let tail = crate::layout::Cursor(self.header().tail.0.load(Ordering::Acquire)).pos();
         let mut pos = from;
         while pos != tail {
             let rec = self.record(pos);
             let Some(st) = stamp_state(self, pos, rec.stamp.load(Ordering::Acquire)) else {
-                break; // claimed but no header yet: its size is unknown
+                return false; // claimed but no header yet: its size is unknown
             };
             let Ok(units) = self.checked_units(pos, rec) else {
-                break;
+                return false;
             };
             if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                 let len = rec.len.load(Ordering::Relaxed);
@@ -177,6 +179,7 @@ impl QueueShared {
             }
             pos = (pos + units) & crate::layout::POS_MASK;
         }
+        true
     }
 
     /// Whether the consumer may wait on [`QueueHeader::published`] (single-producer queues).

@@ -158,6 +158,9 @@ pub struct Segment {
     shmem: Shmem,
     name: String,
     kind: SegmentKind,
+    /// The body size, as created or as checked against the mapping at open: never re-read from
+    /// the shared header, which another process may rewrite.
+    body_len: usize,
 }
 
 // SAFETY: `Shmem` is only `!Send` because it holds a raw pointer to the mapping. The mapping is
@@ -228,6 +231,7 @@ impl Segment {
             shmem,
             name: name.to_owned(),
             kind,
+            body_len: body_size as usize,
         };
         // From here on, dropping `seg` on an error path removes the name again (we own it).
         crate::signals::track(name);
@@ -273,12 +277,13 @@ impl Segment {
                     code: 0,
                 },
             })?;
-        let seg = Self {
+        let mut seg = Self {
             shmem,
             name: name.to_owned(),
             kind,
+            body_len: 0,
         };
-        seg.validate(ready_timeout)?;
+        seg.body_len = seg.validate(ready_timeout)?;
         Ok(seg)
     }
 
@@ -289,7 +294,8 @@ impl Segment {
         }
     }
 
-    fn validate(&self, ready_timeout: Duration) -> Result<()> {
+    /// Checks the header; returns the body size, which fits the mapping.
+    fn validate(&self, ready_timeout: Duration) -> Result<usize> {
         if self.shmem.len() < SEGMENT_HEADER_SIZE {
             return Err(self.bad(BadSegmentReason::TooSmall));
         }
@@ -314,7 +320,7 @@ impl Segment {
         if body > (self.shmem.len() - SEGMENT_HEADER_SIZE) as u64 {
             return Err(self.bad(BadSegmentReason::TooSmall));
         }
-        Ok(())
+        Ok(body as usize)
     }
 
     /// Removes the name `name` so that no new process can open it; existing mappings stay valid.
@@ -364,9 +370,10 @@ impl Segment {
         unsafe { self.shmem.as_ptr().add(SEGMENT_HEADER_SIZE) }
     }
 
-    /// The body length as created (not the page-rounded mapping length).
+    /// The body length as created (not the page-rounded mapping length), as checked against
+    /// the mapping when opened.
     pub fn body_len(&self) -> usize {
-        self.header().body_size() as usize
+        self.body_len
     }
 }
 
