@@ -12,8 +12,18 @@ use std::time::{Duration, Instant};
 /// How long one sleep lasts at most before the waiter re-checks its peers' liveness.
 pub const HEALTH_SLICE: Duration = Duration::from_millis(100);
 
-/// Default number of spin iterations before a waiter goes to sleep.
+/// Default spin before a waiter goes to sleep, in pause instructions (`spin_loop` hints).
 pub const DEFAULT_SPIN: u32 = 2_000;
+
+/// A spinning waiter polls once every this many pauses. Polling reads the line the other side
+/// writes next (the `published` cursor, a record's stamp, the head); reading it at every pause
+/// pulls it away from the writer once per message, where polling less often lets the writer
+/// finish a few messages and the reader take them in a batch. Measured in-process with 64 B
+/// messages (`examples/spsc_probe.rs`): 47 ns per message polling at every pause, 41-42 ns every
+/// 8 (and 16), 100-170 ns every 32; Criterion 52 → 45.7 ns. Polling every 1, 2, 4 then 8 pauses
+/// was no better than every pause (54 ns). The price is latency while spinning: a spinning
+/// cross-process round trip took 0.30 µs polling at every pause, 0.47 µs every 8.
+pub const PAUSES_PER_POLL: u32 = 8;
 
 /// The longest first sleep of a wait (see [`EventWord::notify`]): bounds the delay of the one
 /// wake-up an x86-64 notifier can miss, while its store is still in its store buffer.
@@ -132,7 +142,8 @@ pub struct WaitOptions {
     pub timeout: Option<Duration>,
     /// Interrupts the wait when cancelled.
     pub cancel: Option<CancelToken>,
-    /// Spin iterations before sleeping; `None` uses [`DEFAULT_SPIN`], `Some(0)` never spins.
+    /// Spin before sleeping, in pause instructions (a poll every [`PAUSES_PER_POLL`]); `None`
+    /// uses [`DEFAULT_SPIN`], `Some(0)` never spins.
     pub spin: Option<u32>,
 }
 
@@ -180,11 +191,13 @@ pub(crate) fn wait_until<T>(
         event,
         counted: false,
     };
-    for _ in 0..opts.spin.unwrap_or(DEFAULT_SPIN) {
+    for _ in 0..opts.spin.unwrap_or(DEFAULT_SPIN).div_ceil(PAUSES_PER_POLL) {
         if let Some(v) = poll()? {
             return Ok(v);
         }
-        std::hint::spin_loop();
+        for _ in 0..PAUSES_PER_POLL {
+            std::hint::spin_loop();
+        }
     }
     // The first health check comes one slice after the wait starts: reading a peer's liveness
     // costs microseconds, too much for a wait that data ends quickly.
