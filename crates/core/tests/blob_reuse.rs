@@ -122,6 +122,52 @@ fn aborted_loans_leave_a_reused_blob_free_for_the_next_message() {
 }
 
 #[test]
+fn a_raw_loan_held_while_its_blob_is_given_up_still_delivers() {
+    let q = small_queue(16);
+    let mut p = q.producer().unwrap();
+    let mut c = q.consumer().unwrap();
+    let forever = WaitOptions::forever();
+    p.send(&filled(0, 40_000), &forever).unwrap();
+    drop(c.try_recv().unwrap().unwrap());
+    // The raw loan takes the released blob back and is held...
+    let mut raw = p.try_reserve_raw(40_000).unwrap().unwrap();
+    let loaned = raw.blob_name().unwrap().to_owned();
+    raw.as_mut_slice().copy_from_slice(&filled(100, 40_000));
+    // ...while more messages than the producer keeps blobs are queued behind it: the producer
+    // gives the loaned blob (its oldest) up to make room.
+    let extra = shmpipe_core::MAX_KEPT_BLOBS as u8 + 2;
+    let mut names = Vec::new();
+    for n in 1..=extra {
+        let mut loan = p.reserve(40_000, &forever).unwrap();
+        names.push(loan.blob_name().unwrap().to_owned());
+        loan.as_mut_slice().copy_from_slice(&filled(n, 40_000));
+        loan.commit().unwrap();
+    }
+    assert!(!names.contains(&loaned), "the loaned blob was reused");
+    assert!(
+        c.try_recv().unwrap().is_none(),
+        "a message overtook the unfinished loan"
+    );
+    p.commit_raw(raw).unwrap();
+    let m = c.try_recv().unwrap().unwrap();
+    assert_eq!(m.blob_name(), Some(loaned.as_str()));
+    assert_eq!(
+        m.as_slice(),
+        &filled(100, 40_000)[..],
+        "the loaned bytes changed"
+    );
+    drop(m);
+    for n in 1..=extra {
+        let m = c.try_recv().unwrap().unwrap();
+        assert_eq!(m.as_slice(), &filled(n, 40_000)[..], "message {n}");
+    }
+    // Given up by its producer and released: the consumer unmaps it at its next sweep.
+    p.send(&filled(200, 40_000), &forever).unwrap();
+    drop(c.try_recv().unwrap().unwrap());
+    assert!(c.kept_blob_mappings() <= shmpipe_core::MAX_KEPT_BLOBS);
+}
+
+#[test]
 fn a_keep_limit_of_zero_makes_every_blob_fresh() {
     let q = small_queue(4);
     let mut p = q.producer().unwrap();
