@@ -22,7 +22,7 @@
 //! until the record describing it is queued; the consumer unlinks the name as soon as it has
 //! mapped it. A reused blob has no name left to leak, and its memory goes with the last mapping.
 //! The descriptor of a reused blob carries the old name again, and the consumer finds its mapping
-//! by that name (names carry 64 random bits and are created exclusively, so never twice).
+//! by that name (names carry 64 random bits, so two blobs practically never share one).
 
 use crate::process::{pid_namespace, ProcessIdentity};
 use crate::segment::Segment;
