@@ -116,7 +116,7 @@ export function planCell(
   // capacities of 1000 (small), 100 (100 MB) and 10 (1 GB), scaled for 24 GiB of memory.
   const window = Math.min(1024, Math.max(2, Math.floor(256e6 / size)))
   // The default ring, or one that holds two messages if they are larger: every message is then
-  // stored inline (a larger one would travel in a segment of its own, created for it).
+  // stored inline (a larger one would travel in a segment of its own, a blob).
   const pipeBytes =
     opts.pipeBytes ?? Math.max(PIPE_BYTES, 2 ** Math.ceil(Math.log2(2 * size + 4096)))
   // shmpipe's warm-up laps the ring once, so that the timed rounds write into memory that the

@@ -6,7 +6,9 @@
 //!   version, size, creator, ready flag), created exclusively with mode 0600.
 //! - [`Queue`]: a bounded, lock-free multi-producer single-consumer queue of variable-size
 //!   messages in one segment. Small and medium messages live inline in a reused ring; larger
-//!   ones travel in a segment of their own, so there is no size limit but memory.
+//!   ones travel in a segment of their own (a blob), so there is no size limit but memory. A
+//!   producer reuses its blobs once the consumer has released them (`blob.rs`; its budget:
+//!   [`process_keep_budget`], [`Producer::set_blob_keep_limit`]).
 //! - [`Producer`] / [`Consumer`]: zero-copy on both sides ([`Producer::reserve`] →
 //!   [`Loan::commit`]; [`Consumer::recv`] → [`Message`], released on drop), with copying
 //!   [`Producer::send`] built on top.
