@@ -51,7 +51,7 @@ pub use array_lock::{Acquired, LOCK_SPIN};
 pub use blob::{kept_in_process, process_keep_budget, MAX_KEPT as MAX_KEPT_BLOBS};
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
-pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE};
+pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};
 pub use inventory::{
     clean, clean_dead, list_segments, CleanOptions, CleanReport, SegmentInfo, Status,
 };
