@@ -86,13 +86,23 @@ fn give_up(seg: &Segment, flag: u64) {
     state_word(seg).fetch_or(flag, Ordering::AcqRel);
 }
 
-/// How many bytes of blobs the producers of one process keep in all: an eighth of the
-/// shared-memory filesystem, at most 1 GiB, on Linux (where `/dev/shm` is often small: 64 MiB in
-/// a default Docker container, and there nothing is kept), and 1 GiB elsewhere. Read once.
+/// The environment variable that sets [`process_keep_budget`] (bytes; 0 turns reuse off).
+pub const KEEP_BUDGET_ENV: &str = "SHMPIPE_BLOB_KEEP_BYTES";
+
+/// How many bytes of blobs the producers of one process keep in all: the
+/// [`KEEP_BUDGET_ENV`] variable if it holds a number; else an eighth of the shared-memory
+/// filesystem, at most 1 GiB, on Linux (where `/dev/shm` is often small: 64 MiB in a default
+/// Docker container, and there nothing is kept), and 1 GiB elsewhere. Read once.
 pub fn process_keep_budget() -> u64 {
     static BUDGET: OnceLock<u64> = OnceLock::new();
     *BUDGET.get_or_init(|| {
         const CAP: u64 = 1 << 30;
+        if let Some(bytes) = std::env::var(KEEP_BUDGET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return bytes;
+        }
         #[cfg(target_os = "linux")]
         {
             let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();

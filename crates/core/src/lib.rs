@@ -48,7 +48,7 @@ pub use array::{
     Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,
 };
 pub use array_lock::{Acquired, LOCK_SPIN};
-pub use blob::{kept_in_process, process_keep_budget, MAX_KEPT as MAX_KEPT_BLOBS};
+pub use blob::{kept_in_process, process_keep_budget, KEEP_BUDGET_ENV, MAX_KEPT as MAX_KEPT_BLOBS};
 pub use consumer::{Consumer, Message};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};

@@ -266,6 +266,31 @@ fn a_producer_reuses_blobs_the_consumer_released_in_any_order() {
     assert!(names.len() <= 4, "{} blobs for 200 messages", names.len());
 }
 
+/// `SHMPIPE_BLOB_KEEP_BYTES` sets a process's budget: 0 in a producer process turns its reuse off.
+#[cfg(unix)]
+#[test]
+fn the_keep_budget_comes_from_the_environment() {
+    let distinct_blobs = |env: &[(&str, &str)]| {
+        let q = small_queue(4);
+        let mut c = q.consumer().unwrap();
+        let mut producer = Peer::spawn(
+            &["produce", q.name(), "1", "20", "50000", "50000", "3"],
+            env,
+        );
+        let mut names = BTreeSet::new();
+        for seq in 0..20 {
+            let m = c.recv(&within(Duration::from_secs(10))).unwrap();
+            assert_eq!(pattern::check(m.as_slice()), Ok((1, seq)));
+            names.insert(m.blob_name().unwrap().to_owned());
+        }
+        assert_eq!(producer.line(), "acked");
+        producer.wait_success();
+        names.len()
+    };
+    assert_eq!(distinct_blobs(&[(shmpipe_core::KEEP_BUDGET_ENV, "0")]), 20);
+    assert!(distinct_blobs(&[]) <= shmpipe_core::MAX_KEPT_BLOBS);
+}
+
 /// A producer process streams large messages of one size and is killed: the consumer received
 /// them intact through a handful of reused blobs, and unmaps them all once it finds the producer
 /// dead; nothing is left in `/dev/shm`.
