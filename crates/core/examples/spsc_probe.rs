@@ -1,7 +1,7 @@
 //! Profiling aid: one producer thread and one consumer thread move N small messages through
 //! a queue in this process and print ns/message. `cargo run --release --example spsc_probe -- 64`
 //! (`PROBE_CAP` and `PROBE_BYTES` change the queue's capacity and data bytes; `PROBE_HANDLES`
-//! receives `Message` handles instead of reading in place).
+//! receives `Message` handles instead of reading in place; `PROBE_SPIN` sets the waits' spin).
 use shmpipe_core::{Queue, QueueOptions, WaitOptions};
 use std::time::Instant;
 
@@ -32,12 +32,12 @@ fn main() {
     let start = Instant::now();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let wait = WaitOptions::forever();
+            let wait = probe_wait();
             for _ in 0..n {
                 p.send(&msg, &wait).unwrap();
             }
         });
-        let wait = WaitOptions::forever();
+        let wait = probe_wait();
         let mut sum = 0usize;
         let in_place = std::env::var_os("PROBE_HANDLES").is_none();
         for _ in 0..n {
@@ -54,4 +54,13 @@ fn main() {
         "{size} B: {ns:.1} ns/message, {:.2} M messages/s",
         1000.0 / ns
     );
+}
+
+/// Blocking waits; `PROBE_SPIN` sets their spin (in pauses) before sleeping.
+fn probe_wait() -> WaitOptions {
+    let mut wait = WaitOptions::forever();
+    wait.spin = std::env::var("PROBE_SPIN")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    wait
 }
