@@ -185,27 +185,12 @@ impl KeptBlobs {
 
     /// Gives up the blobs the consumer has released (shared memory is short).
     pub fn give_up_idle(&mut self) {
-        let mut i = 0;
-        while i < self.blobs.len() {
-            if state(&self.blobs[i].seg) & PHASE == RELEASED {
-                self.forget(i);
-            } else {
-                i += 1;
-            }
-        }
+        self.forget_where(|k| state(&k.seg) & PHASE == RELEASED);
     }
 
     fn reuse_within(&mut self, len: u64, consumer: u32, factor: u64) -> Option<Arc<Segment>> {
         // Forget what the consumer gave up, or what a consumer no longer attached mapped.
-        let mut i = 0;
-        while i < self.blobs.len() {
-            let k = &self.blobs[i];
-            if k.consumer == consumer && state(&k.seg) & CONSUMER_GONE == 0 {
-                i += 1;
-            } else {
-                self.forget(i);
-            }
-        }
+        self.forget_where(|k| k.consumer != consumer || state(&k.seg) & CONSUMER_GONE != 0);
         let fits = |k: &&Kept| {
             let cap = k.seg.body_len() as u64;
             cap >= len && cap / factor <= len && state(&k.seg) == RELEASED
@@ -277,11 +262,21 @@ impl KeptBlobs {
         KEPT_IN_PROCESS.fetch_sub(k.seg.body_len() as u64, Ordering::Relaxed);
     }
 
+    /// Gives up every blob for which `gone` holds, keeping the others in their order.
+    fn forget_where(&mut self, mut gone: impl FnMut(&Kept) -> bool) {
+        let mut i = 0;
+        while i < self.blobs.len() {
+            if gone(&self.blobs[i]) {
+                self.forget(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Gives up every kept blob (the producer closes).
     pub fn clear(&mut self) {
-        while !self.blobs.is_empty() {
-            self.forget(self.blobs.len() - 1);
-        }
+        self.forget_where(|_| true);
     }
 }
 
