@@ -7,7 +7,7 @@ mod common;
 use common::pattern;
 #[cfg(unix)]
 use common::peer::Peer;
-use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_core::{Consumer, Error, Message, Producer, Queue, QueueOptions, WaitOptions};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -27,6 +27,14 @@ fn within(d: Duration) -> WaitOptions {
 /// `len` bytes that differ for every `n`.
 fn filled(n: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31) ^ n).collect()
+}
+
+/// Sends `filled(n, len)`, takes it at once and checks its bytes; returns it, still held.
+fn round_trip(p: &mut Producer, c: &mut Consumer, n: u8, len: usize) -> Message {
+    p.send(&filled(n, len), &WaitOptions::forever()).unwrap();
+    let m = c.try_recv().unwrap().expect("the message just sent");
+    assert_eq!(m.as_slice(), &filled(n, len)[..], "message {n}");
+    m
 }
 
 #[test]
@@ -56,14 +64,12 @@ fn a_released_blob_is_reused_and_a_held_one_never_written() {
     // Released now: the next messages of about that size reuse them, whatever the order.
     for n in 2..20u8 {
         let len = 100_000 - usize::from(n) * 1000;
-        p.send(&filled(n, len), &forever).unwrap();
-        let m = c.try_recv().unwrap().unwrap();
+        let m = round_trip(&mut p, &mut c, n, len);
         let name = m.blob_name().unwrap();
         assert!(
             name == first_name || name == second_name,
             "message {n} went into a fresh blob"
         );
-        assert_eq!(m.as_slice(), &filled(n, len)[..], "message {n}");
     }
     // No segment is left in /dev/shm: both names went when the consumer first mapped them.
     let shm = |n: &str| std::path::Path::new("/dev/shm").join(n).exists();
@@ -75,11 +81,8 @@ fn a_much_smaller_message_gets_a_blob_of_its_own_size() {
     let q = small_queue(4);
     let mut p = q.producer().unwrap();
     let mut c = q.consumer().unwrap();
-    let forever = WaitOptions::forever();
     let mut send_and_name = |n: u8, len: usize| {
-        p.send(&filled(n, len), &forever).unwrap();
-        let m = c.try_recv().unwrap().unwrap();
-        assert_eq!(m.as_slice(), &filled(n, len)[..]);
+        let m = round_trip(&mut p, &mut c, n, len);
         m.blob_name().unwrap().to_owned()
     };
     let big = send_and_name(0, 400_000);
@@ -114,10 +117,8 @@ fn aborted_loans_leave_a_reused_blob_free_for_the_next_message() {
     let raw = p.try_reserve_raw(50_000).unwrap().unwrap();
     assert_eq!(raw.blob_name(), Some(name.as_str()));
     drop(raw);
-    p.send(&filled(1, 50_000), &WaitOptions::forever()).unwrap();
-    let m = c.try_recv().unwrap().unwrap();
+    let m = round_trip(&mut p, &mut c, 1, 50_000);
     assert_eq!(m.blob_name(), Some(name.as_str()));
-    assert_eq!(m.as_slice(), &filled(1, 50_000)[..]);
     assert!(c.try_recv().unwrap().is_none(), "an aborted loan arrived");
 }
 
@@ -127,8 +128,7 @@ fn a_raw_loan_held_while_its_blob_is_given_up_still_delivers() {
     let mut p = q.producer().unwrap();
     let mut c = q.consumer().unwrap();
     let forever = WaitOptions::forever();
-    p.send(&filled(0, 40_000), &forever).unwrap();
-    drop(c.try_recv().unwrap().unwrap());
+    drop(round_trip(&mut p, &mut c, 0, 40_000));
     // The raw loan takes the released blob back and is held...
     let mut raw = p.try_reserve_raw(40_000).unwrap().unwrap();
     let loaned = raw.blob_name().unwrap().to_owned();
@@ -162,8 +162,7 @@ fn a_raw_loan_held_while_its_blob_is_given_up_still_delivers() {
         assert_eq!(m.as_slice(), &filled(n, 40_000)[..], "message {n}");
     }
     // Given up by its producer and released: the consumer unmaps it at its next sweep.
-    p.send(&filled(200, 40_000), &forever).unwrap();
-    drop(c.try_recv().unwrap().unwrap());
+    drop(round_trip(&mut p, &mut c, 200, 40_000));
     assert!(c.kept_blob_mappings() <= shmpipe_core::MAX_KEPT_BLOBS);
 }
 
@@ -175,9 +174,7 @@ fn a_keep_limit_of_zero_makes_every_blob_fresh() {
     p.set_blob_keep_limit(0);
     let mut names = BTreeSet::new();
     for n in 0..5u8 {
-        p.send(&filled(n, 20_000), &WaitOptions::forever()).unwrap();
-        let m = c.try_recv().unwrap().unwrap();
-        assert_eq!(m.as_slice(), &filled(n, 20_000)[..]);
+        let m = round_trip(&mut p, &mut c, n, 20_000);
         names.insert(m.blob_name().unwrap().to_owned());
     }
     assert_eq!(names.len(), 5);
@@ -246,12 +243,10 @@ fn a_producer_reuses_blobs_the_consumer_released_in_any_order() {
     let q = small_queue(6);
     let mut p = q.producer().unwrap();
     let mut c = q.consumer().unwrap();
-    let forever = WaitOptions::forever();
     let mut names = BTreeSet::new();
     let mut held = Vec::new();
     for n in 0..200u8 {
-        p.send(&filled(n, 10_000), &forever).unwrap();
-        let m = c.try_recv().unwrap().unwrap();
+        let m = round_trip(&mut p, &mut c, n, 10_000);
         names.insert(m.blob_name().unwrap().to_owned());
         held.push((n, m));
         if held.len() == 3 {
