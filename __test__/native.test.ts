@@ -5,6 +5,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import test from 'ava'
 
 import { coreVersion, layoutVersion } from '../index.js'
+import { native } from '../src/native.js'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 const entry = fileURLToPath(new URL('../index.ts', import.meta.url))
@@ -74,4 +75,32 @@ test('a child process requiring the entry from CommonJS sees the same layoutVers
   ].join('\n')
   const stdout = await runNode(['--input-type=commonjs', '-e', code])
   t.is(JSON.parse(stdout.trim()), layoutVersionFromRustSource())
+})
+
+test('copyIntoShared copies every byte at any offset, like memmove when the ranges overlap', (t) => {
+  // 64 KiB and more take the streaming path on x86-64; odd offsets and lengths test its edges.
+  for (const len of [0, 1, 100, 65_536, 200_003]) {
+    for (const offset of [0, 3, 16, 77]) {
+      const source = Uint8Array.from({ length: len }, (_, i) => (i * 7 + 1) & 0xff)
+      const target = new Uint8Array(offset + len + 5).fill(0xee)
+      native.copyIntoShared(target, offset, source)
+      t.deepEqual(target.subarray(offset, offset + len), source, `len ${len}, offset ${offset}`)
+      t.true(target.subarray(0, offset).every((b) => b === 0xee))
+      t.true(target.subarray(offset + len).every((b) => b === 0xee))
+    }
+  }
+  const whole = Uint8Array.from({ length: 300_000 }, (_, i) => i & 0xff)
+  const expected = whole.slice()
+  expected.copyWithin(1000, 0, 200_000)
+  native.copyIntoShared(whole, 1000, whole.subarray(0, 200_000))
+  t.deepEqual(whole, expected)
+})
+
+test('copyIntoShared rejects a range outside the target and writes nothing', (t) => {
+  const target = new Uint8Array(10)
+  for (const offset of [8, -1, 0.5, Number.NaN])
+    t.throws(() => native.copyIntoShared(target, offset, new Uint8Array(3).fill(1)), {
+      message: /^ERR_SHMPIPE_INVALID_ARGUMENT/,
+    })
+  t.true(target.every((b) => b === 0))
 })

@@ -1220,6 +1220,26 @@ function viewBytes(v: ArrayBufferView): Uint8Array | null {
 
 const writer = new Writer()
 
+/**
+ * Copies `bytes` into `target` at `at`: how {@link writeEncoded} lets a caller write the large
+ * binary parts of an encoding its own way (the pipe streams them into shared memory).
+ */
+export type CopyBytes = (target: Uint8Array, at: number, bytes: Uint8Array) => void
+
+/** The default {@link CopyBytes}: `TypedArray.prototype.set`. */
+function setBytes(target: Uint8Array, at: number, bytes: Uint8Array): void {
+  target.set(bytes, at)
+}
+
+/**
+ * Like `enc.writeTo(target)`, but the binary payloads of at least {@link DEFER_BYTES} bytes, which
+ * `writeTo` copies straight from their source, are copied by `copy` (everything else as usual).
+ */
+export function writeEncoded(enc: Encoded, target: Uint8Array, copy: CopyBytes): void {
+  if (enc instanceof EncodedValue || enc instanceof EncodedView) enc.writeTo(target, copy)
+  else enc.writeTo(target)
+}
+
 /** The result of encoding anything but a top-level binary view. */
 class EncodedValue implements Encoded {
   /** Set once writeTo has run; such a result may lose its scratch to the next encode. */
@@ -1235,7 +1255,7 @@ class EncodedValue implements Encoded {
     readonly value: unknown,
   ) {}
 
-  writeTo(target: Uint8Array): void {
+  writeTo(target: Uint8Array, copy: CopyBytes = setBytes): void {
     checkTarget(target, this.byteLength)
     if (this.buf === null) {
       // Lost its bytes to a later encode: encode again (the same size, or it throws).
@@ -1261,7 +1281,7 @@ class EncodedValue implements Encoded {
         target.set(src.subarray(from, c.at), to)
         to += c.at - from
         from = c.at
-        if (c.bytes !== null) target.set(c.bytes, to)
+        if (c.bytes !== null) copy(target, to, c.bytes)
         else writeString(target, to, c)
         to += c.byteLength
       }
@@ -1292,10 +1312,10 @@ class EncodedView implements Encoded {
     readonly headerLength: number,
   ) {}
 
-  writeTo(target: Uint8Array): void {
+  writeTo(target: Uint8Array, copy: CopyBytes = setBytes): void {
     checkTarget(target, this.byteLength)
     this.writeHeader(target)
-    target.set(this.bytes, this.headerLength)
+    copy(target, this.headerLength, this.bytes)
   }
 
   /** Writes the header (`headerLength` bytes) to `target`; throws if the value changed size. */

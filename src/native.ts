@@ -162,6 +162,11 @@ export interface NativeBinding {
     body: Uint8Array,
   ): boolean
   /**
+   * Copies `source` into `target` from byte `offset`, large copies streamed past the cache (for
+   * writing into shared memory).
+   */
+  copyIntoShared(target: Uint8Array, offset: number, source: Uint8Array): void
+  /**
    * Takes the next message: an inline one that fits into `scratch` is copied there (its length is
    * returned), any other comes back as a Buffer; null when none is ready.
    */

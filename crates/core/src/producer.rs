@@ -1,6 +1,7 @@
 //! The sending side: claim space with one CAS, write in place, commit.
 
 use crate::blob::{self, KeptBlobs};
+use crate::copy::copy_to_shared;
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
@@ -407,8 +408,10 @@ impl Producer {
         claims.pending_pos.store(0, Ordering::Release);
         self.latest_end = end;
         // SAFETY: the record at `pos` is ours (claimed, WRITING) and has `units - 1` units of
-        // payload room before the ring's end (checked against `contiguous`), at least `len`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.payload(pos), bytes.len()) };
+        // payload room before the ring's end (checked against `contiguous`), at least `len`;
+        // nothing else reads or writes it until the stamp below commits it.
+        let payload = unsafe { std::slice::from_raw_parts_mut(s.payload(pos), bytes.len()) };
+        copy_to_shared(payload, bytes);
         s.record(pos)
             .stamp
             .store(s.stamp(pos, state::COMMITTED), Ordering::Release);
@@ -554,7 +557,7 @@ impl Producer {
             return Ok(());
         }
         let mut loan = self.reserve(bytes.len() as u64, wait)?;
-        loan.as_mut_slice().copy_from_slice(bytes);
+        copy_to_shared(loan.as_mut_slice(), bytes);
         loan.commit()
     }
 
@@ -565,7 +568,7 @@ impl Producer {
         }
         match self.try_reserve(bytes.len() as u64)? {
             Some(mut loan) => {
-                loan.as_mut_slice().copy_from_slice(bytes);
+                copy_to_shared(loan.as_mut_slice(), bytes);
                 loan.commit()?;
                 Ok(true)
             }

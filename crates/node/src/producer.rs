@@ -6,7 +6,7 @@ use crate::queue::byte_count;
 use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
+use shmpipe_core::{copy_to_shared, CancelToken, Producer, Queue, RawLoan, WaitOptions};
 use std::sync::{Arc, Mutex};
 
 /// The sender as the fast free functions reach it (through an External, see
@@ -44,10 +44,50 @@ pub fn producer_try_send_parts(
         };
         let dst = loan.as_mut_slice();
         dst[..head.len()].copy_from_slice(head);
-        dst[head.len()..].copy_from_slice(&body);
+        copy_to_shared(&mut dst[head.len()..], &body);
         loan.commit().napi()?;
         Ok(true)
     })
+}
+
+/// Copies `source` into `target` from byte `offset`, streaming a large copy past the cache
+/// ([`copy_to_shared`]): how the codec writes the large binary parts of a composite value into a
+/// reservation of shared memory. Overlapping ranges (a view of the target sent into itself) are
+/// copied as `memmove` would.
+#[napi]
+pub fn copy_into_shared(
+    mut target: Uint8ArraySlice,
+    offset: f64,
+    source: Uint8ArraySlice,
+) -> Result<()> {
+    let len = source.len();
+    let start = usize::try_from(byte_count(offset, "offset")?)
+        .map_err(|_| invalid("offset is out of range"))?;
+    let end = start
+        .checked_add(len)
+        .filter(|&end| end <= target.len())
+        .ok_or_else(|| {
+            invalid(&format!(
+                "{len} bytes from offset {start} do not fit into a target of {} bytes",
+                target.len()
+            ))
+        })?;
+    // SAFETY: this runs on the JavaScript thread, inside this call: nothing else reads or writes
+    // `target` meanwhile. Only a raw pointer is kept from the mutable view.
+    let dst = unsafe { target.as_mut() }.as_mut_ptr().wrapping_add(start);
+    let src = source.as_ptr();
+    if (src as usize) < dst as usize + len && (dst as usize) < src as usize + len {
+        // SAFETY: both ranges are valid (`len` bytes of `source`, and `start..end` of `target`,
+        // checked above); `ptr::copy` allows them to overlap.
+        unsafe { std::ptr::copy(src, dst, len) };
+        return Ok(());
+    }
+    // SAFETY: `dst` points at `start..end` of `target`'s bytes (checked above), which do not
+    // overlap `source`'s (checked above), so this mutable slice aliases nothing borrowed; this
+    // runs on the JavaScript thread, inside this call, so nothing else touches either meanwhile.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dst, end - start) };
+    copy_to_shared(dst, &source);
+    Ok(())
 }
 
 /// A registered sender.
