@@ -54,6 +54,8 @@ export interface NativeProducer {
   readonly sent: number
   readonly acked: number
   tryReserve(len: number): ArrayBuffer | null
+  /** Copies `source` into the open reservation from byte `offset` (large copies streamed). */
+  writeReserved(offset: number, source: Uint8Array): void
   commit(buffer: ArrayBuffer): void
   abort(buffer: ArrayBuffer): void
   close(): void
@@ -161,11 +163,6 @@ export interface NativeBinding {
     headLen: number,
     body: Uint8Array,
   ): boolean
-  /**
-   * Copies `source` into `target` from byte `offset`, large copies streamed past the cache (for
-   * writing into shared memory).
-   */
-  copyIntoShared(target: Uint8Array, offset: number, source: Uint8Array): void
   /**
    * Takes the next message: an inline one that fits into `scratch` is copied there (its length is
    * returned), any other comes back as a Buffer; null when none is ready.

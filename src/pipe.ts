@@ -71,18 +71,12 @@ const DEFAULT_MAX_SENDERS = 64
 const IN_PLACE_THRESHOLD = 64 * 1024
 
 /**
- * Binary parts at least this long are copied into shared memory by the addon, which streams large
- * copies past the cache (`crates/core/src/copy.rs`: about twice as fast as `TypedArray.set` for
- * a megabyte on this project's VM); shorter ones by `set`, cheaper than a call into the addon.
+ * Binary parts at least this long are copied into a reservation by the addon, which streams a
+ * large copy past the cache where that is faster (`crates/core/src/copy.rs`: about twice as fast
+ * as `TypedArray.set` for a megabyte into a 64 MiB ring on this project's VM); shorter ones by
+ * `set`, cheaper than a call into the addon.
  */
 const NATIVE_COPY_BYTES = 64 * 1024
-
-/** How the sender copies an encoding's binary parts into shared memory. */
-function copyLargeIntoShared(target: Uint8Array, at: number, bytes: Uint8Array): void {
-  if (bytes.byteLength >= NATIVE_COPY_BYTES) native.copyIntoShared(target, at, bytes)
-  else target.set(bytes, at)
-}
-
 /**
  * Waits that involve messages at least this long do not spin before they sleep (the waiter
  * thread otherwise polls the queue for a while first, which catches the next small message
@@ -372,8 +366,12 @@ export class Sender implements Disposable {
     }
     const target = call(() => this.#producer.tryReserve(len))
     if (target === null) return false
+    const producer = this.#producer
     try {
-      writeEncoded(enc, new Uint8Array(target), copyLargeIntoShared)
+      writeEncoded(enc, new Uint8Array(target), (view, at, bytes) => {
+        if (bytes.byteLength >= NATIVE_COPY_BYTES) call(() => producer.writeReserved(at, bytes))
+        else view.set(bytes, at)
+      })
     } catch (err) {
       this.#producer.abort(target)
       throw err

@@ -51,7 +51,10 @@ pub use array::{
 pub use array_lock::{Acquired, LOCK_SPIN};
 pub use blob::{kept_in_process, process_keep_budget, KEEP_BUDGET_ENV, MAX_KEPT as MAX_KEPT_BLOBS};
 pub use consumer::{Consumer, Message};
-pub use copy::{copy_to_shared, STREAM_MIN_BYTES};
+pub use copy::{
+    copy_to_shared, last_level_cache_bytes, streams, DEFAULT_LAST_LEVEL_CACHE_BYTES,
+    STREAM_MIN_BYTES,
+};
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};
 pub use inventory::{

@@ -118,6 +118,11 @@ impl QueueShared {
         stamp(self.key, pos, st)
     }
 
+    /// Size of the inline data area (the ring) in bytes.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_units * UNIT
+    }
+
     /// Largest payload stored inline (its record, rounded to whole lines, is half the ring).
     pub fn max_inline(&self) -> u64 {
         (self.data_units / 2 - 2) * UNIT
@@ -373,7 +378,7 @@ impl Queue {
 
     /// Size of the inline data area in bytes.
     pub fn data_bytes(&self) -> u64 {
-        self.shared.data_units * UNIT
+        self.shared.data_bytes()
     }
 
     /// Largest message stored inline; larger ones get a segment of their own.

@@ -4,8 +4,7 @@
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
-//!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call), and
-//!   `copyIntoShared`, the codec's copy of large binary parts into a reservation
+//!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
@@ -34,9 +33,7 @@ mod waiter;
 pub use array::{LockInfo, NativeArray};
 pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
-pub use producer::{
-    copy_into_shared, producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle,
-};
+pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.

@@ -6,7 +6,7 @@ use crate::queue::byte_count;
 use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use shmpipe_core::{copy_to_shared, CancelToken, Producer, Queue, RawLoan, WaitOptions};
+use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
 use std::sync::{Arc, Mutex};
 
 /// The sender as the fast free functions reach it (through an External, see
@@ -42,52 +42,11 @@ pub fn producer_try_send_parts(
         let Some(mut loan) = p.try_reserve((head.len() + body.len()) as u64).napi()? else {
             return Ok(false);
         };
-        let dst = loan.as_mut_slice();
-        dst[..head.len()].copy_from_slice(head);
-        copy_to_shared(&mut dst[head.len()..], &body);
+        loan.as_mut_slice()[..head.len()].copy_from_slice(head);
+        loan.copy_from(head.len(), &body);
         loan.commit().napi()?;
         Ok(true)
     })
-}
-
-/// Copies `source` into `target` from byte `offset`, streaming a large copy past the cache
-/// ([`copy_to_shared`]): how the codec writes the large binary parts of a composite value into a
-/// reservation of shared memory. Overlapping ranges (a view of the target sent into itself) are
-/// copied as `memmove` would.
-#[napi]
-pub fn copy_into_shared(
-    mut target: Uint8ArraySlice,
-    offset: f64,
-    source: Uint8ArraySlice,
-) -> Result<()> {
-    let len = source.len();
-    let start = usize::try_from(byte_count(offset, "offset")?)
-        .map_err(|_| invalid("offset is out of range"))?;
-    let end = start
-        .checked_add(len)
-        .filter(|&end| end <= target.len())
-        .ok_or_else(|| {
-            invalid(&format!(
-                "{len} bytes from offset {start} do not fit into a target of {} bytes",
-                target.len()
-            ))
-        })?;
-    // SAFETY: this runs on the JavaScript thread, inside this call: nothing else reads or writes
-    // `target` meanwhile. Only a raw pointer is kept from the mutable view.
-    let dst = unsafe { target.as_mut() }.as_mut_ptr().wrapping_add(start);
-    let src = source.as_ptr();
-    if (src as usize) < dst as usize + len && (dst as usize) < src as usize + len {
-        // SAFETY: both ranges are valid (`len` bytes of `source`, and `start..end` of `target`,
-        // checked above); `ptr::copy` allows them to overlap.
-        unsafe { std::ptr::copy(src, dst, len) };
-        return Ok(());
-    }
-    // SAFETY: `dst` points at `start..end` of `target`'s bytes (checked above), which do not
-    // overlap `source`'s (checked above), so this mutable slice aliases nothing borrowed; this
-    // runs on the JavaScript thread, inside this call, so nothing else touches either meanwhile.
-    let dst = unsafe { std::slice::from_raw_parts_mut(dst, end - start) };
-    copy_to_shared(dst, &source);
-    Ok(())
 }
 
 /// A registered sender.
@@ -269,6 +228,33 @@ impl NativeProducer {
     pub fn commit(&mut self, buffer: ArrayBuffer) -> Result<()> {
         let loan = self.end_reservation(buffer)?;
         with_handle(&self.inner, "sender", |p| p.commit_raw(loan).napi())
+    }
+
+    /// Copies `source` into the open reservation from byte `offset`, streaming a large copy past
+    /// the cache where that is faster (`shmpipe_core::copy_to_shared`): how the codec writes the
+    /// large binary parts of a value into shared memory.
+    #[napi]
+    pub fn write_reserved(&mut self, offset: f64, source: Uint8ArraySlice) -> Result<()> {
+        let loan = self
+            .loan
+            .as_mut()
+            .ok_or_else(|| invalid("no reservation is open"))?;
+        let len = source.len();
+        let start = usize::try_from(byte_count(offset, "offset")?)
+            .ok()
+            .filter(|&start| start.checked_add(len).is_some_and(|end| end <= loan.len()))
+            .ok_or_else(|| {
+                invalid(&format!(
+                    "{len} bytes at offset {offset} do not fit the reservation of {} bytes",
+                    loan.len()
+                ))
+            })?;
+        let (src, dst) = (source.as_ptr() as usize, loan.as_mut_ptr() as usize);
+        if src < dst + loan.len() && dst < src + len {
+            return Err(invalid("the source overlaps the reservation"));
+        }
+        loan.copy_from(start, &source);
+        Ok(())
     }
 
     /// Abandons the open reservation; the receiver never sees it.
