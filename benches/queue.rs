@@ -7,12 +7,21 @@
 //!   (one copy in); this process receives each and copies it out into a preallocated buffer (one
 //!   copy out). Compared with `memcpy_1MiB` (cache-hot buffers) and `memcpy_1MiB_src64MiB` (the
 //!   source rotates across 64 MiB, more than the last-level cache).
+//! - `copy_1MB_into_64MiB/{plain,streamed}/dst+{0,8,16,24}`: copying 1 MB (the Node benchmark's
+//!   size) from a buffer into a 64 MiB region (a ring larger than the cache), the destination
+//!   rotating through it, `+N` bytes past a 64-byte boundary while the source sits 16 bytes past
+//!   one (glibc's blocks do): `copy_from_slice` (glibc `memcpy`) against
+//!   `shmpipe_core::copy_to_shared` with streaming stores, what a producer uses for large
+//!   messages into a ring of that size (`crates/core/src/copy.rs`).
 //! - `cross_process_ping_pong/{blocking_spin0,blocking_spin0_one_cpu,default_spin}`: a 64-byte
 //!   round trip through a `shmpipe-peer echo` child over two queues; `_one_cpu` pins both
 //!   processes to CPU 0. Then `…/round_trip` lines: 20,000 blocking round trips timed one by one,
 //!   their median (the bar) and spread.
 //!
-//! Set `SHMPIPE_BENCH_STREAM_SWEEP=1` to also measure the stream with other queue sizes.
+//! Set `SHMPIPE_BENCH_STREAM_SWEEP=1` to also measure the stream with other queue sizes (4 to
+//! 64 MiB), and `SHMPIPE_STREAM_COPIES=always` or `never` to override when the producer streams
+//! its copies past the cache (`crates/core/src/copy.rs`; by default only into a ring larger than
+//! half the last-level cache).
 //!
 //! Every child process is closed (or killed) and reaped, and every queue segment removed, before
 //! the run ends.
@@ -325,7 +334,7 @@ fn stream_1mib(c: &mut Criterion) {
         // Not swept: under 4 MiB of data a 1 MiB message no longer fits inline and takes the blob
         // path (about 20x slower here), and blobs still queued when the consumer closes leave
         // their segments in /dev/shm.
-        for (capacity, mib) in [(2u32, 4u64), (4, 8), (8, 8), (8, 16), (16, 32)] {
+        for (capacity, mib) in [(2u32, 4u64), (4, 8), (8, 8), (8, 16), (16, 32), (32, 64)] {
             let id = format!("cross_process_stream_1MiB_cap{capacity}_{mib}MiB");
             bench_stream(&mut group, &id, capacity, mib * MIB as u64);
         }
@@ -352,6 +361,48 @@ fn stream_1mib(c: &mut Criterion) {
             at = (at + MIB) % big.len();
         });
     });
+    group.finish();
+}
+
+/// 1 MB copies into a 64 MiB region: plain `memcpy` against streamed, at three alignments.
+fn copy_1mb_into_64mib(c: &mut Criterion) {
+    const LEN: usize = 1_000_000;
+    const REGION: usize = 64 * MIB;
+    let mut group = c.benchmark_group("copy_1MB_into_64MiB");
+    group
+        .throughput(Throughput::Bytes(LEN as u64))
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    // The source 16 bytes past a 64-byte boundary, as a glibc block of this size is.
+    let src_block = vec![0x5Au8; LEN + 128];
+    let src_at = 16 + (64 - src_block.as_ptr() as usize % 64) % 64;
+    let src = &src_block[src_at..src_at + LEN];
+    let mut region = vec![0xA5u8; REGION + 128]; // non-zero: real pages, not the zero page
+    let base = (64 - region.as_ptr() as usize % 64) % 64;
+    let slots = REGION / LEN.next_multiple_of(4096);
+    for streamed in [false, true] {
+        for misalign in [0usize, 8, 16, 24] {
+            let id = format!(
+                "{}/dst+{misalign}",
+                if streamed { "streamed" } else { "plain" }
+            );
+            let mut slot = 0;
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let at = base + slot * LEN.next_multiple_of(4096) + misalign;
+                    let dst = &mut region[at..at + LEN];
+                    if streamed {
+                        shmpipe_core::copy_to_shared(dst, black_box(src), u64::MAX);
+                    } else {
+                        dst.copy_from_slice(black_box(src));
+                    }
+                    black_box(&mut region);
+                    slot = (slot + 1) % slots;
+                });
+            });
+        }
+    }
     group.finish();
 }
 
@@ -544,6 +595,7 @@ criterion_group!(
     benches,
     spsc_in_process,
     stream_1mib,
+    copy_1mb_into_64mib,
     cross_process_ping_pong
 );
 criterion_main!(benches);

@@ -5,31 +5,37 @@
 //! `memcpy` wastes much of its bandwidth there: every destination cache line is first read from
 //! memory (to own it), then written, and the message evicts the producer's own working set on the
 //! way. Non-temporal ("streaming") stores write whole lines without reading them and bypass the
-//! cache. Copying 1 MB into a 64 MiB ring on this project's machine (AMD EPYC, a KVM guest):
+//! cache. Copying 1 MB into a 64 MiB region on this project's machine (AMD EPYC, a KVM guest;
+//! `cargo bench -p shmpipe-core -- copy_1MB`, the source 16 bytes past a 64-byte boundary):
 //!
-//! - glibc `memcpy` (`rep movsb`): 74–98 µs when source and destination addresses agree mod 32,
-//!   93–124 µs when they differ by 16, ~290 µs when they differ by 8 or 24;
-//! - 16-byte loads and aligned stores: 63–68 µs at every alignment;
-//! - the same with streaming stores: **36–40 µs** at every alignment (100 KB: 3.8 µs against
-//!   7–9 µs for `memcpy`; 10 MB: 360 µs against 800–870 µs).
+//! - `copy_from_slice` (glibc's `memcpy`, `rep movsb`): 77 µs when the destination shares the
+//!   source's alignment, 96–107 µs when it does not;
+//! - streaming stores: **37 µs** at every alignment.
 //!
 //! glibc switches to streaming stores only above its `x86_non_temporal_threshold`, derived from
 //! the cache sizes the CPU reports (240 MB on that VM), so it never did for a message. In the
-//! Node transport benchmark, sending 1 MB messages went from ~115 to ~55 µs each.
+//! Node transport benchmark (a 64 MiB ring), sending 1 MB messages went from ~115 to ~55 µs each.
 //!
 //! Streaming only pays when the destination is not in the cache anyway. A ring that fits in the
 //! last-level cache stays there, written and read by both sides without touching memory, and
 //! streaming stores would push every message out to memory for the consumer to read back. The
-//! same 1 MB messages through a 4 MiB ring, the consumer reading every byte: 56 µs per message
-//! with plain copies, 74 µs streamed (8 MiB: 48 against 72; 16 MiB: 55 against 69); through a
-//! 32 MiB ring 102 against 69, through 64 MiB 136 against 75 (the cache is 32 MiB there).
+//! core's 1 MiB stream (a producer process sending, the consumer copying every byte out;
+//! `SHMPIPE_BENCH_STREAM_SWEEP=1 cargo bench -p shmpipe-core -- stream_1MiB/cross`, with
+//! [`STREAM_COPIES_ENV`] `never`, then `always`), in µs per message on a 32 MiB cache:
+//!
+//! | ring     | 4 MiB | 8 MiB | 16 MiB | 32 MiB | 64 MiB |
+//! | -------- | ----- | ----- | ------ | ------ | ------ |
+//! | plain    | 25–34 | 25    | 35     | 78     | 93     |
+//! | streamed | 55–56 | 55–57 | 62     | **64** | **70** |
 //!
 //! So [`copy_to_shared`] streams on x86-64 (with SSE2, which every x86-64 CPU has) when the copy
 //! is at least [`STREAM_MIN_BYTES`] long and the memory the producer cycles through (its
 //! footprint: the ring's data area, or twice a blob's size) is more than half the last-level
 //! cache ([`last_level_cache_bytes`]). A streamed copy ends with a store fence: streaming stores
 //! are weakly ordered, and the `Release` store that later publishes the message does not order
-//! them by itself. Every other copy is a plain `copy_from_slice`.
+//! them by itself. Every other copy is a plain `copy_from_slice`. [`STREAM_COPIES_ENV`]
+//! (`SHMPIPE_STREAM_COPIES=always|never`) overrides the rule, for a machine where it guesses
+//! wrong, and for benchmarking both ways.
 
 /// Copies of at least this many bytes may stream (x86-64). Sending 100 KB messages through a
 /// 64 MiB ring went from ~14 to ~6 µs each with them; at 10–30 KB it made no difference.
@@ -88,12 +94,49 @@ fn parse_cache_size(text: &str) -> Option<u64> {
         .filter(|&b| b > 0)
 }
 
-/// Whether a copy of `len` bytes into memory a producer cycles through `footprint` bytes of is
-/// streamed past the cache (see the [module docs](self)).
+/// The environment variable that overrides when copies stream, read once per process:
+/// `always` (every copy of [`STREAM_MIN_BYTES`] or more, on x86-64), `never`, or `auto` (the
+/// default, also for any other value: by footprint, see [`streams`]).
+pub const STREAM_COPIES_ENV: &str = "SHMPIPE_STREAM_COPIES";
+
+/// When copies stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamPolicy {
+    /// When the footprint is more than half the last-level cache.
+    Auto,
+    Always,
+    Never,
+}
+
+impl StreamPolicy {
+    /// The policy a value of [`STREAM_COPIES_ENV`] names; `Auto` for anything else.
+    fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some("always") => Self::Always,
+            Some("never") => Self::Never,
+            _ => Self::Auto,
+        }
+    }
+
+    /// This process's policy.
+    fn current() -> Self {
+        static POLICY: std::sync::OnceLock<StreamPolicy> = std::sync::OnceLock::new();
+        *POLICY.get_or_init(|| Self::parse(std::env::var(STREAM_COPIES_ENV).ok().as_deref()))
+    }
+}
+
+/// Whether a copy of `len` bytes into memory that a producer cycles through `footprint` bytes of
+/// is streamed past the cache: on x86-64, for `len` of at least [`STREAM_MIN_BYTES`], when
+/// `footprint` is more than half of [`last_level_cache_bytes`] (or as [`STREAM_COPIES_ENV`]
+/// says).
 pub fn streams(len: usize, footprint: u64) -> bool {
     cfg!(target_arch = "x86_64")
         && len >= STREAM_MIN_BYTES
-        && footprint > last_level_cache_bytes() / 2
+        && match StreamPolicy::current() {
+            StreamPolicy::Always => true,
+            StreamPolicy::Never => false,
+            StreamPolicy::Auto => footprint > last_level_cache_bytes() / 2,
+        }
 }
 
 /// Copies `src` into `dst` (shared memory that the caller owns for writing: a claimed record or
@@ -220,7 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_stream_policy() {
+        assert_eq!(StreamPolicy::parse(Some("always")), StreamPolicy::Always);
+        assert_eq!(StreamPolicy::parse(Some("never\n")), StreamPolicy::Never);
+        assert_eq!(StreamPolicy::parse(Some("auto")), StreamPolicy::Auto);
+        assert_eq!(StreamPolicy::parse(Some("sometimes")), StreamPolicy::Auto);
+        assert_eq!(StreamPolicy::parse(None), StreamPolicy::Auto);
+    }
+
+    #[test]
     fn streams_only_long_copies_into_memory_larger_than_half_the_cache() {
+        if StreamPolicy::current() != StreamPolicy::Auto {
+            return; // the environment overrides the rule this test checks
+        }
         let cache = last_level_cache_bytes();
         assert!(!streams(STREAM_MIN_BYTES - 1, u64::MAX));
         assert!(!streams(STREAM_MIN_BYTES, cache / 2));

@@ -53,7 +53,7 @@ pub use blob::{kept_in_process, process_keep_budget, KEEP_BUDGET_ENV, MAX_KEPT a
 pub use consumer::{Consumer, Message};
 pub use copy::{
     copy_to_shared, last_level_cache_bytes, streams, DEFAULT_LAST_LEVEL_CACHE_BYTES,
-    STREAM_MIN_BYTES,
+    STREAM_COPIES_ENV, STREAM_MIN_BYTES,
 };
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};
