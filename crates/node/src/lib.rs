@@ -13,7 +13,6 @@
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
-//! - `huge_copy`: large messages copied out of the ring into huge-page memory
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
@@ -24,7 +23,6 @@ mod array;
 mod cleanup;
 mod consumer;
 mod errors;
-mod huge_copy;
 mod producer;
 mod queue;
 mod recycle;
