@@ -1232,8 +1232,9 @@ function setBytes(target: Uint8Array, at: number, bytes: Uint8Array): void {
 }
 
 /**
- * Like `enc.writeTo(target)`, but the binary payloads of at least {@link DEFER_BYTES} bytes, which
- * `writeTo` copies straight from their source, are copied by `copy` (everything else as usual).
+ * Like `enc.writeTo(target)`, but the bytes that `writeTo` copies straight from their source (a
+ * lone binary value's, and binary parts of at least {@link DEFER_BYTES} bytes) are copied by
+ * `copy`; everything else as usual.
  */
 export function writeEncoded(enc: Encoded, target: Uint8Array, copy: CopyBytes): void {
   if (enc instanceof EncodedValue || enc instanceof EncodedView) enc.writeTo(target, copy)

@@ -160,6 +160,8 @@ pub fn copy_to_shared(dst: &mut [u8], src: &[u8], footprint: u64) {
         unsafe { stream_copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = footprint; // nothing streams here
     dst.copy_from_slice(src);
 }
 
