@@ -60,16 +60,20 @@ pub struct NativeConsumer {
     waiter: Waiter,
 }
 
-/// A message's bytes as a Buffer: copied if inline (a large one into memory from `pool`), mapped
-/// if it has a segment of its own.
+/// A message's bytes as a Buffer: copied if inline (a large one into memory from `pool` while it
+/// has some to hand out), mapped if it has a segment of its own.
 fn to_buffer<'env>(
     env: &'env Env,
     msg: Message,
     pool: &Arc<BufferPool>,
 ) -> Result<BufferSlice<'env>> {
-    if !msg.is_blob() && msg.len() >= MIN_BYTES {
+    let recycled = if !msg.is_blob() && msg.len() >= MIN_BYTES {
+        pool.take(msg.len())
+    } else {
+        None
+    };
+    if let Some(mut bytes) = recycled {
         let len = msg.len();
-        let mut bytes = pool.take(len);
         bytes.extend_from_slice(msg.as_slice());
         drop(msg); // released before JavaScript sees the copy, as for small messages
         let ptr = bytes.as_mut_ptr();
