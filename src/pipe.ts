@@ -364,19 +364,19 @@ export class Sender implements Disposable {
       const handle = this.#fast
       return call(() => native.producerTrySend(handle, buf))
     }
-    const target = call(() => this.#producer.tryReserve(len))
-    if (target === null) return false
     const producer = this.#producer
+    const target = call(() => producer.tryReserve(len))
+    if (target === null) return false
     try {
       writeEncoded(enc, new Uint8Array(target), (view, at, bytes) => {
         if (bytes.byteLength >= NATIVE_COPY_BYTES) call(() => producer.writeReserved(at, bytes))
         else view.set(bytes, at)
       })
     } catch (err) {
-      this.#producer.abort(target)
+      producer.abort(target)
       throw err
     }
-    call(() => this.#producer.commit(target))
+    call(() => producer.commit(target))
     return true
   }
 
