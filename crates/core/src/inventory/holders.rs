@@ -32,6 +32,11 @@ pub(super) fn scan() -> Option<Holders> {
     imp::scan()
 }
 
+/// The command name of the process `pid` (Linux: `/proc/<pid>/comm`), where it can be read.
+pub(super) fn command(pid: u32) -> Option<String> {
+    imp::command(pid)
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use super::Holders;
@@ -81,6 +86,12 @@ mod imp {
         Some(out)
     }
 
+    pub fn command(pid: u32) -> Option<String> {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let comm = comm.trim_end_matches('\n');
+        (!comm.is_empty()).then(|| comm.to_owned())
+    }
+
     fn scan_process(pid: u32, out: &mut Holders) -> std::io::Result<()> {
         let mut note = |inode: Option<u64>, present: bool| match (present, inode) {
             (true, Some(inode)) => out.by_inode.entry(inode).or_default().push(pid),
@@ -118,6 +129,10 @@ mod imp {
     use super::Holders;
 
     pub fn scan() -> Option<Holders> {
+        None
+    }
+
+    pub fn command(_pid: u32) -> Option<String> {
         None
     }
 }
