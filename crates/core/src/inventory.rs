@@ -16,7 +16,7 @@
 //!   that cannot be told): [`Status::ArrayInUse`]. Kept, unless named in [`CleanOptions::only`]
 //!   or [`CleanOptions::arrays`]; one in use only with [`CleanOptions::force`] too;
 //! - owned by another user than the caller's effective uid: [`Status::OtherUser`] (whatever its
-//!   state): kept, unless [`CleanOptions::all_users`], which judges it like one's own (for root,
+//!   state but [`Status::OtherPidNamespace`]): kept, unless [`CleanOptions::all_users`], which judges it like one's own (for root,
 //!   common in containers and CI, that can read every user's segments);
 //! - creator in another PID namespace, or its namespace not recorded (older segments) and no
 //!   such process running here: [`Status::OtherPidNamespace`]: kept;
@@ -110,7 +110,7 @@ pub enum Status {
     /// [`SegmentInfo::may_be_used_by`]), or where that cannot be told. Kept unless named or
     /// [`CleanOptions::arrays`], and [`CleanOptions::force`].
     ArrayInUse,
-    /// Owned by another user (this uid), whatever its state. Kept unless
+    /// Owned by another user (this uid), in any state but [`Status::OtherPidNamespace`]. Kept unless
     /// [`CleanOptions::all_users`].
     OtherUser(u32),
 }
@@ -330,7 +330,7 @@ pub fn list_segments_with(opts: &ListOptions) -> Result<Vec<SegmentInfo>> {
 
 /// Whether `name` is one the inventory considers: a generated name ([`generated_bits`]) or a
 /// shared array's ([`crate::ARRAY_NAME_PREFIX`] and a valid array name).
-fn is_listed(name: &str) -> bool {
+pub(crate) fn is_listed(name: &str) -> bool {
     generated_bits(name).is_some()
         || name
             .strip_prefix(crate::ARRAY_NAME_PREFIX)
@@ -440,7 +440,8 @@ fn list(wanted: &dyn Fn(&str) -> bool, all_users: bool) -> Result<Vec<SegmentInf
         .map(|e| {
             let mut info = ctx.classify(e);
             if let (Some(ours), Some(uid)) = (our_uid, info.uid) {
-                if uid != ours {
+                // Another namespace's segment is not judged at all: it stays listed as such.
+                if uid != ours && info.status != Status::OtherPidNamespace {
                     info.status = Status::OtherUser(uid);
                     info.may_be_used_by.clear();
                 }

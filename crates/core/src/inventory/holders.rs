@@ -3,7 +3,8 @@
 //!
 //! Every shmpipe handle keeps its segment's descriptor open and its mapping in place for as long
 //! as it lives, so "held by no process" means "no handle left anywhere". A mapping or descriptor
-//! whose name was already removed shows as `/dev/shm/<name> (deleted)`. Processes whose entries
+//! whose name was already removed shows as `/dev/shm/<name> (deleted)`; removed shared arrays are
+//! left out (holding one does not make a process a receiver). Processes whose entries
 //! cannot be read (other users', unless we are root) are reported as such, so that callers can
 //! stay on the safe side.
 
@@ -40,6 +41,7 @@ pub(super) fn command(pid: u32) -> Option<String> {
 #[cfg(target_os = "linux")]
 mod imp {
     use super::Holders;
+    use crate::inventory::is_listed;
     use crate::name::generated_bits;
     use std::io::ErrorKind;
     use std::os::unix::fs::MetadataExt;
@@ -47,14 +49,15 @@ mod imp {
     const PREFIX: &str = "/dev/shm/";
     const DELETED: &str = " (deleted)";
 
-    /// A path from `/proc` naming one of our segments: (name is still there?).
+    /// A path from `/proc` naming one of our segments ([`is_listed`]): whether its name is still
+    /// there, or `None` for a removed shared array (which cannot make its holder a receiver) and
+    /// for any other path.
     fn ours(path: &str) -> Option<bool> {
         let rest = path.strip_prefix(PREFIX)?;
-        let (name, removed) = match rest.strip_suffix(DELETED) {
-            Some(name) => (name, true),
-            None => (rest, false),
-        };
-        generated_bits(name).map(|_| !removed)
+        match rest.strip_suffix(DELETED) {
+            Some(name) => generated_bits(name).map(|_| false),
+            None => is_listed(rest).then_some(true),
+        }
     }
 
     pub fn scan() -> Option<Holders> {
