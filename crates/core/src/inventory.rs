@@ -223,9 +223,6 @@ pub struct SegmentInfo {
     pub status: Status,
 }
 
-/// How many processes [`SegmentInfo::detail`] names before "and N more".
-const NAMED_PROCESSES: usize = 5;
-
 impl SegmentInfo {
     /// Whether [`clean`] with `opts` removes it.
     pub fn removable_with(&self, opts: &CleanOptions) -> bool {
@@ -245,19 +242,13 @@ impl SegmentInfo {
     /// The state in words, with the processes that keep it where there are some, e.g.
     /// `owner dead, maybe received by pid 42 (node)`.
     pub fn detail(&self) -> String {
+        // Every one of them: a reason that leaves one out would not say why.
         let processes = || {
-            let mut text: Vec<String> = self
+            let text: Vec<String> = self
                 .may_be_used_by
                 .iter()
-                .take(NAMED_PROCESSES)
                 .map(ProcessRef::to_string)
                 .collect();
-            if self.may_be_used_by.len() > NAMED_PROCESSES {
-                text.push(format!(
-                    "{} more",
-                    self.may_be_used_by.len() - NAMED_PROCESSES
-                ));
-            }
             text.join(", ")
         };
         match self.status {
