@@ -15,9 +15,9 @@
 //!   alive does not decide. Open or mapped by no process: [`Status::Array`]; by some (or where
 //!   that cannot be told): [`Status::ArrayInUse`]. Kept, unless named in [`CleanOptions::only`]
 //!   or [`CleanOptions::arrays`]; one in use only with [`CleanOptions::force`] too;
-//! - owned by another user than the caller's effective uid: [`Status::OtherUser`] (whatever its
-//!   state but [`Status::OtherPidNamespace`]): kept, unless [`CleanOptions::all_users`], which judges it like one's own (for root,
-//!   common in containers and CI, that can read every user's segments);
+//! - owned by another user than the caller's effective uid: [`Status::OtherUser`] (in any state
+//!   but [`Status::OtherPidNamespace`]): kept, unless [`CleanOptions::all_users`], which judges
+//!   it like one's own (root, common in containers and CI, can read every user's segments);
 //! - creator in another PID namespace, or its namespace not recorded (older segments) and no
 //!   such process running here: [`Status::OtherPidNamespace`]: kept;
 //! - header not valid for this layout version: [`Status::Invalid`]: kept, unless
@@ -110,8 +110,8 @@ pub enum Status {
     /// [`SegmentInfo::may_be_used_by`]), or where that cannot be told. Kept unless named or
     /// [`CleanOptions::arrays`], and [`CleanOptions::force`].
     ArrayInUse,
-    /// Owned by another user (this uid), in any state but [`Status::OtherPidNamespace`]. Kept unless
-    /// [`CleanOptions::all_users`].
+    /// Owned by another user (this uid), in any state but [`Status::OtherPidNamespace`]. Kept
+    /// unless [`CleanOptions::all_users`].
     OtherUser(u32),
 }
 
@@ -240,7 +240,7 @@ impl SegmentInfo {
     }
 
     /// The state in words, with the processes that keep it where there are some, e.g.
-    /// `owner dead, maybe received by pid 42 (node)`.
+    /// `owner dead, maybe in use: a receiver may be alive (pid 42 (node))`.
     pub fn detail(&self) -> String {
         // Every one of them: a reason that leaves one out would not say why.
         let processes = || {
@@ -460,7 +460,7 @@ impl Context<'_> {
         let holds_queue = h
             .by_inode
             .iter()
-            .any(|(inode, pids)| !pids.is_empty() && !self.not_queues.contains(inode));
+            .any(|(inode, pids)| !pids.is_empty() && self.may_be_queue(h, *inode));
         let uninspected = h
             .unreadable
             .iter()
@@ -474,6 +474,12 @@ impl Context<'_> {
         }
     }
 
+    /// Whether the held segment `inode` may be a queue (holding one may make a receiver): not a
+    /// blob or array listed here, nor an array by its name.
+    fn may_be_queue(&self, h: &Holders, inode: u64) -> bool {
+        !self.not_queues.contains(&inode) && !h.arrays.contains(&inode)
+    }
+
     /// The processes that could receive a blob owned by `uid` (see [`could_receive`]): those
     /// holding a queue or a removed shmpipe segment, and those that could not be inspected.
     ///
@@ -485,7 +491,7 @@ impl Context<'_> {
         let mut pids: Vec<u32> = h
             .by_inode
             .iter()
-            .filter(|(inode, _)| !self.not_queues.contains(inode))
+            .filter(|(inode, _)| self.may_be_queue(h, **inode))
             .flat_map(|(_, pids)| pids.iter().copied())
             .chain(h.of_removed.iter().copied())
             .chain(
@@ -873,6 +879,37 @@ mod tests {
             not_queues: &not_queues,
         };
         assert_eq!(no_scan.could_receive(Some(1000)), None);
+    }
+
+    #[test]
+    fn holding_an_array_does_not_make_a_possible_receiver() {
+        let not_queues = HashSet::new(); // the array is not among the listed entries
+        let h = Holders {
+            by_inode: [(9, vec![42]), (10, vec![43])].into(),
+            arrays: [9].into(),
+            ..Holders::default()
+        };
+        let ctx = Context {
+            our_pid_ns: 1,
+            holders: Some(&h),
+            not_queues: &not_queues,
+        };
+        assert_eq!(
+            ctx.possible_receivers(Some(0)),
+            [43],
+            "only the queue's holder"
+        );
+        let arrays_only = Holders {
+            by_inode: [(9, vec![42])].into(),
+            arrays: [9].into(),
+            ..Holders::default()
+        };
+        let ctx = Context {
+            holders: Some(&arrays_only),
+            ..ctx
+        };
+        assert_eq!(ctx.could_receive(Some(0)), Some(false));
+        assert!(ctx.possible_receivers(Some(0)).is_empty());
     }
 
     #[test]

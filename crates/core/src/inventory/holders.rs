@@ -8,7 +8,7 @@
 //! cannot be read (other users', unless we are root) are reported as such, so that callers can
 //! stay on the safe side.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What the scan found.
 #[derive(Debug, Default)]
@@ -19,6 +19,8 @@ pub(super) struct Holders {
     pub of_removed: Vec<u32>,
     /// Processes whose descriptors or mappings could not be read: (pid, uid).
     pub unreadable: Vec<(u32, u32)>,
+    /// Inodes in `by_inode` that are shared arrays (holding one does not make a receiver).
+    pub arrays: HashSet<u64>,
 }
 
 impl Holders {
@@ -49,14 +51,22 @@ mod imp {
     const PREFIX: &str = "/dev/shm/";
     const DELETED: &str = " (deleted)";
 
-    /// A path from `/proc` naming one of our segments ([`is_listed`]): whether its name is still
-    /// there, or `None` for a removed shared array (which cannot make its holder a receiver) and
-    /// for any other path.
-    fn ours(path: &str) -> Option<bool> {
+    /// What a path from `/proc` names.
+    enum Found {
+        /// One of our segments ([`is_listed`]) whose name is still there; a shared array's?
+        Present { array: bool },
+        /// A generated segment whose name was removed (a removed shared array is left out).
+        Removed,
+    }
+
+    /// What `path` names, or `None` if not one of ours.
+    fn ours(path: &str) -> Option<Found> {
         let rest = path.strip_prefix(PREFIX)?;
         match rest.strip_suffix(DELETED) {
-            Some(name) => generated_bits(name).map(|_| false),
-            None => is_listed(rest).then_some(true),
+            Some(name) => generated_bits(name).map(|_| Found::Removed),
+            None => is_listed(rest).then(|| Found::Present {
+                array: generated_bits(rest).is_none(),
+            }),
         }
     }
 
@@ -96,8 +106,13 @@ mod imp {
     }
 
     fn scan_process(pid: u32, out: &mut Holders) -> std::io::Result<()> {
-        let mut note = |inode: Option<u64>, present: bool| match (present, inode) {
-            (true, Some(inode)) => out.by_inode.entry(inode).or_default().push(pid),
+        let mut note = |inode: Option<u64>, found: Found| match (found, inode) {
+            (Found::Present { array }, Some(inode)) => {
+                out.by_inode.entry(inode).or_default().push(pid);
+                if array {
+                    out.arrays.insert(inode);
+                }
+            }
             _ => out.of_removed.push(pid),
         };
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
@@ -108,20 +123,20 @@ mod imp {
             let Some(start) = line.find(PREFIX) else {
                 continue;
             };
-            if let Some(present) = ours(&line[start..]) {
-                note(inode, present);
+            if let Some(found) = ours(&line[start..]) {
+                note(inode, found);
             }
         }
         for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue; // closed meanwhile
             };
-            let Some(present) = target.to_str().and_then(ours) else {
+            let Some(found) = target.to_str().and_then(ours) else {
                 continue;
             };
             // The inode of what the descriptor refers to, even if its name is gone.
             let inode = std::fs::metadata(fd.path()).ok().map(|m| m.ino());
-            note(inode, present);
+            note(inode, found);
         }
         Ok(())
     }
