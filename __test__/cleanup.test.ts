@@ -402,6 +402,11 @@ test('an array left by a SIGKILLed process is listed with its owner and age, kep
   t.true(err!.message.includes('`npx shmpipe ls`'), err?.message)
   t.true(err!.message.includes(`\`npx shmpipe clean ${segment}\``), err?.message)
 
+  const byArrayName = await shmpipe(['clean', array])
+  t.is(byArrayName.status, 0, byArrayName.stderr)
+  t.regex(byArrayName.stderr, new RegExp(`^shmpipe: no shmpipe segment named ${array} \\(a shared array named ${array} is ${segment}\\)$`, 'm')) // prettier-ignore
+  t.true(shmExists(segment))
+
   const run = await shmpipe(['clean', segment])
   t.is(run.status, 0, run.stderr)
   t.regex(run.stdout, new RegExp(`^${segment}\\s+array\\s.*removed: shared array, open in no process$`, 'm')) // prettier-ignore

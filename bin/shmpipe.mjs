@@ -185,7 +185,11 @@ function clean(addon, values, names) {
     const notable = kept.filter((s) => s.status !== 'owner-alive' && s.status !== 'creating')
     const rows = [...removed.map((s) => row(s, verb)), ...notable.map((s) => row(s, 'kept'))]
     if (rows.length > 0) process.stdout.write(`${table([HEADER, ...rows])}\n`)
-    for (const name of notFound) process.stderr.write(`shmpipe: no shmpipe segment named ${name}\n`)
+    for (const name of notFound) {
+      // A shared array's segment is its name with a prefix: say so to one who gave the array's.
+      const array = /^[A-Za-z0-9_.-]{1,20}$/.test(name) && !name.startsWith('shmpipe_') ? ` (a shared array named ${name} is shmpipe_a_${name})` : '' // prettier-ignore
+      process.stderr.write(`shmpipe: no shmpipe segment named ${name}${array}\n`)
+    }
     for (const f of failed)
       process.stderr.write(`shmpipe: could not remove ${f.segment.name}: ${f.error}\n`)
     for (const status of new Set(notable.map((s) => s.status)))
