@@ -15,7 +15,7 @@
  * @module
  */
 
-import { ShmpipeError } from './errors.js'
+import { ERR_SHMPIPE_INVALID_ARGUMENT, ShmpipeError } from './errors.js'
 import { call, native, translateError, type NativeSegmentRecord } from './native.js'
 
 /** What a segment holds. */
@@ -161,6 +161,30 @@ export interface CleanReport {
   readonly failed: { readonly segment: SegmentInfo; readonly error: ShmpipeError }[]
 }
 
+/**
+ * Checks that `options` is an object whose keys are `flags` (booleans, or undefined) or `others`
+ * (checked by the caller), so that a typo or a wrong type is an error, not silently ignored.
+ */
+function checkOptions(
+  fn: string,
+  options: unknown,
+  flags: readonly string[],
+  others: readonly string[] = [],
+): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: options must be an object`)
+  }
+  for (const [key, value] of Object.entries(options)) {
+    if (flags.includes(key)) {
+      if (value !== undefined && typeof value !== 'boolean') {
+        throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: ${key} must be a boolean`)
+      }
+    } else if (!others.includes(key)) {
+      throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: unknown option ${key}`)
+    }
+  }
+}
+
 function info(r: NativeSegmentRecord): SegmentInfo {
   return {
     name: r.name,
@@ -185,6 +209,7 @@ function info(r: NativeSegmentRecord): SegmentInfo {
  * sorted by name.
  */
 export function listSegments(options: ListOptions = {}): SegmentInfo[] {
+  checkOptions('listSegments', options, ['allUsers'])
   const { allUsers = false } = options
   return call(() => native.listSegments({ allUsers })).map(info)
 }
@@ -195,9 +220,16 @@ export function listSegments(options: ListOptions = {}): SegmentInfo[] {
  * asked to remove). Removing a segment removes its name: processes that still have it mapped
  * keep using it.
  *
- * @throws {ShmpipeError} `ERR_SHMPIPE_INVALID_ARGUMENT` for a malformed name in `names`.
+ * @throws {ShmpipeError} `ERR_SHMPIPE_INVALID_ARGUMENT` for a malformed name in `names`, an
+ * option of another type or an unknown option.
  */
 export function cleanSegments(options: CleanOptions = {}): CleanReport {
+  const flags = ['forceInvalid', 'dryRun', 'allUsers', 'arrays', 'force']
+  checkOptions('cleanSegments', options, flags, ['names'])
+  const given = (options as { names?: unknown }).names
+  if (given !== undefined && !(Array.isArray(given) && given.every((n) => typeof n === 'string'))) {
+    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'cleanSegments: names must be an array of strings') // prettier-ignore
+  }
   const {
     names,
     forceInvalid = false,
