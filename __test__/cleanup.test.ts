@@ -9,7 +9,7 @@
 
 import { execFile, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 
@@ -431,6 +431,7 @@ test('a sent message kept as maybe-in-use names the live process that may receiv
   const { name } = (await owner.next()) as { name: string }
   t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true }))
   const ownerPid = owner.process.pid!
+  const command = readFileSync(`/proc/${ownerPid}/comm`, 'utf8').trim() // `node`, or `nodejs`…
   // A sender that sends a message too large for the ring (its own segment), then dies.
   const { pid: senderPid } = runScript(
     `${REPORT_AND_DIE}
@@ -447,15 +448,15 @@ test('a sent message kept as maybe-in-use names the live process that may receiv
   t.like(listed, { status: 'maybe-in-use', owner: 'dead', removable: false })
   // Other processes on this machine may hold pipes too, and be named with it.
   t.true(
-    listed!.mayBeUsedBy.some((p) => p.pid === ownerPid && p.command === 'node'),
+    listed!.mayBeUsedBy.some((p) => p.pid === ownerPid && p.command === command),
     JSON.stringify(listed?.mayBeUsedBy),
   )
   t.true(listed!.detail.startsWith('owner dead, maybe in use: a receiver may be alive ('), listed?.detail) // prettier-ignore
-  t.true(listed!.detail.includes(`pid ${ownerPid} (node)`), listed?.detail)
+  t.true(listed!.detail.includes(`pid ${ownerPid} (${command})`), listed?.detail)
 
   const kept = await shmpipe(['clean', blob])
   t.is(kept.status, 0, kept.stderr)
-  t.regex(kept.stdout, new RegExp(`^${blob}\\s+blob\\s.*kept: owner dead, maybe in use: .*pid ${ownerPid} \\(node\\)`, 'm')) // prettier-ignore
+  t.regex(kept.stdout, new RegExp(`^${blob}\\s+blob\\s.*kept: owner dead, maybe in use: .*pid ${ownerPid} \\(${command.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)`, 'm')) // prettier-ignore
   t.regex(kept.stdout, /--force removes them/)
   t.true(shmExists(blob))
 
