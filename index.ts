@@ -47,6 +47,8 @@ export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,
   CleanReport,
+  ListOptions,
+  ProcessInfo,
   SegmentInfo,
   SegmentKind,
   SegmentStatus,

@@ -7,9 +7,10 @@
  * removes something names its segments; an unrestricted one is only run as a dry run.
  */
 
-import { execFile } from 'node:child_process'
-import { rmSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
+import { execFile, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFileSync, rmSync } from 'node:fs'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 
 import test, { type ExecutionContext } from 'ava'
@@ -17,19 +18,23 @@ import test, { type ExecutionContext } from 'ava'
 import {
   cleanSegments,
   createSharedMemoryPair,
+  ERR_SHMPIPE_EXISTS,
   ERR_SHMPIPE_INVALID_ARGUMENT,
   ERR_SHMPIPE_PEER_GONE,
   layoutVersion,
   listSegments,
   Receiver,
+  SharedArray,
   ShmpipeError,
   type SegmentInfo,
 } from '../index.js'
 import {
   checkNoSegmentLeaks,
+  entry,
   forkChild,
   repoRoot,
   shmExists,
+  spawnNode,
   startChild,
 } from './helpers/processes.js'
 import { difference, mpscValue } from './helpers/values.js'
@@ -91,7 +96,7 @@ test('shmpipe ls and clean: a live owner’s pipe is listed alive and never remo
   t.deepEqual(live!.heldBy, [pid])
   const text = await shmpipe(['ls'])
   t.is(text.status, 0)
-  t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+STATUS$/m)
+  t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
   t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s+64\\.\\d MiB\\s+${pid}\\s+alive\\s+`, 'm'))
 
   for (const args of [
@@ -124,7 +129,10 @@ test('shmpipe ls and clean: a live owner’s pipe is listed alive and never remo
   t.is(run.status, 0, run.stderr)
   t.regex(
     run.stdout,
-    new RegExp(`^${name}\\s+queue\\s+.*\\s+${pid}\\s+dead\\s+removed: owner dead$`, 'm'),
+    new RegExp(
+      `^${name}\\s+queue\\s+.*\\s+${pid}\\s+dead\\s+\\d+[smhd]\\s+removed: owner dead$`,
+      'm',
+    ),
   )
   t.regex(run.stdout, /^1 removed, 0 kept\.$/m)
   t.false(shmExists(name))
@@ -235,4 +243,245 @@ test('the creator SIGKILLed: the other ends keep working until they close, then 
     [[name, 'owner-dead']],
   )
   t.false(shmExists(name), 'clean removed what the dead creator left')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Other users' segments, shared arrays, and the processes that keep a segment
+
+/** Set to skip (visibly) the tests that need root where they cannot run; otherwise they fail. */
+const ROOT_OPT_OUT = 'SHMPIPE_TEST_SKIP_ROOT'
+
+/** Whether this process is root with `setpriv`; fails the test if not, unless opted out. */
+function rootWithSetpriv(t: ExecutionContext): boolean {
+  const missing =
+    process.getuid?.() !== 0
+      ? 'needs root, to run a process as another user (nobody)'
+      : spawnSync('setpriv', ['--version']).error !== undefined
+        ? 'needs setpriv (util-linux)'
+        : null
+  if (missing === null) return true
+  if (process.env[ROOT_OPT_OUT] !== undefined) {
+    t.log(`SKIPPED (${ROOT_OPT_OUT} is set): ${missing}`)
+    t.pass()
+    return false
+  }
+  t.fail(`${missing}; set ${ROOT_OPT_OUT}=1 to skip this test`)
+  return false
+}
+
+/**
+ * Runs `script` (an ES module importing the package as `shmpipe`) in `node` to its end, through
+ * the command `wrapper` if given; returns its pid and the JSON lines it printed.
+ */
+function runScript(script: string, wrapper: string[] = []): { pid: number; lines: unknown[] } {
+  const code = `import * as shmpipe from ${JSON.stringify(pathToFileURL(entry).href)}\n${script}`
+  const argv = [...wrapper, process.execPath, '--import=tsx', '--input-type=module', '-e', code]
+  const out = spawnSync(argv[0]!, argv.slice(1), { cwd: repoRoot, encoding: 'utf8' })
+  if (out.error) throw out.error
+  const lines = out.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as unknown)
+  if (lines.length === 0) throw new Error(`no output (${out.status ?? out.signal}): ${out.stderr}`)
+  return { pid: out.pid, lines }
+}
+
+/** Prints `value` as a JSON line, then dies of SIGKILL (no cleanup of its own). */
+const REPORT_AND_DIE = `
+  const die = (value) => {
+    process.stdout.write(JSON.stringify(value) + '\\n', () => process.kill(process.pid, 'SIGKILL'))
+    setInterval(() => {}, 1 << 30)
+  }
+`
+
+async function cleanJson(t: ExecutionContext, args: string[]) {
+  const run = await shmpipe(['clean', '--json', ...args])
+  t.is(run.status, 0, run.stderr)
+  return JSON.parse(run.stdout) as { removed: SegmentInfo[]; kept: SegmentInfo[] }
+}
+
+test('as root, clean keeps another user’s segment whose owner is dead, shows it as another user’s, and --all-users removes it', async (t) => {
+  if (!rootWithSetpriv(t)) return
+  const asNobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+  const { pid, lines } = runScript(
+    `${REPORT_AND_DIE}
+     const [sender] = shmpipe.createSharedMemoryPair({ capacity: 4, bytes: 1 << 16 })
+     die({ uid: process.getuid(), name: sender.name })`,
+    asNobody,
+  )
+  const { uid, name } = lines[0] as { uid: number; name: string }
+  t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true }))
+  t.is(uid, 65534, 'the creator ran as nobody')
+  t.true(shmExists(name), 'its SIGKILLed creator left it')
+
+  const listed = (await lsJson(t)).find((s) => s.name === name)
+  t.like(listed, {
+    kind: 'queue',
+    uid: 65534,
+    ownerPid: pid,
+    owner: 'dead',
+    status: 'other-user',
+    detail: 'other user (uid 65534)',
+    removable: false,
+  })
+  const text = await shmpipe(['ls'])
+  t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s.*\\s${pid}\\s+dead\\s+\\S+\\s+other user \\(uid 65534\\)$`, 'm')) // prettier-ignore
+
+  for (const args of [[name], ['--force', '--arrays', '--force-invalid', name]]) {
+    const run = await shmpipe(['clean', ...args])
+    t.is(run.status, 0, run.stderr)
+    t.regex(run.stdout, new RegExp(`^${name}\\s.*kept: other user \\(uid 65534\\)$`, 'm'))
+    t.regex(run.stdout, /^0 removed, 1 kept\.$/m)
+    t.regex(run.stdout, /--all-users/)
+    t.true(shmExists(name), `clean ${args.join(' ')} removed another user’s segment`)
+  }
+  t.like(
+    listSegments({ allUsers: true }).find((s) => s.name === name),
+    { status: 'owner-dead', removable: true },
+  )
+  t.like(cleanSegments({ names: [name] }).kept[0], { status: 'other-user' })
+
+  const report = await cleanJson(t, ['--all-users', name])
+  t.deepEqual(
+    report.removed.map((s) => [s.name, s.status, s.uid]),
+    [[name, 'owner-dead', 65534]],
+  )
+  t.false(shmExists(name))
+})
+
+test('an array left by a SIGKILLed process is listed with its owner and age, kept by plain clean, named in the EXISTS error, and removed by clean <name>', async (t) => {
+  const array = `inv${randomBytes(6).toString('hex')}`
+  const segment = `shmpipe_a_${array}`
+  t.teardown(() => rmSync(`/dev/shm/${segment}`, { force: true }))
+  const before = Date.now() - 2000
+  const { pid } = runScript(
+    `${REPORT_AND_DIE}
+     shmpipe.SharedArray.create(${JSON.stringify(array)}, 'float64', [4])
+     die('created')`,
+  )
+  t.true(shmExists(segment))
+  await new Promise((r) => setTimeout(r, 1100)) // an age of a second at least
+
+  const listed = (await lsJson(t)).find((s) => s.name === segment)
+  t.like(listed, {
+    kind: 'array',
+    ownerPid: pid,
+    owner: 'dead',
+    status: 'array',
+    detail: 'shared array, open in no process',
+    removable: false,
+    uid: process.getuid!(),
+  })
+  t.deepEqual(listed!.heldBy, [])
+  t.true(listed!.createdAt! >= before && listed!.createdAt! <= Date.now() - 1000, `createdAt ${listed?.createdAt}`) // prettier-ignore
+  const text = await shmpipe(['ls'])
+  t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
+  t.regex(text.stdout, new RegExp(`^${segment}\\s+array\\s.*\\s${pid}\\s+dead\\s+[1-9]\\d*s\\s+shared array, open in no process$`, 'm')) // prettier-ignore
+
+  // Unrestricted, but only dry runs (other runs share /dev/shm).
+  const plain = await cleanJson(t, ['--dry-run'])
+  t.like(
+    plain.kept.find((s) => s.name === segment),
+    { status: 'array', removable: false },
+  )
+  t.false(
+    plain.removed.some((s) => s.name === segment),
+    'plain clean would remove the array',
+  )
+  const withArrays = await cleanJson(t, ['--dry-run', '--arrays'])
+  t.true(
+    withArrays.removed.some((s) => s.name === segment),
+    '--arrays would not remove it',
+  )
+  t.true(shmExists(segment))
+
+  const err = t.throws(() => SharedArray.create(array, 'float64', [4]), {
+    instanceOf: ShmpipeError,
+  })
+  t.is(err?.code, ERR_SHMPIPE_EXISTS)
+  t.true(err!.message.includes('`npx shmpipe ls`'), err?.message)
+  t.true(err!.message.includes(`\`npx shmpipe clean ${segment}\``), err?.message)
+
+  const byArrayName = await shmpipe(['clean', array])
+  t.is(byArrayName.status, 0, byArrayName.stderr)
+  t.regex(byArrayName.stderr, new RegExp(`^shmpipe: no shmpipe segment named ${array} \\(a shared array named ${array} is ${segment}\\)$`, 'm')) // prettier-ignore
+  t.true(shmExists(segment))
+
+  const run = await shmpipe(['clean', segment])
+  t.is(run.status, 0, run.stderr)
+  t.regex(run.stdout, new RegExp(`^${segment}\\s+array\\s.*removed: shared array, open in no process$`, 'm')) // prettier-ignore
+  t.regex(run.stdout, /^1 removed, 0 kept\.$/m)
+  t.false(shmExists(segment))
+  const again = SharedArray.create(array, 'float64', [4]) // the name is free again
+  again.close()
+  SharedArray.delete(array)
+})
+
+test('a sent message kept as maybe-in-use names the live process that may receive it, and --force removes it', async (t) => {
+  // The pipe's owner (alive, holding the pipe: its receiver may still take the message).
+  const owner = spawnNode(t, [
+    '--import=tsx',
+    '--input-type=module',
+    '-e',
+    `import * as shmpipe from ${JSON.stringify(pathToFileURL(entry).href)}
+     const [sender] = shmpipe.createSharedMemoryPair({ capacity: 4, bytes: 1 << 16 })
+     console.log(JSON.stringify({ name: sender.name }))
+     setInterval(() => {}, 1 << 30)`,
+  ])
+  const { name } = (await owner.next()) as { name: string }
+  t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true }))
+  const ownerPid = owner.process.pid!
+  const command = readFileSync(`/proc/${ownerPid}/comm`, 'utf8').trim() // `node`, or `nodejs`…
+  // A sender that sends a message too large for the ring (its own segment), then dies.
+  const { pid: senderPid } = runScript(
+    `${REPORT_AND_DIE}
+     const sender = shmpipe.Sender.attach(${JSON.stringify(name)})
+     await sender.put(new Uint8Array(1 << 20))
+     die('sent')`,
+  )
+  const blobs = listSegments().filter((s) => s.ownerPid === senderPid && s.kind === 'blob')
+  t.is(blobs.length, 1, JSON.stringify(blobs))
+  const blob = blobs[0]!.name
+  t.teardown(() => rmSync(`/dev/shm/${blob}`, { force: true }))
+
+  const listed = (await lsJson(t)).find((s) => s.name === blob)
+  t.like(listed, { status: 'maybe-in-use', owner: 'dead', removable: false })
+  // Other processes on this machine may hold pipes too, and be named with it.
+  t.true(
+    listed!.mayBeUsedBy.some((p) => p.pid === ownerPid && p.command === command),
+    JSON.stringify(listed?.mayBeUsedBy),
+  )
+  t.true(listed!.detail.startsWith('owner dead, maybe in use: a receiver may be alive ('), listed?.detail) // prettier-ignore
+  t.true(listed!.detail.includes(`pid ${ownerPid} (${command})`), listed?.detail)
+
+  const kept = await shmpipe(['clean', blob])
+  t.is(kept.status, 0, kept.stderr)
+  t.regex(kept.stdout, new RegExp(`^${blob}\\s+blob\\s.*kept: owner dead, maybe in use: .*pid ${ownerPid} \\(${command.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)`, 'm')) // prettier-ignore
+  t.regex(kept.stdout, /--force removes them/)
+  t.true(shmExists(blob))
+
+  const forced = await cleanJson(t, ['--force', blob])
+  t.deepEqual(
+    forced.removed.map((s) => [s.name, s.status]),
+    [[blob, 'maybe-in-use']],
+  )
+  t.false(shmExists(blob))
+  t.true(shmExists(name), '--force removed only what was named')
+})
+
+test('listSegments() and cleanSegments() refuse options of another type or name', (t) => {
+  const calls: [string, () => unknown][] = [
+    ['listSegments: allUsers must be a boolean', () => listSegments({ allUsers: 'yes' as never })],
+    ['listSegments: unknown option allUser', () => listSegments({ allUser: true } as never)],
+    ['cleanSegments: force must be a boolean', () => cleanSegments({ force: 1 as never, dryRun: true })], // prettier-ignore
+    ['cleanSegments: arrays must be a boolean', () => cleanSegments({ arrays: 'no' as never, dryRun: true })], // prettier-ignore
+    ['cleanSegments: unknown option array', () => cleanSegments({ array: true, dryRun: true } as never)], // prettier-ignore
+    ['cleanSegments: names must be an array of strings', () => cleanSegments({ names: 'shmpipe_a_x' as never })], // prettier-ignore
+    ['cleanSegments: options must be an object', () => cleanSegments(null as never)],
+  ]
+  for (const [message, call] of calls) {
+    const err = t.throws(call, { instanceOf: ShmpipeError }, message)
+    t.is(err?.code, ERR_SHMPIPE_INVALID_ARGUMENT, message)
+    t.is(err?.message, message)
+  }
 })

@@ -14,16 +14,25 @@ import { parseArgs } from 'node:util'
 const USAGE = `Usage: shmpipe <command> [options]
 
 Commands:
-  ls [--json]                 List the shmpipe shared-memory segments on this machine: name,
-                              kind, size, owner pid, owner alive/dead, and what clean would do.
+  ls [--json] [--all-users]   List the shmpipe shared-memory segments on this machine, shared
+                              arrays included: name, kind, size, owner pid, owner alive/dead,
+                              age, and what clean would do.
   clean [options] [NAME...]   Remove the segments whose owner is dead (only NAMEs, if given).
-                              Never removes one whose owner is alive, nor one a live process may
-                              still need: those are kept, with the reason.
+                              Never removes a pipe or message whose owner is alive, nor, unless
+                              asked, one a live process may still need: those are kept, with the
+                              reason. Shared arrays outlive their creator by design: one goes
+                              only when named or with --arrays.
   help                        Show this text.
 
 Options:
   --json            Print JSON instead of text.
   --dry-run         (clean) Show what would be removed; remove nothing.
+  --arrays          (clean) Also remove shared arrays that no process has open.
+  --force           (clean) Also remove what a live process may still use: a sent message a
+                    live process may still receive (it is lost), and, named or with --arrays,
+                    an array open in a live process (that process keeps its mapping).
+  --all-users       Also judge other users' segments (kept as "other user" otherwise), and so
+                    remove those whose owner is dead. Only root can.
   --force-invalid   (clean) Also remove segments with an invalid header (e.g. a creator killed
                     before writing it) that no process has open or mapped (Linux only).
 
@@ -64,6 +73,8 @@ function normalise(r) {
     ready: r.ready ?? null,
     uid: r.uid ?? null,
     heldBy: r.heldBy ?? null,
+    createdAt: r.createdAt ?? null,
+    mayBeUsedBy: r.mayBeUsedBy.map((p) => ({ pid: p.pid, command: p.command ?? null })),
   }
 }
 
@@ -76,6 +87,16 @@ function formatSize(bytes) {
     unit++
   }
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`
+}
+
+/** How long ago `createdAt` (ms since 1970) was, in the largest whole unit: `42s`, `5m`, `3h`, `2d`. */
+function formatAge(createdAt) {
+  if (createdAt === null) return '-'
+  const seconds = Math.max(0, Math.floor((Date.now() - createdAt) / 1000))
+  if (seconds < 60) return `${seconds}s`
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`
+  return `${Math.floor(seconds / 86400)}d`
 }
 
 function table(rows) {
@@ -94,11 +115,20 @@ function row(s, action) {
     formatSize(s.size),
     s.ownerPid === null ? '-' : String(s.ownerPid),
     s.owner,
+    formatAge(s.createdAt),
     action === undefined ? s.detail : `${action}: ${s.detail}`,
   ]
 }
 
-const HEADER = ['NAME', 'KIND', 'SIZE', 'PID', 'OWNER', 'STATUS']
+const HEADER = ['NAME', 'KIND', 'SIZE', 'PID', 'OWNER', 'AGE', 'STATUS']
+
+/** What to ask for to remove kept segments of each status (printed once per status kept). */
+const HINTS = {
+  'other-user': "other users' segments are kept: --all-users judges them as your own",
+  array: 'shared arrays are kept: name them, or use --arrays',
+  'array-in-use': 'arrays open in a live process are kept: name them (or --arrays) with --force',
+  'maybe-in-use': 'messages a live process may receive are kept: --force removes them',
+}
 
 function translate(err) {
   const match = /^(ERR_SHMPIPE_[A-Z_]+): /.exec(err?.message ?? '')
@@ -108,7 +138,7 @@ function translate(err) {
 function ls(addon, values) {
   let segments
   try {
-    segments = addon.listSegments().map(normalise)
+    segments = addon.listSegments({ allUsers: values['all-users'] }).map(normalise)
   } catch (err) {
     return translate(err)
   }
@@ -130,11 +160,14 @@ function ls(addon, values) {
 function clean(addon, values, names) {
   let report
   try {
-    report = addon.cleanSegments(
-      names.length > 0 ? names : null,
-      values['force-invalid'],
-      values['dry-run'],
-    )
+    report = addon.cleanSegments({
+      ...(names.length > 0 ? { names } : {}),
+      forceInvalid: values['force-invalid'],
+      dryRun: values['dry-run'],
+      allUsers: values['all-users'],
+      arrays: values.arrays,
+      force: values.force,
+    })
   } catch (err) {
     return translate(err)
   }
@@ -152,9 +185,15 @@ function clean(addon, values, names) {
     const notable = kept.filter((s) => s.status !== 'owner-alive' && s.status !== 'creating')
     const rows = [...removed.map((s) => row(s, verb)), ...notable.map((s) => row(s, 'kept'))]
     if (rows.length > 0) process.stdout.write(`${table([HEADER, ...rows])}\n`)
-    for (const name of notFound) process.stderr.write(`shmpipe: no shmpipe segment named ${name}\n`)
+    for (const name of notFound) {
+      // A shared array's segment is its name with a prefix: say so to one who gave the array's.
+      const array = /^[A-Za-z0-9_.-]{1,20}$/.test(name) && !name.startsWith('shmpipe_') ? ` (a shared array named ${name} is shmpipe_a_${name})` : '' // prettier-ignore
+      process.stderr.write(`shmpipe: no shmpipe segment named ${name}${array}\n`)
+    }
     for (const f of failed)
       process.stderr.write(`shmpipe: could not remove ${f.segment.name}: ${f.error}\n`)
+    for (const status of new Set(notable.map((s) => s.status)))
+      if (HINTS[status] !== undefined) process.stdout.write(`(${HINTS[status]})\n`)
     process.stdout.write(
       `${removed.length} ${verb}, ${kept.length} kept${failed.length > 0 ? `, ${failed.length} failed` : ''}.\n`,
     )
@@ -172,6 +211,9 @@ function main(argv) {
         json: { type: 'boolean', default: false },
         'dry-run': { type: 'boolean', default: false },
         'force-invalid': { type: 'boolean', default: false },
+        force: { type: 'boolean', default: false },
+        arrays: { type: 'boolean', default: false },
+        'all-users': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     })
@@ -187,8 +229,14 @@ function main(argv) {
   switch (command) {
     case 'ls':
     case 'list':
-      if (rest.length > 0 || values['dry-run'] || values['force-invalid'])
-        return fail(USAGE_ERROR, `ls takes no names and only --json\n\n${USAGE}`)
+      if (
+        rest.length > 0 ||
+        values['dry-run'] ||
+        values['force-invalid'] ||
+        values.force ||
+        values.arrays
+      )
+        return fail(USAGE_ERROR, `ls takes no names and only --json, --all-users\n\n${USAGE}`)
       return ls(loadAddon(), values)
     case 'clean':
       return clean(loadAddon(), values, rest)

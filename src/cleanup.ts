@@ -5,7 +5,9 @@
  * Every segment names its creating process (pid and start time, so a recycled pid is not taken
  * for it) and that process owns it. {@link cleanSegments} removes a segment only when its owner
  * is dead and removing it cannot break a live process, and never one whose owner is alive; what
- * it cannot judge it lists and keeps (see {@link SegmentStatus}).
+ * it cannot judge it lists and keeps (see {@link SegmentStatus}). Shared arrays are listed too,
+ * and removed only when asked for (by name, or `arrays`), since they outlive their creator by
+ * design. Other users' segments are kept unless `allUsers` (root can read them all).
  *
  * Platforms: Linux (`/dev/shm`); macOS (a per-user registry of names, since macOS cannot list
  * POSIX shared memory); Windows lists nothing and cleans nothing.
@@ -13,7 +15,7 @@
  * @module
  */
 
-import { ShmpipeError } from './errors.js'
+import { ERR_SHMPIPE_INVALID_ARGUMENT, ShmpipeError } from './errors.js'
 import { call, native, translateError, type NativeSegmentRecord } from './native.js'
 
 /** What a segment holds. */
@@ -30,13 +32,21 @@ export type SegmentKind = 'queue' | 'blob' | 'array'
  * - `undeliverable-blob`: a sent message's own segment whose sender died and that no live
  *   process can receive any more. Removed.
  * - `maybe-in-use`: a sent message's own segment whose sender died, which a live receiver may
- *   still take (or this cannot be told, e.g. on macOS or for lack of permission). Kept.
+ *   still take (or this cannot be told, e.g. on macOS or for lack of permission); `mayBeUsedBy`
+ *   names the processes that may. Kept, unless `force` (the message is lost).
  * - `other-pid-namespace`: made in another PID namespace (another container sharing
  *   `/dev/shm`): its pid means nothing here; or made by a version that did not record the
  *   namespace, and no such process runs here. Kept.
  * - `invalid`: not a valid header of this version. Kept, unless `forceInvalid` and no process
  *   holds it open or mapped.
- * - `unreadable`: another user's segment. Kept.
+ * - `unreadable`: cannot be read. Kept.
+ * - `array`: a shared array that no process has open or mapped (its creator may be dead: arrays
+ *   outlive it by design). Kept, unless named in `names` or `arrays`.
+ * - `array-in-use`: a shared array that live processes have open or mapped (`mayBeUsedBy`), or
+ *   where that cannot be told (macOS). Kept, unless named or `arrays`, and `force`: the processes
+ *   keep their mapping, but nobody can attach to the name any more.
+ * - `other-user`: owned by another user than this process's (e.g. when run as root), in any
+ *   state (but `other-pid-namespace`). Kept, unless `allUsers`, which judges it as one's own.
  */
 export type SegmentStatus =
   | 'owner-alive'
@@ -48,10 +58,21 @@ export type SegmentStatus =
   | 'other-pid-namespace'
   | 'invalid'
   | 'unreadable'
+  | 'array'
+  | 'array-in-use'
+  | 'other-user'
+
+/** A live process, as named in the reasons a segment is kept. */
+export interface ProcessInfo {
+  /** Its pid. */
+  readonly pid: number
+  /** Its command name (Linux: `/proc/<pid>/comm`); `null` where it cannot be read. */
+  readonly command: string | null
+}
 
 /** One shared-memory segment found on this machine. */
 export interface SegmentInfo {
-  /** Its name (a pipe's name is the name of its queue segment). */
+  /** Its name (a pipe's name is the name of its queue segment; an array's is `shmpipe_a_<name>`). */
   readonly name: string
   /** What it holds; `null` when its header is not valid. */
   readonly kind: SegmentKind | null
@@ -63,7 +84,10 @@ export interface SegmentInfo {
   readonly owner: 'alive' | 'dead' | 'unknown'
   /** Its state; see {@link SegmentStatus}. */
   readonly status: SegmentStatus
-  /** The state in words, e.g. `owner dead, maybe in use (a receiver may be alive)`. */
+  /**
+   * The state in words, with the processes that keep it, e.g. `owner dead, maybe in use: a
+   * receiver may be alive (pid 4242 (node))` or `other user (uid 65534)`.
+   */
   readonly detail: string
   /** Whether {@link cleanSegments} removes it (with the options used, for its reports). */
   readonly removable: boolean
@@ -75,11 +99,34 @@ export interface SegmentInfo {
   readonly uid: number | null
   /** Pids of the processes that have it open or mapped; `null` where that cannot be told. */
   readonly heldBy: readonly number[] | null
+  /**
+   * When it was created, in milliseconds since 1970 (its age is `Date.now() - createdAt`);
+   * `null` where unknown (macOS).
+   */
+  readonly createdAt: number | null
+  /**
+   * The live processes that may still use it, for a segment kept because of them: for
+   * `maybe-in-use`, those that could receive the message (they hold a pipe, or could not be
+   * inspected); for `array-in-use`, those that have the array open or mapped. Empty otherwise.
+   */
+  readonly mayBeUsedBy: readonly ProcessInfo[]
+}
+
+/** Options of {@link listSegments}. */
+export interface ListOptions {
+  /**
+   * List other users' segments with the state they would have if they were one's own, instead
+   * of as `other-user`. Default `false`.
+   */
+  allUsers?: boolean
 }
 
 /** Options of {@link cleanSegments}. */
 export interface CleanOptions {
-  /** Only consider these segments (by name); the others are left alone whatever their state. */
+  /**
+   * Only consider these segments (by name); the others are left alone whatever their state.
+   * Naming a shared array asks for its removal (as `arrays` does).
+   */
   names?: readonly string[]
   /**
    * Also remove segments with an invalid header (say, from a creator killed before writing it,
@@ -89,6 +136,19 @@ export interface CleanOptions {
   forceInvalid?: boolean
   /** Report what would be removed; remove nothing. Default `false`. */
   dryRun?: boolean
+  /**
+   * Also judge other users' segments (kept as `other-user` otherwise), and so remove those whose
+   * owner is dead. Only root can. Default `false`.
+   */
+  allUsers?: boolean
+  /** Also remove shared arrays that no process has open or mapped. Default `false`. */
+  arrays?: boolean
+  /**
+   * Also remove what live processes may still use: `maybe-in-use` messages (they are lost) and,
+   * named or with `arrays`, `array-in-use` arrays. Never a pipe or message whose owner is alive.
+   * Default `false`.
+   */
+  force?: boolean
 }
 
 /** What {@link cleanSegments} did. */
@@ -99,6 +159,30 @@ export interface CleanReport {
   readonly kept: SegmentInfo[]
   /** Segments whose removal failed, with the error. */
   readonly failed: { readonly segment: SegmentInfo; readonly error: ShmpipeError }[]
+}
+
+/**
+ * Checks that `options` is an object whose keys are `flags` (booleans, or undefined) or `others`
+ * (checked by the caller), so that a typo or a wrong type is an error, not silently ignored.
+ */
+function checkOptions(
+  fn: string,
+  options: unknown,
+  flags: readonly string[],
+  others: readonly string[] = [],
+): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: options must be an object`)
+  }
+  for (const [key, value] of Object.entries(options)) {
+    if (flags.includes(key)) {
+      if (value !== undefined && typeof value !== 'boolean') {
+        throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: ${key} must be a boolean`)
+      }
+    } else if (!others.includes(key)) {
+      throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: unknown option ${key}`)
+    }
+  }
 }
 
 function info(r: NativeSegmentRecord): SegmentInfo {
@@ -115,25 +199,54 @@ function info(r: NativeSegmentRecord): SegmentInfo {
     ready: r.ready ?? null,
     uid: r.uid ?? null,
     heldBy: r.heldBy ?? null,
+    createdAt: r.createdAt ?? null,
+    mayBeUsedBy: r.mayBeUsedBy.map((p) => ({ pid: p.pid, command: p.command ?? null })),
   }
 }
 
-/** Every shmpipe segment on this machine (of every user and process), sorted by name. */
-export function listSegments(): SegmentInfo[] {
-  return call(() => native.listSegments()).map(info)
+/**
+ * Every shmpipe segment on this machine (of every user and process, shared arrays included),
+ * sorted by name.
+ */
+export function listSegments(options: ListOptions = {}): SegmentInfo[] {
+  checkOptions('listSegments', options, ['allUsers'])
+  const { allUsers = false } = options
+  return call(() => native.listSegments({ allUsers })).map(info)
 }
 
 /**
- * Removes the segments whose owner is dead, and never one whose owner is alive (see
- * {@link SegmentStatus} for every case). Removing a segment removes its name: processes that
- * still have it mapped keep using it.
+ * Removes the segments whose owner is dead, and never a pipe or message whose owner is alive
+ * (see {@link SegmentStatus} for every case, and {@link CleanOptions} for what else it can be
+ * asked to remove). Removing a segment removes its name: processes that still have it mapped
+ * keep using it.
  *
- * @throws {ShmpipeError} `ERR_SHMPIPE_INVALID_ARGUMENT` for a malformed name in `names`.
+ * @throws {ShmpipeError} `ERR_SHMPIPE_INVALID_ARGUMENT` for a malformed name in `names`, an
+ * option of another type or an unknown option.
  */
 export function cleanSegments(options: CleanOptions = {}): CleanReport {
-  const { names, forceInvalid = false, dryRun = false } = options
+  const flags = ['forceInvalid', 'dryRun', 'allUsers', 'arrays', 'force']
+  checkOptions('cleanSegments', options, flags, ['names'])
+  const given = (options as { names?: unknown }).names
+  if (given !== undefined && !(Array.isArray(given) && given.every((n) => typeof n === 'string'))) {
+    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'cleanSegments: names must be an array of strings') // prettier-ignore
+  }
+  const {
+    names,
+    forceInvalid = false,
+    dryRun = false,
+    allUsers = false,
+    arrays = false,
+    force = false,
+  } = options
   const result = call(() =>
-    native.cleanSegments(names === undefined ? null : [...names], forceInvalid, dryRun),
+    native.cleanSegments({
+      ...(names === undefined ? {} : { names: [...names] }),
+      forceInvalid,
+      dryRun,
+      allUsers,
+      arrays,
+      force,
+    }),
   )
   return {
     removed: result.removed.map(info),

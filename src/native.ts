@@ -92,6 +92,8 @@ export interface NativeSegmentRecord {
   ready?: boolean
   uid?: number
   heldBy?: number[]
+  createdAt?: number
+  mayBeUsedBy: { pid: number; command?: string }[]
 }
 
 /** What `cleanSegments` did (`crates/node/src/cleanup.rs`). */
@@ -138,12 +140,17 @@ export interface NativeBinding {
     open(name: string): NativeQueue
   }
   /** The shmpipe segments on this machine. */
-  listSegments(): NativeSegmentRecord[]
-  /** Removes the segments whose owner is dead. */
+  listSegments(options?: { allUsers?: boolean } | null): NativeSegmentRecord[]
+  /** Removes the segments whose owner is dead, and what the options ask for besides. */
   cleanSegments(
-    names?: string[] | null,
-    forceInvalid?: boolean | null,
-    dryRun?: boolean | null,
+    options?: {
+      names?: string[]
+      forceInvalid?: boolean
+      dryRun?: boolean
+      allUsers?: boolean
+      arrays?: boolean
+      force?: boolean
+    } | null,
   ): NativeCleanResult
   /** Installs the SIGINT/SIGTERM cleanup; one outcome per signal (SIGINT, SIGTERM). */
   installSignalCleanup(): string[]

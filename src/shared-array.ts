@@ -236,7 +236,10 @@ function byName<T>(name: string, fn: () => T): T {
     if (err instanceof ShmpipeError) {
       const shown = JSON.stringify(name)
       if (err.code === ERR_SHMPIPE_EXISTS) {
-        throw new ShmpipeError(err.code, `a shared array named ${shown} already exists`, { cause: err }) // prettier-ignore
+        // Arrays outlive their creator: a crashed run's array is the usual cause.
+        const segment = `shmpipe_a_${name}`
+        const hint = `it outlives the process that created it, until deleted: \`npx shmpipe ls\` shows ${segment} with its creator and age; \`npx shmpipe clean ${segment}\` (or SharedArray.delete(${shown})) removes it` // prettier-ignore
+        throw new ShmpipeError(err.code, `a shared array named ${shown} already exists (${hint})`, { cause: err }) // prettier-ignore
       }
       if (err.code === ERR_SHMPIPE_NOT_FOUND) {
         throw new ShmpipeError(err.code, `no shared array named ${shown} exists`, { cause: err })

@@ -6,15 +6,23 @@
 //!
 //! - creator alive: [`Status::OwnerAlive`] (ready) or [`Status::Creating`] (not ready, or the
 //!   header half written): kept;
-//! - creator dead: a queue or array is [`Status::OwnerDead`], a blob never committed
+//! - creator dead: a queue is [`Status::OwnerDead`], a blob never committed
 //!   [`Status::AbandonedBlob`], a committed blob that no live process could receive
 //!   [`Status::UndeliverableBlob`]: removed; a committed blob that a live process may still
-//!   receive (or when that cannot be told) is [`Status::MaybeInUse`]: kept;
+//!   receive (or when that cannot be told) is [`Status::MaybeInUse`], naming those processes
+//!   ([`SegmentInfo::may_be_used_by`]): kept unless [`CleanOptions::force`];
+//! - a shared array (ready): arrays outlive their creator by design, so whether the creator is
+//!   alive does not decide. Open or mapped by no process: [`Status::Array`]; by some (or where
+//!   that cannot be told): [`Status::ArrayInUse`]. Kept, unless named in [`CleanOptions::only`]
+//!   or [`CleanOptions::arrays`]; one in use only with [`CleanOptions::force`] too;
+//! - owned by another user than the caller's effective uid: [`Status::OtherUser`] (in any state
+//!   but [`Status::OtherPidNamespace`]): kept, unless [`CleanOptions::all_users`], which judges
+//!   it like one's own (root, common in containers and CI, can read every user's segments);
 //! - creator in another PID namespace, or its namespace not recorded (older segments) and no
 //!   such process running here: [`Status::OtherPidNamespace`]: kept;
 //! - header not valid for this layout version: [`Status::Invalid`]: kept, unless
 //!   [`CleanOptions::force_invalid`] and no process holds it open or mapped;
-//! - not readable (another user's): [`Status::Unreadable`]: kept.
+//! - not readable: [`Status::Unreadable`]: kept.
 //!
 //! Removing a queue whose creator died is what the creator's normal exit would have done: the
 //! other processes' mappings stay valid, new attaches fail with `NotFound`. A committed blob is
@@ -42,6 +50,7 @@ use enumerate::{Entry, HeaderRead};
 use holders::Holders;
 use std::collections::HashSet;
 use std::fmt;
+use std::time::SystemTime;
 
 /// Whether a segment's creator is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +101,22 @@ pub enum Status {
     OtherPidNamespace,
     /// The header is not valid for this version. Kept unless forced and held by no process.
     Invalid(InvalidHeader),
-    /// The segment cannot be read (another user's). Kept.
+    /// The segment cannot be read. Kept.
     Unreadable,
+    /// A shared array that no process has open or mapped. Kept unless named or
+    /// [`CleanOptions::arrays`] (arrays outlive their creator by design).
+    Array,
+    /// A shared array that live processes have open or mapped (see
+    /// [`SegmentInfo::may_be_used_by`]), or where that cannot be told. Kept unless named or
+    /// [`CleanOptions::arrays`], and [`CleanOptions::force`].
+    ArrayInUse,
+    /// Owned by another user (this uid), in any state but [`Status::OtherPidNamespace`]. Kept
+    /// unless [`CleanOptions::all_users`].
+    OtherUser(u32),
 }
 
 impl Status {
-    /// Whether [`clean`] removes a segment in this state (without `force_invalid`).
+    /// Whether [`clean`] removes a segment in this state with default options.
     pub fn removable(&self) -> bool {
         matches!(
             self,
@@ -106,7 +125,8 @@ impl Status {
     }
 
     /// A stable short name: `owner-alive`, `creating`, `owner-dead`, `abandoned-blob`,
-    /// `undeliverable-blob`, `maybe-in-use`, `other-pid-namespace`, `invalid`, `unreadable`.
+    /// `undeliverable-blob`, `maybe-in-use`, `other-pid-namespace`, `invalid`, `unreadable`,
+    /// `array`, `array-in-use`, `other-user`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::OwnerAlive => "owner-alive",
@@ -118,6 +138,9 @@ impl Status {
             Self::OtherPidNamespace => "other-pid-namespace",
             Self::Invalid(_) => "invalid",
             Self::Unreadable => "unreadable",
+            Self::Array => "array",
+            Self::ArrayInUse => "array-in-use",
+            Self::OtherUser(_) => "other-user",
         }
     }
 }
@@ -141,7 +164,28 @@ impl fmt::Display for Status {
                 write!(f, "invalid: layout version {v}")
             }
             Self::Invalid(InvalidHeader::UnknownKind(k)) => write!(f, "invalid: unknown kind {k}"),
-            Self::Unreadable => f.write_str("unreadable (another user's?)"),
+            Self::Unreadable => f.write_str("unreadable"),
+            Self::Array => f.write_str("shared array, open in no process"),
+            Self::ArrayInUse => f.write_str("shared array, maybe open in a process"),
+            Self::OtherUser(uid) => write!(f, "other user (uid {uid})"),
+        }
+    }
+}
+
+/// A live process, as shown in the reasons a segment is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRef {
+    /// Its pid (in this PID namespace).
+    pub pid: u32,
+    /// Its command name (Linux: `/proc/<pid>/comm`), where it can be read.
+    pub command: Option<String>,
+}
+
+impl fmt::Display for ProcessRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.command {
+            Some(c) => write!(f, "pid {} ({c})", self.pid),
+            None => write!(f, "pid {}", self.pid),
         }
     }
 }
@@ -149,7 +193,7 @@ impl fmt::Display for Status {
 /// One segment found on this machine.
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
-    /// Its name, as passed to `Queue::open`.
+    /// Its name, as passed to `Queue::open` (a shared array's: `shmpipe_a_<array name>`).
     pub name: String,
     /// What it holds, if the header says (and is valid).
     pub kind: Option<SegmentKind>,
@@ -165,8 +209,16 @@ pub struct SegmentInfo {
     pub ready: Option<bool>,
     /// The user owning it, where the platform says.
     pub uid: Option<u32>,
+    /// When it was created: the file's birth time where the file system records it (Linux
+    /// tmpfs), else its last modification (its sizing, at creation); `None` where unknown.
+    pub created: Option<SystemTime>,
     /// Pids of the processes holding it open or mapped; `None` where that cannot be told.
     pub held_by: Option<Vec<u32>>,
+    /// For a segment kept because live processes may still use it, those processes: for
+    /// [`Status::MaybeInUse`], the ones that could receive the blob (they hold a pipe or a
+    /// removed segment, or could not be inspected); for [`Status::ArrayInUse`], the ones that
+    /// have the array open or mapped. Empty otherwise, or where processes cannot be inspected.
+    pub may_be_used_by: Vec<ProcessRef>,
     /// Its state, which decides what [`clean`] does with it.
     pub status: Status,
 }
@@ -174,11 +226,50 @@ pub struct SegmentInfo {
 impl SegmentInfo {
     /// Whether [`clean`] with `opts` removes it.
     pub fn removable_with(&self, opts: &CleanOptions) -> bool {
-        self.status.removable()
-            || (opts.force_invalid
-                && matches!(self.status, Status::Invalid(_))
-                && self.held_by.as_ref().is_some_and(|h| h.is_empty()))
+        let named = || opts.only.as_ref().is_some_and(|o| o.contains(&self.name));
+        match self.status {
+            s if s.removable() => true,
+            Status::Invalid(_) => {
+                opts.force_invalid && self.held_by.as_ref().is_some_and(|h| h.is_empty())
+            }
+            Status::MaybeInUse => opts.force,
+            Status::Array => opts.arrays || named(),
+            Status::ArrayInUse => opts.force && (opts.arrays || named()),
+            _ => false,
+        }
     }
+
+    /// The state in words, with the processes that keep it where there are some, e.g.
+    /// `owner dead, maybe in use: a receiver may be alive (pid 42 (node))`.
+    pub fn detail(&self) -> String {
+        // Every one of them: a reason that leaves one out would not say why.
+        let processes = || {
+            let text: Vec<String> = self
+                .may_be_used_by
+                .iter()
+                .map(ProcessRef::to_string)
+                .collect();
+            text.join(", ")
+        };
+        match self.status {
+            Status::MaybeInUse if !self.may_be_used_by.is_empty() => format!(
+                "owner dead, maybe in use: a receiver may be alive ({})",
+                processes()
+            ),
+            Status::ArrayInUse if !self.may_be_used_by.is_empty() => {
+                format!("shared array, open in {}", processes())
+            }
+            status => status.to_string(),
+        }
+    }
+}
+
+/// Options of [`list_segments_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Judge other users' segments like one's own instead of listing them as
+    /// [`Status::OtherUser`].
+    pub all_users: bool,
 }
 
 /// Options of [`clean`].
@@ -188,10 +279,22 @@ pub struct CleanOptions {
     /// version), but only those no process holds open or mapped (so never one being created);
     /// only where that can be checked (Linux).
     pub force_invalid: bool,
-    /// Only consider these names (others are left alone whatever their state).
+    /// Only consider these names (others are left alone whatever their state). Naming a shared
+    /// array asks for its removal, as [`arrays`](Self::arrays) does.
     pub only: Option<Vec<String>>,
     /// Report what would be removed, remove nothing.
     pub dry_run: bool,
+    /// Also judge (and so remove, when their owner is dead) other users' segments, which are
+    /// otherwise kept as [`Status::OtherUser`]. Only root can read them (and remove them from
+    /// the sticky `/dev/shm`).
+    pub all_users: bool,
+    /// Also remove shared arrays that no process has open or mapped ([`Status::Array`]).
+    pub arrays: bool,
+    /// Also remove what live processes may still use: blobs a live process may receive
+    /// ([`Status::MaybeInUse`]; the message is lost) and, with [`arrays`](Self::arrays) or by
+    /// name, arrays open in live processes ([`Status::ArrayInUse`]; they keep their mapping, but
+    /// nobody can attach to the name any more). Never a pipe or message whose owner is alive.
+    pub force: bool,
 }
 
 /// What [`clean`] did.
@@ -206,9 +309,23 @@ pub struct CleanReport {
 }
 
 /// Every shmpipe segment on this machine (see the module documentation for the platforms),
-/// sorted by name.
+/// shared arrays included, sorted by name; other users' as [`Status::OtherUser`].
 pub fn list_segments() -> Result<Vec<SegmentInfo>> {
-    list(&|name| generated_bits(name).is_some())
+    list_segments_with(&ListOptions::default())
+}
+
+/// Every shmpipe segment on this machine, as [`list_segments`], with `opts`.
+pub fn list_segments_with(opts: &ListOptions) -> Result<Vec<SegmentInfo>> {
+    list(&is_listed, opts.all_users)
+}
+
+/// Whether `name` is one the inventory considers: a generated name ([`generated_bits`]) or a
+/// shared array's ([`crate::ARRAY_NAME_PREFIX`] and a valid array name).
+pub(crate) fn is_listed(name: &str) -> bool {
+    generated_bits(name).is_some()
+        || name
+            .strip_prefix(crate::ARRAY_NAME_PREFIX)
+            .is_some_and(|n| crate::array::validate_array_name(n).is_ok())
 }
 
 /// Removes the segments whose owner is dead, with default options (see [`clean`]).
@@ -228,11 +345,9 @@ pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
         }
         None => None,
     };
-    let wanted = |name: &str| {
-        generated_bits(name).is_some() && only.as_ref().map_or(true, |o| o.contains(name))
-    };
+    let wanted = |name: &str| is_listed(name) && only.as_ref().map_or(true, |o| o.contains(name));
     let mut report = CleanReport::default();
-    let first = list(&wanted)?;
+    let first = list(&wanted, opts.all_users)?;
     if opts.dry_run {
         let (removed, kept) = first.into_iter().partition(|s| s.removable_with(opts));
         report.removed = removed;
@@ -256,7 +371,10 @@ pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
             remove(info, &mut report, &mut removed_names);
         }
         // A fresh look (and scan of the holders) at what is left.
-        infos = list(&|name| wanted(name) && !removed_names.contains(name))?;
+        infos = list(
+            &|name| wanted(name) && !removed_names.contains(name),
+            opts.all_users,
+        )?;
     }
     for info in infos {
         if info.removable_with(opts) {
@@ -281,8 +399,9 @@ fn remove(info: SegmentInfo, report: &mut CleanReport, removed: &mut HashSet<Str
     }
 }
 
-/// The segments whose name passes `wanted`, classified.
-fn list(wanted: &dyn Fn(&str) -> bool) -> Result<Vec<SegmentInfo>> {
+/// The segments whose name passes `wanted`, classified; other users' as [`Status::OtherUser`]
+/// unless `all_users`.
+fn list(wanted: &dyn Fn(&str) -> bool, all_users: bool) -> Result<Vec<SegmentInfo>> {
     let entries = enumerate::entries(wanted)?;
     // After reading the headers (we hold none of them open now).
     let holders = holders::scan();
@@ -306,7 +425,21 @@ fn list(wanted: &dyn Fn(&str) -> bool) -> Result<Vec<SegmentInfo>> {
         holders: holders.as_ref(),
         not_queues: &not_queues,
     };
-    let mut out: Vec<SegmentInfo> = entries.into_iter().map(|e| ctx.classify(e)).collect();
+    let our_uid = if all_users { None } else { effective_uid() };
+    let mut out: Vec<SegmentInfo> = entries
+        .into_iter()
+        .map(|e| {
+            let mut info = ctx.classify(e);
+            if let (Some(ours), Some(uid)) = (our_uid, info.uid) {
+                // Another namespace's segment is not judged at all: it stays listed as such.
+                if uid != ours && info.status != Status::OtherPidNamespace {
+                    info.status = Status::OtherUser(uid);
+                    info.may_be_used_by.clear();
+                }
+            }
+            info
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -327,7 +460,7 @@ impl Context<'_> {
         let holds_queue = h
             .by_inode
             .iter()
-            .any(|(inode, pids)| !pids.is_empty() && !self.not_queues.contains(inode));
+            .any(|(inode, pids)| !pids.is_empty() && self.may_be_queue(h, *inode));
         let uninspected = h
             .unreadable
             .iter()
@@ -339,6 +472,38 @@ impl Context<'_> {
         } else {
             Some(false)
         }
+    }
+
+    /// Whether the held segment `inode` may be a queue (holding one may make a receiver): not a
+    /// blob or array listed here, nor an array by its name.
+    fn may_be_queue(&self, h: &Holders, inode: u64) -> bool {
+        !self.not_queues.contains(&inode) && !h.arrays.contains(&inode)
+    }
+
+    /// The processes that could receive a blob owned by `uid` (see [`could_receive`]): those
+    /// holding a queue or a removed shmpipe segment, and those that could not be inspected.
+    ///
+    /// [`could_receive`]: Self::could_receive
+    fn possible_receivers(&self, uid: Option<u32>) -> Vec<u32> {
+        let Some(h) = self.holders else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = h
+            .by_inode
+            .iter()
+            .filter(|(inode, _)| self.may_be_queue(h, **inode))
+            .flat_map(|(_, pids)| pids.iter().copied())
+            .chain(h.of_removed.iter().copied())
+            .chain(
+                h.unreadable
+                    .iter()
+                    .filter(|&&(_, puid)| uid.map_or(true, |u| puid == u || puid == 0))
+                    .map(|&(pid, _)| pid),
+            )
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     fn classify(&self, e: Entry) -> SegmentInfo {
@@ -356,7 +521,9 @@ impl Context<'_> {
             layout_version: None,
             ready: None,
             uid: e.uid,
+            created: e.created,
             held_by,
+            may_be_used_by: Vec::new(),
             status: Status::Unreadable,
         };
         let h: HeaderFields = match e.header {
@@ -402,7 +569,22 @@ impl Context<'_> {
             info.status = Status::OtherPidNamespace;
             return info;
         }
-        if h.creator.is_alive() {
+        let alive = h.creator.is_alive();
+        if kind == SegmentKind::Array && h.ready {
+            // Arrays outlive their creator by design: who has it open decides, not the creator.
+            info.owner = match (alive, linux && h.creator_pid_ns == 0) {
+                (true, _) => Liveness::Alive,
+                (false, true) => Liveness::Unknown,
+                (false, false) => Liveness::Dead,
+            };
+            info.status = match held {
+                Some(false) => Status::Array,
+                _ => Status::ArrayInUse,
+            };
+            info.may_be_used_by = processes(info.held_by.as_deref().unwrap_or_default());
+            return info;
+        }
+        if alive {
             info.owner = Liveness::Alive;
             info.status = if h.ready {
                 Status::OwnerAlive
@@ -421,11 +603,38 @@ impl Context<'_> {
             (SegmentKind::Blob, false) => Status::AbandonedBlob,
             (SegmentKind::Blob, true) => match self.could_receive(info.uid) {
                 Some(false) => Status::UndeliverableBlob,
-                _ => Status::MaybeInUse,
+                _ => {
+                    info.may_be_used_by = processes(&self.possible_receivers(info.uid));
+                    Status::MaybeInUse
+                }
             },
+            // A queue, or an array its creator died before finishing.
             (SegmentKind::Queue | SegmentKind::Array, _) => Status::OwnerDead,
         };
         info
+    }
+}
+
+/// `pids` with their command names.
+fn processes(pids: &[u32]) -> Vec<ProcessRef> {
+    pids.iter()
+        .map(|&pid| ProcessRef {
+            pid,
+            command: holders::command(pid),
+        })
+        .collect()
+}
+
+/// This process's effective uid, where the platform has one.
+fn effective_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        Some(unsafe { libc::geteuid() })
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -435,7 +644,7 @@ mod tests {
     use crate::segment::Segment;
 
     fn info(name: &str) -> SegmentInfo {
-        let mut found = list(&|n| n == name).unwrap();
+        let mut found = list(&|n| n == name, false).unwrap();
         assert_eq!(found.len(), 1, "{name} listed once");
         found.pop().unwrap()
     }
@@ -670,6 +879,37 @@ mod tests {
             not_queues: &not_queues,
         };
         assert_eq!(no_scan.could_receive(Some(1000)), None);
+    }
+
+    #[test]
+    fn holding_an_array_does_not_make_a_possible_receiver() {
+        let not_queues = HashSet::new(); // the array is not among the listed entries
+        let h = Holders {
+            by_inode: [(9, vec![42]), (10, vec![43])].into(),
+            arrays: [9].into(),
+            ..Holders::default()
+        };
+        let ctx = Context {
+            our_pid_ns: 1,
+            holders: Some(&h),
+            not_queues: &not_queues,
+        };
+        assert_eq!(
+            ctx.possible_receivers(Some(0)),
+            [43],
+            "only the queue's holder"
+        );
+        let arrays_only = Holders {
+            by_inode: [(9, vec![42])].into(),
+            arrays: [9].into(),
+            ..Holders::default()
+        };
+        let ctx = Context {
+            holders: Some(&arrays_only),
+            ..ctx
+        };
+        assert_eq!(ctx.could_receive(Some(0)), Some(false));
+        assert!(ctx.possible_receivers(Some(0)).is_empty());
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub use copy::{
 pub use error::{BadSegmentReason, Error, Result};
 pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};
 pub use inventory::{
-    clean, clean_dead, list_segments, CleanOptions, CleanReport, SegmentInfo, Status,
+    clean, clean_dead, list_segments, list_segments_with, CleanOptions, CleanReport, ListOptions,
+    ProcessRef, SegmentInfo, Status,
 };
 pub use name::{generated_bits, random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
 pub use process::{pid_namespace, start_time, ProcessIdentity};

@@ -197,3 +197,278 @@ fn in_its_own_pid_namespace_clean_dead_removes_exactly_what_dead_owners_left() {
     assert!(!shm_exists(&queue) && !shm_exists(&committed));
     assert!(report.kept.iter().all(|k| !k.status.removable()));
 }
+
+/// Set to run the tests that need root (another user via `setpriv`, PID namespaces) as skipped
+/// where they cannot run; otherwise they fail there, so that a root CI never silently skips them.
+const ROOT_OPT_OUT: &str = "SHMPIPE_TEST_SKIP_ROOT";
+
+/// Whether this process is root with `setpriv` at hand; panics if not, unless [`ROOT_OPT_OUT`]
+/// is set (then says so and returns `false`).
+fn root_with_setpriv() -> bool {
+    let missing = if !is_root() {
+        Some("needs root, to run a process as another user (nobody)")
+    } else if Command::new("setpriv").arg("--version").output().is_err() {
+        Some("needs setpriv (util-linux)")
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(why) if std::env::var_os(ROOT_OPT_OUT).is_some() => {
+            eprintln!("SKIPPED ({ROOT_OPT_OUT} is set): {why}");
+            false
+        }
+        Some(why) => panic!("{why}; set {ROOT_OPT_OUT}=1 to skip this test"),
+    }
+}
+
+/// A fresh shared array name (and its segment's name) no other test or run uses.
+fn array_names() -> (String, String) {
+    let name = format!("inv{:016x}", rand::random::<u64>());
+    let segment = format!("{}{name}", shmpipe_core::ARRAY_NAME_PREFIX);
+    (name, segment)
+}
+
+fn uid_of(name: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/dev/shm/{name}")).unwrap().uid()
+}
+
+#[test]
+fn as_root_another_users_dead_segment_is_kept_and_shown_unless_all_users() {
+    if !root_with_setpriv() {
+        return;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        PEER,
+        "own-queue",
+    ]);
+    let mut peer = Peer::start(cmd);
+    let name = peer.line();
+    let _cleanup = RemoveOnDrop(name.clone());
+    assert_eq!(uid_of(&name), 65534, "created by nobody");
+    let pid = peer.pid();
+    peer.kill(); // SIGKILL: its queue stays, its owner dead
+    assert!(shm_exists(&name));
+
+    let shown = info(&name);
+    assert_eq!(shown.status, Status::OtherUser(65534), "{shown:?}");
+    assert_eq!(shown.status.code(), "other-user");
+    assert_eq!(shown.detail(), "other user (uid 65534)");
+    assert_eq!((shown.uid, shown.owner), (Some(65534), Liveness::Dead));
+    assert_eq!(shown.creator.map(|c| c.pid), Some(pid));
+    for opts in [
+        only(&[&name]),
+        CleanOptions {
+            force: true,
+            force_invalid: true,
+            arrays: true,
+            ..only(&[&name])
+        },
+    ] {
+        let report = clean(&opts).unwrap();
+        assert!(report.removed.is_empty(), "{opts:?}: {:?}", report.removed);
+        assert_eq!(names(&report.kept), HashSet::from([name.as_str()]));
+        assert_eq!(report.kept[0].status, Status::OtherUser(65534));
+        assert!(shm_exists(&name), "{opts:?} removed another user's segment");
+    }
+
+    let judged = shmpipe_core::list_segments_with(&shmpipe_core::ListOptions { all_users: true })
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == name)
+        .unwrap();
+    assert_eq!(judged.status, Status::OwnerDead);
+    let report = clean(&CleanOptions {
+        all_users: true,
+        ..only(&[&name])
+    })
+    .unwrap();
+    assert_eq!(names(&report.removed), HashSet::from([name.as_str()]));
+    assert!(!shm_exists(&name));
+}
+
+#[test]
+fn an_array_left_by_a_killed_process_is_listed_with_owner_and_age_and_removed_when_named() {
+    let (array, segment) = array_names();
+    let _cleanup = RemoveOnDrop(segment.clone());
+    let before = std::time::SystemTime::now() - Duration::from_secs(2);
+    let mut peer = Peer::run(&["own-array", &array]);
+    assert_eq!(peer.line(), "created");
+    let pid = peer.pid();
+    peer.kill();
+    std::thread::sleep(Duration::from_millis(300)); // an age to see
+
+    let left = info(&segment);
+    assert_eq!(left.kind, Some(SegmentKind::Array));
+    assert_eq!(left.status, Status::Array, "{left:?}");
+    assert_eq!(
+        (left.owner, left.held_by.clone()),
+        (Liveness::Dead, Some(vec![]))
+    );
+    assert_eq!(left.creator.map(|c| c.pid), Some(pid));
+    let created = left.created.expect("a creation time");
+    assert!(created >= before, "created {created:?}, before {before:?}");
+    let age = created.elapsed().expect("created in the past");
+    assert!(
+        age >= Duration::from_millis(300) && age < Duration::from_secs(60),
+        "{age:?}"
+    );
+    assert!(!left.removable_with(&CleanOptions::default()));
+
+    // Unrestricted, but a dry run (other runs share /dev/shm): plain clean keeps it.
+    let plain = clean(&CleanOptions {
+        dry_run: true,
+        ..CleanOptions::default()
+    })
+    .unwrap();
+    let kept = plain.kept.iter().find(|i| i.name == segment);
+    assert_eq!(
+        kept.map(|i| i.status),
+        Some(Status::Array),
+        "plain clean keeps it"
+    );
+    assert!(!names(&plain.removed).contains(segment.as_str()));
+    let arrays = clean(&CleanOptions {
+        dry_run: true,
+        arrays: true,
+        ..CleanOptions::default()
+    })
+    .unwrap();
+    assert!(
+        names(&arrays.removed).contains(segment.as_str()),
+        "--arrays removes it"
+    );
+    assert!(shm_exists(&segment));
+
+    let report = clean(&only(&[&segment])).unwrap();
+    assert_eq!(names(&report.removed), HashSet::from([segment.as_str()]));
+    assert!(!shm_exists(&segment), "named: removed");
+}
+
+#[test]
+fn an_array_open_in_a_live_process_names_it_and_goes_only_with_force() {
+    let (array, segment) = array_names();
+    let _cleanup = RemoveOnDrop(segment.clone());
+    let mut peer = Peer::run(&["own-array", &array]);
+    assert_eq!(peer.line(), "created");
+    let holder = shmpipe_core::ProcessRef {
+        pid: peer.pid(),
+        command: Some("shmpipe-peer".into()),
+    };
+
+    let open = info(&segment);
+    assert_eq!(
+        (open.status, open.owner),
+        (Status::ArrayInUse, Liveness::Alive)
+    );
+    assert_eq!(open.may_be_used_by, std::slice::from_ref(&holder));
+    assert_eq!(
+        open.detail(),
+        format!("shared array, open in pid {} (shmpipe-peer)", peer.pid())
+    );
+    for opts in [
+        only(&[&segment]),
+        CleanOptions {
+            arrays: true,
+            ..only(&[&segment])
+        },
+    ] {
+        let report = clean(&opts).unwrap();
+        assert!(report.removed.is_empty(), "{opts:?}");
+        assert_eq!(report.kept[0].may_be_used_by, std::slice::from_ref(&holder));
+        assert!(shm_exists(&segment));
+    }
+    let report = clean(&CleanOptions {
+        force: true,
+        ..only(&[&segment])
+    })
+    .unwrap();
+    assert_eq!(names(&report.removed), HashSet::from([segment.as_str()]));
+    assert!(!shm_exists(&segment));
+    peer.kill();
+}
+
+#[test]
+fn a_blob_kept_as_maybe_in_use_names_the_live_receiver_and_force_removes_it() {
+    let mut owner = Peer::run(&["own-queue"]);
+    let queue = owner.line();
+    let _queue_cleanup = RemoveOnDrop(queue.clone());
+    let mut sender = Peer::run(&["produce-huge", &queue, "5", "100000"]);
+    let blob = sender.line().strip_prefix("writing ").unwrap().to_owned();
+    let _blob_cleanup = RemoveOnDrop(blob.clone());
+    assert_eq!(sender.line(), "sent");
+    sender.kill(); // a committed blob whose sender is dead, for the queue's receiver to take
+
+    let kept = info(&blob);
+    assert_eq!(kept.status, Status::MaybeInUse);
+    // The queue's owner holds a queue: it may become the receiver. (Other processes on this
+    // machine may hold queues too, and be named with it.)
+    let receiver = shmpipe_core::ProcessRef {
+        pid: owner.pid(),
+        command: Some("shmpipe-peer".into()),
+    };
+    assert!(kept.may_be_used_by.contains(&receiver), "{kept:?}");
+    let detail = kept.detail();
+    assert!(
+        detail.starts_with("owner dead, maybe in use: a receiver may be alive (")
+            && detail.contains(&receiver.to_string()),
+        "{detail}"
+    );
+    let report = clean(&only(&[&blob])).unwrap();
+    assert!(report.removed.is_empty());
+    assert!(report.kept[0].may_be_used_by.contains(&receiver));
+    assert!(shm_exists(&blob));
+
+    let report = clean(&CleanOptions {
+        force: true,
+        ..only(&[&blob])
+    })
+    .unwrap();
+    assert_eq!(names(&report.removed), HashSet::from([blob.as_str()]));
+    assert!(!shm_exists(&blob));
+    assert!(
+        shm_exists(&queue),
+        "force removes only what it was asked to"
+    );
+}
+
+#[test]
+fn in_its_own_pid_namespace_plain_clean_keeps_a_dead_processs_array_and_arrays_removes_it() {
+    let test =
+        "in_its_own_pid_namespace_plain_clean_keeps_a_dead_processs_array_and_arrays_removes_it";
+    if std::env::var_os(INNER).is_none() && !is_root() {
+        assert!(
+            std::env::var_os(ROOT_OPT_OUT).is_some(),
+            "needs root for a PID namespace; set {ROOT_OPT_OUT}=1 to skip this test"
+        );
+        return;
+    }
+    if !rerun_in_own_pid_namespace(test) {
+        return;
+    }
+    let (array, segment) = array_names();
+    let _cleanup = RemoveOnDrop(segment.clone());
+    let mut peer = Peer::run(&["own-array", &array]);
+    assert_eq!(peer.line(), "created");
+    peer.kill();
+    assert_eq!(info(&segment).status, Status::Array);
+
+    // Unrestricted: everything made outside this namespace is not ours to judge.
+    let report = clean_dead().unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(!names(&report.removed).contains(segment.as_str()));
+    assert!(shm_exists(&segment), "plain clean keeps an array");
+    let report = clean(&CleanOptions {
+        arrays: true,
+        ..CleanOptions::default()
+    })
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(names(&report.removed), HashSet::from([segment.as_str()]));
+    assert!(!shm_exists(&segment));
+}

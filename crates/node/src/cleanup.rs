@@ -6,7 +6,17 @@ use crate::errors::{code_of, IntoNapi};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::inventory::{Liveness, SegmentInfo};
-use shmpipe_core::{CleanOptions, SegmentKind, SignalSetup};
+use shmpipe_core::{CleanOptions, ListOptions, SegmentKind, SignalSetup};
+use std::time::UNIX_EPOCH;
+
+/// A live process that may still use a kept segment.
+#[napi(object)]
+pub struct ProcessRecord {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name, where it can be read.
+    pub command: Option<String>,
+}
 
 /// One segment found on this machine.
 #[napi(object)]
@@ -35,6 +45,10 @@ pub struct SegmentRecord {
     pub uid: Option<u32>,
     /// Pids of the processes holding it open or mapped; absent where that cannot be told.
     pub held_by: Option<Vec<u32>>,
+    /// When it was created, in milliseconds since 1970; absent where unknown.
+    pub created_at: Option<f64>,
+    /// The live processes that may still use it, for `maybe-in-use` and `array-in-use`.
+    pub may_be_used_by: Vec<ProcessRecord>,
 }
 
 /// A segment whose removal failed.
@@ -76,43 +90,85 @@ fn record(info: SegmentInfo, removable: bool) -> SegmentRecord {
         }
         .to_owned(),
         status: info.status.code().to_owned(),
-        detail: info.status.to_string(),
+        detail: info.detail(),
         removable,
         layout_version: info.layout_version,
         ready: info.ready,
         uid: info.uid,
         held_by: info.held_by,
+        created_at: info
+            .created
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as f64),
+        may_be_used_by: info
+            .may_be_used_by
+            .into_iter()
+            .map(|p| ProcessRecord {
+                pid: p.pid,
+                command: p.command,
+            })
+            .collect(),
         name: info.name,
     }
 }
 
-/// Every shmpipe segment on this machine, sorted by name (Linux: `/dev/shm`; macOS: the
-/// per-user registry; Windows: none).
+/// Options of `listSegments`.
+#[napi(object)]
+pub struct NativeListOptions {
+    /// Judge other users' segments like one's own instead of listing them as `other-user`.
+    pub all_users: Option<bool>,
+}
+
+/// Every shmpipe segment on this machine, shared arrays included, sorted by name (Linux:
+/// `/dev/shm`; macOS: the per-user registry; Windows: none).
 #[napi]
-pub fn list_segments() -> Result<Vec<SegmentRecord>> {
-    Ok(shmpipe_core::list_segments()
+pub fn list_segments(options: Option<NativeListOptions>) -> Result<Vec<SegmentRecord>> {
+    let opts = ListOptions {
+        all_users: options.and_then(|o| o.all_users).unwrap_or(false),
+    };
+    Ok(shmpipe_core::list_segments_with(&opts)
         .napi()?
         .into_iter()
         .map(|info| {
-            let removable = info.status.removable();
+            let removable = info.removable_with(&CleanOptions {
+                all_users: opts.all_users,
+                ..CleanOptions::default()
+            });
             record(info, removable)
         })
         .collect())
 }
 
-/// Removes the segments whose owner is dead (never one whose owner is alive). `names` limits it
-/// to those names; `forceInvalid` also removes invalid segments no process holds; `dryRun`
-/// removes nothing and reports what would go.
+/// Options of `cleanSegments` (see `CleanOptions` in the core).
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeCleanOptions {
+    /// Only these names (naming an array asks for its removal).
+    pub names: Option<Vec<String>>,
+    /// Also invalid segments no process holds.
+    pub force_invalid: Option<bool>,
+    /// Remove nothing; report what would go.
+    pub dry_run: Option<bool>,
+    /// Also other users' segments.
+    pub all_users: Option<bool>,
+    /// Also shared arrays no process has open.
+    pub arrays: Option<bool>,
+    /// Also what live processes may still use.
+    pub force: Option<bool>,
+}
+
+/// Removes the segments whose owner is dead (never one whose owner is alive), and what the
+/// options ask for besides (see `CleanOptions` in the core).
 #[napi]
-pub fn clean_segments(
-    names: Option<Vec<String>>,
-    force_invalid: Option<bool>,
-    dry_run: Option<bool>,
-) -> Result<CleanResult> {
+pub fn clean_segments(options: Option<NativeCleanOptions>) -> Result<CleanResult> {
+    let o = options.unwrap_or_default();
     let opts = CleanOptions {
-        force_invalid: force_invalid.unwrap_or(false),
-        only: names,
-        dry_run: dry_run.unwrap_or(false),
+        force_invalid: o.force_invalid.unwrap_or(false),
+        only: o.names,
+        dry_run: o.dry_run.unwrap_or(false),
+        all_users: o.all_users.unwrap_or(false),
+        arrays: o.arrays.unwrap_or(false),
+        force: o.force.unwrap_or(false),
     };
     let report = shmpipe_core::clean(&opts).napi()?;
     Ok(CleanResult {

@@ -34,6 +34,8 @@
 //!   closes, spinning SPIN polls before each sleep (default 0: purely blocking waits); with CPU,
 //!   it runs on that CPU only (Linux).
 //! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
+//! - `own-array NAME`: creates the shared array NAME (float64, 16 elements), keeps it open,
+//!   prints `created`, and sleeps until killed.
 //! - `try-access NAME`: prints `uid N` (its effective uid), then tries to open the queue NAME, to
 //!   read its file in `/dev/shm` and to remove it, printing one line per attempt:
 //!   `open ok|error …`, `read ok|error …`, `remove ok|error …`.
@@ -345,6 +347,15 @@ fn main() {
             })
             .unwrap();
             say(q.name());
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "own-array" => {
+            let _array =
+                shmpipe_core::SharedArray::create(&args[1], shmpipe_core::Dtype::Float64, &[16])
+                    .unwrap();
+            say("created");
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }

@@ -16,6 +16,7 @@
 
 use crate::error::Result;
 use crate::segment::{HeaderFields, SEGMENT_HEADER_SIZE};
+use std::time::SystemTime;
 
 /// One segment as found on the system.
 pub(super) struct Entry {
@@ -27,6 +28,8 @@ pub(super) struct Entry {
     pub uid: Option<u32>,
     /// Its inode, to match it with the processes holding it (Linux).
     pub inode: Option<u64>,
+    /// When it was created: birth time where recorded, else last modification (Linux).
+    pub created: Option<SystemTime>,
     /// Its first bytes.
     pub header: HeaderRead,
 }
@@ -48,7 +51,7 @@ pub(super) fn entries(wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::{Entry, HeaderFields, HeaderRead, SEGMENT_HEADER_SIZE};
+    use super::{Entry, HeaderFields, HeaderRead, SystemTime, SEGMENT_HEADER_SIZE};
     use crate::error::{Error, Result};
     use std::io::ErrorKind;
     use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -102,6 +105,7 @@ mod imp {
                     size: meta.len(),
                     uid: Some(meta.uid()),
                     inode: Some(meta.ino()),
+                    created: created(&meta),
                     header: HeaderRead::Unreadable,
                 })
             }
@@ -119,8 +123,16 @@ mod imp {
             size: meta.len(),
             uid: Some(meta.uid()),
             inode: Some(meta.ino()),
+            created: created(&meta),
             header,
         })
+    }
+
+    /// The birth time where the file system records it (tmpfs does, with `statx`), else the
+    /// last modification: a segment is sized right after its creation, and writes through a
+    /// mapping do not change it.
+    fn created(meta: &std::fs::Metadata) -> Option<SystemTime> {
+        meta.created().or_else(|_| meta.modified()).ok()
     }
 }
 
@@ -156,6 +168,7 @@ mod imp {
                 size: 0,
                 uid: None,
                 inode: None,
+                created: None,
                 header: HeaderRead::Unreadable,
             });
         }
@@ -178,6 +191,7 @@ mod imp {
             size,
             uid: stat_ok.then_some(st.st_uid),
             inode: None,
+            created: None,
             header,
         })
     }

@@ -3,11 +3,12 @@
 //!
 //! Every shmpipe handle keeps its segment's descriptor open and its mapping in place for as long
 //! as it lives, so "held by no process" means "no handle left anywhere". A mapping or descriptor
-//! whose name was already removed shows as `/dev/shm/<name> (deleted)`. Processes whose entries
+//! whose name was already removed shows as `/dev/shm/<name> (deleted)`; removed shared arrays are
+//! left out (holding one does not make a process a receiver). Processes whose entries
 //! cannot be read (other users', unless we are root) are reported as such, so that callers can
 //! stay on the safe side.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What the scan found.
 #[derive(Debug, Default)]
@@ -18,6 +19,8 @@ pub(super) struct Holders {
     pub of_removed: Vec<u32>,
     /// Processes whose descriptors or mappings could not be read: (pid, uid).
     pub unreadable: Vec<(u32, u32)>,
+    /// Inodes in `by_inode` that are shared arrays (holding one does not make a receiver).
+    pub arrays: HashSet<u64>,
 }
 
 impl Holders {
@@ -32,9 +35,15 @@ pub(super) fn scan() -> Option<Holders> {
     imp::scan()
 }
 
+/// The command name of the process `pid` (Linux: `/proc/<pid>/comm`), where it can be read.
+pub(super) fn command(pid: u32) -> Option<String> {
+    imp::command(pid)
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use super::Holders;
+    use crate::inventory::is_listed;
     use crate::name::generated_bits;
     use std::io::ErrorKind;
     use std::os::unix::fs::MetadataExt;
@@ -42,14 +51,23 @@ mod imp {
     const PREFIX: &str = "/dev/shm/";
     const DELETED: &str = " (deleted)";
 
-    /// A path from `/proc` naming one of our segments: (name is still there?).
-    fn ours(path: &str) -> Option<bool> {
+    /// What a path from `/proc` names.
+    enum Found {
+        /// One of our segments ([`is_listed`]) whose name is still there; a shared array's?
+        Present { array: bool },
+        /// A generated segment whose name was removed (a removed shared array is left out).
+        Removed,
+    }
+
+    /// What `path` names, or `None` if not one of ours.
+    fn ours(path: &str) -> Option<Found> {
         let rest = path.strip_prefix(PREFIX)?;
-        let (name, removed) = match rest.strip_suffix(DELETED) {
-            Some(name) => (name, true),
-            None => (rest, false),
-        };
-        generated_bits(name).map(|_| !removed)
+        match rest.strip_suffix(DELETED) {
+            Some(name) => generated_bits(name).map(|_| Found::Removed),
+            None => is_listed(rest).then(|| Found::Present {
+                array: generated_bits(rest).is_none(),
+            }),
+        }
     }
 
     pub fn scan() -> Option<Holders> {
@@ -81,9 +99,20 @@ mod imp {
         Some(out)
     }
 
+    pub fn command(pid: u32) -> Option<String> {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let comm = comm.trim_end_matches('\n');
+        (!comm.is_empty()).then(|| comm.to_owned())
+    }
+
     fn scan_process(pid: u32, out: &mut Holders) -> std::io::Result<()> {
-        let mut note = |inode: Option<u64>, present: bool| match (present, inode) {
-            (true, Some(inode)) => out.by_inode.entry(inode).or_default().push(pid),
+        let mut note = |inode: Option<u64>, found: Found| match (found, inode) {
+            (Found::Present { array }, Some(inode)) => {
+                out.by_inode.entry(inode).or_default().push(pid);
+                if array {
+                    out.arrays.insert(inode);
+                }
+            }
             _ => out.of_removed.push(pid),
         };
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
@@ -94,20 +123,20 @@ mod imp {
             let Some(start) = line.find(PREFIX) else {
                 continue;
             };
-            if let Some(present) = ours(&line[start..]) {
-                note(inode, present);
+            if let Some(found) = ours(&line[start..]) {
+                note(inode, found);
             }
         }
         for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue; // closed meanwhile
             };
-            let Some(present) = target.to_str().and_then(ours) else {
+            let Some(found) = target.to_str().and_then(ours) else {
                 continue;
             };
             // The inode of what the descriptor refers to, even if its name is gone.
             let inode = std::fs::metadata(fd.path()).ok().map(|m| m.ino());
-            note(inode, present);
+            note(inode, found);
         }
         Ok(())
     }
@@ -118,6 +147,10 @@ mod imp {
     use super::Holders;
 
     pub fn scan() -> Option<Holders> {
+        None
+    }
+
+    pub fn command(_pid: u32) -> Option<String> {
         None
     }
 }
