@@ -88,7 +88,7 @@ fn record(info: SegmentInfo, removable: bool) -> SegmentRecord {
 
 /// Every shmpipe segment on this machine, sorted by name (Linux: `/dev/shm`; macOS: the
 /// per-user registry; Windows: none).
-#[napi]
+#[napi(catch_unwind)]
 pub fn list_segments() -> Result<Vec<SegmentRecord>> {
     Ok(shmpipe_core::list_segments()
         .napi()?
@@ -103,7 +103,7 @@ pub fn list_segments() -> Result<Vec<SegmentRecord>> {
 /// Removes the segments whose owner is dead (never one whose owner is alive). `names` limits it
 /// to those names; `forceInvalid` also removes invalid segments no process holds; `dryRun`
 /// removes nothing and reports what would go.
-#[napi]
+#[napi(catch_unwind)]
 pub fn clean_segments(
     names: Option<Vec<String>>,
     force_invalid: Option<bool>,
@@ -143,7 +143,7 @@ pub fn clean_segments(
 /// Installs the native SIGINT/SIGTERM handler that removes this process's own segments before
 /// the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`, `SIGTERM`):
 /// `'installed'`, `'already-installed'`, `'left-ignored'` or `'unsupported'`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn install_signal_cleanup() -> Result<Vec<String>> {
     let setup = shmpipe_core::install_signal_cleanup().napi()?;
     Ok(setup

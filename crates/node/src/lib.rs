@@ -38,7 +38,7 @@ pub use queue::NativeQueue;
 ///
 /// Processes may only share segments when they agree on this number.
 /// Exposed to JavaScript as `layoutVersion()`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn layout_version() -> u32 {
     shmpipe_core::LAYOUT_VERSION
 }
@@ -46,7 +46,7 @@ pub fn layout_version() -> u32 {
 /// Version of this native addon crate (the workspace version).
 ///
 /// Exposed to JavaScript as `coreVersion()`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn core_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
