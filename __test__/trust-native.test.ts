@@ -174,6 +174,18 @@ test('huge timeouts on a shared array’s lock never fire, warn or abort', async
   await exitsCleanly(t, holder, 'the holder')
 })
 
+test('huge timeouts given to the addon itself neither abort nor throw', async (t) => {
+  const c = child(t, 'native-huge-timeouts', [])
+  await exitsCleanly(t, c, 'the child')
+  t.deepEqual(await c.next(), {
+    sendSync: 'ok',
+    recvSync: 'ok',
+    recvSyncInfinity: 'ok',
+    waitForAllAckSync: 'ok',
+    lockSync: 'ok',
+  })
+})
+
 // ---------------------------------------------------------------------------------------------
 // Item 10: arguments
 

@@ -17,6 +17,7 @@ import {
   SharedArray,
   ShmpipeError,
 } from '../../index.js'
+import { native } from '../../src/native.js'
 
 /** Sends `message` to the parent as one JSON line. */
 function report(message: unknown): void {
@@ -207,6 +208,40 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     receiver.close()
     sender.close()
     report({ phase: 'done', putsWaiting, settled, got, warnings })
+  },
+
+  /**
+   * Huge timeouts given to the addon itself (the public API turns them into "no timeout"
+   * first): each call finds what it waits for at once, so it returns unless the timeout itself
+   * fails. Reports each call's outcome.
+   */
+  async 'native-huge-timeouts'() {
+    const outcome = (f: () => unknown): string => {
+      try {
+        f()
+        return 'ok'
+      } catch (err) {
+        return `threw ${(err as Error).message}`
+      }
+    }
+    const queue = native.NativeQueue.create(4, 4096, 1)
+    const producer = queue.producer()
+    const consumer = queue.consumer()
+    const array = native.NativeArray.create(`tn_nt_${process.pid}`, 'int32', [1])
+    const data = new Uint8Array([1, 2, 3])
+    const results = {
+      sendSync: outcome(() => producer.sendSync(data, 1e30)),
+      recvSync: outcome(() => consumer.recvSync(1e300)),
+      recvSyncInfinity: outcome(() => (producer.trySend(data), consumer.recvSync(Infinity))),
+      waitForAllAckSync: outcome(() => producer.waitForAllAckSync(1e30)),
+      lockSync: outcome(() => array.lockSync(1e30)),
+    }
+    array.close()
+    native.NativeArray.remove(`tn_nt_${process.pid}`)
+    producer.close()
+    consumer.close()
+    queue.close()
+    report(results)
   },
 
   /** Holds the lock of the shared array `name` until SIGUSR2, then unlocks and exits. */
