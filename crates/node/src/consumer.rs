@@ -154,14 +154,14 @@ impl NativeMessage {
             return ArrayBuffer::from_data(env, Vec::<u8>::new());
         }
         let keep = self.message.clone();
-        // SAFETY: the message's bytes stay valid and mapped while the shared slot holds it
-        // (an inline message holds the queue's mapping, a blob its own segment's); the lock is
-        // not held here, because a runtime without external buffers runs the finalizer at once
-        // (after copying the bytes). Both run on the JavaScript thread. Only two
-        // things take it out: this finalizer, which runs once no JavaScript ArrayBuffer holds
-        // the backing store any more (wherever `transfer()` moved it), and `release`, which
-        // does so only after detaching this very buffer while it still held the backing store.
-        // No other ArrayBuffer wraps these bytes: `handed_out` makes this the only one.
+        // SAFETY: the message's bytes stay valid and mapped while the shared slot holds it (an
+        // inline message holds the queue's mapping, a blob its own segment's, whatever the peer
+        // does). Only two things take it out, both on the JavaScript thread: this finalizer,
+        // which runs once no ArrayBuffer holds the backing store any more (wherever
+        // `transfer()` moved it), and `release`, which does so only after detaching this very
+        // buffer while it still holds the backing store. No other ArrayBuffer wraps these
+        // bytes: `handed_out` makes this the only one. (The lock is not held here: a runtime
+        // without external buffers copies the bytes and runs the finalizer at once.)
         unsafe { ArrayBuffer::from_external(env, ptr, len, keep, |_, keep| release_slot(&keep)) }
     }
 

@@ -13,6 +13,9 @@
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
+//!
+//! Every export is `#[napi(catch_unwind)]`: a panic becomes a JavaScript error, never an abort of
+//! the process (the release profile unwinds; it must not set `panic = "abort"`).
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
