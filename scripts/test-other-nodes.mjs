@@ -9,8 +9,10 @@
  *
  * Without files, it runs the files that depend most on the Node version: the codec (compared with
  * this Node's own `v8.serialize`/`v8.deserialize`), the pipe, shared arrays, the loader and the
- * addon's exports, about 40 s per version here. (The whole ava suite takes about 80 s per
- * version; the install test already makes its round trips under each of these Nodes.)
+ * addon's exports, moved zero-copy views (`ArrayBuffer.prototype.transfer`, on by default from
+ * Node 22) and huge timeouts (`trust-native`), about 50 s per version here. (The whole ava suite
+ * takes about 80 s per version; the install test already makes its round trips under each of
+ * these Nodes.)
  *
  * A Node version that ava cannot run on (ava 7: `^20.19 || ^22.20 || ^24.12 || >=25`, read from
  * ava's package.json; Node 20.4.0 fails to parse ava's own code) is skipped with a note; the
@@ -33,6 +35,7 @@ const DEFAULT_FILES = [
   '__test__/shared-array.test.ts',
   '__test__/distribution.test.ts',
   '__test__/native.test.ts',
+  '__test__/trust-native.test.ts',
 ]
 
 /**

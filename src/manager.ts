@@ -9,6 +9,7 @@
 
 import { ERR_SHMPIPE_CLOSED, ShmpipeError } from './errors.js'
 import { registerOpenEnd, unregisterOpenEnd, type Closable } from './lifecycle.js'
+import { describe, invalidArgument } from './options.js'
 import { createSharedMemoryPair, type PipeOptions, type Receiver, type Sender } from './pipe.js'
 import {
   arrayIdentity,
@@ -136,6 +137,9 @@ export class SharedMemoryManager implements Disposable {
 export async function withSharedMemory<R>(
   fn: (manager: SharedMemoryManager) => R | PromiseLike<R>,
 ): Promise<Awaited<R>> {
+  if (typeof fn !== 'function') {
+    throw invalidArgument(`withSharedMemory needs a function, got ${describe(fn)}`)
+  }
   const manager = new SharedMemoryManager()
   try {
     return await fn(manager)

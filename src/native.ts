@@ -19,6 +19,8 @@
 import { createRequire } from 'node:module'
 import {
   ERR_SHMPIPE_ADDON_NOT_FOUND,
+  ERR_SHMPIPE_INVALID_ARGUMENT,
+  ERR_SHMPIPE_OS,
   ERR_SHMPIPE_UNSUPPORTED_PLATFORM,
   ShmpipeError,
   type ShmpipeErrorCode,
@@ -206,15 +208,31 @@ export const native: NativeBinding = loadNative()
 
 const CODE = /^(ERR_SHMPIPE_[A-Z_]+): ([\s\S]*)$/
 
+/** The `code` napi-rs gives an argument it could not convert (`StringExpected`…). */
+const NAPI_ARGUMENT = /^(InvalidArg|[A-Za-z]+Expected)$/
+
+/** The other `code`s napi-rs gives its errors, a caught Rust panic's among them. */
+const NAPI_FAILURE = /^(GenericFailure|PendingException|Cancelled|Closing|WouldDeadlock|Unknown)$/
+
 /**
  * The error to throw for `err`, caught from a native call: a {@link ShmpipeError} with the code
- * the native layer gave, or `err` itself when it is not a native shmpipe error.
+ * the native layer gave; for an error of napi-rs itself (an argument it could not convert, a
+ * Rust panic caught at the boundary), `ERR_SHMPIPE_INVALID_ARGUMENT` or `ERR_SHMPIPE_OS` with
+ * that error as the cause; else `err` itself.
  */
 export function translateError(err: unknown): unknown {
   if (err instanceof ShmpipeError || !(err instanceof Error)) return err
   const match = CODE.exec(err.message)
-  if (match === null) return err
-  return new ShmpipeError(match[1] as ShmpipeErrorCode, match[2]!)
+  if (match !== null) return new ShmpipeError(match[1] as ShmpipeErrorCode, match[2]!)
+  const code = (err as { code?: unknown }).code
+  if (typeof code !== 'string') return err
+  if (NAPI_ARGUMENT.test(code)) {
+    return new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `an argument has the wrong type: ${err.message}`, { cause: err }) // prettier-ignore
+  }
+  if (NAPI_FAILURE.test(code)) {
+    return new ShmpipeError(ERR_SHMPIPE_OS, `the native addon failed: ${err.message}`, { cause: err }) // prettier-ignore
+  }
+  return err
 }
 
 /** Runs `fn`, rethrowing native errors as {@link ShmpipeError}s. */

@@ -25,7 +25,7 @@ import {
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
-  ERR_SHMPIPE_INVALID_ARGUMENT,
+  ERR_SHMPIPE_NOT_FOUND,
   ERR_SHMPIPE_TIMEOUT,
   ShmpipeError,
 } from './errors.js'
@@ -40,10 +40,14 @@ import {
   type NativeQueue,
 } from './native.js'
 import { registerOpenEnd, unregisterOpenEnd } from './lifecycle.js'
+import { checkOptions, checkString, checkWaitOptions, checkWholeNumber } from './options.js'
 
-/** Sizes of a pipe, chosen when it is created. */
+/**
+ * Sizes of a pipe, chosen when it is created. Each is a whole number in its range; another value,
+ * or an option of another name, is `ERR_SHMPIPE_INVALID_ARGUMENT`.
+ */
 export interface PipeOptions {
-  /** Most values in flight (sent and not yet received). Default 1024. */
+  /** Most values in flight (sent and not yet received), 1 to 8388607. Default 1024. */
   capacity?: number
   /**
    * Bytes of shared memory for values stored inline, rounded up to a power of two (default
@@ -51,13 +55,16 @@ export interface PipeOptions {
    * their own, so there is no size limit but memory.
    */
   bytes?: number
-  /** Most senders attached at once. Default 64. */
+  /** Most senders attached at once, 1 to 4096. Default 64. */
   maxSenders?: number
 }
 
 /** Options of a call that may wait. */
 export interface WaitOptions {
-  /** Milliseconds to wait at most; then the call fails with `ERR_SHMPIPE_TIMEOUT`. */
+  /**
+   * Milliseconds to wait at most; then the call fails with `ERR_SHMPIPE_TIMEOUT`. `Infinity`, or
+   * anything above 2³¹−1 (about 24.8 days, the longest Node.js timer), means no timeout.
+   */
   timeout?: number
   /** Aborts the wait; the call then rejects with the signal's reason. */
   signal?: AbortSignal
@@ -66,6 +73,9 @@ export interface WaitOptions {
 const DEFAULT_CAPACITY = 1024
 const DEFAULT_BYTES = 64 * 1024 * 1024
 const DEFAULT_MAX_SENDERS = 64
+/** The ranges of the pipe's sizes (as in the native core, `crates/core/src/layout.rs`). */
+const MAX_CAPACITY = 2 ** 23 - 1
+const MAX_SENDERS = 4096
 
 /** Encodings at least this long are written in place into shared memory, not copied. */
 const IN_PLACE_THRESHOLD = 64 * 1024
@@ -125,17 +135,6 @@ function scratchBuffer(len: number): Uint8Array {
     scratch = new Uint8Array(Math.max(len, 2 * scratch.byteLength, 4096))
   }
   return scratch.subarray(0, len)
-}
-
-function checkTimeout(timeout: number | undefined): number | undefined {
-  if (timeout === undefined) return undefined
-  if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout < 0) {
-    throw new ShmpipeError(
-      ERR_SHMPIPE_INVALID_ARGUMENT,
-      `timeout must be a non-negative number of milliseconds, got ${String(timeout)}`,
-    )
-  }
-  return timeout
 }
 
 /** Milliseconds left until `deadline` (undefined: no deadline). */
@@ -229,6 +228,19 @@ class Sequencer {
     }
     signal?.addEventListener('abort', onAbort, { once: true })
     return result
+  }
+}
+
+/** Opens the pipe `name` for `where` (`Sender.attach`…), saying "pipe" where the core says segment. */
+function openPipe(name: unknown, where: string): QueueRef {
+  const checked = checkString(name, where, 'name')
+  try {
+    return new QueueRef(call(() => native.NativeQueue.open(checked)))
+  } catch (err) {
+    if (err instanceof ShmpipeError && err.code === ERR_SHMPIPE_NOT_FOUND) {
+      throw new ShmpipeError(err.code, `${where}: no pipe named ${JSON.stringify(checked)} exists`, { cause: err }) // prettier-ignore
+    }
+    throw err
   }
 }
 
@@ -336,7 +348,7 @@ export class Sender implements Disposable {
 
   /** Attaches a new sender to the pipe named `name` (created by any process). */
   static attach(name: string): Sender {
-    return new Sender(new QueueRef(call(() => native.NativeQueue.open(name))), true)
+    return new Sender(openPipe(name, 'Sender.attach'), true)
   }
 
   get #producer(): NativeProducer {
@@ -389,17 +401,13 @@ export class Sender implements Disposable {
    */
   put(value: unknown, options: WaitOptions = {}): Promise<void> {
     try {
+      const { timeout, signal } = checkWaitOptions(options, 'put', true)
       this.#end.check()
-      options.signal?.throwIfAborted()
-      const timeout = checkTimeout(options.timeout)
+      signal?.throwIfAborted()
       const enc = encode(value)
       if (this.#end.seq.pending === 0 && this.#trySend(enc)) return Promise.resolve()
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
-      return this.#end.seq.run(
-        () => this.#putWaiting(enc, deadline, options.signal),
-        deadline,
-        options.signal,
-      )
+      return this.#end.seq.run(() => this.#putWaiting(enc, deadline, signal), deadline, signal)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -433,8 +441,8 @@ export class Sender implements Disposable {
    * Throws `ERR_SHMPIPE_BUSY` while asynchronous `put`s of this sender are pending.
    */
   putSync(value: unknown, options: { timeout?: number } = {}): void {
+    const { timeout } = checkWaitOptions(options, 'putSync', false)
     this.#end.check()
-    const timeout = checkTimeout(options.timeout)
     if (this.#end.seq.pending > 0) throw busy('putSync')
     const enc = encode(value)
     if (this.#trySend(enc)) return
@@ -477,8 +485,8 @@ export class Sender implements Disposable {
   /** Resolves once the receiver has taken every value this sender put (pending puts first). */
   waitForAllAck(options: WaitOptions = {}): Promise<void> {
     try {
+      const { timeout, signal } = checkWaitOptions(options, 'waitForAllAck', true)
       this.#end.check()
-      const timeout = checkTimeout(options.timeout)
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
       return this.#end.seq.run(
         () => {
@@ -486,12 +494,12 @@ export class Sender implements Disposable {
           return nativeWait(
             () => this.#producer.waitForAllAck(remaining(deadline)),
             () => this.#producer.cancelWait(),
-            options.signal,
+            signal,
             () => this.#end.closedError(),
           )
         },
         deadline,
-        options.signal,
+        signal,
       )
     } catch (err) {
       return Promise.reject(err)
@@ -515,7 +523,10 @@ let lastReceivedLength = 0
 
 /** A value received without a copy: its binary parts are views into shared memory. */
 export class ReceivedMessage implements Disposable {
-  /** The value. Its typed arrays and Buffers are valid until {@link ReceivedMessage.release}. */
+  /**
+   * The value. Its typed arrays and Buffers are valid until {@link ReceivedMessage.release}; their
+   * `ArrayBuffer` must not be moved (`transfer()`) while the message is in use (see `release`).
+   */
   readonly value: unknown
   #message: NativeMessage | null
   #buffer: ArrayBuffer
@@ -530,7 +541,10 @@ export class ReceivedMessage implements Disposable {
 
   /**
    * Gives the shared memory back. Every view inside `value` becomes empty (length 0): a released
-   * view never shows another message's bytes.
+   * view never shows another message's bytes. If the value's `ArrayBuffer` was moved away
+   * (`ArrayBuffer.prototype.transfer()`), the moved buffer keeps the message instead, and its
+   * memory in the pipe is given back only when that buffer is garbage-collected: until then the
+   * pipe has that much less room.
    */
   release(): void {
     const message = this.#message
@@ -568,7 +582,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** Attaches as the receiver of the pipe named `name`. */
   static attach(name: string): Receiver {
-    return new Receiver(new QueueRef(call(() => native.NativeQueue.open(name))), true)
+    return new Receiver(openPipe(name, 'Receiver.attach'), true)
   }
 
   get #consumer(): NativeConsumer {
@@ -598,11 +612,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   }
 
   /** Waits for a message and takes it with `take`. */
-  #waitFor<T>(take: () => T | typeof NONE, options: WaitOptions): Promise<T> {
+  #waitFor<T>(take: () => T | typeof NONE, options: WaitOptions, where: string): Promise<T> {
     try {
+      const { timeout, signal } = checkWaitOptions(options, where, true)
       this.#end.check()
-      options.signal?.throwIfAborted()
-      const timeout = checkTimeout(options.timeout)
+      signal?.throwIfAborted()
       if (this.#end.seq.pending === 0) {
         const v = take()
         if (v !== NONE) return Promise.resolve(v)
@@ -612,7 +626,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
         async () => {
           for (;;) {
             this.#end.check()
-            options.signal?.throwIfAborted()
+            signal?.throwIfAborted()
             const v = take()
             if (v !== NONE) return v
             await nativeWait(
@@ -622,13 +636,13 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
                   this.#lastLength >= NO_SPIN_BYTES ? 0 : undefined,
                 ),
               () => this.#consumer.cancelWait(),
-              options.signal,
+              signal,
               () => this.#end.closedError(),
             )
           }
         },
         deadline,
-        options.signal,
+        signal,
       )
     } catch (err) {
       return Promise.reject(err)
@@ -640,13 +654,13 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * pipe is drained and every sender has closed, `ERR_SHMPIPE_PEER_GONE` if one died instead.
    */
   get(options: WaitOptions = {}): Promise<unknown> {
-    return this.#waitFor(() => this.#tryTake(), options)
+    return this.#waitFor(() => this.#tryTake(), options, 'get')
   }
 
   /** The next value, blocking the thread while the pipe is empty (at most `timeout` ms). */
   getSync(options: { timeout?: number } = {}): unknown {
+    const { timeout } = checkWaitOptions(options, 'getSync', false)
     this.#end.check()
-    const timeout = checkTimeout(options.timeout)
     if (this.#end.seq.pending > 0) throw busy('getSync')
     return decode(
       call(() => this.#consumer.recvSync(timeout)),
@@ -664,13 +678,17 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** The next value without copying: call `release()` (or `using`) when done with it. */
   receive(options: WaitOptions = {}): Promise<ReceivedMessage> {
-    return this.#waitFor(() => {
-      const m = call(() => this.#consumer.tryRecvView())
-      if (m === null) return NONE
-      const msg = new ReceivedMessage(m)
-      this.#lastLength = lastReceivedLength
-      return msg
-    }, options)
+    return this.#waitFor(
+      () => {
+        const m = call(() => this.#consumer.tryRecvView())
+        if (m === null) return NONE
+        const msg = new ReceivedMessage(m)
+        this.#lastLength = lastReceivedLength
+        return msg
+      },
+      options,
+      'receive',
+    )
   }
 
   /** Yields values until every sender has closed and the pipe is drained. */
@@ -713,9 +731,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
  * role (`Receiver.attach`).
  */
 export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Receiver] {
-  const capacity = options.capacity ?? DEFAULT_CAPACITY
-  const bytes = options.bytes ?? DEFAULT_BYTES
-  const maxSenders = options.maxSenders ?? DEFAULT_MAX_SENDERS
+  const where = 'createSharedMemoryPair'
+  const o = checkOptions(options, where, ['capacity', 'bytes', 'maxSenders'])
+  const capacity = checkWholeNumber(o.capacity, `${where}: capacity`, 1, MAX_CAPACITY, DEFAULT_CAPACITY) // prettier-ignore
+  const bytes = checkWholeNumber(o.bytes, `${where}: bytes`, 1, Number.MAX_SAFE_INTEGER, DEFAULT_BYTES) // prettier-ignore
+  const maxSenders = checkWholeNumber(o.maxSenders, `${where}: maxSenders`, 1, MAX_SENDERS, DEFAULT_MAX_SENDERS) // prettier-ignore
   const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
   ref.acquire() // held until both ends exist, so a failure below cannot close it early
   try {

@@ -35,6 +35,7 @@ import {
   ShmpipeError,
 } from './errors.js'
 import { registerOpenEnd, unregisterOpenEnd, type Closable } from './lifecycle.js'
+import { checkOptions, checkSignal } from './options.js'
 import { createSharedMemoryPair, type Receiver, type Sender } from './pipe.js'
 import type { ErrorInfo, ReplyMessage, TaskMessage } from './pool-worker.js'
 
@@ -105,6 +106,9 @@ export interface ProcessPoolOptions {
    */
   copyArguments?: boolean
 }
+
+/** The option names of `new ProcessPool()` (any other is an error). */
+const POOL_OPTIONS = ['module', 'workers', 'execArgv', 'env', 'pipeBytes', 'copyArguments'] as const
 
 /** Options of {@link ProcessPool.run}. */
 export interface RunOptions {
@@ -435,6 +439,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     }
     if (typeof options !== 'object' || options === null)
       throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'options must be an object')
+    checkOptions(options, 'new ProcessPool()', POOL_OPTIONS)
     this.module = moduleUrl(options.module)
     this.size = positiveInteger(options.workers, 'options.workers', availableParallelism())
     this.#pipeBytes = positiveInteger(options.pipeBytes, 'options.pipeBytes', DEFAULT_PIPE_BYTES)
@@ -516,7 +521,8 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
         throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'args must be an array')
       if (typeof options !== 'object' || options === null)
         throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'options must be an object')
-      options.signal?.throwIfAborted()
+      checkOptions(options, 'run', ['signal'])
+      checkSignal(options.signal, 'run')?.throwIfAborted()
       if (this.#broken !== null) throw this.#brokenError()
       task = new Task(name, args, options.signal)
       const worker = this.#idle.pop()
@@ -550,8 +556,9 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     items: Iterable<TaskArgs<M, K>[0]> | AsyncIterable<TaskArgs<M, K>[0]>,
     options: MapOptions = {},
   ): Promise<TaskResult<M, K>[]> {
+    checkOptions(options, 'map', ['concurrency', 'signal'])
     const concurrency = positiveInteger(options.concurrency, 'options.concurrency', this.size)
-    const signal = options.signal
+    const signal = checkSignal(options.signal, 'map')
     signal?.throwIfAborted()
     let iterator: Iterator<unknown> | AsyncIterator<unknown>
     if (

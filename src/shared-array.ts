@@ -25,6 +25,7 @@ import {
   ShmpipeError,
 } from './errors.js'
 import { call, callAsync, native, type NativeArray, type NativeLockInfo } from './native.js'
+import { checkWaitOptions } from './options.js'
 
 /** The TypedArray of each dtype. */
 export interface DTypeArrays {
@@ -87,7 +88,10 @@ export interface LockInfo {
 
 /** Options of the blocking `lock()`. */
 export interface LockOptions {
-  /** Milliseconds to wait at most; then `ERR_SHMPIPE_TIMEOUT`. Default: as long as it takes. */
+  /**
+   * Milliseconds to wait at most; then `ERR_SHMPIPE_TIMEOUT`. Default: as long as it takes, as
+   * with `Infinity` or anything above 2³¹−1 (about 24.8 days, the longest Node.js timer).
+   */
   timeout?: number
 }
 
@@ -178,15 +182,6 @@ function checkShape(shape: unknown, dtype: DType): number[] {
     )
   }
   return dims as number[]
-}
-
-/** `timeout`, if it is a valid number of milliseconds (or undefined). */
-function checkTimeout(timeout: unknown): number | undefined {
-  if (timeout === undefined) return undefined
-  if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout < 0) {
-    throw invalid(`timeout must be a non-negative number of milliseconds, got ${String(timeout)}`)
-  }
-  return timeout
 }
 
 /** The public form of the native lock result. */
@@ -424,8 +419,8 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
    * this handle is pending, throws `ERR_SHMPIPE_BUSY`.
    */
   lock(options: LockOptions = {}): LockInfo {
+    const { timeout } = checkWaitOptions(options, 'lock', false)
     const handle = this.#handle()
-    const timeout = checkTimeout(options.timeout)
     if (this.#queued > 0) {
       throw new ShmpipeError(ERR_SHMPIPE_BUSY, 'lock() cannot run while withLock calls on this handle are pending') // prettier-ignore
     }
@@ -463,16 +458,17 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
     options: WithLockOptions = {},
   ): Promise<Awaited<R>> {
     let deadline: number | undefined
+    let signal: AbortSignal | undefined
     try {
+      const checked = checkWaitOptions(options, 'withLock', true)
+      signal = checked.signal
       this.#handle()
       if (typeof fn !== 'function') throw invalid('withLock needs a function')
-      options.signal?.throwIfAborted()
-      const timeout = checkTimeout(options.timeout)
-      deadline = timeout === undefined ? undefined : performance.now() + timeout
+      signal?.throwIfAborted()
+      deadline = checked.timeout === undefined ? undefined : performance.now() + checked.timeout
     } catch (err) {
       return Promise.reject(err)
     }
-    const { signal } = options
     const turn = this.#tail
     let done!: () => void
     this.#tail = new Promise<void>((resolve) => (done = resolve))

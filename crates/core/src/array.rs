@@ -177,13 +177,13 @@ fn size_of_array(dtype: Dtype, shape: &[u64]) -> Result<(u64, u64)> {
     if shape.is_empty() || shape.len() > MAX_NDIM {
         return Err(Error::InvalidArgument {
             name: "shape",
-            expected: "1 to 32 dimensions",
+            expected: "an array of 1 to 32 dimensions",
         });
     }
     if shape.contains(&0) {
         return Err(Error::InvalidArgument {
             name: "shape",
-            expected: "dimensions of at least 1",
+            expected: "an array of dimensions of at least 1",
         });
     }
     let limit = (isize::MAX as u64) - crate::segment::SEGMENT_HEADER_SIZE as u64 - DATA_OFFSET;

@@ -65,7 +65,7 @@ pub enum Error {
     },
     /// An argument is out of its documented range.
     InvalidArgument {
-        /// Which argument.
+        /// Which argument, as the JavaScript API names it (`maxSenders`, not `max_producers`).
         name: &'static str,
         /// What the argument must satisfy.
         expected: &'static str,
@@ -120,14 +120,15 @@ impl fmt::Display for Error {
             Self::TooLarge { requested, limit } => {
                 write!(f, "size {requested} is larger than the limit {limit}")
             }
-            Self::InvalidArgument { name, expected } => {
-                write!(f, "invalid argument '{name}': expected {expected}")
-            }
+            Self::InvalidArgument { name, expected } => write!(f, "{name} must be {expected}"),
             Self::AlreadyExists { name } => write!(f, "segment '{name}' already exists"),
             Self::NotFound { name } => write!(f, "segment '{name}' does not exist"),
-            Self::ConsumerTaken => f.write_str("the queue already has a live consumer"),
+            Self::ConsumerTaken => f.write_str("the pipe already has a live receiver"),
             Self::TooManyProducers { max } => {
-                write!(f, "all {max} producer slots of the queue are in use")
+                write!(
+                    f,
+                    "all {max} sender slots of the pipe are in use (maxSenders)"
+                )
             }
             Self::Os { op, code } => write!(f, "{op} failed with OS error {code}"),
             Self::LockNotHeld => f.write_str("this handle does not hold the lock"),

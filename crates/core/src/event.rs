@@ -186,7 +186,8 @@ pub(crate) fn wait_until<T>(
     mut poll: impl FnMut() -> Result<Option<T>>,
     mut health: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    // A timeout too long for the clock (years) is no deadline.
+    let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut counted = SleeperCount {
         event,
         counted: false,

@@ -288,7 +288,7 @@ impl Producer {
         if loan.owner != (self.index, self.generation) || !Arc::ptr_eq(&loan.shared, &self.shared) {
             return Err(Error::InvalidArgument {
                 name: "loan",
-                expected: "a loan reserved by this producer",
+                expected: "a reservation made by this sender",
             });
         }
         loan.done = true;

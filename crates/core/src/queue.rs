@@ -268,7 +268,7 @@ impl Queue {
             return Err(invalid("capacity", "1 to 8388607 messages"));
         }
         if opts.max_producers == 0 || opts.max_producers > MAX_PRODUCERS {
-            return Err(invalid("max_producers", "1 to 4096"));
+            return Err(invalid("maxSenders", "1 to 4096 senders"));
         }
         let data_bytes = opts
             .bytes

@@ -76,7 +76,7 @@ impl NativeArray {
 #[napi]
 impl NativeArray {
     /// Creates the array `name` of `dtype` (`"float64"`, `"int32"`…) and `shape`, zero-filled.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn create(name: String, dtype: String, shape: Vec<f64>) -> Result<Self> {
         let dtype =
             Dtype::from_name(&dtype).ok_or_else(|| invalid(&format!("unknown dtype {dtype:?}")))?;
@@ -85,75 +85,75 @@ impl NativeArray {
     }
 
     /// Attaches to the array `name`.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn open(name: String) -> Result<Self> {
         Ok(Self::new(SharedArray::open(&name).napi()?))
     }
 
     /// Removes the array `name` (handles already open keep working).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn remove(name: String) -> Result<()> {
         SharedArray::remove(&name).napi()
     }
 
     /// Removes the array `name` if it is still the one whose `nonce` is given; returns whether it
     /// did.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn remove_if_same(name: String, nonce: String) -> Result<bool> {
         let nonce = u64::from_str_radix(&nonce, 16).map_err(|_| invalid("nonce must be hex"))?;
         SharedArray::remove_if_same(&name, nonce).napi()
     }
 
     /// The names of the arrays that exist now (Linux only).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn list() -> Result<Vec<String>> {
         SharedArray::list().napi()
     }
 
     /// The array's name.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> Result<String> {
         Ok(self.array()?.name().to_owned())
     }
 
     /// The name of the segment behind it (the file in `/dev/shm` on Linux).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn segment_name(&self) -> Result<String> {
         Ok(self.array()?.segment_name().to_owned())
     }
 
     /// The dtype's name (`"float64"`…).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn dtype(&self) -> Result<String> {
         Ok(self.array()?.dtype().name().to_owned())
     }
 
     /// The shape.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn shape(&self) -> Result<Vec<f64>> {
         Ok(self.array()?.shape().iter().map(|&d| d as f64).collect())
     }
 
     /// Number of elements.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn length(&self) -> Result<f64> {
         Ok(self.array()?.len() as f64)
     }
 
     /// Size of the data in bytes.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn byte_length(&self) -> Result<f64> {
         Ok(self.array()?.byte_len() as f64)
     }
 
     /// This array's creation nonce, in hex (tells it from a later array of the same name).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn nonce(&self) -> Result<String> {
         Ok(format!("{:016x}", self.array()?.nonce()))
     }
 
     /// An ArrayBuffer over the shared data (the same memory every attached process sees).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn buffer<'env>(&self, env: &'env Env) -> Result<ArrayBuffer<'env>> {
         let array = self.array()?;
         let ptr = array.as_ptr();
@@ -183,7 +183,7 @@ impl NativeArray {
     }
 
     /// Takes the lock, blocking this thread (at most `timeoutMs`).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn lock_sync(&self, timeout_ms: Option<f64>) -> Result<LockInfo> {
         let opts = WaitOptions {
             timeout: timeout(timeout_ms)?,
@@ -193,13 +193,13 @@ impl NativeArray {
     }
 
     /// Takes the lock if it is free or its holder died; null if a live holder has it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_lock(&self) -> Result<Option<LockInfo>> {
         Ok(self.array()?.try_lock().napi()?.map(LockInfo::from))
     }
 
     /// Takes the lock on a dedicated waiter thread; resolves once this handle holds it.
-    #[napi(ts_return_type = "Promise<LockInfo>")]
+    #[napi(ts_return_type = "Promise<LockInfo>", catch_unwind)]
     pub fn lock_async<'env>(
         &self,
         env: &'env Env,
@@ -222,7 +222,7 @@ impl NativeArray {
     }
 
     /// Interrupts a pending `lockAsync`, which then rejects with `ERR_SHMPIPE_ABORTED`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn cancel_lock(&self) -> Result<()> {
         if let Some(token) = self.cancel.lock().map_err(|_| poisoned())?.take() {
             token.cancel();
@@ -231,19 +231,19 @@ impl NativeArray {
     }
 
     /// Releases the lock; `ERR_SHMPIPE_LOCK_NOT_HELD` if this handle does not hold it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn unlock(&self) -> Result<()> {
         self.array()?.unlock().napi()
     }
 
     /// Whether this handle holds the lock.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn holds_lock(&self) -> bool {
         self.array.as_ref().is_some_and(|a| a.holds_lock())
     }
 
     /// The pid of the process holding the lock now (0: free).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn lock_holder_pid(&self) -> Result<u32> {
         Ok(self.array()?.lock_holder_pid())
     }
@@ -251,7 +251,7 @@ impl NativeArray {
     /// Closes the handle: detaches `buffer` (every view of it becomes empty), interrupts a
     /// pending `lockAsync`, and releases the lock if this handle holds it (the next holder is
     /// told it was recovered). The array itself stays until it is removed.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
         if let Some(buffer) = buffer {
             if !buffer.is_detached()? {

@@ -121,7 +121,7 @@ pub struct NativeListOptions {
 
 /// Every shmpipe segment on this machine, shared arrays included, sorted by name (Linux:
 /// `/dev/shm`; macOS: the per-user registry; Windows: none).
-#[napi]
+#[napi(catch_unwind)]
 pub fn list_segments(options: Option<NativeListOptions>) -> Result<Vec<SegmentRecord>> {
     let opts = ListOptions {
         all_users: options.and_then(|o| o.all_users).unwrap_or(false),
@@ -159,7 +159,7 @@ pub struct NativeCleanOptions {
 
 /// Removes the segments whose owner is dead (never one whose owner is alive), and what the
 /// options ask for besides (see `CleanOptions` in the core).
-#[napi]
+#[napi(catch_unwind)]
 pub fn clean_segments(options: Option<NativeCleanOptions>) -> Result<CleanResult> {
     let o = options.unwrap_or_default();
     let opts = CleanOptions {
@@ -199,7 +199,7 @@ pub fn clean_segments(options: Option<NativeCleanOptions>) -> Result<CleanResult
 /// Installs the native SIGINT/SIGTERM handler that removes this process's own segments before
 /// the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`, `SIGTERM`):
 /// `'installed'`, `'already-installed'`, `'left-ignored'` or `'unsupported'`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn install_signal_cleanup() -> Result<Vec<String>> {
     let setup = shmpipe_core::install_signal_cleanup().napi()?;
     Ok(setup

@@ -6,12 +6,13 @@
 //! handed over without a copy: the Buffer maps that segment, which is unmapped when the Buffer is
 //! collected (its name was already removed, so nothing can leak).
 
-use crate::errors::{closed, IntoNapi};
+use crate::errors::{closed, invalid, IntoNapi};
 use crate::recycle::{BufferPool, MIN_BYTES};
 use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Consumer, Message, Queue, WaitOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The receiver as the fast free functions reach it (through an External, see
@@ -30,7 +31,7 @@ pub struct ConsumerHandle {
 /// A free function on the receiver's [`handle`](NativeConsumer::handle): a class method's
 /// receiver checks cost napi-rs about 200 ns per call, and a new Buffer about as much again, more
 /// than the rest of receiving a small message.
-#[napi(ts_return_type = "number | Buffer | null")]
+#[napi(ts_return_type = "number | Buffer | null", catch_unwind)]
 pub fn consumer_try_recv_into<'env>(
     env: &'env Env,
     handle: &External<ConsumerHandle>,
@@ -114,39 +115,82 @@ fn to_buffer<'env>(
     }
 }
 
-/// A message received without copying, whose memory is returned by `release()`.
+/// A message received without copying.
+///
+/// Its bytes reach JavaScript through one external ArrayBuffer (`buffer()`), whose finalizer
+/// owns the message: the message is released when `release()` detaches that very buffer, or
+/// else when the buffer's backing store is collected. A buffer moved away first
+/// (`ArrayBuffer.prototype.transfer()`) takes its backing store and finalizer along, so the
+/// moved buffer keeps the message, and with it the mapping under its bytes, until it is
+/// collected: no view ever shows another message's bytes or unmapped memory.
 #[napi]
 pub struct NativeMessage {
     message: Arc<Mutex<Option<Message>>>,
+    /// Whether `buffer()` handed out the external ArrayBuffer (it does so once).
+    handed_out: AtomicBool,
+}
+
+/// Takes the message out of `slot` and drops it (after the lock is released), even if a panic
+/// poisoned the lock.
+fn release_slot(slot: &Mutex<Option<Message>>) {
+    let message = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(message);
 }
 
 #[napi]
 impl NativeMessage {
-    /// An ArrayBuffer over the message's bytes (valid until `release`, which detaches it).
-    #[napi]
+    /// An ArrayBuffer over the message's bytes; callable once.
+    #[napi(catch_unwind)]
     pub fn buffer<'env>(&self, env: &'env Env) -> Result<ArrayBuffer<'env>> {
-        let guard = self.message.lock().map_err(|_| poisoned())?;
-        let msg = guard.as_ref().ok_or_else(closed)?;
-        if msg.is_empty() {
+        let (ptr, len) = {
+            let guard = self.message.lock().map_err(|_| poisoned())?;
+            let msg = guard.as_ref().ok_or_else(closed)?;
+            (msg.as_slice().as_ptr() as *mut u8, msg.len())
+        };
+        if self.handed_out.swap(true, Ordering::AcqRel) {
+            return Err(invalid("the message's buffer was already handed out"));
+        }
+        if len == 0 {
             return ArrayBuffer::from_data(env, Vec::<u8>::new());
         }
-        let ptr = msg.as_slice().as_ptr() as *mut u8;
         let keep = self.message.clone();
-        // SAFETY: the message's bytes stay valid while the shared slot holds it; the finalizer
-        // keeps the slot alive, and `release` detaches the buffer before dropping the message,
-        // so JavaScript never reaches the bytes after they are released.
-        unsafe { ArrayBuffer::from_external(env, ptr, msg.len(), keep, |_, keep| drop(keep)) }
+        // SAFETY: the message's bytes stay valid and mapped while the shared slot holds it (an
+        // inline message holds the queue's mapping, a blob its own segment's, whatever the peer
+        // does). Only two things take it out, both on the JavaScript thread: this finalizer,
+        // which runs once no ArrayBuffer holds the backing store any more (wherever
+        // `transfer()` moved it), and `release`, which does so only after detaching this very
+        // buffer while it still holds the backing store. No other ArrayBuffer wraps these
+        // bytes: `handed_out` makes this the only one. (The lock is not held here: a runtime
+        // without external buffers copies the bytes and runs the finalizer at once.)
+        unsafe { ArrayBuffer::from_external(env, ptr, len, keep, |_, keep| release_slot(&keep)) }
     }
 
-    /// Detaches `buffer` (every view of it becomes empty) and releases the message.
-    #[napi]
+    /// Releases the message if `buffer` is the ArrayBuffer `buffer()` handed out and still holds
+    /// its bytes: detaches it (every view of it becomes empty) and gives the memory back at
+    /// once. If that buffer was moved away or detached meanwhile, the message stays with the
+    /// moved backing store and is released when that is collected.
+    #[napi(catch_unwind)]
     pub fn release(&self, buffer: Option<ArrayBuffer>) -> Result<()> {
-        if let Some(buffer) = buffer {
-            if !buffer.is_empty() {
-                buffer.detach()?;
-            }
+        let mut guard = self.message.lock().map_err(|_| poisoned())?;
+        let Some(msg) = guard.as_ref() else {
+            return Ok(());
+        };
+        if msg.is_empty() || !self.handed_out.load(Ordering::Acquire) {
+            drop(guard.take());
+            return Ok(());
         }
-        self.message.lock().map_err(|_| poisoned())?.take();
+        let Some(buffer) = buffer else {
+            return Ok(());
+        };
+        let ours = !buffer.is_detached()?
+            && std::ptr::eq(buffer.as_ptr(), msg.as_slice().as_ptr())
+            && buffer.len() == msg.len();
+        if ours {
+            buffer.detach()?;
+            let message = guard.take();
+            drop(guard);
+            drop(message);
+        }
         Ok(())
     }
 }
@@ -166,7 +210,7 @@ impl NativeConsumer {
 #[napi]
 impl NativeConsumer {
     /// This receiver's handle for the fast free functions (`consumerTryRecvInto`).
-    #[napi(ts_return_type = "ExternalObject<ConsumerHandle>")]
+    #[napi(ts_return_type = "ExternalObject<ConsumerHandle>", catch_unwind)]
     pub fn handle(&self) -> External<ConsumerHandle> {
         External::new(ConsumerHandle {
             inner: self.inner.clone(),
@@ -175,7 +219,7 @@ impl NativeConsumer {
     }
 
     /// The next message if one is ready (null otherwise).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_recv<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
         match with_handle(&self.inner, "receiver", |c| c.try_recv().napi())? {
             Some(msg) => to_buffer(env, msg, &self.pool).map(Some),
@@ -184,7 +228,7 @@ impl NativeConsumer {
     }
 
     /// The next message, blocking this thread while the queue is empty.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn recv_sync<'env>(
         &self,
         env: &'env Env,
@@ -199,18 +243,19 @@ impl NativeConsumer {
     }
 
     /// The next message without copying, if one is ready.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_recv_view(&self) -> Result<Option<NativeMessage>> {
         Ok(
             with_handle(&self.inner, "receiver", |c| c.try_recv().napi())?.map(|m| NativeMessage {
                 message: Arc::new(Mutex::new(Some(m))),
+                handed_out: AtomicBool::new(false),
             }),
         )
     }
 
     /// Resolves once a message is ready (on a dedicated waiter thread, which polls `spin` times,
     /// default the core's `DEFAULT_SPIN`, before it sleeps); `tryRecv` then takes it.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(ts_return_type = "Promise<void>", catch_unwind)]
     pub fn wait_ready<'env>(
         &self,
         env: &'env Env,
@@ -231,7 +276,7 @@ impl NativeConsumer {
     }
 
     /// Interrupts the current asynchronous wait, which then rejects with `ERR_SHMPIPE_ABORTED`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn cancel_wait(&self) -> Result<()> {
         if let Some(token) = self.cancel.lock().map_err(|_| poisoned())?.take() {
             token.cancel();
@@ -240,7 +285,7 @@ impl NativeConsumer {
     }
 
     /// Closes the receiver; a pending wait is interrupted first.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&mut self) -> Result<()> {
         self.cancel_wait()?;
         self.pool.close();

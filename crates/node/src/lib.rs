@@ -13,6 +13,9 @@
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
+//!
+//! Every export is `#[napi(catch_unwind)]`: a panic becomes a JavaScript error, never an abort of
+//! the process (the release profile unwinds; it must not set `panic = "abort"`).
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
@@ -38,7 +41,7 @@ pub use queue::NativeQueue;
 ///
 /// Processes may only share segments when they agree on this number.
 /// Exposed to JavaScript as `layoutVersion()`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn layout_version() -> u32 {
     shmpipe_core::LAYOUT_VERSION
 }
@@ -46,7 +49,7 @@ pub fn layout_version() -> u32 {
 /// Version of this native addon crate (the workspace version).
 ///
 /// Exposed to JavaScript as `coreVersion()`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn core_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }

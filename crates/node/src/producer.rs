@@ -19,7 +19,7 @@ pub struct ProducerHandle(Arc<Mutex<Option<Producer>>>);
 /// The same as `NativeProducer.trySend`, as a free function on the sender's
 /// [`handle`](NativeProducer::handle): a class method's receiver checks cost napi-rs about
 /// 200 ns per call, as much as the send itself for a small message.
-#[napi]
+#[napi(catch_unwind)]
 pub fn producer_try_send(handle: &External<ProducerHandle>, data: Uint8ArraySlice) -> Result<bool> {
     with_handle(&handle.0, "sender", |p| p.try_send(&data).napi())
 }
@@ -28,7 +28,7 @@ pub fn producer_try_send(handle: &External<ProducerHandle>, data: Uint8ArraySlic
 /// returns whether it was sent. Both parts are copied straight into place (into the ring, or
 /// into the message's own segment), so a lone binary value needs neither an intermediate buffer
 /// nor a Buffer over the reserved memory.
-#[napi]
+#[napi(catch_unwind)]
 pub fn producer_try_send_parts(
     handle: &External<ProducerHandle>,
     head: Uint8ArraySlice,
@@ -98,19 +98,19 @@ impl NativeProducer {
 #[napi]
 impl NativeProducer {
     /// This sender's handle for the fast free functions (`producerTrySend`).
-    #[napi(ts_return_type = "ExternalObject<ProducerHandle>")]
+    #[napi(ts_return_type = "ExternalObject<ProducerHandle>", catch_unwind)]
     pub fn handle(&self) -> External<ProducerHandle> {
         External::new(ProducerHandle(self.inner.clone()))
     }
 
     /// Sends a copy of `data` if the queue has room now; returns whether it was sent.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_send(&self, data: Uint8ArraySlice) -> Result<bool> {
         with_handle(&self.inner, "sender", |p| p.try_send(&data).napi())
     }
 
     /// Sends a copy of `data`, blocking this thread while the queue is full.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn send_sync(&self, data: Uint8ArraySlice, timeout_ms: Option<f64>) -> Result<()> {
         let opts = WaitOptions {
             timeout: timeout(timeout_ms)?,
@@ -121,7 +121,7 @@ impl NativeProducer {
 
     /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread), which
     /// polls `spin` times (default: the core's `DEFAULT_SPIN`) before it sleeps.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(ts_return_type = "Promise<void>", catch_unwind)]
     pub fn wait_space<'env>(
         &self,
         env: &'env Env,
@@ -139,7 +139,7 @@ impl NativeProducer {
     }
 
     /// Resolves once the receiver has released every message this sender sent.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(ts_return_type = "Promise<void>", catch_unwind)]
     pub fn wait_for_all_ack<'env>(
         &self,
         env: &'env Env,
@@ -153,7 +153,7 @@ impl NativeProducer {
     }
 
     /// Blocks until every message of this sender is released.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn wait_for_all_ack_sync(&self, timeout_ms: Option<f64>) -> Result<()> {
         let opts = WaitOptions {
             timeout: timeout(timeout_ms)?,
@@ -163,7 +163,7 @@ impl NativeProducer {
     }
 
     /// Interrupts the current asynchronous wait, which then rejects with `ERR_SHMPIPE_ABORTED`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn cancel_wait(&self) -> Result<()> {
         if let Some(token) = self.cancel.lock().map_err(|_| poisoned())?.take() {
             token.cancel();
@@ -172,7 +172,7 @@ impl NativeProducer {
     }
 
     /// Whether a message of `len` bytes would be accepted now.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn has_space(&self, len: f64) -> Result<bool> {
         let len = byte_count(len, "length")?;
         match self.inner.try_lock() {
@@ -182,13 +182,13 @@ impl NativeProducer {
     }
 
     /// Messages this sender committed.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn sent(&self) -> Result<f64> {
         with_handle(&self.inner, "sender", |p| Ok(p.sent() as f64))
     }
 
     /// Messages of this sender the receiver released.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn acked(&self) -> Result<f64> {
         with_handle(&self.inner, "sender", |p| Ok(p.acked() as f64))
     }
@@ -196,7 +196,7 @@ impl NativeProducer {
     /// Reserves `len` bytes for writing in place, if the queue has room now. Returns a Buffer over
     /// the reserved shared memory (or null when full); write it, then `commit()` or `abort()`.
     /// The Buffer must not be used after either: pass it back so it can be detached.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_reserve<'env>(
         &mut self,
         env: &'env Env,
@@ -224,7 +224,7 @@ impl NativeProducer {
     }
 
     /// Publishes the open reservation; `buffer` (from `tryReserve`) is detached first.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn commit(&mut self, buffer: ArrayBuffer) -> Result<()> {
         let loan = self.end_reservation(buffer)?;
         with_handle(&self.inner, "sender", |p| p.commit_raw(loan).napi())
@@ -233,7 +233,7 @@ impl NativeProducer {
     /// Copies `source` into the open reservation from byte `offset`, streaming a large copy past
     /// the cache where that is faster (`shmpipe_core::copy_to_shared`): how the codec writes the
     /// large binary parts of a value into shared memory.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn write_reserved(&mut self, offset: f64, source: Uint8ArraySlice) -> Result<()> {
         let loan = self
             .loan
@@ -258,14 +258,14 @@ impl NativeProducer {
     }
 
     /// Abandons the open reservation; the receiver never sees it.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn abort(&mut self, buffer: ArrayBuffer) -> Result<()> {
         drop(self.end_reservation(buffer)?);
         Ok(())
     }
 
     /// Closes the sender; a pending wait is interrupted first.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&mut self) -> Result<()> {
         self.cancel_wait()?;
         self.loan = None;

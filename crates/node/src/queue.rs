@@ -36,7 +36,7 @@ impl NativeQueue {
 #[napi]
 impl NativeQueue {
     /// Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn create(capacity: u32, bytes: f64, max_senders: u32) -> Result<Self> {
         let opts = QueueOptions {
             capacity,
@@ -49,7 +49,7 @@ impl NativeQueue {
     }
 
     /// Opens the queue named `name`.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn open(name: String) -> Result<Self> {
         Ok(Self {
             queue: Some(Queue::open(&name).napi()?),
@@ -57,44 +57,44 @@ impl NativeQueue {
     }
 
     /// The queue's name, to pass to other processes.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> Result<String> {
         Ok(self.queue()?.name().to_owned())
     }
 
     /// Most messages in flight.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn capacity(&self) -> Result<u32> {
         Ok(self.queue()?.capacity())
     }
 
     /// Bytes of the inline data area.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn data_bytes(&self) -> Result<f64> {
         Ok(self.queue()?.data_bytes() as f64)
     }
 
     /// Largest message stored inline; larger ones travel in a segment of their own.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn max_inline(&self) -> Result<f64> {
         Ok(self.queue()?.max_inline() as f64)
     }
 
     /// Messages sent and not yet released.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn length(&self) -> Result<f64> {
         Ok(self.queue()?.len() as f64)
     }
 
     /// Registers a sender in this process.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn producer(&self) -> Result<NativeProducer> {
         let queue = self.queue()?;
         Ok(NativeProducer::new(queue.producer().napi()?, queue.clone()))
     }
 
     /// Registers the receiver in this process.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn consumer(&self) -> Result<NativeConsumer> {
         let queue = self.queue()?;
         Ok(NativeConsumer::new(queue.consumer().napi()?, queue.clone()))
@@ -102,7 +102,7 @@ impl NativeQueue {
 
     /// Drops this handle. The creating process removes the segment's name once this handle and
     /// every sender and receiver made from it are closed.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&mut self) {
         self.queue = None;
     }

@@ -121,14 +121,14 @@ where
     Ok(promise)
 }
 
-/// A JavaScript timeout in milliseconds (absent: wait forever) as a `Duration`.
+/// A JavaScript timeout in milliseconds as a `Duration`: absent, `Infinity`, or too long for a
+/// `Duration` means no timeout.
 pub fn timeout(ms: Option<f64>) -> Result<Option<Duration>> {
     match ms {
         None => Ok(None),
-        Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
-        Some(ms) if ms == f64::INFINITY => Ok(None),
-        Some(_) => Err(crate::errors::invalid(
-            "timeout must be a non-negative number of milliseconds",
-        )),
+        Some(ms) if ms >= 0.0 => Ok(Duration::try_from_secs_f64(ms / 1000.0).ok()),
+        Some(ms) => Err(crate::errors::invalid(&format!(
+            "timeout must be a non-negative number of milliseconds, got {ms}"
+        ))),
     }
 }
