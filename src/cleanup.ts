@@ -15,7 +15,8 @@
  * @module
  */
 
-import { ERR_SHMPIPE_INVALID_ARGUMENT, ShmpipeError } from './errors.js'
+import { type ShmpipeError } from './errors.js'
+import { checkFlag, checkOptions, describe, invalidArgument } from './options.js'
 import { call, native, translateError, type NativeSegmentRecord } from './native.js'
 
 /** What a segment holds. */
@@ -161,30 +162,6 @@ export interface CleanReport {
   readonly failed: { readonly segment: SegmentInfo; readonly error: ShmpipeError }[]
 }
 
-/**
- * Checks that `options` is an object whose keys are `flags` (booleans, or undefined) or `others`
- * (checked by the caller), so that a typo or a wrong type is an error, not silently ignored.
- */
-function checkOptions(
-  fn: string,
-  options: unknown,
-  flags: readonly string[],
-  others: readonly string[] = [],
-): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: options must be an object`)
-  }
-  for (const [key, value] of Object.entries(options)) {
-    if (flags.includes(key)) {
-      if (value !== undefined && typeof value !== 'boolean') {
-        throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: ${key} must be a boolean`)
-      }
-    } else if (!others.includes(key)) {
-      throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `${fn}: unknown option ${key}`)
-    }
-  }
-}
-
 function info(r: NativeSegmentRecord): SegmentInfo {
   return {
     name: r.name,
@@ -209,8 +186,8 @@ function info(r: NativeSegmentRecord): SegmentInfo {
  * sorted by name.
  */
 export function listSegments(options: ListOptions = {}): SegmentInfo[] {
-  checkOptions('listSegments', options, ['allUsers'])
-  const { allUsers = false } = options
+  const o = checkOptions(options, 'listSegments', ['allUsers'])
+  const allUsers = checkFlag(o.allUsers, 'listSegments: allUsers')
   return call(() => native.listSegments({ allUsers })).map(info)
 }
 
@@ -224,23 +201,28 @@ export function listSegments(options: ListOptions = {}): SegmentInfo[] {
  * option of another type or an unknown option.
  */
 export function cleanSegments(options: CleanOptions = {}): CleanReport {
-  const flags = ['forceInvalid', 'dryRun', 'allUsers', 'arrays', 'force']
-  checkOptions('cleanSegments', options, flags, ['names'])
-  const given = (options as { names?: unknown }).names
-  if (given !== undefined && !(Array.isArray(given) && given.every((n) => typeof n === 'string'))) {
-    throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'cleanSegments: names must be an array of strings') // prettier-ignore
+  const o = checkOptions(options, 'cleanSegments', [
+    'names',
+    'forceInvalid',
+    'dryRun',
+    'allUsers',
+    'arrays',
+    'force',
+  ])
+  const flag = (key: 'forceInvalid' | 'dryRun' | 'allUsers' | 'arrays' | 'force') =>
+    checkFlag(o[key], `cleanSegments: ${key}`)
+  const names = o.names
+  if (names !== undefined && !(Array.isArray(names) && names.every((n) => typeof n === 'string'))) {
+    throw invalidArgument(`cleanSegments: names must be an array of strings, got ${describe(names)}`) // prettier-ignore
   }
-  const {
-    names,
-    forceInvalid = false,
-    dryRun = false,
-    allUsers = false,
-    arrays = false,
-    force = false,
-  } = options
+  const forceInvalid = flag('forceInvalid')
+  const dryRun = flag('dryRun')
+  const allUsers = flag('allUsers')
+  const arrays = flag('arrays')
+  const force = flag('force')
   const result = call(() =>
     native.cleanSegments({
-      ...(names === undefined ? {} : { names: [...names] }),
+      ...(names === undefined ? {} : { names: [...(names as string[])] }),
       forceInvalid,
       dryRun,
       allUsers,

@@ -98,6 +98,13 @@ export function checkTimeout(value: unknown, where: string): number | undefined 
   return value > MAX_TIMEOUT_MS ? undefined : value
 }
 
+/** `value` if it is a boolean; `false` when it is undefined. `what` names it in the message. */
+export function checkFlag(value: unknown, what: string): boolean {
+  if (value === undefined) return false
+  if (typeof value === 'boolean') return value
+  throw invalidArgument(`${what} must be a boolean, got ${describe(value)}`)
+}
+
 /** `value` if it is an `AbortSignal` (or undefined), for the call `where`. */
 export function checkSignal(value: unknown, where: string): AbortSignal | undefined {
   if (value === undefined || value instanceof AbortSignal) return value
