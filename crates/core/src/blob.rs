@@ -25,7 +25,7 @@
 //! by that name (names carry 64 random bits, so two blobs practically never share one).
 
 use crate::process::{pid_namespace, ProcessIdentity};
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentKind, MAGIC};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -84,6 +84,28 @@ pub fn release(seg: &Segment) {
 /// Sets `flag` ([`PRODUCER_GONE`] or [`CONSUMER_GONE`]) on `seg`, for good.
 fn give_up(seg: &Segment, flag: u64) {
     state_word(seg).fetch_or(flag, Ordering::AcqRel);
+}
+
+/// Removes the name of blob segment `name` if it verifiably is a blob that `maker` made: a
+/// generated name, a segment of ours ([`crate::mapping`]) whose header has our magic, layout
+/// version, kind blob and `maker` as its creator. Anything else is left alone, since a record
+/// or entry in shared memory that names it may be corrupt or forged. Needs no ready flag (a
+/// blob whose producer died while filling it has none). Returns whether it removed the name.
+pub fn remove_if_made_by(name: &str, maker: Option<ProcessIdentity>) -> bool {
+    let Some(maker) = maker else {
+        return false;
+    };
+    if crate::name::generated_bits(name).is_none() {
+        return false;
+    }
+    let Ok(h) = Segment::peek_header(name) else {
+        return false;
+    };
+    let verified = h.magic == MAGIC
+        && h.layout_version == crate::LAYOUT_VERSION
+        && h.kind == SegmentKind::Blob as u32
+        && h.creator == maker;
+    verified && crate::segment::unlink(name).is_ok()
 }
 
 /// The environment variable that sets [`process_keep_budget`] (bytes; 0 turns reuse off).
