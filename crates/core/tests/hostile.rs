@@ -12,12 +12,12 @@
 //!   is after a receiver closes with such records queued.
 
 mod common;
-#[path = "common/forge.rs"]
-mod forge;
 #[cfg(target_os = "linux")]
 #[path = "common/foreign.rs"]
 #[allow(dead_code)]
 mod foreign;
+#[path = "common/forge.rs"]
+mod forge;
 
 use common::pattern;
 use common::shm::remove_created_by;
@@ -210,15 +210,17 @@ fn forged_blob_records_are_refused_at_once_and_their_victims_survive() {
     // receiver removes its name.
     let own = Segment::create(SegmentKind::Blob, 4096).unwrap();
     refuse_forged(&q, &mut p, &mut c, own.name(), bad);
-    assert!(!shm_exists(own.name()), "the producer's own unready blob is removed");
+    assert!(
+        !shm_exists(own.name()),
+        "the producer's own unready blob is removed"
+    );
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn another_users_file_named_by_a_forged_record_is_refused_and_kept() {
     use common::peer::RemoveOnDrop;
-    if !foreign::root_available("another_users_file_named_by_a_forged_record_is_refused_and_kept")
-    {
+    if !foreign::root_available("another_users_file_named_by_a_forged_record_is_refused_and_kept") {
         return;
     }
     let q = forge_queue();
@@ -228,7 +230,13 @@ fn another_users_file_named_by_a_forged_record_is_refused_and_kept() {
     let theirs = foreign::squatted_name(&mut squatter);
     let _cleanup = RemoveOnDrop(theirs.clone());
     refuse_forged(&q, &mut p, &mut c, &theirs, |e| {
-        matches!(e, Error::Permission { owner: foreign::NOBODY, .. })
+        matches!(
+            e,
+            Error::Permission {
+                owner: foreign::NOBODY,
+                ..
+            }
+        )
     });
     assert!(shm_exists(&theirs));
 }

@@ -10,14 +10,14 @@
 //!   producer leaves a sent blob in, and published ready.
 //! - `truncate NAME`: prints `uid N`, then tries to truncate `/dev/shm/NAME` to 0 bytes and
 //!   prints `truncate ok` or `truncate error KIND`.
-//! - `map NAME`: maps the queue NAME, prints `mapped`, waits for a line on stdin, then reads every
-//!   byte of the segment's body and prints `read N` (a truncated segment kills it with SIGBUS
-//!   first).
+//! - `map NAME`: maps the queue NAME, prints `mapped`, waits (up to 10 s) until the file in
+//!   `/dev/shm` is shorter than the mapping, then reads every byte of the segment's body and
+//!   prints `read N` (a truncated segment kills it with SIGBUS first).
 
 #[cfg(unix)]
 fn main() {
     use shmpipe_core::{Dtype, Queue, QueueOptions, Segment, SegmentKind, SharedArray};
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
@@ -98,8 +98,14 @@ fn main() {
         ("map", Some(name)) => {
             let seg = Segment::open(name, SegmentKind::Queue, Duration::from_secs(2)).unwrap();
             say("mapped");
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).unwrap();
+            let path = std::path::Path::new("/dev/shm").join(name);
+            let mapped = (shmpipe_core::SEGMENT_HEADER_SIZE + seg.body_len()) as u64;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::fs::metadata(&path).map_or(0, |m| m.len()) >= mapped
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             // SAFETY: the body is `body_len` bytes, mapped while `seg` lives (a peer may have
             // truncated the file under it: that is what this role is for, and it dies of it).
             let body = unsafe { std::slice::from_raw_parts(seg.body_ptr(), seg.body_len()) };
