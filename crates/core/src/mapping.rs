@@ -158,6 +158,8 @@ mod imp {
             // SAFETY: geteuid has no preconditions.
             let euid = unsafe { libc::geteuid() };
             if !is_ours(&st, euid) {
+                // `st_mode` is narrower than u32 on macOS.
+                #[allow(clippy::unnecessary_cast)]
                 return Err(Error::Permission {
                     name: name.to_owned(),
                     owner: st.st_uid,
