@@ -567,7 +567,7 @@ impl Consumer {
                                     pid: word.pid,
                                     start: e.identity.0.start.load(Ordering::Relaxed),
                                 };
-                                blob::remove_if_made_by(&name, Some(maker));
+                                blob::remove_abandoned(&name, maker);
                             }
                         }
                         dead += 1;

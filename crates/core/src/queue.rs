@@ -442,7 +442,7 @@ impl Queue {
                     pid: seen.pid,
                     start: e.identity.0.start.load(Ordering::Relaxed),
                 };
-                crate::blob::remove_if_made_by(&name, Some(previous));
+                crate::blob::remove_abandoned(&name, previous);
                 e.claims.0.clear_blob_name();
             }
             e.identity.0.start.store(me.start, Ordering::Relaxed);

@@ -138,6 +138,19 @@ pub(crate) struct HeaderFields {
 // Windows lists no segments (see `inventory`), so nothing decodes headers there.
 #[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
 impl HeaderFields {
+    /// Whether nothing was written yet: every field zero (a creator that died before writing
+    /// its header).
+    pub fn is_unwritten(&self) -> bool {
+        self.magic == 0
+            && self.layout_version == 0
+            && self.kind == 0
+            && self.body_size == 0
+            && self.creator.pid == 0
+            && self.creator.start == 0
+            && self.creator_pid_ns == 0
+            && !self.ready
+    }
+
     /// Decodes `bytes` (native byte order, as the creator's atomics wrote them).
     pub fn decode(bytes: &[u8; SEGMENT_HEADER_SIZE]) -> Self {
         use std::mem::offset_of;
