@@ -33,6 +33,14 @@ export const ERR_SHMPIPE_NO_SPACE = 'ERR_SHMPIPE_NO_SPACE'
  */
 export const ERR_SHMPIPE_BAD_SEGMENT = 'ERR_SHMPIPE_BAD_SEGMENT'
 
+/**
+ * A segment found under the name to attach (a pipe, a shared array, or a message's own segment)
+ * is not this user's: another uid owns it, or its mode lets group or others in. shmpipe attaches
+ * only segments owned by its effective uid with mode 0600, and reads nothing of any other. The
+ * message names the owner uid and the mode.
+ */
+export const ERR_SHMPIPE_PERMISSION = 'ERR_SHMPIPE_PERMISSION'
+
 /** An argument has the wrong type or an out-of-range value. */
 export const ERR_SHMPIPE_INVALID_ARGUMENT = 'ERR_SHMPIPE_INVALID_ARGUMENT'
 
@@ -117,6 +125,7 @@ export type ShmpipeErrorCode =
   | typeof ERR_SHMPIPE_UNSUPPORTED_TYPE
   | typeof ERR_SHMPIPE_NO_SPACE
   | typeof ERR_SHMPIPE_BAD_SEGMENT
+  | typeof ERR_SHMPIPE_PERMISSION
   | typeof ERR_SHMPIPE_INVALID_ARGUMENT
   | typeof ERR_SHMPIPE_TOO_LARGE
   | typeof ERR_SHMPIPE_NOT_FOUND

@@ -24,8 +24,9 @@
 //! The descriptor of a reused blob carries the old name again, and the consumer finds its mapping
 //! by that name (names carry 64 random bits, so two blobs practically never share one).
 
+use crate::error::{BadSegmentReason, Error};
 use crate::process::{pid_namespace, ProcessIdentity};
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentKind, MAGIC};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -84,6 +85,47 @@ pub fn release(seg: &Segment) {
 /// Sets `flag` ([`PRODUCER_GONE`] or [`CONSUMER_GONE`]) on `seg`, for good.
 fn give_up(seg: &Segment, flag: u64) {
     state_word(seg).fetch_or(flag, Ordering::AcqRel);
+}
+
+/// Removes the name of blob segment `name` if it verifiably is a blob that `maker` made: a
+/// generated name, a segment of ours ([`crate::mapping`]) whose header has our magic, layout
+/// version, kind blob and `maker` as its creator. Anything else is left alone, since a record
+/// or entry in shared memory that names it may be corrupt or forged. Needs no ready flag (a
+/// blob whose producer died while filling it has none). Returns whether it removed the name.
+pub fn remove_if_made_by(name: &str, maker: Option<ProcessIdentity>) -> bool {
+    remove_verified(name, maker, false)
+}
+
+/// Removes the blob that the dead producer `maker` named in its entry as being made: like
+/// [`remove_if_made_by`], and also if the segment's header was never written (a generated name
+/// of ours that is shorter than a header, or whose header is all zero): `maker` died between
+/// creating the segment and writing its header, and nobody else can name it.
+pub fn remove_abandoned(name: &str, maker: ProcessIdentity) -> bool {
+    remove_verified(name, Some(maker), true)
+}
+
+fn remove_verified(name: &str, maker: Option<ProcessIdentity>, unwritten_too: bool) -> bool {
+    let Some(maker) = maker else {
+        return false;
+    };
+    if crate::name::generated_bits(name).is_none() {
+        return false;
+    }
+    let verified = match Segment::peek_header(name) {
+        Ok(h) => {
+            (h.magic == MAGIC
+                && h.layout_version == crate::LAYOUT_VERSION
+                && h.kind == SegmentKind::Blob as u32
+                && h.creator == maker)
+                || (unwritten_too && h.is_unwritten())
+        }
+        Err(Error::BadSegment {
+            reason: BadSegmentReason::TooSmall,
+            ..
+        }) => unwritten_too,
+        Err(_) => false,
+    };
+    verified && crate::segment::unlink(name).is_ok()
 }
 
 /// The environment variable that sets [`process_keep_budget`] (bytes; 0 turns reuse off).
@@ -364,5 +406,54 @@ impl BlobCache {
 impl Drop for BlobCache {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(name).exists()
+    }
+
+    #[test]
+    fn only_the_named_producers_blob_is_removed() {
+        let me = ProcessIdentity::current();
+        let other = ProcessIdentity {
+            pid: me.pid,
+            start: me.start.wrapping_add(1),
+        };
+        let blob = Segment::create(SegmentKind::Blob, 64).unwrap();
+        assert!(!remove_if_made_by(blob.name(), Some(other)));
+        assert!(!remove_if_made_by(blob.name(), None));
+        assert!(
+            !remove_abandoned(blob.name(), other),
+            "written: judged by creator"
+        );
+        assert!(exists(blob.name()));
+        assert!(remove_if_made_by(blob.name(), Some(me)));
+        assert!(!exists(blob.name()));
+
+        let queue = Segment::create(SegmentKind::Queue, 64).unwrap();
+        assert!(!remove_if_made_by(queue.name(), Some(me)));
+        assert!(!remove_abandoned(queue.name(), me));
+        assert!(exists(queue.name()));
+
+        // A header never written: only as what a dead producer's entry names.
+        let unwritten = Segment::create(SegmentKind::Blob, 64).unwrap();
+        unwritten.header().forge(|f| {
+            f.magic = 0;
+            f.layout_version = 0;
+            f.kind = 0;
+            f.body_size = 0;
+            f.creator = ProcessIdentity { pid: 0, start: 0 };
+            f.creator_pid_ns = 0;
+            f.ready = false;
+        });
+        assert!(!remove_if_made_by(unwritten.name(), Some(me)));
+        assert!(exists(unwritten.name()));
+        assert!(remove_abandoned(unwritten.name(), other));
+        assert!(!exists(unwritten.name()));
     }
 }

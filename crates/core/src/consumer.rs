@@ -8,7 +8,8 @@ use crate::layout::{
     consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
     EntryWord, BLOB_DESCRIPTOR_SIZE, PENDING_VALID, POS_MASK, UNIT,
 };
-use crate::name::validate_name;
+use crate::name::{generated_bits, validate_name};
+use crate::process::ProcessIdentity;
 use crate::queue::{stamp_state, QueueShared};
 use crate::segment::{Segment, SegmentKind};
 use std::collections::HashSet;
@@ -508,7 +509,7 @@ impl Consumer {
                     generation: producer.1,
                 })),
                 kind::BLOB => {
-                    let opened = open_blob(s, &mut self.blobs, pos, len);
+                    let opened = open_blob(s, &mut self.blobs, pos, len, producer);
                     release(s, pos, Some(producer));
                     opened.map(|(seg, blob_len)| {
                         Found::Blob(Message {
@@ -534,7 +535,7 @@ impl Consumer {
         self.blobs.sweep();
         self.blobs.sweep_dead(|| {
             let mut names = HashSet::new();
-            s.for_each_queued_blob(read_pos, |name| {
+            s.for_each_queued_blob(read_pos, |name, _| {
                 names.insert(name.to_owned());
             })
             .then_some(names)
@@ -562,7 +563,11 @@ impl Consumer {
                             // A blob it was making and had not queued would leak. The name
                             // read now is this registration's: a new one needs the DEAD word.
                             if let Some(name) = e.claims.0.blob_name() {
-                                let _ = crate::segment::unlink(&name);
+                                let maker = ProcessIdentity {
+                                    pid: word.pid,
+                                    start: e.identity.0.start.load(Ordering::Relaxed),
+                                };
+                                blob::remove_abandoned(&name, maker);
                             }
                         }
                         dead += 1;
@@ -618,7 +623,8 @@ impl Consumer {
                     // The dead producer's half-written blob would leak: remove it.
                     let len = rec.len.load(Ordering::Relaxed);
                     if let Some(name) = blob_name_at(s, pos, len) {
-                        let _ = crate::segment::unlink(&name);
+                        let maker = record_maker(s, index, rec.generation.load(Ordering::Relaxed));
+                        blob::remove_if_made_by(&name, maker);
                     }
                 }
                 let _ = rec.stamp.compare_exchange(
@@ -741,33 +747,67 @@ fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: 
     rec.stamp.store(s.stamp(pos, st), Ordering::Release);
 }
 
-/// Maps the blob described by the record at `pos`: from `cache` if its producer reused a blob this
-/// consumer mapped before, else by name. A name is removed as soon as it is mapped (on Unix the
-/// mapping outlives the name), so a crash of this process leaks nothing.
+/// The process that made the records of producer registration (`index`, `generation`), if that
+/// registration still holds its slot (as it does while any record of it is unreleased).
+pub(crate) fn record_maker(
+    s: &QueueShared,
+    index: u32,
+    generation: u32,
+) -> Option<ProcessIdentity> {
+    if index >= s.max_producers {
+        return None;
+    }
+    let e = s.producer_entry(index);
+    let word = e.identity.0.load();
+    let registered = matches!(word.state, entry::ACTIVE | entry::CLOSED | entry::DEAD);
+    (registered && word.generation == generation).then(|| ProcessIdentity {
+        pid: word.pid,
+        start: e.identity.0.start.load(Ordering::Relaxed),
+    })
+}
+
+/// Maps the blob described by the committed record at `pos` of producer registration
+/// `producer`: from `cache` if its producer reused a blob this consumer mapped before, else by
+/// name. Never waits: a committed record's blob was published ready before the record, so one
+/// that is not ready (or not a blob its producer made, or too short) makes the record bad. A
+/// name is removed as soon as it is mapped (on Unix the mapping outlives the name), so a crash
+/// of this process leaks nothing; a name the record gives is removed only if it verifiably is
+/// that producer's blob ([`blob::remove_if_made_by`]).
 fn open_blob(
     s: &QueueShared,
     cache: &mut BlobCache,
     pos: u64,
     len: u64,
+    producer: (u32, u32),
 ) -> Result<(Arc<Segment>, usize)> {
     let desc = read_descriptor(s, pos, len)?;
     let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
     let blob_len = usize::try_from(desc.len).map_err(|_| s.corrupt())?;
-    // Filled for us: phase SENT (its producer may have given it up since).
-    let usable = |seg: &Segment| blob_len <= seg.body_len() && blob::is_sent(seg);
+    let maker = record_maker(s, producer.0, producer.1);
+    // Made by the record's producer and filled for us: phase SENT (its producer may have given
+    // it up since).
+    let usable = |seg: &Segment| {
+        blob_len <= seg.body_len() && blob::is_sent(seg) && maker == Some(seg.header().creator())
+    };
     let seg = if let Some(seg) = cache.get(name) {
         if !usable(&seg) {
             return Err(s.corrupt());
         }
         seg
     } else {
-        let opened = Segment::open(name, SegmentKind::Blob, Duration::from_secs(1))
-            .ok()
-            .filter(|seg| usable(seg));
-        let Some(mut seg) = opened else {
-            // Nobody else will ever map it: do not leave the name behind.
-            let _ = crate::segment::unlink(name);
-            return Err(s.corrupt());
+        let mut seg = match Segment::open(name, SegmentKind::Blob, Duration::ZERO) {
+            Ok(seg) if usable(&seg) => seg,
+            // Another user's segment, or one open to others: not ours to judge or remove.
+            Err(e @ Error::Permission { .. }) => return Err(e),
+            failed => {
+                // Nobody else will ever map a blob of this record: do not leave its name
+                // behind, if it is one.
+                blob::remove_if_made_by(name, maker);
+                return Err(match failed {
+                    Err(e @ Error::BadSegment { .. }) => e,
+                    _ => s.corrupt(),
+                });
+            }
         };
         if cfg!(unix) {
             let _ = crate::segment::unlink(name);
@@ -796,7 +836,7 @@ fn descriptor_name(desc: &BlobDescriptor) -> Option<&str> {
         .ok()
         .filter(|&n| n <= desc.name.len())?;
     let name = std::str::from_utf8(&desc.name[..n]).ok()?;
-    (validate_name(name).is_ok() && name.starts_with(crate::name::NAME_PREFIX)).then_some(name)
+    (validate_name(name).is_ok() && generated_bits(name).is_some()).then_some(name)
 }
 
 /// The name of the blob segment described by the record at `pos`, if the descriptor is valid.

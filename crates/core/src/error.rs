@@ -56,6 +56,18 @@ pub enum Error {
         /// What was wrong.
         reason: BadSegmentReason,
     },
+    /// A segment found under the expected name is not ours: another user owns it, or its mode
+    /// lets group or others in. Nothing of it was read.
+    Permission {
+        /// The segment's name.
+        name: String,
+        /// The uid that owns it.
+        owner: u32,
+        /// Its mode (file type and permission bits, as `fstat` reports them).
+        mode: u32,
+        /// Our effective uid, which must own every segment we attach.
+        euid: u32,
+    },
     /// A size does not fit this platform (for example more than `usize` bytes).
     TooLarge {
         /// The size that was asked for.
@@ -117,6 +129,27 @@ impl fmt::Display for Error {
                 write!(f, "no space in shared memory for {requested} bytes")
             }
             Self::BadSegment { name, reason } => write!(f, "bad segment '{name}': {reason}"),
+            Self::Permission {
+                name,
+                owner,
+                mode,
+                euid,
+            } => {
+                let whose = if owner == euid {
+                    format!("owned by this user (uid {owner}) but open to other users")
+                } else {
+                    format!("owned by uid {owner}, not by this process's uid {euid}")
+                };
+                write!(
+                    f,
+                    "refused to attach segment '{name}': it is {whose} (mode {:04o}); shmpipe \
+                     attaches only segments of its own user with mode 0600, since another user \
+                     could read or truncate it. Check that the name is right and that the \
+                     creator runs as the same user; if the segment is not yours, remove it (as \
+                     its owner or root) or ask who made it",
+                    mode & 0o7777
+                )
+            }
             Self::TooLarge { requested, limit } => {
                 write!(f, "size {requested} is larger than the limit {limit}")
             }

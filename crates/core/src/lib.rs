@@ -37,6 +37,7 @@ mod event;
 pub mod futex;
 pub mod inventory;
 mod layout;
+mod mapping;
 mod name;
 mod process;
 mod producer;

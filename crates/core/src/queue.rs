@@ -155,17 +155,23 @@ impl QueueShared {
     /// Removes the segments of blob messages committed from `from` on: called when the consumer
     /// is gone (closed, or found dead), since nobody will map them now. Removal is idempotent, so
     /// several processes may sweep at once; a producer that commits a blob after the consumer
-    /// closed removes its own (see `Producer::commit`).
+    /// closed removes its own (see `Producer::commit`). Only names that verifiably are their
+    /// record's producer's blobs are removed ([`crate::blob::remove_if_made_by`]).
     pub fn remove_undelivered_blobs(&self, from: u64) {
-        let _ = self.for_each_queued_blob(from, |name| {
-            let _ = crate::segment::unlink(name);
+        let _ = self.for_each_queued_blob(from, |name, maker| {
+            crate::blob::remove_if_made_by(name, maker);
         });
     }
 
-    /// Calls `f` with the name of every blob that a committed record from `from` on describes.
+    /// Calls `f` with the name of every blob that a committed record from `from` on describes,
+    /// and the process that made the record (if its registration still holds the slot).
     /// Returns whether it read every record up to the tail (it stops at a record whose header is
     /// not written yet, or not valid).
-    pub fn for_each_queued_blob(&self, from: u64, mut f: impl FnMut(&str)) -> bool {
+    pub fn for_each_queued_blob(
+        &self,
+        from: u64,
+        mut f: impl FnMut(&str, Option<ProcessIdentity>),
+    ) -> bool {
         let tail = crate::layout::Cursor(self.header().tail.0.load(Ordering::Acquire)).pos();
         let mut pos = from;
         while pos != tail {
@@ -179,7 +185,12 @@ impl QueueShared {
             if st == state::COMMITTED && rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                 let len = rec.len.load(Ordering::Relaxed);
                 if let Some(name) = crate::consumer::blob_name_at(self, pos, len) {
-                    f(&name);
+                    let maker = crate::consumer::record_maker(
+                        self,
+                        rec.producer.load(Ordering::Relaxed),
+                        rec.generation.load(Ordering::Relaxed),
+                    );
+                    f(&name, maker);
                 }
             }
             pos = (pos + units) & crate::layout::POS_MASK;
@@ -427,7 +438,11 @@ impl Queue {
             }
             if let Some(name) = e.claims.0.blob_name() {
                 // A previous owner died while making a blob it never queued.
-                let _ = crate::segment::unlink(&name);
+                let previous = ProcessIdentity {
+                    pid: seen.pid,
+                    start: e.identity.0.start.load(Ordering::Relaxed),
+                };
+                crate::blob::remove_abandoned(&name, previous);
                 e.claims.0.clear_blob_name();
             }
             e.identity.0.start.store(me.start, Ordering::Relaxed);

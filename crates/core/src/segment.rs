@@ -1,16 +1,17 @@
-//! Named shared-memory segments with a validated header, built on the `shared_memory` crate.
+//! Named shared-memory segments with a validated header.
 //!
 //! Layout: a 128-byte [`SegmentHeader`] at offset 0 (so the body is aligned for line-padded
 //! structures), then the kind-specific body. The creator fills the header and publishes `ready`
-//! last with Release ordering, so an opener never sees a half-built segment. Creation is exclusive and, on Unix, mode 0600 (both by `shared_memory`).
+//! last with Release ordering, so an opener never sees a half-built segment. Creation is
+//! exclusive and, on Unix, mode 0600; a segment is opened only if it is ours ([`crate::mapping`]).
 //!
 //! While this process owns a segment (it created it and has not handed it over), its name is in
 //! the table the SIGINT/SIGTERM cleanup reads ([`crate::signals`]).
 
 use crate::error::{BadSegmentReason, Error, Result};
+use crate::mapping::Mapping;
 use crate::name::{os_id, random_name, validate_name};
 use crate::process::ProcessIdentity;
-use shared_memory::{Shmem, ShmemConf, ShmemError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,19 @@ impl SegmentHeader {
         self.creator_pid_ns.load(Ordering::Relaxed)
     }
 
+    /// The header's fields as they read now (the ready flag with Acquire ordering).
+    pub(crate) fn fields(&self) -> HeaderFields {
+        HeaderFields {
+            magic: self.magic.load(Ordering::Relaxed),
+            layout_version: self.layout_version.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            body_size: self.body_size(),
+            creator: self.creator(),
+            creator_pid_ns: self.creator_pid_namespace(),
+            ready: self.ready.load(Ordering::Acquire) == 1,
+        }
+    }
+
     /// The word the body's kind may use (a blob's reuse state); 0 in a new segment.
     pub(crate) fn kind_word(&self) -> &AtomicU64 {
         &self.kind_word
@@ -93,15 +107,7 @@ impl SegmentHeader {
 impl SegmentHeader {
     /// Rewrites the header through `change` (tests of code that judges headers).
     pub(crate) fn forge(&self, change: impl FnOnce(&mut HeaderFields)) {
-        let mut f = HeaderFields {
-            magic: self.magic.load(Ordering::Relaxed),
-            layout_version: self.layout_version.load(Ordering::Relaxed),
-            kind: self.kind.load(Ordering::Relaxed),
-            body_size: self.body_size(),
-            creator: self.creator(),
-            creator_pid_ns: self.creator_pid_ns.load(Ordering::Relaxed),
-            ready: self.ready.load(Ordering::Relaxed) == 1,
-        };
+        let mut f = self.fields();
         change(&mut f);
         self.magic.store(f.magic, Ordering::Relaxed);
         self.layout_version
@@ -132,6 +138,19 @@ pub(crate) struct HeaderFields {
 // Windows lists no segments (see `inventory`), so nothing decodes headers there.
 #[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
 impl HeaderFields {
+    /// Whether nothing was written yet: every field zero (a creator that died before writing
+    /// its header).
+    pub fn is_unwritten(&self) -> bool {
+        self.magic == 0
+            && self.layout_version == 0
+            && self.kind == 0
+            && self.body_size == 0
+            && self.creator.pid == 0
+            && self.creator.start == 0
+            && self.creator_pid_ns == 0
+            && !self.ready
+    }
+
     /// Decodes `bytes` (native byte order, as the creator's atomics wrote them).
     pub fn decode(bytes: &[u8; SEGMENT_HEADER_SIZE]) -> Self {
         use std::mem::offset_of;
@@ -155,7 +174,9 @@ impl HeaderFields {
 /// A mapped shared-memory segment. The creator owns it: dropping the creator's handle removes
 /// the name (other processes' mappings stay valid until they drop theirs).
 pub struct Segment {
-    shmem: Shmem,
+    map: Mapping,
+    /// Whether dropping this handle removes the name.
+    owner: bool,
     name: String,
     kind: SegmentKind,
     /// The body size, as created or as checked against the mapping at open: never re-read from
@@ -163,42 +184,12 @@ pub struct Segment {
     body_len: usize,
 }
 
-// SAFETY: `Shmem` is only `!Send` because it holds a raw pointer to the mapping. The mapping is
-// process-wide and stays valid until the `Shmem` is dropped, wherever that happens; all shared
-// state in it is accessed through atomics.
+// SAFETY: `Mapping` is only `!Send` because it holds a raw pointer to the mapping. The mapping
+// is process-wide and stays valid until the `Mapping` is dropped, wherever that happens; all
+// shared state in it is accessed through atomics.
 unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` only exposes the base pointer and immutable metadata.
 unsafe impl Sync for Segment {}
-
-fn map_create_error(err: ShmemError, name: &str, requested: u64) -> Error {
-    match err {
-        ShmemError::MappingIdExists => Error::AlreadyExists {
-            name: name.to_owned(),
-        },
-        ShmemError::MapCreateFailed(code) if code as i32 == libc_enospc() => {
-            Error::NoSpace { requested }
-        }
-        ShmemError::MapCreateFailed(code) | ShmemError::UnknownOsError(code) => Error::Os {
-            op: "create shared memory",
-            code: code as i32,
-        },
-        _ => Error::Os {
-            op: "create shared memory",
-            code: 0,
-        },
-    }
-}
-
-fn libc_enospc() -> i32 {
-    #[cfg(unix)]
-    {
-        libc::ENOSPC
-    }
-    #[cfg(not(unix))]
-    {
-        112 // ERROR_DISK_FULL
-    }
-}
 
 impl Segment {
     /// Creates a segment under a fresh random name with a body of `body_size` bytes.
@@ -222,13 +213,10 @@ impl Segment {
                 requested: body_size,
                 limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
             })?;
-        let shmem = ShmemConf::new()
-            .size(total as usize)
-            .os_id(os_id(name))
-            .create()
-            .map_err(|e| map_create_error(e, name, total))?;
+        let map = Mapping::create(name, total as usize)?;
         let seg = Self {
-            shmem,
+            map,
+            owner: true,
             name: name.to_owned(),
             kind,
             body_len: body_size as usize,
@@ -236,7 +224,11 @@ impl Segment {
         // From here on, dropping `seg` on an error path removes the name again (we own it).
         crate::signals::track(name);
         crate::registry::add(name);
-        reserve_pages(name, total)?;
+        // The header's bytes first and the header written, so that it names its creator during
+        // the long reservation of the rest: whoever finds the creator dead meanwhile can tell
+        // that the segment is its ([`crate::blob::remove_if_made_by`]).
+        let header_end = SEGMENT_HEADER_SIZE as u64;
+        reserve_pages(&seg.map, 0..header_end, total)?;
         let me = ProcessIdentity::current();
         let h = seg.header();
         h.magic.store(MAGIC, Ordering::Relaxed);
@@ -248,6 +240,7 @@ impl Segment {
         h.creator_start.store(me.start, Ordering::Relaxed);
         h.creator_pid_ns
             .store(crate::process::pid_namespace(), Ordering::Relaxed);
+        reserve_pages(&seg.map, header_end..total, total)?;
         Ok(seg)
     }
 
@@ -258,33 +251,39 @@ impl Segment {
 
     /// Opens an existing segment and validates its header against `kind`.
     ///
-    /// A segment whose ready flag is not yet set is waited for up to `ready_timeout`.
+    /// A segment whose ready flag is not yet set is waited for up to `ready_timeout`. On Unix a
+    /// segment that is not ours (another user's, or open to group or others) is
+    /// [`Error::Permission`].
     pub fn open(name: &str, kind: SegmentKind, ready_timeout: Duration) -> Result<Self> {
         validate_name(name)?;
-        let shmem = ShmemConf::new()
-            .os_id(os_id(name))
-            .open()
-            .map_err(|e| match e {
-                ShmemError::MapOpenFailed(code) if is_not_found(code) => Error::NotFound {
-                    name: name.to_owned(),
-                },
-                ShmemError::MapOpenFailed(code) | ShmemError::UnknownOsError(code) => Error::Os {
-                    op: "open shared memory",
-                    code: code as i32,
-                },
-                _ => Error::Os {
-                    op: "open shared memory",
-                    code: 0,
-                },
-            })?;
+        let map = Mapping::open(name)?;
         let mut seg = Self {
-            shmem,
+            map,
+            owner: false,
             name: name.to_owned(),
             kind,
             body_len: 0,
         };
         seg.body_len = seg.validate(ready_timeout)?;
         Ok(seg)
+    }
+
+    /// The header of segment `name` as it reads now, ready or not, without validating it; only
+    /// the header is mapped. A segment that is not ours is [`Error::Permission`], as for
+    /// [`open`](Self::open).
+    pub(crate) fn peek_header(name: &str) -> Result<HeaderFields> {
+        validate_name(name)?;
+        let map = Mapping::open_at_most(name, SEGMENT_HEADER_SIZE)?;
+        if map.len() < SEGMENT_HEADER_SIZE {
+            return Err(Error::BadSegment {
+                name: name.to_owned(),
+                reason: BadSegmentReason::TooSmall,
+            });
+        }
+        // SAFETY: the mapping is at least SEGMENT_HEADER_SIZE bytes (checked above) and
+        // page-aligned, and outlives this borrow; the header is all atomics, valid for any bits.
+        let header = unsafe { &*(map.as_ptr() as *const SegmentHeader) };
+        Ok(header.fields())
     }
 
     fn bad(&self, reason: BadSegmentReason) -> Error {
@@ -296,7 +295,7 @@ impl Segment {
 
     /// Checks the header; returns the body size, which fits the mapping.
     fn validate(&self, ready_timeout: Duration) -> Result<usize> {
-        if self.shmem.len() < SEGMENT_HEADER_SIZE {
+        if self.map.len() < SEGMENT_HEADER_SIZE {
             return Err(self.bad(BadSegmentReason::TooSmall));
         }
         let h = self.header();
@@ -317,7 +316,7 @@ impl Segment {
             return Err(self.bad(BadSegmentReason::WrongKind));
         }
         let body = h.body_size();
-        if body > (self.shmem.len() - SEGMENT_HEADER_SIZE) as u64 {
+        if body > (self.map.len() - SEGMENT_HEADER_SIZE) as u64 {
             return Err(self.bad(BadSegmentReason::TooSmall));
         }
         Ok(body as usize)
@@ -331,23 +330,28 @@ impl Segment {
 
     /// Stops removing the name when this handle drops (ownership passes to another process).
     pub fn disown(&mut self) {
-        if self.shmem.is_owner() {
+        if self.owner {
             crate::signals::hand_over(&self.name);
         }
-        self.shmem.set_owner(false);
+        self.set_owner(false);
     }
 
     /// Makes this handle remove the name when it drops.
     pub fn adopt(&mut self) {
-        if !self.shmem.is_owner() {
+        if !self.owner {
             crate::signals::track(&self.name);
         }
-        self.shmem.set_owner(true);
+        self.set_owner(true);
+    }
+
+    fn set_owner(&mut self, owner: bool) {
+        self.owner = owner;
+        self.map.set_owner(owner);
     }
 
     /// Whether dropping this handle removes the name.
     pub fn is_owner(&self) -> bool {
-        self.shmem.is_owner()
+        self.owner
     }
 
     /// The segment's name (without the OS prefix).
@@ -360,14 +364,14 @@ impl Segment {
         // SAFETY: the mapping is at least SEGMENT_HEADER_SIZE bytes (checked on open, and by
         // construction on create), page-aligned, and lives as long as `self`; the header is all
         // atomics, valid for any bit pattern.
-        unsafe { &*(self.shmem.as_ptr() as *const SegmentHeader) }
+        unsafe { &*(self.map.as_ptr() as *const SegmentHeader) }
     }
 
     /// Pointer to the body (just after the header). Valid for [`body_len`](Self::body_len) bytes
     /// while `self` lives.
     pub fn body_ptr(&self) -> *mut u8 {
         // SAFETY: the mapping is at least SEGMENT_HEADER_SIZE bytes long.
-        unsafe { self.shmem.as_ptr().add(SEGMENT_HEADER_SIZE) }
+        unsafe { self.map.as_ptr().add(SEGMENT_HEADER_SIZE) }
     }
 
     /// The body length as created (not the page-rounded mapping length), as checked against
@@ -379,27 +383,16 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.shmem.is_owner() {
-            // On Unix the owner unlinks the name itself (`Shmem` then only unmaps), so the name
+        if self.owner {
+            // On Unix the owner unlinks the name itself (the mapping only unmaps), so the name
             // leaves the signal handler's table only once it is gone.
             #[cfg(unix)]
             {
                 let _ = unlink(&self.name);
-                self.shmem.set_owner(false);
+                self.set_owner(false);
             }
             crate::signals::untrack(&self.name);
         }
-    }
-}
-
-fn is_not_found(code: u32) -> bool {
-    #[cfg(unix)]
-    {
-        code as i32 == libc::ENOENT
-    }
-    #[cfg(not(unix))]
-    {
-        code == 2 // ERROR_FILE_NOT_FOUND
     }
 }
 
@@ -429,33 +422,33 @@ pub(crate) fn unlink(name: &str) -> Result<()> {
     {
         // Windows removes a mapping when its last handle closes: opening it as owner and
         // dropping it is all `shared_memory` offers.
-        let mut shmem =
-            ShmemConf::new()
-                .os_id(os_id(name))
-                .open()
-                .map_err(|_| Error::NotFound {
-                    name: name.to_owned(),
-                })?;
+        let mut shmem = shared_memory::ShmemConf::new()
+            .os_id(os_id(name))
+            .open()
+            .map_err(|_| Error::NotFound {
+                name: name.to_owned(),
+            })?;
         shmem.set_owner(true);
         Ok(())
     }
 }
 
-/// Reserves the pages of a fresh segment so that a full `/dev/shm` is an error now, not a SIGBUS
-/// on first write.
-fn reserve_pages(name: &str, total: u64) -> Result<()> {
+/// Reserves bytes `range` of a fresh segment of `total` bytes, so that a full `/dev/shm` is an
+/// error now, not a SIGBUS on first write. Works on the descriptor that created the segment,
+/// never on a reopen by name (which another process could have swapped meanwhile).
+fn reserve_pages(map: &Mapping, range: std::ops::Range<u64>, total: u64) -> Result<()> {
     #[cfg(target_os = "linux")]
     {
-        let id = std::ffi::CString::new(os_id(name)).expect("validated names have no NUL");
-        // SAFETY: `id` is a valid C string; the returned fd is closed below.
-        let fd = unsafe { libc::shm_open(id.as_ptr(), libc::O_RDWR, 0) };
-        if fd < 0 {
-            return Err(Error::last_os("shm_open for reservation"));
+        if range.is_empty() {
+            return Ok(()); // posix_fallocate refuses a length of 0
         }
-        // SAFETY: `fd` is an open descriptor of the segment; posix_fallocate only extends storage.
-        let rc = unsafe { libc::posix_fallocate(fd, 0, total as libc::off_t) };
-        // SAFETY: `fd` is open and closed exactly once.
-        unsafe { libc::close(fd) };
+        let (offset, len) = (
+            range.start as libc::off_t,
+            (range.end - range.start) as libc::off_t,
+        );
+        // SAFETY: the mapping's descriptor is open while `map` lives; posix_fallocate only
+        // extends the storage of the file it names.
+        let rc = unsafe { libc::posix_fallocate(map.fd(), offset, len) };
         match rc {
             0 => Ok(()),
             libc::ENOSPC => Err(Error::NoSpace { requested: total }),
@@ -467,7 +460,7 @@ fn reserve_pages(name: &str, total: u64) -> Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (name, total);
+        let _ = (map, range, total);
         Ok(())
     }
 }

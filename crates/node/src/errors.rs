@@ -13,6 +13,7 @@ pub fn code_of(err: &CoreError) -> &'static str {
         CoreError::Interrupted => "ERR_SHMPIPE_ABORTED",
         CoreError::NoSpace { .. } => "ERR_SHMPIPE_NO_SPACE",
         CoreError::BadSegment { .. } => "ERR_SHMPIPE_BAD_SEGMENT",
+        CoreError::Permission { .. } => "ERR_SHMPIPE_PERMISSION",
         CoreError::TooLarge { .. } => "ERR_SHMPIPE_TOO_LARGE",
         CoreError::InvalidArgument { .. } => "ERR_SHMPIPE_INVALID_ARGUMENT",
         CoreError::AlreadyExists { .. } => "ERR_SHMPIPE_EXISTS",

@@ -1,0 +1,123 @@
+//! Test peer that plays another user, or a same-user process that truncates (run as another
+//! uid through `setpriv` by the tests). Not part of the library's API.
+//!
+//! Roles:
+//! - `squat queue MODE`: creates a queue, sets its mode to MODE (octal), prints `name NAME` and
+//!   sleeps until killed.
+//! - `squat array NAME MODE`: the same with a shared array named NAME (prints the array's
+//!   segment name).
+//! - `squat blob MODE`: the same with a blob segment of 4096 bytes, filled, in the state a
+//!   producer leaves a sent blob in, and published ready.
+//! - `truncate NAME`: prints `uid N`, then tries to truncate `/dev/shm/NAME` to 0 bytes and
+//!   prints `truncate ok` or `truncate error KIND`.
+//! - `map NAME`: maps the queue NAME, prints `mapped`, waits (up to 10 s) until the file in
+//!   `/dev/shm` is shorter than the mapping, then reads every byte of the segment's body and
+//!   prints `read N` (a truncated segment kills it with SIGBUS first).
+
+#[cfg(unix)]
+fn main() {
+    use shmpipe_core::{Dtype, Queue, QueueOptions, Segment, SegmentKind, SharedArray};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    fn say(line: &str) {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").unwrap();
+        out.flush().unwrap();
+    }
+    fn chmod(name: &str, mode: &str) {
+        let mode = u32::from_str_radix(mode, 8).expect("octal mode");
+        let path = std::path::Path::new("/dev/shm").join(name);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fn sleep_forever() -> ! {
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> &str {
+        args.get(i)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("argument {i} missing: {args:?}"))
+    };
+    match (arg(0), args.get(1).map(String::as_str)) {
+        ("squat", Some("queue")) => {
+            let q = Queue::create(&QueueOptions {
+                capacity: 4,
+                bytes: 4096,
+                max_producers: 2,
+            })
+            .unwrap();
+            chmod(q.name(), arg(2));
+            say(&format!("name {}", q.name()));
+            sleep_forever();
+        }
+        ("squat", Some("array")) => {
+            let a = SharedArray::create(arg(2), Dtype::Float64, &[4]).unwrap();
+            let seg = format!("{}{}", shmpipe_core::ARRAY_NAME_PREFIX, arg(2));
+            chmod(&seg, arg(3));
+            say(&format!("name {seg}"));
+            let _keep = a;
+            sleep_forever();
+        }
+        ("squat", Some("blob")) => {
+            let seg = Segment::create(SegmentKind::Blob, 4096).unwrap();
+            // SAFETY: the body is 4096 bytes, mapped while `seg` lives.
+            unsafe { std::ptr::write_bytes(seg.body_ptr(), 0x5A, 4096) };
+            // The blob state word (offset 48 of the header): SENT, as a producer leaves a blob
+            // it sent. SAFETY: the header's 128 bytes are mapped and the word is 8-aligned.
+            unsafe {
+                let word = seg
+                    .body_ptr()
+                    .sub(shmpipe_core::SEGMENT_HEADER_SIZE)
+                    .add(48);
+                (*(word as *const std::sync::atomic::AtomicU64))
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            seg.publish_ready();
+            chmod(seg.name(), arg(2));
+            say(&format!("name {}", seg.name()));
+            sleep_forever();
+        }
+        ("truncate", Some(name)) => {
+            // SAFETY: geteuid has no preconditions.
+            say(&format!("uid {}", unsafe { libc::geteuid() }));
+            let path = std::path::Path::new("/dev/shm").join(name);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(0))
+            {
+                Ok(()) => say("truncate ok"),
+                Err(e) => say(&format!("truncate error {:?}", e.kind())),
+            }
+        }
+        ("map", Some(name)) => {
+            let seg = Segment::open(name, SegmentKind::Queue, Duration::from_secs(2)).unwrap();
+            say("mapped");
+            let path = std::path::Path::new("/dev/shm").join(name);
+            let mapped = (shmpipe_core::SEGMENT_HEADER_SIZE + seg.body_len()) as u64;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::fs::metadata(&path).map_or(0, |m| m.len()) >= mapped
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // SAFETY: the body is `body_len` bytes, mapped while `seg` lives (a peer may have
+            // truncated the file under it: that is what this role is for, and it dies of it).
+            let body = unsafe { std::slice::from_raw_parts(seg.body_ptr(), seg.body_len()) };
+            let sum: u64 = body.iter().map(|&b| b as u64).sum();
+            std::hint::black_box(sum);
+            say(&format!("read {}", body.len()));
+        }
+        _ => panic!("unknown role: {args:?}"),
+    }
+}
+
+#[cfg(not(unix))]
+fn main() {
+    panic!("shmpipe-foreign-peer runs on Unix only");
+}
