@@ -176,7 +176,7 @@ fn map_create_error(err: ShmemError, name: &str, requested: u64) -> Error {
             name: name.to_owned(),
         },
         ShmemError::MapCreateFailed(code) if code as i32 == libc_enospc() => {
-            Error::NoSpace { requested }
+            Error::no_space(requested)
         }
         ShmemError::MapCreateFailed(code) | ShmemError::UnknownOsError(code) => Error::Os {
             op: "create shared memory",
@@ -458,7 +458,7 @@ fn reserve_pages(name: &str, total: u64) -> Result<()> {
         unsafe { libc::close(fd) };
         match rc {
             0 => Ok(()),
-            libc::ENOSPC => Err(Error::NoSpace { requested: total }),
+            libc::ENOSPC => Err(Error::no_space(total)),
             code => Err(Error::Os {
                 op: "posix_fallocate",
                 code,
