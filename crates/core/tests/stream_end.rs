@@ -163,7 +163,7 @@ fn nothing_registers_after_the_consumer_closed_and_the_refusal_says_so() {
 /// message is read before the end) or is refused: never registered and unread.
 #[test]
 fn the_end_and_a_racing_registration_never_lose_a_message() {
-    for round in 0..300 {
+    for round in 0..2000u32 {
         let q = queue();
         let mut c = q.consumer().unwrap();
         let mut p = q.producer().unwrap();
