@@ -25,10 +25,10 @@ use std::time::Duration;
 /// that at least one producer registered, that every producer that registered has closed (none
 /// died), and that every message was read. Any receiving call finds it: waiting or not
 /// ([`try_recv`](Self::try_recv) too). The end is recorded in the queue and is final: from then
-/// on every receiving call fails with [`Error::Closed`] at once, and [`Queue::producer`]
-/// (crate::Queue::producer) refuses new producers with [`Error::StreamEnded`] (registration and
-/// the end are decided on one word, so a producer either registers first and is read, or is
-/// refused). A producer that died is not an end: waits report [`Error::PeerGone`] (at their
+/// on every receiving call fails with [`Error::Closed`] at once, and
+/// [`Queue::producer`](crate::Queue::producer) refuses new producers with [`Error::StreamEnded`]
+/// (registration and the end are decided on one word, so a producer either registers first and
+/// is read, or is refused). A producer that died is not an end: waits report [`Error::PeerGone`] (at their
 /// next health check) while no producer is live, and a new producer may still register.
 ///
 /// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
