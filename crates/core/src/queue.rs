@@ -33,6 +33,9 @@ pub struct QueueOptions {
     pub max_producers: u32,
 }
 
+/// The defaults of the Node package's `createSharedMemoryPair`: 1024 messages, a 16 MiB ring and
+/// 64 producers. The ring is small enough for a couple of queues and a large message in a Docker
+/// container's 64 MB `/dev/shm`, and large enough for messages up to 8 MiB to stay inline.
 impl Default for QueueOptions {
     fn default() -> Self {
         Self {
