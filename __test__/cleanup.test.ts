@@ -92,12 +92,12 @@ test('shmpipe ls and clean: a live owner’s pipe is listed alive and never remo
     removable: false,
     ready: true,
   })
-  t.true(live!.size >= 64 << 20, `size ${live?.size}`) // the default 64 MiB data area
+  t.true(live!.size >= 16 << 20, `size ${live?.size}`) // the default 16 MiB data area
   t.deepEqual(live!.heldBy, [pid])
   const text = await shmpipe(['ls'])
   t.is(text.status, 0)
   t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
-  t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s+64\\.\\d MiB\\s+${pid}\\s+alive\\s+`, 'm'))
+  t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s+16\\.\\d MiB\\s+${pid}\\s+alive\\s+`, 'm'))
 
   for (const args of [
     ['clean', name],

@@ -843,7 +843,7 @@ test('closing a sender rejects its pending calls with ShmpipeError CLOSED', asyn
     },
   )
   t.is(receiver.getNowait(), 'full')
-  t.is(receiver.getNowait(), undefined)
+  throwsWith(t, () => receiver.getNowait(), ERR_SHMPIPE_CLOSED) // its only sender closed: the end
   t.is(receiver2.getNowait(), 'never taken')
 })
 
@@ -900,7 +900,7 @@ test('after every sender closes, get rejects CLOSED and for await ends (child se
   await rejectsWith(t, receiver.get(), ERR_SHMPIPE_CLOSED)
   await rejectsWith(t, receiver.receive(), ERR_SHMPIPE_CLOSED)
   throwsWith(t, () => receiver.getSync(), ERR_SHMPIPE_CLOSED)
-  t.is(receiver.getNowait(), undefined)
+  throwsWith(t, () => receiver.getNowait(), ERR_SHMPIPE_CLOSED) // ended, not merely empty
   // A second iteration ends at once too.
   for await (const v of receiver) t.fail(`unexpected ${String(v)}`)
   t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())

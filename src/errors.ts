@@ -11,7 +11,10 @@
 /** A wait (for space, for a message, for acknowledgements) ran out of time. */
 export const ERR_SHMPIPE_TIMEOUT = 'ERR_SHMPIPE_TIMEOUT'
 
-/** The pipe was closed, by this side or cleanly by the other side. */
+/**
+ * The pipe was closed, by this side or cleanly by the other side: its stream has ended (every
+ * sender closed and every value was taken), or its receiver was closed.
+ */
 export const ERR_SHMPIPE_CLOSED = 'ERR_SHMPIPE_CLOSED'
 
 /** The process at the other end of the pipe died without closing it. */
@@ -24,7 +27,10 @@ export const ERR_SHMPIPE_PEER_GONE = 'ERR_SHMPIPE_PEER_GONE'
  */
 export const ERR_SHMPIPE_UNSUPPORTED_TYPE = 'ERR_SHMPIPE_UNSUPPORTED_TYPE'
 
-/** The system has no room for the shared memory asked for (e.g. `/dev/shm` is full). */
+/**
+ * The system has no room for the shared memory asked for (`/dev/shm` is full: 64 MB in a Docker
+ * container unless `docker run --shm-size` raises it). The message gives the bytes needed and free.
+ */
 export const ERR_SHMPIPE_NO_SPACE = 'ERR_SHMPIPE_NO_SPACE'
 
 /**

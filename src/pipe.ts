@@ -51,8 +51,9 @@ export interface PipeOptions {
   capacity?: number
   /**
    * Bytes of shared memory for values stored inline, rounded up to a power of two (default
-   * 64 MiB). Values up to about half of it are stored inline; larger ones travel in a segment of
-   * their own, so there is no size limit but memory.
+   * 16 MiB, so that a couple of pipes and large values fit in a Docker container's 64 MB
+   * `/dev/shm`). Values up to about half of it are stored inline; larger ones travel in a segment
+   * of their own, so there is no size limit but memory.
    */
   bytes?: number
   /** Most senders attached at once, 1 to 4096. Default 64. */
@@ -71,7 +72,7 @@ export interface WaitOptions {
 }
 
 const DEFAULT_CAPACITY = 1024
-const DEFAULT_BYTES = 64 * 1024 * 1024
+const DEFAULT_BYTES = 16 * 1024 * 1024
 const DEFAULT_MAX_SENDERS = 64
 /** The ranges of the pipe's sizes (as in the native core, `crates/core/src/layout.rs`). */
 const MAX_CAPACITY = 2 ** 23 - 1
@@ -346,7 +347,11 @@ export class Sender implements Disposable {
     registerOpenEnd(this)
   }
 
-  /** Attaches a new sender to the pipe named `name` (created by any process). */
+  /**
+   * Attaches a new sender to the pipe named `name` (created by any process). Throws
+   * `ERR_SHMPIPE_CLOSED` if nothing it sent would be received: the pipe's receiver was closed, or
+   * the pipe's stream has ended (see {@link Receiver}).
+   */
   static attach(name: string): Sender {
     return new Sender(openPipe(name, 'Sender.attach'), true)
   }
@@ -559,7 +564,17 @@ export class ReceivedMessage implements Disposable {
   }
 }
 
-/** The receiving end of a pipe. A pipe has one receiver at a time. */
+/**
+ * The receiving end of a pipe. A pipe has one receiver at a time.
+ *
+ * The end of the stream: the stream ends when the receiver, finding the pipe empty (in any
+ * `get`, `getSync`, `getNowait`, `receive` or the iteration), sees that every sender that
+ * attached has closed. From then on every one of those calls fails with `ERR_SHMPIPE_CLOSED` at
+ * once, and `Sender.attach` refuses new senders with `ERR_SHMPIPE_CLOSED` (a sender that attached
+ * before the receiver looked is read first). A sender that died is not an end: the receiver's
+ * waits reject with `ERR_SHMPIPE_PEER_GONE` (within about 100 ms) while no sender is alive, and a
+ * new sender may still attach.
+ */
 export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
@@ -580,7 +595,12 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     registerOpenEnd(this)
   }
 
-  /** Attaches as the receiver of the pipe named `name`. */
+  /**
+   * Attaches as the receiver of the pipe named `name`. Throws `ERR_SHMPIPE_RECEIVER_TAKEN` while
+   * another receiver is attached, and `ERR_SHMPIPE_CLOSED` once a receiver of the pipe was used
+   * and closed: a pipe takes no other receiver after that (only one whose process died is
+   * replaced).
+   */
   static attach(name: string): Receiver {
     return new Receiver(openPipe(name, 'Receiver.attach'), true)
   }
@@ -651,7 +671,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /**
    * The next value, waiting while the pipe is empty. Rejects with `ERR_SHMPIPE_CLOSED` once the
-   * pipe is drained and every sender has closed, `ERR_SHMPIPE_PEER_GONE` if one died instead.
+   * stream has ended (the pipe is drained and every sender has closed: at once, every time after
+   * that), `ERR_SHMPIPE_PEER_GONE` if a sender died instead.
    */
   get(options: WaitOptions = {}): Promise<unknown> {
     return this.#waitFor(() => this.#tryTake(), options, 'get')
@@ -668,7 +689,10 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
     )
   }
 
-  /** The next value if one is ready now, else `undefined` (also while a `get` is pending). */
+  /**
+   * The next value if one is ready now, else `undefined` (also while a `get` is pending). Throws
+   * `ERR_SHMPIPE_CLOSED` once the stream has ended, like `get`.
+   */
   getNowait(): unknown {
     this.#end.check()
     if (this.#end.seq.pending > 0) return undefined
@@ -706,9 +730,9 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   }
 
   /**
-   * Closes the receiver. If it was used, waiting senders then fail with `ERR_SHMPIPE_CLOSED` and
-   * the pipe takes no other receiver. A receiver of a pair that was never used only hands its
-   * role on: senders keep waiting for a receiver to attach.
+   * Closes the receiver. If it was used, waiting senders then fail with `ERR_SHMPIPE_CLOSED`, and
+   * the pipe takes no other receiver and no new sender. A receiver of a pair that was never used
+   * only hands its role on: senders keep waiting for a receiver to attach.
    */
   close(): void {
     if (this.#end.close()) unregisterOpenEnd(this)

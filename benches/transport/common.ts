@@ -103,7 +103,10 @@ export interface CellConfig {
   verify: boolean
 }
 
-/** Default shmpipe ring: the library's default. */
+/**
+ * The benchmark's shmpipe ring: 64 MiB, the ring of the published figures (the library's default is
+ * 16 MiB; `--pipe-bytes` sets another).
+ */
 export const PIPE_BYTES = 64 * 1024 * 1024
 
 /** The plan of a cell: warm-up, rounds and queue depth scaled by the message size. */

@@ -49,7 +49,7 @@ export interface BenchOptions {
   /** Tiny message counts, every byte checked (the smoke test). */
   quick: boolean
   shmpipeReceive: ShmpipeReceive
-  /** shmpipe's ring in bytes, instead of the default 64 MiB or two messages' worth. */
+  /** shmpipe's ring in bytes, instead of the benchmark's 64 MiB or two messages' worth. */
   pipeBytes?: number
   /** Called with each cell's result as it comes. */
   onCell?: (r: CellResult) => void

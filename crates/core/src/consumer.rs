@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::layout::{
     consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
-    EntryWord, BLOB_DESCRIPTOR_SIZE, PENDING_VALID, POS_MASK, UNIT,
+    EntryWord, BLOB_DESCRIPTOR_SIZE, MEMBERSHIP_ENDED, PENDING_VALID, POS_MASK, UNIT,
 };
 use crate::name::{generated_bits, validate_name};
 use crate::process::ProcessIdentity;
@@ -19,7 +19,18 @@ use std::time::Duration;
 
 /// The queue's single consumer.
 ///
-/// Dropping it closes it: waiting producers then see [`Error::Closed`].
+/// Dropping it closes it: waiting producers then see [`Error::Closed`], and the queue takes no
+/// new producer or consumer ([`Error::ConsumerClosed`]).
+///
+/// **The end of the stream.** The stream ends when the consumer, finding nothing to read, sees
+/// that at least one producer registered, that every producer that registered has closed (none
+/// died), and that every message was read. Any receiving call finds it: waiting or not
+/// ([`try_recv`](Self::try_recv) too). The end is recorded in the queue and is final: from then
+/// on every receiving call fails with [`Error::Closed`] at once, and
+/// [`Queue::producer`](crate::Queue::producer) refuses new producers with [`Error::StreamEnded`]
+/// (registration and the end are decided on one word, so a producer either registers first and
+/// is read, or is refused). A producer that died is not an end: waits report [`Error::PeerGone`] (at their
+/// next health check) while no producer is live, and a new producer may still register.
 ///
 /// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
 /// adjacent-line prefetch pair) with a [`Producer`](crate::Producer) stored next to it.
@@ -33,6 +44,11 @@ pub struct Consumer {
     published: u64,
     /// Membership counter as of the last health check.
     seen_membership: u32,
+    /// Membership counter as of the last scan of the producers for the end of the stream.
+    scanned_membership: Option<u32>,
+    /// Whether that scan found producers registered and all of them closed: the stream ends
+    /// once the queue is drained, unless the membership changes first.
+    all_closed: bool,
     /// Mappings of blobs that their producers keep for reuse.
     blobs: BlobCache,
     closed: bool,
@@ -267,6 +283,8 @@ impl Consumer {
             read_pos,
             published,
             seen_membership: u32::MAX,
+            scanned_membership: None,
+            all_closed: false,
             blobs: BlobCache::default(),
             closed: false,
         }
@@ -280,7 +298,7 @@ impl Consumer {
         match self.poll()? {
             Found::Inline(r) => Ok(Some(self.handle(r))),
             Found::Blob(m) => Ok(Some(m)),
-            _ => Ok(None),
+            _ => self.end_of_stream().map(|()| None),
         }
     }
 
@@ -298,7 +316,7 @@ impl Consumer {
         match self.poll()? {
             Found::Inline(r) => Ok(Some(self.read_in_place(r, read))),
             Found::Blob(m) => Ok(Some(read(m.as_slice()))),
-            _ => Ok(None),
+            _ => self.end_of_stream().map(|()| None),
         }
     }
 
@@ -404,7 +422,7 @@ impl Consumer {
             return Err(Error::Closed);
         }
         match self.poll_inner(take)? {
-            Found::Nothing => {}
+            Found::Nothing => self.end_of_stream()?,
             found => return Ok(found),
         }
         let shared = self.shared.clone();
@@ -415,7 +433,7 @@ impl Consumer {
             || {
                 let mut me = me.borrow_mut();
                 match me.poll_inner(take)? {
-                    Found::Nothing => {}
+                    Found::Nothing => me.end_of_stream()?,
                     found => return Ok(Some(found)),
                 }
                 // A producer joined or left: check at once rather than at the next slice.
@@ -525,6 +543,54 @@ impl Consumer {
         }
     }
 
+    /// Called when nothing is ready at the read position: fails with [`Error::Closed`] if the
+    /// stream has ended (see [`Consumer`]), recording the end in the queue the first time. One
+    /// load unless producers registered or left since the last look.
+    fn end_of_stream(&mut self) -> Result<()> {
+        let s = &*self.shared;
+        let h = s.header();
+        let membership = h.membership.0.load(Ordering::Acquire);
+        if membership & MEMBERSHIP_ENDED != 0 {
+            // Every producer gave its blobs up when it closed: unmap those released since.
+            self.blobs.sweep();
+            return Err(Error::Closed);
+        }
+        if self.scanned_membership != Some(membership) {
+            // Read after the count: every registration or close it counts is seen.
+            let scan = scan_producers(s);
+            self.scanned_membership = Some(membership);
+            self.all_closed = scan.ever && scan.live == 0 && scan.dead == 0;
+        }
+        if !self.all_closed || !self.drained() {
+            return Ok(());
+        }
+        // With the count unchanged since the scan, no producer registered since, so none can
+        // send. A registration racing with this CAS either moved the count first (the CAS fails:
+        // look again next time) or finds the end and is refused.
+        let ended = h
+            .membership
+            .0
+            .compare_exchange(
+                membership,
+                membership | MEMBERSHIP_ENDED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if !ended {
+            return Ok(());
+        }
+        // Another thread of this process may be waiting for this consumer: let it see the end.
+        h.data_event.0.wake();
+        self.blobs.sweep();
+        Err(Error::Closed)
+    }
+
+    /// Whether every record claimed so far was read (or passed over).
+    fn drained(&self) -> bool {
+        Cursor(self.shared.header().tail.0.load(Ordering::Acquire)).pos() == self.read_pos
+    }
+
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
     /// read position, and reports the end of the stream once no producer is left.
     fn health(&mut self, take: bool) -> Result<Option<Found>> {
@@ -540,60 +606,18 @@ impl Consumer {
             })
             .then_some(names)
         });
-        let (mut live, mut dead, mut ever) = (0u32, 0u32, false);
-        for index in 0..s.max_producers {
-            let e = s.producer_entry(index);
-            let word = e.identity.0.load();
-            match word.state {
-                entry::ACTIVE => {
-                    ever = true;
-                    if e.identity.0.process_alive(word) {
-                        live += 1;
-                    } else {
-                        // Fails harmlessly if the slot changed hands meanwhile; succeeds once
-                        // per dead registration.
-                        let marked = e.identity.0.replace(
-                            word,
-                            EntryWord {
-                                state: entry::DEAD,
-                                ..word
-                            },
-                        );
-                        if marked {
-                            // A blob it was making and had not queued would leak. The name
-                            // read now is this registration's: a new one needs the DEAD word.
-                            if let Some(name) = e.claims.0.blob_name() {
-                                let maker = ProcessIdentity {
-                                    pid: word.pid,
-                                    start: e.identity.0.start.load(Ordering::Relaxed),
-                                };
-                                blob::remove_abandoned(&name, maker);
-                            }
-                        }
-                        dead += 1;
-                    }
-                }
-                entry::DEAD => {
-                    ever = true;
-                    dead += 1;
-                }
-                entry::CLOSED => ever = true,
-                _ => {}
-            }
-        }
+        let scan = scan_producers(s);
+        self.scanned_membership = Some(self.seen_membership);
+        self.all_closed = scan.ever && scan.live == 0 && scan.dead == 0;
         while self.unblock()? {
             match self.poll_records(take)? {
                 Found::Nothing => {}
                 found => return Ok(Some(found)),
             }
         }
-        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));
-        if ever && live == 0 && tail.pos() == self.read_pos {
-            return Err(if dead > 0 {
-                Error::PeerGone
-            } else {
-                Error::Closed
-            });
+        self.end_of_stream()?;
+        if scan.ever && scan.live == 0 && scan.dead > 0 && self.drained() {
+            return Err(Error::PeerGone);
         }
         Ok(None)
     }
@@ -735,6 +759,67 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.close_inner();
     }
+}
+
+/// What a look at every producer slot found.
+struct ProducerScan {
+    /// Registered producers whose process is alive.
+    live: u32,
+    /// Producers whose process died without closing (marked DEAD now or before).
+    dead: u32,
+    /// Whether any producer ever registered (a slot is active, closed or dead).
+    ever: bool,
+}
+
+/// Looks at every producer slot. A producer found dead is marked DEAD, once per registration,
+/// and the blob it was making and had not queued is removed.
+fn scan_producers(s: &QueueShared) -> ProducerScan {
+    let mut scan = ProducerScan {
+        live: 0,
+        dead: 0,
+        ever: false,
+    };
+    for index in 0..s.max_producers {
+        let e = s.producer_entry(index);
+        let word = e.identity.0.load();
+        match word.state {
+            entry::ACTIVE => {
+                scan.ever = true;
+                if e.identity.0.process_alive(word) {
+                    scan.live += 1;
+                } else {
+                    // Fails harmlessly if the slot changed hands meanwhile; succeeds once
+                    // per dead registration.
+                    let marked = e.identity.0.replace(
+                        word,
+                        EntryWord {
+                            state: entry::DEAD,
+                            ..word
+                        },
+                    );
+                    if marked {
+                        // A blob it was making and had not queued would leak. The name
+                        // read now is this registration's: a new one needs the DEAD word.
+                        if let Some(name) = e.claims.0.blob_name() {
+                            let maker = ProcessIdentity {
+                                pid: word.pid,
+                                start: e.identity.0.start.load(Ordering::Relaxed),
+                            };
+                            blob::remove_abandoned(&name, maker);
+                        }
+                    }
+                    scan.dead += 1;
+                }
+            }
+            entry::DEAD => {
+                scan.ever = true;
+                scan.dead += 1;
+            }
+            entry::CLOSED => scan.ever = true,
+            _ => {}
+        }
+    }
+    scan
 }
 
 fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: u32, st: u64) {

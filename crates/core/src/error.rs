@@ -44,10 +44,14 @@ pub enum Error {
     PeerGone,
     /// The wait was interrupted through a [`crate::CancelToken`].
     Interrupted,
-    /// Shared memory could not be reserved (for example `/dev/shm` is full).
+    /// Shared memory could not be reserved: the shared-memory filesystem (`/dev/shm` on Linux)
+    /// has less room than the segment needs. Made with [`Error::no_space`].
     NoSpace {
-        /// Bytes that were asked for.
-        requested: u64,
+        /// Bytes the segment needed.
+        needed: u64,
+        /// Bytes free on the shared-memory filesystem when the reservation failed, if known
+        /// (`statvfs` of `/dev/shm` on Linux).
+        free: Option<u64>,
     },
     /// The segment is not a valid shmpipe segment of the expected kind and version.
     BadSegment {
@@ -94,6 +98,13 @@ pub enum Error {
     },
     /// The queue already has a live consumer.
     ConsumerTaken,
+    /// The queue's consumer was closed: the queue takes no other consumer (only the role of a
+    /// consumer whose process died is taken over), nor new producers, since nothing sent would be
+    /// received.
+    ConsumerClosed,
+    /// The stream has ended: the consumer found every producer closed and every message read.
+    /// The queue takes no new producer after that.
+    StreamEnded,
     /// Every producer slot of the queue is in use.
     TooManyProducers {
         /// The queue's producer slot count.
@@ -125,8 +136,28 @@ impl fmt::Display for Error {
             Self::Closed => f.write_str("the other side closed"),
             Self::PeerGone => f.write_str("the peer process died"),
             Self::Interrupted => f.write_str("the wait was interrupted"),
-            Self::NoSpace { requested } => {
-                write!(f, "no space in shared memory for {requested} bytes")
+            Self::NoSpace { needed, free } => {
+                let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+                write!(
+                    f,
+                    "not enough shared memory: {needed} bytes needed ({:.1} MiB)",
+                    mib(*needed)
+                )?;
+                if let Some(free) = free {
+                    write!(
+                        f,
+                        ", {free} bytes free in {} ({:.1} MiB)",
+                        crate::shm_space::SHM_DIR,
+                        mib(*free)
+                    )?;
+                }
+                if cfg!(target_os = "linux") {
+                    f.write_str(
+                        "; /dev/shm is a tmpfs whose size limits all shared memory: 64 MB in a \
+                         Docker container unless `docker run --shm-size=1g` (for example) raises it",
+                    )?;
+                }
+                Ok(())
             }
             Self::BadSegment { name, reason } => write!(f, "bad segment '{name}': {reason}"),
             Self::Permission {
@@ -157,6 +188,14 @@ impl fmt::Display for Error {
             Self::AlreadyExists { name } => write!(f, "segment '{name}' already exists"),
             Self::NotFound { name } => write!(f, "segment '{name}' does not exist"),
             Self::ConsumerTaken => f.write_str("the pipe already has a live receiver"),
+            Self::ConsumerClosed => f.write_str(
+                "the pipe's receiver was closed, and a pipe takes no other receiver after that \
+                 (only one whose process died is replaced): nothing sent to it would be received",
+            ),
+            Self::StreamEnded => f.write_str(
+                "the pipe's stream has ended (every sender closed and the receiver took every \
+                 value), and a pipe takes no new sender after its end",
+            ),
             Self::TooManyProducers { max } => {
                 write!(
                     f,
@@ -179,6 +218,15 @@ impl std::error::Error for Error {}
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The error for a segment of `needed` bytes that shared memory has no room for, with the
+    /// free space of the shared-memory filesystem as of now.
+    pub(crate) fn no_space(needed: u64) -> Self {
+        Self::NoSpace {
+            needed,
+            free: crate::shm_space::shm_space().map(|s| s.free),
+        }
+    }
+
     /// The last OS error, attributed to `op`.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn last_os(op: &'static str) -> Self {

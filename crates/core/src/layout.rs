@@ -175,9 +175,16 @@ pub struct QueueHeader {
     /// Signalled when the head moves or the consumer leaves; producers sleep here.
     pub space_event: Line<EventWord>,
     pub consumer: Line<ConsumerEntry>,
-    /// Bumped whenever a producer registers or leaves.
+    /// Bumped (modulo 2^31) whenever a producer registers or leaves; its top bit,
+    /// [`MEMBERSHIP_ENDED`], is set for good when the consumer finds that the stream has ended.
+    /// Registration and the end are decided by CAS on this one word, so a producer either
+    /// registers before the end (and the consumer sees it) or is refused.
     pub membership: Line<AtomicU32>,
 }
+
+/// The bit of [`QueueHeader::membership`] that says the stream has ended: every producer that
+/// registered has closed and the consumer has read every message. No producer registers after it.
+pub const MEMBERSHIP_ENDED: u32 = 1 << 31;
 
 /// Entry states of producers and the consumer.
 pub mod entry {

@@ -44,6 +44,7 @@ mod producer;
 mod queue;
 mod registry;
 mod segment;
+mod shm_space;
 pub mod signals;
 
 pub use array::{
@@ -70,4 +71,4 @@ pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZ
 pub use signals::{install_signal_cleanup, SignalSetup};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;

@@ -642,7 +642,7 @@ impl Producer {
                 },
             );
         }
-        h.membership.0.fetch_add(1, Ordering::AcqRel);
+        crate::queue::bump_membership(h, false);
         h.data_event.0.wake();
     }
 

@@ -6,8 +6,8 @@ use crate::event::{CancelToken, EventWord};
 use crate::layout::{
     consumer_generation, consumer_state, entry, kind, pack_consumer, pos_distance, stamp, state,
     Cursor, EntryWord, Geometry, ProducerEntry, QueueHeader, RecordHeader, GENERATION_MASK,
-    MAX_CAPACITY, MAX_DATA_UNITS, MAX_PRODUCERS, MIN_DATA_BYTES, PENDING_VALID, POS_MASK,
-    PRODUCER_ENTRY_SIZE, UNIT,
+    MAX_CAPACITY, MAX_DATA_UNITS, MAX_PRODUCERS, MEMBERSHIP_ENDED, MIN_DATA_BYTES, PENDING_VALID,
+    POS_MASK, PRODUCER_ENTRY_SIZE, UNIT,
 };
 use crate::process::ProcessIdentity;
 use crate::producer::Producer;
@@ -33,6 +33,9 @@ pub struct QueueOptions {
     pub max_producers: u32,
 }
 
+/// The defaults of the Node package's `createSharedMemoryPair`: 1024 messages, a 16 MiB ring and
+/// 64 producers. The ring is small enough for a couple of queues and a large message in a Docker
+/// container's 64 MB `/dev/shm`, and large enough for messages up to 8 MiB to stay inline.
 impl Default for QueueOptions {
     fn default() -> Self {
         Self {
@@ -418,9 +421,20 @@ impl Queue {
     /// Registers a producer in this process. Takes a free slot, one whose producer closed and
     /// whose messages were all consumed, or one whose producer died once nothing it was claiming
     /// is still ahead of the consumer (so crashed producers do not use slots up).
+    ///
+    /// Refused, since nothing it sent would be received, once the consumer has closed
+    /// ([`Error::ConsumerClosed`]) or the stream has ended ([`Error::StreamEnded`]: the consumer
+    /// found every producer closed and every message read; see [`Consumer`]).
     pub fn producer(&self) -> Result<Producer> {
         let me = ProcessIdentity::current();
         let s = &self.shared;
+        let h = s.header();
+        if consumer_state(h.consumer.0.state.load(Ordering::Acquire)) == entry::CLOSED {
+            return Err(Error::ConsumerClosed);
+        }
+        if h.membership.0.load(Ordering::Acquire) & MEMBERSHIP_ENDED != 0 {
+            return Err(Error::StreamEnded);
+        }
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
             let seen = e.identity.0.load();
@@ -458,8 +472,20 @@ impl Queue {
                 .pack(),
                 Ordering::Release,
             );
-            s.header().membership.0.fetch_add(1, Ordering::AcqRel);
-            s.header().data_event.0.notify();
+            if !bump_membership(h, true) {
+                // The consumer found the stream ended since the check above: give the slot
+                // back (closed, with nothing sent, so reusable) and refuse.
+                e.identity.0.word.store(
+                    EntryWord {
+                        state: entry::CLOSED,
+                        ..registering
+                    }
+                    .pack(),
+                    Ordering::Release,
+                );
+                return Err(Error::StreamEnded);
+            }
+            h.data_event.0.notify();
             return Ok(Producer::new(s.clone(), index, generation));
         }
         Err(Error::TooManyProducers {
@@ -497,7 +523,8 @@ impl Queue {
 
     /// Registers the consumer in this process. A queue has one consumer. The role can be taken
     /// over from a consumer whose process died (the messages it held unreleased are delivered
-    /// again), but not from one that closed: closing the receiver closes the queue for receiving.
+    /// again), but not from one that closed ([`Error::ConsumerClosed`]): closing the consumer
+    /// closes the queue for receiving, for good.
     pub fn consumer(&self) -> Result<Consumer> {
         let me = ProcessIdentity::current();
         let s = &self.shared;
@@ -509,7 +536,7 @@ impl Queue {
             start: c.start.load(Ordering::Relaxed),
         };
         match st {
-            entry::CLOSED => return Err(Error::Closed),
+            entry::CLOSED => return Err(Error::ConsumerClosed),
             entry::REGISTERING => return Err(Error::ConsumerTaken),
             entry::ACTIVE if holder.is_alive() => return Err(Error::ConsumerTaken),
             _ => {}
@@ -537,6 +564,24 @@ impl Queue {
         }
         s.header().space_event.0.wake();
         Ok(Consumer::new(s.clone()))
+    }
+}
+
+/// Counts a producer registering (`joining`) or leaving in [`QueueHeader::membership`], keeping
+/// its [`MEMBERSHIP_ENDED`] bit. A registration fails, changing nothing, once the stream has
+/// ended; returns whether the count changed.
+pub(crate) fn bump_membership(h: &QueueHeader, joining: bool) -> bool {
+    let word = &h.membership.0;
+    let mut current = word.load(Ordering::Acquire);
+    loop {
+        if joining && current & MEMBERSHIP_ENDED != 0 {
+            return false;
+        }
+        let next = (current & MEMBERSHIP_ENDED) | (current.wrapping_add(1) & !MEMBERSHIP_ENDED);
+        match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
     }
 }
 

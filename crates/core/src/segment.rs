@@ -451,7 +451,7 @@ fn reserve_pages(map: &Mapping, range: std::ops::Range<u64>, total: u64) -> Resu
         let rc = unsafe { libc::posix_fallocate(map.fd(), offset, len) };
         match rc {
             0 => Ok(()),
-            libc::ENOSPC => Err(Error::NoSpace { requested: total }),
+            libc::ENOSPC => Err(Error::no_space(total)),
             code => Err(Error::Os {
                 op: "posix_fallocate",
                 code,

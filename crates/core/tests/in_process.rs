@@ -177,7 +177,12 @@ fn closing_either_side_is_seen_by_the_other() {
         "close noticed late"
     );
 
+    // The stream has ended: a late producer is refused.
+    assert!(matches!(q.producer(), Err(Error::StreamEnded)));
+
+    let q = small_queue(1, 4096);
     let mut p2 = q.producer().unwrap();
+    let c = q.consumer().unwrap();
     drop(c);
     assert!(matches!(
         p2.send(b"x", &WaitOptions::forever()),
@@ -283,7 +288,7 @@ fn only_one_consumer_at_a_time() {
     assert!(matches!(q.consumer(), Err(Error::ConsumerTaken)));
     drop(c);
     // Closing the receiver closes the queue for receiving: no second consumer.
-    assert!(matches!(q.consumer(), Err(Error::Closed)));
+    assert!(matches!(q.consumer(), Err(Error::ConsumerClosed)));
 }
 
 #[test]

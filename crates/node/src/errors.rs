@@ -8,7 +8,9 @@ use shmpipe_core::Error as CoreError;
 pub fn code_of(err: &CoreError) -> &'static str {
     match err {
         CoreError::Timeout => "ERR_SHMPIPE_TIMEOUT",
-        CoreError::Closed => "ERR_SHMPIPE_CLOSED",
+        CoreError::Closed | CoreError::ConsumerClosed | CoreError::StreamEnded => {
+            "ERR_SHMPIPE_CLOSED"
+        }
         CoreError::PeerGone => "ERR_SHMPIPE_PEER_GONE",
         CoreError::Interrupted => "ERR_SHMPIPE_ABORTED",
         CoreError::NoSpace { .. } => "ERR_SHMPIPE_NO_SPACE",

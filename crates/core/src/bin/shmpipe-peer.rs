@@ -22,6 +22,13 @@
 //! - `no-space`: run on a small `/dev/shm` (16 MB): checks that a queue too big for it and a
 //!   message too big for it are `NoSpace` errors (not SIGBUS), that the failed send left the queue
 //!   unchanged, and prints one line per check, then `ok`.
+//! - `default-queues`: run on a 64 MB `/dev/shm`: creates two queues with the default options
+//!   and sends a small and a 20 MiB message through each, printing `defaults ok`; then asks for a
+//!   queue larger than `/dev/shm` and prints `no-space NEEDED FREE` from the error's fields and
+//!   `message MESSAGE` (its Display), then `free FREE` as `statvfs` says after the failure.
+//! - `register NAME producer|consumer`: tries to register on the queue NAME and prints
+//!   `registered`, or `refused ERROR: MESSAGE`; a producer that registered sends `late`, prints
+//!   `sent` or `send ERROR`, and closes.
 //! - `fill NAME`: sends 1-byte messages until the queue is full, prints `full`, then blocks in one
 //!   more send and prints the error it ends with.
 //! - `consume NAME COUNT`: receives and checks COUNT pattern messages, prints `ok N`.
@@ -51,6 +58,7 @@ mod pattern;
 
 use shmpipe_core::{Error, Queue, QueueOptions, Segment, WaitOptions};
 use std::io::Write;
+use std::time::Duration;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
     args.get(i)
@@ -378,6 +386,27 @@ fn main() {
                 Err(e) => say(&format!("remove error {e:?}")),
             }
         }
+        "default-queues" => default_queues(),
+        "register" => {
+            let q = Queue::open(&args[1]).unwrap();
+            match args.get(2).map(String::as_str) {
+                Some("producer") => match q.producer() {
+                    Ok(mut p) => {
+                        say("registered");
+                        match p.send(b"late", &WaitOptions::timeout(Duration::from_secs(5))) {
+                            Ok(()) => say("sent"),
+                            Err(e) => say(&format!("send {e:?}")),
+                        }
+                    }
+                    Err(e) => say(&format!("refused {e:?}: {e}")),
+                },
+                Some("consumer") => match q.consumer() {
+                    Ok(_) => say("registered"),
+                    Err(e) => say(&format!("refused {e:?}: {e}")),
+                },
+                other => panic!("register: producer or consumer, not {other:?}"),
+            }
+        }
         _ => {
             eprintln!("usage: shmpipe-peer ROLE ARGS… (see the source)");
             std::process::exit(2);
@@ -473,4 +502,44 @@ fn pin_to_cpu(cpu: usize) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = cpu;
+}
+
+/// The `default-queues` role (see the module docs). Panics (a non-zero exit) on a failed check.
+fn default_queues() {
+    let wait = WaitOptions::timeout(Duration::from_secs(10));
+    let queues: Vec<Queue> = (0..2)
+        .map(|_| Queue::create(&QueueOptions::default()).unwrap())
+        .collect();
+    let large = vec![0xC3u8; 20 << 20];
+    for q in &queues {
+        let mut p = q.producer().unwrap();
+        let mut c = q.consumer().unwrap();
+        p.send(b"small", &wait).unwrap();
+        assert_eq!(c.recv(&wait).unwrap().as_slice(), b"small");
+        p.send(&large, &wait).unwrap();
+        let m = c.recv(&wait).unwrap();
+        assert!(m.is_blob() && m.as_slice() == &large[..]);
+    }
+    say("defaults ok");
+    let too_big = Queue::create(&QueueOptions {
+        bytes: 128 << 20,
+        ..QueueOptions::default()
+    });
+    match too_big {
+        Err(e @ Error::NoSpace { needed, free }) => {
+            say(&format!("no-space {needed} {}", free.unwrap()));
+            say(&format!("message {e}"));
+        }
+        other => panic!("a 128 MiB queue on a 64 MB /dev/shm: {:?}", other.err()),
+    }
+    // SAFETY: the path is a NUL-terminated C string and `st` a valid out pointer, filled
+    // completely when statvfs returns 0 (asserted).
+    let st = unsafe {
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        assert_eq!(libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()), 0);
+        st.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)] // narrower on some 32-bit targets
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    say(&format!("free {free}"));
 }
