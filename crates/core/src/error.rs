@@ -219,11 +219,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// The error for a segment of `needed` bytes that shared memory has no room for, with the
-    /// free space of the shared-memory filesystem as of now.
-    pub(crate) fn no_space(needed: u64) -> Self {
+    /// free space of the shared-memory filesystem as of now plus `held`, the bytes the failed
+    /// segment had already reserved (its removal gives them back).
+    pub(crate) fn no_space(needed: u64, held: u64) -> Self {
         Self::NoSpace {
             needed,
-            free: crate::shm_space::shm_space().map(|s| s.free),
+            free: crate::shm_space::shm_space().map(|s| s.free.saturating_add(held)),
         }
     }
 

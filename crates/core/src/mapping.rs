@@ -83,7 +83,7 @@ mod imp {
                     libc::EEXIST => Error::AlreadyExists {
                         name: name.to_owned(),
                     },
-                    libc::ENOSPC => Error::no_space(len as u64),
+                    libc::ENOSPC => Error::no_space(len as u64, 0),
                     code => Error::Os {
                         op: "create shared memory",
                         code,
@@ -96,7 +96,7 @@ mod imp {
                 // SAFETY: `fd` is open; ftruncate only sets the size of the fresh object.
                 if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
                     return Err(match errno() {
-                        libc::ENOSPC => Error::no_space(len as u64),
+                        libc::ENOSPC => Error::no_space(len as u64, 0),
                         code => Error::Os {
                             op: "ftruncate",
                             code,
@@ -224,7 +224,7 @@ mod imp {
             ShmemError::MappingIdExists => Error::AlreadyExists {
                 name: name.to_owned(),
             },
-            ShmemError::MapCreateFailed(112) => Error::no_space(requested), // ERROR_DISK_FULL
+            ShmemError::MapCreateFailed(112) => Error::no_space(requested, 0), // ERROR_DISK_FULL
             ShmemError::MapCreateFailed(code) | ShmemError::UnknownOsError(code) => Error::Os {
                 op: "create shared memory",
                 code: code as i32,

@@ -451,7 +451,13 @@ fn reserve_pages(map: &Mapping, range: std::ops::Range<u64>, total: u64) -> Resu
         let rc = unsafe { libc::posix_fallocate(map.fd(), offset, len) };
         match rc {
             0 => Ok(()),
-            libc::ENOSPC => Err(Error::no_space(total)),
+            libc::ENOSPC => {
+                // The pages already reserved (the header's, whole pages on tmpfs) are given
+                // back when the failed segment is removed.
+                // SAFETY: sysconf has no preconditions.
+                let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+                Err(Error::no_space(total, range.start.next_multiple_of(page)))
+            }
             code => Err(Error::Os {
                 op: "posix_fallocate",
                 code,
