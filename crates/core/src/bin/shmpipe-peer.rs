@@ -304,6 +304,8 @@ fn main() {
             drop(first);
         }
         "ack-wait" => {
+            // `ack-wait NAME [hold]`: with `hold`, the producer stays open and the process alive
+            // after the ack, until it is killed.
             let q = Queue::open(&args[1]).unwrap();
             let mut p = q.producer().unwrap();
             if let Err(e) = p.send(b"needs an ack", &forever) {
@@ -314,6 +316,11 @@ fn main() {
             match p.wait_for_all_ack(&forever) {
                 Ok(()) => say("acked"),
                 Err(e) => say(&format!("error {e:?}")),
+            }
+            if args.get(2).is_some_and(|a| a == "hold") {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
             }
         }
         "echo" => {
