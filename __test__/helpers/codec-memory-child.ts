@@ -31,7 +31,8 @@ function peakRss(): number {
 /** Enough of `value` to check it: a bigint's size and edges, or each ArrayBuffer's lengths. */
 function summary(value: unknown): unknown {
   if (typeof value === 'bigint') {
-    const bits = value.toString(2).length // a flat string of 2^28 one-byte characters at most
+    const hex = value.toString(16) // one flat string, half the bigint's size in characters
+    const bits = (hex.length - 1) * 4 + parseInt(hex[0]!, 16).toString(2).length
     return {
       bigint: true,
       bits,
