@@ -78,6 +78,16 @@ export interface DecodeOptions {
    * `ArrayBuffer`s are always copied. Default `false`: every binary value owns its memory.
    */
   readonly zeroCopy?: boolean
+  /**
+   * The largest `maxByteLength`, in bytes, that a decoded resizable `ArrayBuffer` may keep. A
+   * resizable `ArrayBuffer` reserves address space for its `maxByteLength` when it is made, and
+   * that number comes from the sender: without a cap, a few bytes of message could reserve
+   * terabytes. A buffer's `maxByteLength` is therefore lowered to
+   * `max(byteLength, maxResizableBytes)` when the sender's is larger; the buffer stays resizable.
+   * Default `0`: a decoded resizable `ArrayBuffer` cannot grow past the length it arrived with.
+   * `Infinity` keeps whatever the sender sent. Must be a number ≥ 0.
+   */
+  readonly maxResizableBytes?: number
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,6 +157,15 @@ const ALIGN = 8
 const DEFER_BYTES = 2048
 /** Strings at least this long (in UTF-16 units) are written by `writeTo`, not by `encode`. */
 const DEFER_CHARS = 16384
+
+/** Hex digits of a bigint are turned into bytes this many at a time (an even number). */
+const HEX_CHUNK_CHARS = 16384
+/** Where {@link HEX_CHUNK_CHARS} hex digits are copied as Latin-1 bytes. */
+const hexChunk = new Uint8Array(HEX_CHUNK_CHARS)
+/** The value of each lowercase hex digit, by its character code. */
+const HEX_VALUE = Uint8Array.from({ length: 128 }, (_, c) =>
+  c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x61 + 10 : 0,
+)
 
 const INITIAL_SCRATCH = 16384
 /** A scratch buffer that grew past this is dropped before the next encode. */
@@ -784,15 +803,24 @@ class Writer {
       return
     }
     const negative = v < 0n
-    let hex = (negative ? -v : v).toString(16)
-    if (hex.length % 2 === 1) hex = '0' + hex
-    const n = hex.length / 2
+    // One flat string of hex digits (made in linear time for a power-of-two radix), turned into
+    // bytes, least significant first, a chunk of characters at a time.
+    const hex = (negative ? -v : v).toString(16)
+    const n = (hex.length + 1) >> 1
     this.ensure(10 + n)
     this.buf[this.pos++] = negative ? T_BIGINT_NEG : T_BIGINT_POS
     this.varint(n)
     const b = this.buf
+    const chars = hexChunk
     let p = this.pos
-    for (let i = hex.length; i > 0; i -= 2) b[p++] = parseInt(hex.slice(i - 2, i), 16)
+    for (let stop = hex.length; stop > 0; stop -= HEX_CHUNK_CHARS) {
+      const start = Math.max(0, stop - HEX_CHUNK_CHARS)
+      const len = stop - start
+      latin1Write.call(chars, hex.slice(start, stop), 0, len)
+      let j = len
+      for (; j > 1; j -= 2) b[p++] = (HEX_VALUE[chars[j - 2]!]! << 4) | HEX_VALUE[chars[j - 1]!]!
+      if (j === 1) b[p++] = HEX_VALUE[chars[0]!]! // the odd leading digit
+    }
     this.pos = p
   }
 
@@ -1417,6 +1445,8 @@ let end = 0
 let refs: unknown[] = []
 let nrefs = 0
 let zeroCopy = false
+/** The decode's `maxResizableBytes`. */
+let maxResizableBytes = 0
 let depth = 0
 
 const f64 = new Float64Array(1)
@@ -1426,6 +1456,21 @@ const i64Bytes = new Uint8Array(i64.buffer)
 const KEY_CACHE_SIZE = 4096
 const KEY_CACHE_MAX = 24
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
+/** Bigint magnitudes up to this many bytes are parsed from a string built by appending. */
+const SMALL_BIGINT_BYTES = 64
+/** Magnitude bytes of the largest bigint V8 makes (2^30 bits). */
+const MAX_BIGINT_BYTES = 2 ** 27
+/** Two characters as a `Uint16Array` element holds them in memory (any byte order). */
+function charPair(text: string): number {
+  const pair = new Uint16Array(1)
+  const bytes = new Uint8Array(pair.buffer)
+  bytes[0] = text.charCodeAt(0)
+  bytes[1] = text.charCodeAt(1)
+  return pair[0]!
+}
+/** The two hex digits of each byte value, as {@link charPair}s. */
+const HEX_PAIR_CHARS = Uint16Array.from(HEX, charPair)
+const HEX_PREFIX_CHARS = charPair('0x')
 
 /**
  * Decodes bytes written by {@link Encoded.writeTo} (exactly `byteLength` of them).
@@ -1441,7 +1486,10 @@ const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
   if (!(bytes instanceof Uint8Array))
     throw invalidArgument('decode(): bytes must be a Uint8Array or a Buffer')
-  return decodeRange(bytes, bytes.byteLength, options?.zeroCopy === true)
+  const maxResizable = options?.maxResizableBytes === undefined ? 0 : options.maxResizableBytes
+  if (typeof maxResizable !== 'number' || !(maxResizable >= 0))
+    throw invalidArgument('decode(): maxResizableBytes must be a number of bytes (0 or more)')
+  return decodeRange(bytes, bytes.byteLength, options?.zeroCopy === true, maxResizable)
 }
 
 /**
@@ -1452,10 +1500,15 @@ export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
  * @internal Not part of the package's API.
  */
 export function decodePrefix(bytes: Uint8Array, length: number): unknown {
-  return decodeRange(bytes, length, false)
+  return decodeRange(bytes, length, false, 0)
 }
 
-function decodeRange(bytes: Uint8Array, length: number, copyless: boolean): unknown {
+function decodeRange(
+  bytes: Uint8Array,
+  length: number,
+  copyless: boolean,
+  maxResizable: number,
+): unknown {
   if (length < 2) throw badSegment(`${length} bytes is too short for an encoding`)
   if (bytes[0] !== FORMAT_VERSION)
     throw badSegment(
@@ -1468,6 +1521,7 @@ function decodeRange(bytes: Uint8Array, length: number, copyless: boolean): unkn
   pos = 1
   end = length
   zeroCopy = copyless
+  maxResizableBytes = maxResizable
   depth = 0
   try {
     let value: unknown
@@ -1698,11 +1752,36 @@ function readBigint(tag: number): bigint {
     return i64[0]!
   }
   const n = readLength(1)
-  let hex = ''
-  for (let i = pos + n - 1; i >= pos; i--) hex += HEX[b[i]!]!
-  pos += n
-  const magnitude = n === 0 ? 0n : BigInt('0x' + hex)
+  const p = pos
+  pos = p + n
+  let magnitude: bigint
+  if (n === 0) {
+    magnitude = 0n
+  } else if (n <= SMALL_BIGINT_BYTES) {
+    let hex = '0x'
+    for (let i = p + n - 1; i >= p; i--) hex += HEX[b[i]!]!
+    magnitude = BigInt(hex)
+  } else {
+    magnitude = readLargeMagnitude(p, n)
+  }
   return tag === T_BIGINT_NEG ? -magnitude : magnitude
+}
+
+/**
+ * The magnitude stored little-endian in `b[p … p + n)`, parsed from one flat string of its hex
+ * digits: memory in proportion to `n` (a string built by appending a byte at a time would be a
+ * rope of `n` pieces, dozens of bytes each).
+ */
+function readLargeMagnitude(p: number, n: number): bigint {
+  if (n > MAX_BIGINT_BYTES)
+    throw badSegment(`bigint of ${n} bytes (a bigint has at most ${MAX_BIGINT_BYTES})`)
+  // "0x" and the digits, most significant byte first, as Latin-1 characters outside the heap.
+  const chars = Buffer.allocUnsafeSlow(2 + 2 * n)
+  const pairs = new Uint16Array(chars.buffer, chars.byteOffset, 1 + n)
+  pairs[0] = HEX_PREFIX_CHARS
+  const s = b
+  for (let i = 1, q = p + n - 1; q >= p; i++, q--) pairs[i] = HEX_PAIR_CHARS[s[q]!]!
+  return BigInt(latin1Slice.call(chars, 0, 2 + 2 * n))
 }
 
 function setProperty(obj: Record<string, unknown>, key: string, value: unknown): void {
@@ -1897,8 +1976,9 @@ function readArrayBuffer(): ArrayBuffer {
   const flags = readU8()
   if (flags > 1) throw badSegment('bad ArrayBuffer flags')
   const n = readVarint()
-  const max = flags === 1 ? readVarint() : n
-  if (max < n) throw badSegment('ArrayBuffer longer than its maximum')
+  const sentMax = flags === 1 ? readVarint() : n
+  if (sentMax < n) throw badSegment('ArrayBuffer longer than its maximum')
+  const max = Math.min(sentMax, Math.max(n, maxResizableBytes))
   skipPadding()
   if (n > end - pos) throw truncated()
   const ab =

@@ -519,9 +519,13 @@ export function difference(actual: unknown, expected: unknown): string | null {
       for (let i = 0; i < eb.length; i++)
         if (ab[i] !== eb[i]) return `${path}: byte ${i} is ${ab[i]}, expected ${eb[i]}`
       if (types.isArrayBuffer(e)) {
+        // A receiver caps a resizable buffer's maxByteLength at its length (the codec's
+        // `maxResizableBytes` option, 0 by default).
         const r = (x: object): unknown => (x as { resizable?: boolean }).resizable
         const m = (x: object): unknown => (x as { maxByteLength?: number }).maxByteLength
-        if (r(ao) !== r(e) || m(ao) !== m(e)) return `${path}: resizable/maxByteLength differ`
+        if (r(ao) !== r(e)) return `${path}: resizable differs`
+        if (m(ao) !== ab.byteLength)
+          return `${path}: maxByteLength ${m(ao) as number}, expected ${ab.byteLength}`
       }
       return null
     }

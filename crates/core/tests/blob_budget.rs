@@ -1,6 +1,8 @@
 //! The process-wide budget of kept blobs: alone in its test binary, since the budget is shared
 //! by every producer of the process.
 
+mod common;
+
 use shmpipe_core::{kept_in_process, process_keep_budget, Queue, QueueOptions, WaitOptions};
 
 fn queue() -> Queue {
@@ -16,8 +18,9 @@ fn queue() -> Queue {
 fn producers_of_one_process_keep_no_more_than_its_budget_in_all() {
     let budget = process_keep_budget();
     if budget < 4096 {
-        eprintln!("skipped: /dev/shm is too small to keep anything ({budget} bytes)");
-        return;
+        return common::skip::cannot_run(&format!(
+            "/dev/shm is too small to keep anything ({budget} bytes)"
+        ));
     }
     // Each blob is a little over half the budget: one fits, two do not.
     let len = budget / 2 + 4096;

@@ -1,7 +1,8 @@
 //! Queue semantics within one process (threads): the cases that need no second process.
 //! Cross-process behaviour is tested in `processes.rs`.
 
-use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions, HEALTH_SLICE};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn queue_of(capacity: u32, bytes: u64, max_producers: u32) -> Queue {
@@ -15,6 +16,83 @@ fn queue_of(capacity: u32, bytes: u64, max_producers: u32) -> Queue {
 
 fn small_queue(capacity: u32, bytes: u64) -> Queue {
     queue_of(capacity, bytes, 8)
+}
+
+// Wake-up latency. A blocked wait sleeps in bounded slices: the first at most 20 ms
+// (`FIRST_SLEEP` in event.rs), then until `HEALTH_SLICE` (100 ms) after the wait began, then
+// every `HEALTH_SLICE`. A wake-up that is lost is therefore made up for at the end of the
+// slice, and a test that only checks the outcome passes all the same, slowly. These tests check
+// that the waiter returns well inside the slice.
+
+/// How soon after the event a woken waiter must have returned (thread scheduling on a loaded
+/// machine included). The events below come at least 40 ms before the end of a sleep slice.
+const PROMPT: Duration = Duration::from_millis(15);
+
+/// When the event comes, after the wait began: away from the ends of the sleep slices (20 ms,
+/// 100 ms, 200 ms…), where even a lost wake-up would be made up for at once.
+const EVENT_OFFSETS: [Duration; 5] = [
+    Duration::from_millis(40),
+    Duration::from_millis(50),
+    Duration::from_millis(60),
+    Duration::from_millis(150),
+    Duration::from_millis(160),
+];
+
+const ROUND_TRIPS: u32 = 1_000;
+/// A quarter of 100 ms × 1,000 / 20: what 1,000 blocking round trips may take at most.
+const ROUND_TRIPS_LIMIT: Duration = Duration::from_millis(1_250);
+
+/// Waits that never spin: they go to sleep at once, so only a wake-up ends them early.
+fn no_spin() -> WaitOptions {
+    WaitOptions::forever().with_spin(0)
+}
+
+trait WithTimeout {
+    fn with_timeout(self, timeout: Duration) -> Self;
+}
+
+impl WithTimeout for WaitOptions {
+    fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Runs `wait` on a thread, then `event` on this one `offset` after the wait began; returns how
+/// long after the event the wait returned.
+fn wake_latency(
+    offset: Duration,
+    wait: impl FnOnce() + Send + 'static,
+    event: impl FnOnce(),
+) -> Duration {
+    let (began, begun) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        began.send(Instant::now()).unwrap();
+        wait();
+        Instant::now()
+    });
+    let start = begun.recv().unwrap();
+    std::thread::sleep((start + offset).saturating_duration_since(Instant::now()));
+    let at = Instant::now();
+    event();
+    let returned = waiter.join().unwrap();
+    returned.saturating_duration_since(at)
+}
+
+/// Measures `trial(offset)` (a [`wake_latency`]) at every [`EVENT_OFFSETS`] and asserts that
+/// the median is [`PROMPT`]: a lost wake-up costs at least 40 ms at each of them.
+fn assert_prompt(what: &str, mut trial: impl FnMut(Duration) -> Duration) {
+    assert!(
+        HEALTH_SLICE == Duration::from_millis(100),
+        "offsets assume a 100 ms slice"
+    );
+    let mut latencies: Vec<Duration> = EVENT_OFFSETS.iter().map(|&at| trial(at)).collect();
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < PROMPT,
+        "{what}: returned {latencies:?} after the event (median over {PROMPT:?}): wake-ups are lost"
+    );
 }
 
 #[test]
@@ -137,26 +215,66 @@ fn receive_times_out_and_send_times_out() {
 fn a_wait_is_interrupted_by_its_cancel_token() {
     let q = small_queue(1, 4096);
     let _p = q.producer().unwrap();
-    let mut c = q.consumer().unwrap();
+    let c = q.consumer().unwrap();
     let token = q.cancel_token();
-    let t = token.clone();
-    let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        t.cancel();
-    });
-    let start = Instant::now();
-    let err = c
-        .recv(&WaitOptions::forever().with_cancel(token))
-        .err()
-        .unwrap();
-    assert!(matches!(err, Error::Interrupted), "{err:?}");
-    // Woken by the cancel (at 100 ms), not by a timeout: there is none.
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
+    let canceller = token.clone();
+    let err = Arc::new(Mutex::new(None));
+    let seen = err.clone();
+    // There is no timeout: only the cancel ends the wait. It comes halfway through a sleep
+    // slice, so the waiter must have been woken by it, not have noticed it at the slice's end.
+    let latency = wake_latency(
+        Duration::from_millis(150),
+        move || {
+            let mut c = c;
+            *seen.lock().unwrap() = c.recv(&no_spin().with_cancel(token)).err();
+        },
+        move || canceller.cancel(),
     );
-    canceller.join().unwrap();
+    let err = err.lock().unwrap().take();
+    assert!(matches!(err, Some(Error::Interrupted)), "{err:?}");
+    assert!(latency < PROMPT, "interrupted {latency:?} after the cancel");
+}
+
+#[test]
+fn a_cancel_wakes_a_blocked_receive_well_inside_the_sleep_slice() {
+    assert_prompt("a cancelled receive", |offset| {
+        let q = small_queue(1, 4096);
+        let _p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        let token = q.cancel_token();
+        let canceller = token.clone();
+        wake_latency(
+            offset,
+            move || {
+                let mut c = c;
+                let err = c.recv(&no_spin().with_cancel(token)).err();
+                assert!(matches!(err, Some(Error::Interrupted)), "{err:?}");
+            },
+            move || canceller.cancel(),
+        )
+    });
+}
+
+#[test]
+fn a_cancel_wakes_a_blocked_send_well_inside_the_sleep_slice() {
+    assert_prompt("a cancelled send", |offset| {
+        let q = small_queue(1, 4096);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(b"fills the queue", &no_spin()).unwrap();
+        let token = q.cancel_token();
+        let canceller = token.clone();
+        let latency = wake_latency(
+            offset,
+            move || {
+                let err = p.send(b"no room", &no_spin().with_cancel(token)).err();
+                assert!(matches!(err, Some(Error::Interrupted)), "{err:?}");
+            },
+            move || canceller.cancel(),
+        );
+        drop(c);
+        latency
+    });
 }
 
 #[test]
@@ -188,6 +306,149 @@ fn closing_either_side_is_seen_by_the_other() {
         p2.send(b"x", &WaitOptions::forever()),
         Err(Error::Closed)
     ));
+}
+
+#[test]
+fn closing_the_last_producer_wakes_a_blocked_receive_well_inside_the_sleep_slice() {
+    assert_prompt("a receive when the last producer closes", |offset| {
+        let q = small_queue(1, 4096);
+        let p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        wake_latency(
+            offset,
+            move || {
+                let mut c = c;
+                let err = c.recv(&no_spin()).err();
+                assert!(matches!(err, Some(Error::Closed)), "{err:?}");
+            },
+            move || p.close(),
+        )
+    });
+}
+
+#[test]
+fn closing_the_consumer_wakes_a_blocked_send_well_inside_the_sleep_slice() {
+    assert_prompt("a send when the consumer closes", |offset| {
+        let q = small_queue(1, 4096);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(b"fills the queue", &no_spin()).unwrap();
+        wake_latency(
+            offset,
+            move || {
+                let err = p.send(b"no room", &no_spin()).err();
+                assert!(matches!(err, Some(Error::Closed)), "{err:?}");
+            },
+            move || c.close(),
+        )
+    });
+}
+
+#[test]
+fn closing_the_consumer_wakes_an_ack_wait_well_inside_the_sleep_slice() {
+    assert_prompt("an ack wait when the consumer closes", |offset| {
+        let q = small_queue(4, 4096);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        p.send(b"never read", &no_spin()).unwrap();
+        wake_latency(
+            offset,
+            move || {
+                let err = p.wait_for_all_ack(&no_spin()).err();
+                assert!(matches!(err, Some(Error::Closed)), "{err:?}");
+            },
+            move || drop(c),
+        )
+    });
+}
+
+#[test]
+fn a_send_wakes_a_blocked_receive_well_inside_the_sleep_slice() {
+    assert_prompt("a receive woken by a send", |offset| {
+        let q = small_queue(1, 4096);
+        let mut p = q.producer().unwrap();
+        let c = q.consumer().unwrap();
+        wake_latency(
+            offset,
+            move || {
+                let mut c = c;
+                assert_eq!(c.recv(&no_spin()).unwrap().as_slice(), b"wake");
+            },
+            move || p.send(b"wake", &no_spin()).unwrap(),
+        )
+    });
+}
+
+#[test]
+fn a_release_wakes_a_blocked_send_well_inside_the_sleep_slice() {
+    assert_prompt("a send woken by a release", |offset| {
+        let q = small_queue(1, 4096);
+        let mut p = q.producer().unwrap();
+        let mut c = q.consumer().unwrap();
+        p.send(b"fills the queue", &no_spin()).unwrap();
+        let latency = wake_latency(
+            offset,
+            move || p.send(b"next", &no_spin()).unwrap(),
+            || drop(c.try_recv().unwrap().unwrap()),
+        );
+        assert_eq!(c.try_recv().unwrap().unwrap().as_slice(), b"next");
+        latency
+    });
+}
+
+#[test]
+fn a_release_wakes_an_ack_wait_well_inside_the_sleep_slice() {
+    assert_prompt("an ack wait woken by a release", |offset| {
+        let q = small_queue(4, 4096);
+        let mut p = q.producer().unwrap();
+        let mut c = q.consumer().unwrap();
+        p.send(b"to be acked", &no_spin()).unwrap();
+        let m = c.try_recv().unwrap().unwrap();
+        wake_latency(
+            offset,
+            move || p.wait_for_all_ack(&no_spin()).unwrap(),
+            move || drop(m),
+        )
+    });
+}
+
+#[test]
+fn blocking_round_trips_between_threads_are_not_paced_by_the_sleep_slice() {
+    // Two queues, one each way; both sides block (no spin) for every message. A lost wake-up
+    // leaves a side asleep until its first sleep slice ends (20 ms, `FIRST_SLEEP` in event.rs):
+    // 1,000 round trips would take 40 s. Woken, they take well under 100 ms.
+    let (there, back) = (small_queue(4, 4096), small_queue(4, 4096));
+    let mut to_echo = there.producer().unwrap();
+    let mut from_echo = back.consumer().unwrap();
+    let mut echo_in = there.consumer().unwrap();
+    let mut echo_out = back.producer().unwrap();
+    let echo = std::thread::spawn(move || loop {
+        match echo_in.recv(&no_spin()) {
+            Ok(m) => echo_out.send(m.as_slice(), &no_spin()).unwrap(),
+            Err(Error::Closed) => break,
+            Err(e) => panic!("echo: {e}"),
+        }
+    });
+    let start = Instant::now();
+    for i in 0..ROUND_TRIPS {
+        to_echo.send(&i.to_le_bytes(), &no_spin()).unwrap();
+        let m = from_echo
+            .recv(&no_spin().with_timeout(ROUND_TRIPS_LIMIT))
+            .unwrap();
+        assert_eq!(m.as_slice(), i.to_le_bytes());
+        let took = start.elapsed();
+        assert!(
+            took < ROUND_TRIPS_LIMIT,
+            "{} blocking round trips took {took:?}: wake-ups are lost",
+            i + 1
+        );
+    }
+    eprintln!(
+        "{ROUND_TRIPS} blocking round trips in {:?}",
+        start.elapsed()
+    );
+    to_echo.close();
+    echo.join().unwrap();
 }
 
 #[test]

@@ -10,6 +10,7 @@
 mod common;
 
 use common::peer::{shm_exists, Peer, RemoveOnDrop, PEER};
+use common::skip::cannot_run;
 use shmpipe_core::inventory::Liveness;
 use shmpipe_core::{
     clean, clean_dead, list_segments, CleanOptions, SegmentInfo, SegmentKind, Status,
@@ -72,17 +73,18 @@ fn a_live_owners_queue_is_never_cleaned_a_killed_ones_is() {
 }
 
 /// `unshare … CMD` running CMD as pid 1 of a new PID namespace (with its own /proc), killed with
-/// the `unshare` process; `None` (after saying why) where this machine does not allow it.
+/// the `unshare` process. Where this machine does not allow it, the test fails, or with
+/// `SHMPIPE_TEST_ALLOW_SKIP=1` gets `None` (see `common/skip.rs`).
 fn in_new_pid_namespace(program: &str, args: &[&str]) -> Option<Command> {
     if !is_root() {
-        eprintln!("SKIPPED: creating a PID namespace needs root");
+        cannot_run("creating a PID namespace needs root");
         return None;
     }
     let probe = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: `unshare --pid --fork --mount-proc` is not available here");
+        cannot_run("`unshare --pid --fork --mount-proc` is not available here");
         return None;
     }
     let mut cmd = Command::new("unshare");

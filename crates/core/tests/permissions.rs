@@ -1,13 +1,14 @@
 //! Segments are private to their user: created with mode 0600, so a process of another user can
 //! neither open, read nor remove them. The other user is `nobody` (uid and gid 65534), entered
-//! with `setpriv`; the test is skipped (with a message saying why) when not run as root or when
-//! `setpriv` is missing.
+//! with `setpriv`; the test fails when not run as root or when `setpriv` is missing, unless
+//! `SHMPIPE_TEST_ALLOW_SKIP=1` (see `common/skip.rs`).
 
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use common::peer::{shm_exists, PEER};
+use common::skip::{cannot_run, is_root};
 use shmpipe_core::{Queue, QueueOptions, WaitOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -46,14 +47,11 @@ fn try_access(name: &str, as_nobody: bool) -> Vec<String> {
 
 #[test]
 fn another_user_can_neither_open_read_nor_remove_a_segment() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root, to run a process as another user (nobody)");
-        return;
+    if !is_root() {
+        return cannot_run("needs root, to run a process as another user (nobody)");
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
-        return;
+        return cannot_run("setpriv (util-linux) is not installed");
     }
     let q = queue();
     let mode = std::fs::metadata(format!("/dev/shm/{}", q.name()))

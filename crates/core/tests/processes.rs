@@ -129,21 +129,32 @@ fn a_message_over_4_gib_goes_through() {
 
 #[test]
 fn waits_time_out_across_processes() {
-    // Empty queue with a live producer process that sends nothing yet.
+    // Empty queue with a live producer process that sends nothing more: it holds its producer
+    // open (and stays alive) after the ack, so only the timeout can end the wait.
     let q = queue(2, 4096);
-    let mut holder = Peer::run(&["ack-wait", q.name()]);
+    let mut holder = Peer::run(&["ack-wait", q.name(), "hold"]);
     let mut c = q.consumer().unwrap();
     assert_eq!(holder.line(), "sent");
     drop(c.recv(&within(Duration::from_secs(5))).unwrap());
     assert_eq!(holder.line(), "acked");
-    let start = Instant::now();
-    // The peer is still alive (it exits after acking, but may not have yet) or closed: either a
-    // timeout or a close ends the wait, never a hang.
-    match c.recv(&within(Duration::from_millis(200))) {
-        Err(Error::Timeout) => assert!(start.elapsed() >= Duration::from_millis(200)),
-        Err(Error::Closed) => {}
-        other => panic!("unexpected {:?}", other.map(|m| m.len())),
+    for ms in [200u64, 350] {
+        let start = Instant::now();
+        let got = c.recv(&within(Duration::from_millis(ms)));
+        let took = start.elapsed();
+        assert!(
+            matches!(got, Err(Error::Timeout)),
+            "{:?}",
+            got.map(|m| m.len())
+        );
+        assert!(
+            took >= Duration::from_millis(ms) && took < Duration::from_millis(ms + 250),
+            "{ms} ms timeout took {took:?}"
+        );
     }
+    assert!(
+        holder.exit_within(Duration::ZERO).is_none(),
+        "the producer process was alive for the whole wait"
+    );
 
     // Full queue held by a consumer process that never reads.
     let q = queue(2, 4096);
@@ -164,6 +175,42 @@ fn waits_time_out_across_processes() {
             "{ms} ms timeout took {took:?}"
         );
     }
+}
+
+#[test]
+fn blocking_round_trips_between_processes_are_not_paced_by_the_sleep_slice() {
+    // An echo process and this one, both blocking without a spin for every message. A lost
+    // wake-up leaves a side asleep until its first sleep slice ends (20 ms, `FIRST_SLEEP` in
+    // event.rs): 1,000 round trips would take 40 s. Woken, they take well under 100 ms; the
+    // limit is a quarter of 100 ms × 1,000 / 20.
+    const ROUND_TRIPS: u32 = 1_000;
+    const LIMIT: Duration = Duration::from_millis(1_250);
+    let no_spin = WaitOptions::forever().with_spin(0);
+    let (there, back) = (queue(4, 4096), queue(4, 4096));
+    let mut echo = Peer::run(&["echo", there.name(), back.name(), "0"]);
+    assert_eq!(echo.line(), "ready");
+    let mut to_echo = there.producer().unwrap();
+    let mut from_echo = back.consumer().unwrap();
+    let mut limited = no_spin.clone();
+    limited.timeout = Some(LIMIT);
+    let start = Instant::now();
+    for i in 0..ROUND_TRIPS {
+        to_echo.send(&i.to_le_bytes(), &no_spin).unwrap();
+        let m = from_echo.recv(&limited).unwrap();
+        assert_eq!(m.as_slice(), i.to_le_bytes());
+        let took = start.elapsed();
+        assert!(
+            took < LIMIT,
+            "{} blocking round trips took {took:?}: wake-ups are lost",
+            i + 1
+        );
+    }
+    eprintln!(
+        "{ROUND_TRIPS} blocking round trips in {:?}",
+        start.elapsed()
+    );
+    to_echo.close();
+    echo.wait_success();
 }
 
 #[test]
@@ -423,14 +470,12 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
 
 /// Issue 4: a `/dev/shm` too small for a queue or a message gives `NoSpace`, not SIGBUS. Runs the
 /// peer in a private mount namespace with a 16 MB tmpfs on `/dev/shm` (needs root: CI runs as
-/// root; elsewhere the test says why it did not run).
+/// root; elsewhere the test fails unless `SHMPIPE_TEST_ALLOW_SKIP=1`).
 #[test]
 #[cfg(target_os = "linux")]
 fn a_small_dev_shm_gives_no_space_not_sigbus() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root for a private mount namespace (unshare -m)");
-        return;
+    if !common::skip::is_root() {
+        return common::skip::cannot_run("needs root for a private mount namespace (unshare -m)");
     }
     let script = format!(
         "mount -t tmpfs -o size=16m tmpfs /dev/shm && exec {} no-space",

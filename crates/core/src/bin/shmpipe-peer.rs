@@ -198,16 +198,18 @@ fn main() {
             }
         }
         "stream-for" => {
+            // `stream-for NAME MILLIS [MAX_BYTES]`: messages of up to MAX_BYTES (40,000).
             let q = Queue::open(&args[1]).unwrap();
             let millis: u64 = arg(&args, 2);
+            let max: u64 = args.get(3).map_or(40_000, |a| a.parse().unwrap());
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
             let mut p = q.producer().unwrap();
             let wait = WaitOptions::timeout(std::time::Duration::from_millis(20));
             let mut rng = pattern::Rng::new(millis);
-            let mut buf = vec![0u8; 40_000];
+            let mut buf = vec![0u8; max as usize];
             let mut sent = 0u64;
             while std::time::Instant::now() < deadline {
-                let len = ((rng.next_u64() % 40_000) as usize).max(pattern::HEADER);
+                let len = ((rng.next_u64() % max) as usize).max(pattern::HEADER);
                 pattern::write(1, sent, &mut buf[..len]);
                 if p.send(&buf[..len], &wait).is_ok() {
                     sent += 1;
@@ -216,6 +218,8 @@ fn main() {
             say(&format!("done {sent}"));
         }
         "corrupt" => {
+            // `corrupt NAME SEED MILLIS [FROM]`: with FROM, writes only at body offsets from
+            // FROM on (e.g. the data area: records, not the control block).
             let seg = shmpipe_core::Segment::open(
                 &args[1],
                 shmpipe_core::SegmentKind::Queue,
@@ -223,19 +227,22 @@ fn main() {
             )
             .unwrap();
             let (seed, millis): (u64, u64) = (arg(&args, 2), arg(&args, 3));
+            let from: usize = args.get(4).map_or(0, |a| a.parse().unwrap());
             let mut rng = pattern::Rng::new(seed);
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
             let (body, len) = (seg.body_ptr(), seg.body_len());
+            assert!(from < len, "FROM past the body");
             let mut wrote = 0u64;
             while std::time::Instant::now() < deadline {
-                // Half the writes hit the first 4 KiB (control block and producer entries),
-                // where a wrong value does the most damage; the rest land anywhere.
+                // Half the writes hit the first 4 KiB (control block and producer entries, or
+                // the first records), where a wrong value does the most damage; the rest land
+                // anywhere.
                 let span = if rng.next_u64() % 2 == 0 {
-                    len.min(4096)
+                    (len - from).min(4096)
                 } else {
-                    len
+                    len - from
                 };
-                let at = (rng.next_u64() as usize) % span;
+                let at = from + (rng.next_u64() as usize) % span;
                 let n = (1 + rng.next_u64() % 16) as usize;
                 let value = rng.next_u64();
                 for i in 0..n.min(len - at) {
@@ -314,6 +321,8 @@ fn main() {
             drop(first);
         }
         "ack-wait" => {
+            // `ack-wait NAME [hold]`: with `hold`, the producer stays open and the process alive
+            // after the ack, until it is killed.
             let q = Queue::open(&args[1]).unwrap();
             let mut p = q.producer().unwrap();
             if let Err(e) = p.send(b"needs an ack", &forever) {
@@ -324,6 +333,11 @@ fn main() {
             match p.wait_for_all_ack(&forever) {
                 Ok(()) => say("acked"),
                 Err(e) => say(&format!("error {e:?}")),
+            }
+            if args.get(2).is_some_and(|a| a == "hold") {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
             }
         }
         "echo" => {

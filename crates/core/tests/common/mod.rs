@@ -12,3 +12,7 @@ pub mod shm;
 #[cfg(unix)]
 #[allow(dead_code)]
 pub mod peer;
+
+// Tests that cannot run on this machine fail unless told they may skip.
+#[allow(dead_code)]
+pub mod skip;
