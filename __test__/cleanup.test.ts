@@ -37,6 +37,7 @@ import {
   spawnNode,
   startChild,
 } from './helpers/processes.js'
+import { rootWithSetpriv } from './helpers/skip.js'
 import { difference, mpscValue } from './helpers/values.js'
 
 checkNoSegmentLeaks(test)
@@ -247,27 +248,6 @@ test('the creator SIGKILLed: the other ends keep working until they close, then 
 
 // ---------------------------------------------------------------------------------------------
 // Other users' segments, shared arrays, and the processes that keep a segment
-
-/** Set to skip (visibly) the tests that need root where they cannot run; otherwise they fail. */
-const ROOT_OPT_OUT = 'SHMPIPE_TEST_SKIP_ROOT'
-
-/** Whether this process is root with `setpriv`; fails the test if not, unless opted out. */
-function rootWithSetpriv(t: ExecutionContext): boolean {
-  const missing =
-    process.getuid?.() !== 0
-      ? 'needs root, to run a process as another user (nobody)'
-      : spawnSync('setpriv', ['--version']).error !== undefined
-        ? 'needs setpriv (util-linux)'
-        : null
-  if (missing === null) return true
-  if (process.env[ROOT_OPT_OUT] !== undefined) {
-    t.log(`SKIPPED (${ROOT_OPT_OUT} is set): ${missing}`)
-    t.pass()
-    return false
-  }
-  t.fail(`${missing}; set ${ROOT_OPT_OUT}=1 to skip this test`)
-  return false
-}
 
 /**
  * Runs `script` (an ES module importing the package as `shmpipe`) in `node` to its end, through

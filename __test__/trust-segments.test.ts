@@ -5,7 +5,7 @@
  * of our own whose mode lets group or others in. The message names the owner and the mode.
  *
  * The other-user tests need root (as CI has); without root or `setpriv` they fail, unless
- * `SHMPIPE_SKIP_ROOT_TESTS=1` asks to skip them.
+ * `SHMPIPE_TEST_ALLOW_SKIP=1` lets them pass without running (see `helpers/skip.ts`).
  */
 
 import { spawn, spawnSync } from 'node:child_process'
@@ -23,26 +23,12 @@ import {
   ShmpipeError,
 } from '../index.js'
 import { checkNoSegmentLeaks, childPids, repoRoot } from './helpers/processes.js'
+import { rootWithSetpriv } from './helpers/skip.js'
 
 checkNoSegmentLeaks(test)
 
 const NOBODY = 65534
 const dist = pathToFileURL(`${repoRoot}/dist/index.js`).href
-
-/** Whether the test can play another user; fails the test when it cannot, unless told to skip. */
-function canPlayNobody(t: ExecutionContext): boolean {
-  const root = process.getuid?.() === 0
-  const setpriv = spawnSync('setpriv', ['--version']).status === 0
-  if (root && setpriv) return true
-  const why = root ? 'setpriv (util-linux) is not installed' : 'it must run as root'
-  if (process.env.SHMPIPE_SKIP_ROOT_TESTS) {
-    t.log(`SKIPPED: ${why} (SHMPIPE_SKIP_ROOT_TESTS is set)`)
-    t.pass()
-    return false
-  }
-  t.fail(`cannot play another user: ${why}; set SHMPIPE_SKIP_ROOT_TESTS=1 to skip`)
-  return false
-}
 
 /**
  * Starts a Node process as `nobody` that makes a pipe and a shared array with shmpipe, opens
@@ -122,7 +108,7 @@ const RUN = `ts${Math.floor(Math.random() * 0x10000).toString(16)}`
 const arrayName = (): string => `${RUN}x${counter++}`
 
 test('a pipe and an array squatted by another user (mode 0666) are refused on attach', async (t) => {
-  if (!canPlayNobody(t)) return
+  if (!rootWithSetpriv(t)) return
   const array = arrayName()
   const { pipe, arraySegment } = await squatter(t, array)
   t.deepEqual(ownerAndMode(pipe), [NOBODY, 0o666])

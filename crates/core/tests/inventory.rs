@@ -200,12 +200,7 @@ fn in_its_own_pid_namespace_clean_dead_removes_exactly_what_dead_owners_left() {
     assert!(report.kept.iter().all(|k| !k.status.removable()));
 }
 
-/// Set to run the tests that need root (another user via `setpriv`, PID namespaces) as skipped
-/// where they cannot run; otherwise they fail there, so that a root CI never silently skips them.
-const ROOT_OPT_OUT: &str = "SHMPIPE_TEST_SKIP_ROOT";
-
-/// Whether this process is root with `setpriv` at hand; panics if not, unless [`ROOT_OPT_OUT`]
-/// is set (then says so and returns `false`).
+/// Whether this process is root with `setpriv` at hand; if not, see [`cannot_run`].
 fn root_with_setpriv() -> bool {
     let missing = if !is_root() {
         Some("needs root, to run a process as another user (nobody)")
@@ -216,11 +211,10 @@ fn root_with_setpriv() -> bool {
     };
     match missing {
         None => true,
-        Some(why) if std::env::var_os(ROOT_OPT_OUT).is_some() => {
-            eprintln!("SKIPPED ({ROOT_OPT_OUT} is set): {why}");
+        Some(why) => {
+            cannot_run(why);
             false
         }
-        Some(why) => panic!("{why}; set {ROOT_OPT_OUT}=1 to skip this test"),
     }
 }
 
@@ -444,10 +438,7 @@ fn in_its_own_pid_namespace_plain_clean_keeps_a_dead_processs_array_and_arrays_r
     let test =
         "in_its_own_pid_namespace_plain_clean_keeps_a_dead_processs_array_and_arrays_removes_it";
     if std::env::var_os(INNER).is_none() && !is_root() {
-        assert!(
-            std::env::var_os(ROOT_OPT_OUT).is_some(),
-            "needs root for a PID namespace; set {ROOT_OPT_OUT}=1 to skip this test"
-        );
+        cannot_run("needs root for a PID namespace");
         return;
     }
     if !rerun_in_own_pid_namespace(test) {

@@ -209,22 +209,14 @@ fn the_end_and_a_racing_registration_never_lose_a_message() {
     }
 }
 
-/// The environment variable that lets the root-only tests below pass without running (where
-/// root or `unshare` is not available). Without it they fail there.
-const SKIP_ROOT_ENV: &str = "SHMPIPE_SKIP_ROOT_TESTS";
-
-/// Whether this test may run as root; panics (fails) if not, unless [`SKIP_ROOT_ENV`] is set.
+/// Whether this test may run as root; if not, see `common::skip::cannot_run`.
 #[cfg(target_os = "linux")]
 fn root_or_opted_out(why: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    assert!(
-        std::env::var_os(SKIP_ROOT_ENV).is_some(),
-        "needs root ({why}); set {SKIP_ROOT_ENV}=1 to skip the root-only tests"
-    );
-    eprintln!("SKIPPED ({SKIP_ROOT_ENV} is set): needs root ({why})");
+    common::skip::cannot_run(&format!("needs root ({why})"));
     false
 }
 

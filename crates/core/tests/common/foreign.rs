@@ -1,6 +1,6 @@
 //! Another user's processes for the tests: `shmpipe-foreign-peer` run as `nobody` (uid and gid
 //! 65534) through `setpriv`. The tests that need this need root; without root or `setpriv` they
-//! fail, unless `SHMPIPE_SKIP_ROOT_TESTS=1` says to skip them (and the skip is printed).
+//! fail, unless `SHMPIPE_TEST_ALLOW_SKIP=1` says to skip them (see `skip.rs`).
 
 use crate::common::peer::Peer;
 use std::process::Command;
@@ -25,11 +25,8 @@ pub fn root_available(test: &str) -> bool {
     } else {
         "it must run as root, to play another user (nobody)"
     };
-    if std::env::var_os("SHMPIPE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("SKIPPED {test}: {why} (SHMPIPE_SKIP_ROOT_TESTS is set)");
-        return false;
-    }
-    panic!("{test} cannot run: {why}; set SHMPIPE_SKIP_ROOT_TESTS=1 to skip it");
+    crate::common::skip::cannot_run(&format!("{test}: {why}"));
+    false
 }
 
 /// `shmpipe-foreign-peer ARGS` run as `nobody`.
