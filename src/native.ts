@@ -147,6 +147,11 @@ export interface NativeBinding {
   ): NativeCleanResult
   /** Installs the SIGINT/SIGTERM cleanup; one outcome per signal (SIGINT, SIGTERM). */
   installSignalCleanup(): string[]
+  /**
+   * Ends this process (SIGTERM, then SIGKILL) once `parentPid` is no longer its parent; false if
+   * it is not its parent already. A pool worker's tie to its pool (`crates/node/src/parent.rs`).
+   */
+  watchParent(parentPid: number): boolean
   NativeArray: {
     create(name: string, dtype: string, shape: number[]): NativeArray
     open(name: string): NativeArray

@@ -12,6 +12,7 @@
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
 //!   cleanup (`installSignalCleanup`)
+//! - `parent`: `watchParent`, which ends a pool worker when its parent process is gone
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 
 #![deny(clippy::all)]
@@ -23,6 +24,7 @@ mod array;
 mod cleanup;
 mod consumer;
 mod errors;
+mod parent;
 mod producer;
 mod queue;
 mod recycle;
@@ -31,6 +33,7 @@ mod waiter;
 pub use array::{LockInfo, NativeArray};
 pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 
