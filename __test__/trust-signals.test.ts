@@ -11,12 +11,12 @@
  * - V8's out-of-memory abort (SIGABRT) removes the process's segments as SIGTERM does.
  */
 
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { cleanSegments } from '../index.js'
+import { cleanSegments, Receiver } from '../index.js'
 import {
   checkNoSegmentLeaks,
   childPids,
@@ -191,3 +191,159 @@ for (const workers of [1, 2]) {
     )
   })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C while blocked in getSync() with a SharedMemoryManager alive
+
+/**
+ * A manager with an array and a pipe, then `getSync()` on the empty pipe. With `listener`, the
+ * program has a SIGINT listener of its own, and reports what getSync() threw and that the
+ * listener ran.
+ */
+const BLOCKED = `
+  import { SharedMemoryManager } from ENTRY
+  const listener = process.argv.at(-1) === 'listener'
+  if (listener) process.on('SIGINT', () => console.log(JSON.stringify('listener ran')))
+  const manager = new SharedMemoryManager()
+  manager.createArray('trust_sig_' + process.pid, Float64Array, [16])
+  const [sender, receiver] = manager.createSharedMemoryPair({ capacity: 4 })
+  console.log(JSON.stringify({ pipe: sender.name, array: 'shmpipe_a_trust_sig_' + process.pid }))
+  try {
+    receiver.getSync()
+  } catch (err) {
+    console.log(JSON.stringify({ code: err.code, message: err.message }))
+  }
+  setTimeout(() => {}, 1000) // the event loop turns: the listener runs
+`
+
+/** /dev/shm has an entry `name`. */
+function inShm(name: string): boolean {
+  return shmSegments().has(name) || existsSync(`/dev/shm/${name}`)
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  test(`${signal} ends a process blocked in getSync() with a SharedMemoryManager alive; its pipe and array go`, async (t) => {
+    const child = runScript(t, BLOCKED, { args: ['plain'] })
+    const { pipe, array } = (await child.next()) as { pipe: string; array: string }
+    t.teardown(() => {
+      rmSync(`/dev/shm/${pipe}`, { force: true })
+      rmSync(`/dev/shm/${array}`, { force: true })
+    })
+    t.true(inShm(pipe) && inShm(array))
+    await new Promise((r) => setTimeout(r, 300)) // blocked by now
+    child.process.kill(signal)
+    t.deepEqual(await exitWithin(child, 3000), { code: null, signal }, child.stderr())
+    t.false(inShm(pipe), 'the manager’s pipe is left in /dev/shm')
+    t.false(inShm(array), 'the manager’s array is left in /dev/shm')
+  })
+}
+
+test('SIGINT with a listener of the program’s own: getSync() throws ABORTED, then the listener runs', async (t) => {
+  const child = runScript(t, BLOCKED, { args: ['listener'] })
+  const { pipe, array } = (await child.next()) as { pipe: string; array: string }
+  t.teardown(() => {
+    rmSync(`/dev/shm/${pipe}`, { force: true })
+    rmSync(`/dev/shm/${array}`, { force: true })
+  })
+  await new Promise((r) => setTimeout(r, 300))
+  child.process.kill('SIGINT')
+  t.deepEqual(await child.next(5000), {
+    code: 'ERR_SHMPIPE_ABORTED',
+    message: 'the wait was interrupted by SIGINT',
+  })
+  t.is(await child.next(5000), 'listener ran')
+  // The program kept running and then ended normally: the manager's exit cleanup ran.
+  t.deepEqual(await exitWithin(child, 5000), { code: 0, signal: null }, child.stderr())
+  t.false(inShm(pipe))
+  t.false(inShm(array))
+})
+
+// ---------------------------------------------------------------------------------------------
+// A large value sent to itself and never received
+
+/**
+ * A pair with a 64 KiB ring; a 200 kB value sent through it travels in a segment of its own.
+ * `mode` 'self': the process keeps the receiver (unused). 'handed': it closes its receiver so
+ * that another process can attach. Reports the pipe's name, then waits on the event loop.
+ */
+const SELF_SEND = `
+  import { createSharedMemoryPair } from ENTRY
+  const mode = process.argv.at(-1)
+  const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 64 << 10 })
+  if (mode === 'handed') receiver.close()
+  const value = new Uint8Array(200_000).map((_, i) => i & 0xff)
+  await sender.put(value)
+  console.log(JSON.stringify({ pipe: sender.name }))
+  setInterval(() => {}, 1000)
+`
+
+/** The segments `pid` created, apart from `known`. */
+function blobsOf(pid: number, ...known: string[]): string[] {
+  return segmentsOf([pid]).filter((name) => !known.includes(name))
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  test(`${signal}: a large value a process sent to itself and never received is removed with its pipe`, async (t) => {
+    const child = runScript(t, SELF_SEND, { args: ['self'] })
+    const { pipe } = (await child.next()) as { pipe: string }
+    const blobs = blobsOf(child.process.pid!, pipe)
+    t.teardown(() => {
+      for (const name of [pipe, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+    })
+    t.is(blobs.length, 1, 'the value has a segment of its own')
+    child.process.kill(signal)
+    t.deepEqual(await exitWithin(child, 3000), { code: null, signal }, child.stderr())
+    t.false(inShm(pipe))
+    t.deepEqual(blobs.filter(inShm), [], 'the unreceived value’s segment is left in /dev/shm')
+  })
+}
+
+test('SIGTERM: a large value sent before a receiver of another process attached still reaches it', async (t) => {
+  const child = runScript(t, SELF_SEND, { args: ['handed'] })
+  const { pipe } = (await child.next()) as { pipe: string }
+  const blobs = blobsOf(child.process.pid!, pipe)
+  t.teardown(() => {
+    for (const name of [pipe, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+  })
+  t.is(blobs.length, 1)
+  const receiver = Receiver.attach(pipe)
+  t.teardown(() => receiver.close())
+  child.process.kill('SIGTERM')
+  t.deepEqual(await exitWithin(child, 3000), { code: null, signal: 'SIGTERM' }, child.stderr())
+  t.false(inShm(pipe), 'the owner removed its pipe’s name')
+  const value = (await receiver.get({ timeout: 5000 })) as Uint8Array
+  t.is(value.length, 200_000)
+  t.true(
+    value.every((v, i) => v === (i & 0xff)),
+    'intact',
+  )
+  t.deepEqual(blobs.filter(inShm), [], 'received: the receiver removed it')
+})
+
+// ---------------------------------------------------------------------------------------------
+// V8's out-of-memory abort
+
+test('SIGABRT (V8 out of memory): the pipe, the unreceived value and the manager’s array are removed', async (t) => {
+  const script = `
+    import { createSharedMemoryPair, SharedMemoryManager } from ENTRY
+    const manager = new SharedMemoryManager()
+    manager.createArray('trust_oom_' + process.pid, Float64Array, [16])
+    const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 64 << 10 })
+    sender.putSync(new Uint8Array(200_000))
+    console.log(JSON.stringify({ pipe: sender.name, array: 'shmpipe_a_trust_oom_' + process.pid }))
+    await new Promise((r) => setTimeout(r, 200))
+    const hog = []
+    for (;;) hog.push(new Array(100_000).fill({ n: hog.length }))
+  `
+  const child = runScript(t, script, { nodeArgs: ['--max-old-space-size=64'] })
+  const { pipe, array } = (await child.next()) as { pipe: string; array: string }
+  const blobs = blobsOf(child.process.pid!, pipe, array)
+  t.teardown(() => {
+    for (const name of [pipe, array, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+  })
+  t.is(blobs.length, 1, 'the value has a segment of its own')
+  t.true(inShm(pipe) && inShm(array))
+  t.deepEqual(await exitWithin(child, 60_000), { code: null, signal: 'SIGABRT' })
+  t.regex(child.stderr(), /heap out of memory/)
+  t.deepEqual([pipe, array, ...blobs].filter(inShm), [], 'left in /dev/shm')
+})
