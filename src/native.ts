@@ -18,6 +18,7 @@
 
 import { createRequire } from 'node:module'
 import { constants } from 'node:os'
+import { isMainThread } from 'node:worker_threads'
 import {
   ERR_SHMPIPE_ABORTED,
   ERR_SHMPIPE_ADDON_NOT_FOUND,
@@ -242,6 +243,7 @@ export function setSignalInterruptHandler(handler: (signal: NodeJS.Signals) => v
 
 /** A wait that `ERR_SHMPIPE_ABORTED` ended: if a signal did it, says so and lets it act. */
 function interruptedBySignal(err: ShmpipeError): void {
+  if (!isMainThread) return // only the main thread's waits are interrupted by signals
   const number = native.takeInterruptingSignal()
   if (number === 0) return
   const signal = (Object.keys(constants.signals) as NodeJS.Signals[]).find(

@@ -35,9 +35,10 @@
 //! handler, when a JavaScript listener exists): that listener runs only once the thread returns
 //! to the event loop, never while it is blocked in a synchronous wait. When
 //! [`set_interrupt_sync_waits`] is on, SIGINT and SIGTERM handled that way are recorded, and a
-//! wait run inside [`interruptible`] on any thread returns [`crate::Error::Interrupted`] within
-//! one sleep slice (at once when the signal lands on the waiting thread, whose sleep it cuts
-//! short); [`take_interrupting_signal`] then says which signal it was and clears it.
+//! wait run inside [`interruptible`] on the thread that turned it on (Node's main thread, the
+//! one JavaScript listeners run on) returns [`crate::Error::Interrupted`] within one sleep slice
+//! (at once when the signal lands on that thread, whose sleep it cuts short);
+//! [`take_interrupting_signal`] then says which signal it was and clears it.
 //!
 //! SIGABRT (`abort()`, and V8's out-of-memory end) has no handler in Node: the names are
 //! unlinked and the process then dies of it as before, core dump included.
@@ -323,11 +324,14 @@ static INTERRUPTING: AtomicI32 = AtomicI32::new(0);
 thread_local! {
     /// Set while this thread runs a wait inside [`interruptible`].
     static IN_INTERRUPTIBLE: Cell<bool> = const { Cell::new(false) };
+    /// Set on the thread that last turned [`set_interrupt_sync_waits`] on.
+    static INTERRUPT_TARGET: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Turns the interruption of synchronous waits on or off (see the module documentation). Off
-/// also forgets a signal not taken yet.
+/// Turns the interruption of this thread's synchronous waits on or off (see the module
+/// documentation). Off also forgets a signal not taken yet.
 pub fn set_interrupt_sync_waits(on: bool) {
+    INTERRUPT_TARGET.with(|c| c.set(on));
     INTERRUPT_SYNC_WAITS.store(on, Ordering::SeqCst);
     if !on {
         INTERRUPTING.store(0, Ordering::SeqCst);
@@ -357,7 +361,9 @@ pub fn take_interrupting_signal() -> Option<i32> {
 
 /// Whether a wait of this thread must return [`crate::Error::Interrupted`] now.
 pub(crate) fn wait_interrupted() -> bool {
-    INTERRUPTING.load(Ordering::Relaxed) != 0 && IN_INTERRUPTIBLE.with(Cell::get)
+    INTERRUPTING.load(Ordering::Relaxed) != 0
+        && IN_INTERRUPTIBLE.with(Cell::get)
+        && INTERRUPT_TARGET.with(Cell::get)
 }
 
 /// Empties the tables and unlinks every name in them. Async-signal-safe: atomics, stack buffers

@@ -178,8 +178,9 @@ pub fn keep_array_on_signal(name: String) -> bool {
     shmpipe_core::signals::keep_on_signal(&segment)
 }
 
-/// Whether SIGINT/SIGTERM that a JavaScript listener will handle interrupt synchronous waits
-/// (`getSync`, `putSync`, `lockSync`), which then throw `ERR_SHMPIPE_ABORTED`.
+/// Whether SIGINT/SIGTERM that a JavaScript listener will handle interrupt the synchronous waits
+/// (`getSync`, `putSync`, `lockSync`) of the calling thread (Node's main thread), which then
+/// throw `ERR_SHMPIPE_ABORTED`.
 #[napi]
 pub fn interrupt_sync_waits_on_signal(on: bool) {
     shmpipe_core::signals::set_interrupt_sync_waits(on);
