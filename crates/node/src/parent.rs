@@ -3,10 +3,10 @@
 //! A worker busy in a long synchronous task runs no JavaScript that could notice its parent's
 //! death, so the watch lives below JavaScript:
 //! - Linux: `prctl(PR_SET_PDEATHSIG, SIGTERM)`: the kernel sends SIGTERM the moment the parent
-//!   thread that started the worker ends. (libuv forks from the thread that calls `spawn`; a
-//!   pool made on Node's main thread is therefore tied to the parent process's life.) The
-//!   parent's pid is then compared with `getppid()`, closing the race with a parent that died
-//!   before the call.
+//!   thread that started the worker ends. libuv forks from the thread that calls `spawn`: a
+//!   pool made on Node's main thread is tied to the parent process's life, one made on a worker
+//!   thread to that thread's (its workers end with it, as its pool does). The parent's pid is
+//!   then compared with `getppid()`, closing the race with a parent that died before the call.
 //! - Every Unix: a thread compares `getppid()` with the parent's pid every
 //!   [`POLL_INTERVAL`]; once the worker has been re-parented it sends itself SIGTERM, and
 //!   SIGKILL [`KILL_GRACE`] later if it is still alive (a task module with a SIGTERM listener
