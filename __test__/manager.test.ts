@@ -11,7 +11,6 @@ import test, { type ExecutionContext } from 'ava'
 
 import {
   ERR_SHMPIPE_CLOSED,
-  ERR_SHMPIPE_TIMEOUT,
   SharedArray,
   SharedMemoryManager,
   ShmpipeError,
@@ -210,7 +209,7 @@ test('a child with its own SIGTERM listener decides: it keeps running, and its e
   t.false(shmExists(pipe))
 })
 
-test('SIGTERM to a child blocked in lock({ timeout }) takes effect when the lock call returns', async (t) => {
+test('SIGTERM to a child blocked in lock({ timeout }) interrupts the call: it dies of it at once, memory removed', async (t) => {
   // The child's manager makes the arrays; this process takes the first one's lock and tells the
   // child (element 0), which then blocks in lock({ timeout: 1500 }).
   const { child, arrays } = await startManagerChild(t, 'blocked')
@@ -221,12 +220,11 @@ test('SIGTERM to a child blocked in lock({ timeout }) takes effect when the lock
   await new Promise((r) => setTimeout(r, 400)) // the child is blocked in lock() by now
   const start = performance.now()
   child.process.kill('SIGTERM')
-  const outcome = (await child.next()) as { code: string; ms: number }
-  t.is(outcome.code, ERR_SHMPIPE_TIMEOUT, 'the blocked call ran to its timeout first')
   t.deepEqual(await exitWithin(child, 5000), { code: null, signal: 'SIGTERM' }, child.stderr())
   const waited = performance.now() - start
-  t.true(waited > 500, `the signal waited for the call (${waited.toFixed(0)} ms)`)
-  t.deepEqual(existing(arrays), [], 'and then the memory was removed')
+  // The lock call would have timed out ~1100 ms after the signal.
+  t.true(waited < 900, `the signal waited for the call (${waited.toFixed(0)} ms)`)
+  t.deepEqual(existing(arrays), [], 'the memory was removed')
   held.unlock()
 })
 

@@ -20,6 +20,10 @@
  * process without cleanup), so the native handler is installed again. A signal whose
  * disposition is "ignore" stays ignored.
  *
+ * SIGABRT (`abort()`, V8's out-of-memory end) is handled the same way by the native handler:
+ * the segments this process owns, and the arrays a live `SharedMemoryManager` made, are removed,
+ * then the process dies of it (core dump included). No JavaScript runs.
+ *
  * SIGKILL (and a crash) cannot be caught: what such a process leaves is removed by
  * `npx shmpipe clean` / `cleanSegments()` (`src/cleanup.ts`).
  *
@@ -46,7 +50,7 @@ function closeAll(): void {
   }
 }
 
-/** Installs (or re-installs) the native SIGINT/SIGTERM cleanup. */
+/** Installs (or re-installs) the native SIGINT/SIGTERM/SIGABRT cleanup. */
 function armSignalCleanup(): void {
   try {
     native.installSignalCleanup()
@@ -55,9 +59,12 @@ function armSignalCleanup(): void {
   }
 }
 
-/** After the last JavaScript listener of SIGINT or SIGTERM is gone, re-arms the native handler. */
+/** After the last JavaScript listener of a cleaned-up signal is gone, re-arms the native handler. */
 function onRemoveListener(event: string | symbol): void {
-  if ((event === 'SIGINT' || event === 'SIGTERM') && process.listenerCount(event) === 0) {
+  if (
+    (event === 'SIGINT' || event === 'SIGTERM' || event === 'SIGABRT') &&
+    process.listenerCount(event) === 0
+  ) {
     armSignalCleanup()
   }
 }

@@ -2,7 +2,8 @@
  * SharedMemoryManager: a scope for shared memory. Every shared array and pipe it creates is
  * removed when the scope ends (`dispose()`, `using`, the end of `withSharedMemory`), when the
  * process exits, or when it is ended by SIGINT, SIGTERM or SIGHUP (see `signal-cleanup.ts` for
- * what that means while the thread is blocked).
+ * what that means while the thread is blocked), or by SIGABRT (the native cleanup removes its
+ * arrays and pipes).
  *
  * @module
  */
@@ -10,6 +11,7 @@
 import { ERR_SHMPIPE_CLOSED, ShmpipeError } from './errors.js'
 import { registerOpenEnd, unregisterOpenEnd, type Closable } from './lifecycle.js'
 import { describe, invalidArgument } from './options.js'
+import { native } from './native.js'
 import { createSharedMemoryPair, type PipeOptions, type Receiver, type Sender } from './pipe.js'
 import {
   arrayIdentity,
@@ -81,6 +83,8 @@ export class SharedMemoryManager implements Disposable {
     this.#check()
     const array = SharedArray.create(name, type, shape)
     this.#arrays.push({ array, ...arrayIdentity(array) })
+    // Removed by the native signal cleanup too, for the signals no JavaScript sees (SIGABRT).
+    native.removeArrayOnSignal(arrayIdentity(array).name)
     return array
   }
 
@@ -115,6 +119,7 @@ export class SharedMemoryManager implements Disposable {
     }
     for (const end of this.#pipes) attempt(() => end.close())
     for (const { array, name, nonce } of this.#arrays) {
+      attempt(() => void native.keepArrayOnSignal(name))
       attempt(() => array.close())
       attempt(() => void removeIfSame(name, nonce))
     }

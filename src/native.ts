@@ -17,7 +17,10 @@
  */
 
 import { createRequire } from 'node:module'
+import { constants } from 'node:os'
+import { isMainThread } from 'node:worker_threads'
 import {
+  ERR_SHMPIPE_ABORTED,
   ERR_SHMPIPE_ADDON_NOT_FOUND,
   ERR_SHMPIPE_INVALID_ARGUMENT,
   ERR_SHMPIPE_OS,
@@ -35,6 +38,8 @@ export interface NativeQueue {
   readonly length: number
   producer(): NativeProducer
   consumer(): NativeConsumer
+  /** Whether this process holds the receiver role before a receiver registers. */
+  holdReceiverRole(held: boolean): void
   close(): void
 }
 
@@ -154,8 +159,24 @@ export interface NativeBinding {
       force?: boolean
     } | null,
   ): NativeCleanResult
-  /** Installs the SIGINT/SIGTERM cleanup; one outcome per signal (SIGINT, SIGTERM). */
+  /** Installs the signal cleanup; one outcome per signal (SIGINT, SIGTERM, SIGABRT). */
   installSignalCleanup(): string[]
+  /** Has the signal cleanup remove the shared array `name` too; false where it cannot. */
+  removeArrayOnSignal(name: string): boolean
+  /** Undoes {@link NativeBinding.removeArrayOnSignal}; whether `name` was registered. */
+  keepArrayOnSignal(name: string): boolean
+  /**
+   * Whether SIGINT/SIGTERM left to a JavaScript listener interrupt synchronous waits, which then
+   * throw `ERR_SHMPIPE_ABORTED`.
+   */
+  interruptSyncWaitsOnSignal(on: boolean): void
+  /** The signal number that interrupted synchronous waits (0 if none); clears it. */
+  takeInterruptingSignal(): number
+  /**
+   * Ends this process (SIGTERM, then SIGKILL) once `parentPid` is no longer its parent; false if
+   * it is not its parent already. A pool worker's tie to its pool (`crates/node/src/parent.rs`).
+   */
+  watchParent(parentPid: number): boolean
   NativeArray: {
     create(name: string, dtype: string, shape: number[]): NativeArray
     open(name: string): NativeArray
@@ -235,12 +256,43 @@ export function translateError(err: unknown): unknown {
   return err
 }
 
-/** Runs `fn`, rethrowing native errors as {@link ShmpipeError}s. */
+let onSignalInterrupt: ((signal: NodeJS.Signals) => void) | null = null
+
+/**
+ * Sets what runs when a synchronous call was interrupted by a signal that a JavaScript listener
+ * is to handle (`signal-cleanup.ts`): it may end the process.
+ */
+export function setSignalInterruptHandler(handler: (signal: NodeJS.Signals) => void): void {
+  onSignalInterrupt = handler
+}
+
+/** A wait that `ERR_SHMPIPE_ABORTED` ended: if a signal did it, says so and lets it act. */
+function interruptedBySignal(err: ShmpipeError): void {
+  if (!isMainThread) return // only the main thread's waits are interrupted by signals
+  const number = native.takeInterruptingSignal()
+  if (number === 0) return
+  const signal = (Object.keys(constants.signals) as NodeJS.Signals[]).find(
+    (name) => constants.signals[name] === number,
+  )
+  const by = ` by ${signal ?? `signal ${number}`}`
+  if (err.stack !== undefined) err.stack = err.stack.replace(err.message, err.message + by)
+  err.message += by
+  if (signal !== undefined) onSignalInterrupt?.(signal)
+}
+
+/**
+ * Runs `fn`, rethrowing native errors as {@link ShmpipeError}s. A synchronous wait interrupted
+ * by SIGINT or SIGTERM first runs the signal's cleanup (which ends the process unless the
+ * program has its own listener for the signal).
+ */
 export function call<T>(fn: () => T): T {
   try {
     return fn()
   } catch (err) {
-    throw translateError(err)
+    const translated = translateError(err)
+    if (translated instanceof ShmpipeError && translated.code === ERR_SHMPIPE_ABORTED)
+      interruptedBySignal(translated)
+    throw translated
   }
 }
 

@@ -735,6 +735,9 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * only hands its role on: senders keep waiting for a receiver to attach.
    */
   close(): void {
+    // Unused: the role goes to whoever attaches, and so do the values sent meanwhile.
+    if (!this.#end.closed && this.#end.registered === null)
+      this.#end.queue.queue.holdReceiverRole(false)
     if (this.#end.close()) unregisterOpenEnd(this)
   }
 
@@ -765,7 +768,11 @@ export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Rece
   try {
     const sender = new Sender(ref, true)
     try {
-      return [sender, new Receiver(ref, false)]
+      const receiver = new Receiver(ref, false)
+      // Until it registers or is closed, the receiver role is this process's: a signal that ends
+      // it removes the large values it sent and nobody received.
+      ref.queue.holdReceiverRole(true)
+      return [sender, receiver]
     } catch (err) {
       sender.close()
       throw err

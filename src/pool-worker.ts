@@ -1,6 +1,6 @@
 /**
  * The worker process of a {@link ProcessPool}: run as
- * `node <execArgv…> pool-worker.(ts|js) <module URL> <task pipe> <result pipe> <copy|views>`.
+ * `node <execArgv…> pool-worker.(ts|js) <module URL> <task pipe> <result pipe> <copy|views> <pool pid>`.
  *
  * It attaches as the receiver of the task pipe and as a sender of the result pipe (both created
  * by the pool, which owns them), imports the task module, reports `ready` (or why the module
@@ -8,7 +8,10 @@
  * arrive from the task pipe, and its result (or its error) goes back on the result pipe. Data
  * never travels through stdio or an IPC channel.
  *
- * The worker ends when the task pipe closes (the pool stops it) or its owner dies.
+ * The worker ends when the task pipe closes (the pool stops it) or its owner dies. It also ends
+ * when the pool's process is gone, even in the middle of a long synchronous task: on Unix a
+ * native watch (`watchParent`) sends it SIGTERM (its signal cleanup removes the segments it owns)
+ * and, if that does not end it within a second, SIGKILL.
  *
  * This file also declares the messages of the pool's protocol, which `pool.ts` imports as types
  * only.
@@ -22,6 +25,7 @@ import {
   ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ShmpipeError,
 } from './errors.js'
+import { native } from './native.js'
 import { Receiver, Sender, type ReceivedMessage } from './pipe.js'
 
 /** A task, from the pool to a worker. */
@@ -185,10 +189,20 @@ async function main(
 // This process runs as a worker: a pool made by its tasks is legitimate (see ProcessPool).
 ;(globalThis as Record<symbol, unknown>)[Symbol.for('shmpipe.poolWorker')] = true
 
-const [moduleUrl, taskPipe, resultPipe, mode] = process.argv.slice(2)
-if (moduleUrl === undefined || taskPipe === undefined || resultPipe === undefined) {
-  process.stderr.write('usage: pool-worker <module URL> <task pipe> <result pipe> [copy|views]\n')
+const [moduleUrl, taskPipe, resultPipe, mode, poolPid] = process.argv.slice(2)
+if (
+  moduleUrl === undefined ||
+  taskPipe === undefined ||
+  resultPipe === undefined ||
+  !/^[1-9]\d*$/.test(poolPid ?? '')
+) {
+  process.stderr.write(
+    'usage: pool-worker <module URL> <task pipe> <result pipe> <copy|views> <pool pid>\n',
+  )
   process.exitCode = 2
+} else if (!native.watchParent(Number(poolPid))) {
+  // The pool's process died before this one started: nobody needs it.
+  process.exitCode = 1
 } else {
   // Not a top-level await: the package ships this file as CommonJS (scripts/build-js.mjs). A
   // rejection is unhandled, so it ends the process with code 1 and the error on stderr, as an

@@ -7,7 +7,9 @@
  * per worker: tasks go out on one, results come back on the other. Everything a task carries
  * travels through them, encoded by the codec with typed arrays and Buffers stored raw: a large
  * array is copied once into shared memory by the sender and read from there by the receiver.
- * The child process has no IPC channel; its stdio is this process's.
+ * The child process has no IPC channel; its stdio is this process's. A worker ends soon after
+ * this process is gone, however it ended (SIGKILL included), even in the middle of a synchronous
+ * task (`watchParent` in `pool-worker.ts`; on Unix).
  *
  * A worker runs one task at a time. A task goes to an idle worker (the one that became idle last,
  * whose pipes' memory and caches are warm), or waits in a queue. A worker that dies fails its
@@ -702,6 +704,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
           tasks.name,
           results.name,
           this.#copyArguments ? 'copy' : 'views',
+          String(process.pid),
         ],
         { stdio: ['ignore', 'inherit', 'inherit'], env: this.#env, windowsHide: true },
       )
@@ -733,11 +736,17 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     try {
       reply = (await w.results.get()) as ReplyMessage
     } catch {
-      return // the worker ended before it was ready: #onExit decides
+      // The worker ended before it was ready: #onExit decides. Until its exit is seen, the
+      // process must stay alive for it (the worker was unref'd), or those waiting for it would
+      // be left unsettled.
+      w.child.ref()
+      return
     }
     if (reply.t === 'load-error') {
-      // It exits next; #onExit breaks the pool with this error.
+      // It exits next. The pool is broken now, not at that exit: nothing but the exit event
+      // would keep this process alive until then.
       w.loadError = reply.error
+      this.#breakOnLoadError(w.loadError)
       return
     }
     if (reply.t !== 'ready' || w.state !== 'starting') {
@@ -889,6 +898,21 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     }
   }
 
+  /**
+   * A worker reported that the module does not load: every waiting and later task, and every
+   * `ready()`, rejects with that error.
+   */
+  #breakOnLoadError(info: ErrorInfo): void {
+    if (this.#stopping || this.#broken !== null) return
+    this.#broken = new ShmpipeError(
+      ERR_SHMPIPE_WORKER_START_FAILED,
+      `the pool's workers cannot load ${this.module}: ${info.message}`,
+      { cause: reviveError(info) },
+    )
+    for (const t of this.#queue.splice(0)) t.reject(this.#brokenError())
+    this.#checkReady()
+  }
+
   /** A worker process ended: fail its task, replace it if the pool still needs it. */
   #onExit(w: PoolWorker, code: number | null, signal: NodeJS.Signals | null): void {
     const was = w.state
@@ -907,12 +931,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     }
     if (!this.#stopping && this.#broken === null) {
       if (w.loadError !== null) {
-        const cause = reviveError(w.loadError)
-        this.#broken = new ShmpipeError(
-          ERR_SHMPIPE_WORKER_START_FAILED,
-          `the pool's workers cannot load ${this.module}: ${w.loadError.message}`,
-          { cause },
-        )
+        this.#breakOnLoadError(w.loadError)
       } else if (was === 'starting' && !w.stopping) {
         if (++this.#startFailures >= MAX_START_FAILURES) {
           this.#broken = new ShmpipeError(

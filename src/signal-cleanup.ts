@@ -8,16 +8,24 @@
  * Listeners are installed only while a cleanup is registered, and only on the main thread
  * (workers do not receive signals).
  *
- * A JavaScript listener runs on the event loop. While the thread is blocked in a synchronous
- * call (`array.lock()`, `receiver.getSync()`, `Atomics.wait`…), a signal is handled when that
- * call returns; a call that never returns leaves the process alive until SIGKILL, and its
- * segments in place. Without registered cleanups, Node's default applies (the process dies at
- * once, even when blocked). Killing with SIGKILL never runs any cleanup.
+ * A JavaScript listener runs on the event loop, never while the thread is blocked in a
+ * synchronous call. So while listeners are installed, the native signal handler is put in front
+ * of libuv's (chaining to it) and SIGINT/SIGTERM interrupt shmpipe's synchronous waits
+ * (`receiver.getSync()`, `sender.putSync()`, `array.lockSync()`): the wait throws
+ * `ERR_SHMPIPE_ABORTED` ("… interrupted by SIGINT"), after running the signal's handling here
+ * (cleanups, then the signal again: the process dies of it). With a listener of the program's
+ * own, the wait still throws, and that listener runs once the thread is back on the event loop.
+ * Other blocking calls (`Atomics.wait`, a busy loop) are not interrupted: the signal is handled
+ * when they return. Without registered cleanups, Node's default applies (the process dies at
+ * once, even when blocked). Killing with SIGKILL never runs any cleanup; SIGABRT (V8's
+ * out-of-memory end) runs only the native cleanup (`lifecycle.ts`).
  *
  * @module
  */
 
 import { isMainThread } from 'node:worker_threads'
+
+import { native, setSignalInterruptHandler } from './native.js'
 
 const SIGNALS: readonly NodeJS.Signals[] =
   process.platform === 'win32' ? ['SIGINT', 'SIGTERM'] : ['SIGINT', 'SIGTERM', 'SIGHUP']
@@ -37,12 +45,18 @@ function runCleanups(): void {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
+  native.takeInterruptingSignal() // handled: a later synchronous wait must not see it again
   const ours = handlers.get(signal)
   if (process.listeners(signal).some((listener) => listener !== ours)) return
   runCleanups()
   uninstall()
   // No listener is left, so Node has restored the default action: the process dies of it.
   process.kill(process.pid, signal)
+}
+
+/** A synchronous wait was interrupted by `signal`: handle it now, as the listener would. */
+function onWaitInterrupted(signal: NodeJS.Signals): void {
+  if (handlers.has(signal)) onSignal(signal)
 }
 
 function install(): void {
@@ -52,9 +66,19 @@ function install(): void {
     handlers.set(signal, handler)
     process.on(signal, handler)
   }
+  // libuv has replaced the native handler with its own: put the native one back in front (it
+  // chains to libuv's) so that SIGINT/SIGTERM interrupt synchronous waits.
+  setSignalInterruptHandler(onWaitInterrupted)
+  try {
+    native.installSignalCleanup()
+    native.interruptSyncWaitsOnSignal(true)
+  } catch {
+    // Best effort: without it, a blocked thread handles the signal when its wait returns.
+  }
 }
 
 function uninstall(): void {
+  if (handlers.size > 0) native.interruptSyncWaitsOnSignal(false)
   for (const [signal, handler] of handlers) process.removeListener(signal, handler)
   handlers.clear()
 }

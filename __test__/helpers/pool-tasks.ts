@@ -108,3 +108,11 @@ let calls = 0
 export function count(): number {
   return ++calls
 }
+
+/** Runs synchronously for `ms` milliseconds: no JavaScript of the worker runs meanwhile. */
+export function spin(ms: number): number {
+  const end = Date.now() + ms
+  let n = 0
+  while (Date.now() < end) n++
+  return n
+}

@@ -136,6 +136,8 @@ impl CancelToken {
 }
 
 /// How a blocking operation waits: its timeout, its cancel token, and how long it spins first.
+/// A wait also returns [`Error::Interrupted`] when run inside [`crate::signals::interruptible`]
+/// and a signal left to JavaScript arrives.
 #[derive(Clone, Default)]
 pub struct WaitOptions {
     /// Give up with [`Error::Timeout`] after this long; `None` waits until ready or failed.
@@ -207,7 +209,9 @@ pub(crate) fn wait_until<T>(
         if let Some(v) = poll()? {
             return Ok(v);
         }
-        if opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+        if opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+            || crate::signals::wait_interrupted()
+        {
             return Err(Error::Interrupted);
         }
         let mut now = Instant::now();
@@ -241,7 +245,8 @@ pub(crate) fn wait_until<T>(
         event.woken.store(0, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let ready = poll();
-        let cancelled = opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
+        let cancelled = opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
+            || crate::signals::wait_interrupted();
         if !matches!(ready, Ok(None)) || cancelled {
             match ready? {
                 Some(v) => return Ok(v),

@@ -317,7 +317,13 @@ impl Producer {
     fn commit_claimed(&mut self, c: &mut Claimed) {
         if let Target::Fresh(seg, _) = &mut c.target {
             seg.publish_ready();
-            seg.disown(); // the consumer removes it once it has mapped it
+            if consumer_is_this_process(&self.shared) {
+                // The consumer removes it once it has mapped it. Until then a signal that ends
+                // this process (and the consumer with it) must remove it.
+                seg.disown_to_this_process();
+            } else {
+                seg.disown(); // the consumer removes it once it has mapped it
+            }
         }
         let rec = self.shared.record(c.pos);
         rec.stamp.store(
@@ -659,6 +665,20 @@ impl Drop for Producer {
 }
 
 /// The producer side's view of the consumer: an error once it closed or died.
+/// Whether the queue's consumer is this process: registered here, or not registered yet while
+/// this process holds the role ([`crate::Queue::hold_receiver_role`]).
+fn consumer_is_this_process(shared: &QueueShared) -> bool {
+    let c = &shared.header().consumer.0;
+    match consumer_state(c.state.load(Ordering::Acquire)) {
+        entry::ACTIVE => {
+            c.pid.load(Ordering::Relaxed) == std::process::id()
+                && c.start.load(Ordering::Relaxed) == ProcessIdentity::current().start
+        }
+        entry::FREE => shared.receiver_held_here.load(Ordering::Acquire),
+        _ => false,
+    }
+}
+
 pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
     let c = &shared.header().consumer.0;
     let packed = c.state.load(Ordering::Acquire);

@@ -66,6 +66,9 @@ pub(crate) struct QueueShared {
     /// [`crate::Message`] handles of this process's consumer not yet dropped; while zero, the
     /// consumer is the only thread releasing records.
     pub held: std::sync::atomic::AtomicUsize,
+    /// This process holds the receiver role while no consumer has registered (see
+    /// [`Queue::hold_receiver_role`]).
+    pub receiver_held_here: std::sync::atomic::AtomicBool,
     header: *const QueueHeader,
     producers: *const ProducerEntry,
     data: *mut u8,
@@ -376,8 +379,20 @@ impl Queue {
                 key,
                 out_of_order: std::sync::atomic::AtomicIsize::new(0),
                 held: std::sync::atomic::AtomicUsize::new(0),
+                receiver_held_here: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Says whether this process holds the receiver role although no consumer has registered
+    /// yet (the unused receiver of a pair). While it does, a large message sent before the
+    /// receiver registers is this process's to remove if a signal ends it: no other process can
+    /// be its receiver. Off, such a message is handed over to the receiver yet to come, as one
+    /// sent to a registered receiver of another process is.
+    pub fn hold_receiver_role(&self, held: bool) {
+        self.shared
+            .receiver_held_here
+            .store(held, Ordering::Release);
     }
 
     /// The name to pass to other processes so they can [`open`](Self::open) this queue.

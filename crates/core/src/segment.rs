@@ -336,6 +336,13 @@ impl Segment {
         self.set_owner(false);
     }
 
+    /// Stops removing the name when this handle drops, yet leaves it to the signal cleanup
+    /// ([`crate::signals`]) until [`unlink`] removes it: for a blob whose receiver is in this
+    /// process, and dies with it.
+    pub(crate) fn disown_to_this_process(&mut self) {
+        self.set_owner(false);
+    }
+
     /// Makes this handle remove the name when it drops.
     pub fn adopt(&mut self) {
         if !self.owner {
@@ -396,15 +403,19 @@ impl Drop for Segment {
     }
 }
 
-/// Removes a name at the OS level.
+/// Removes a name at the OS level (and from this process's signal cleanup, once it is gone).
 pub(crate) fn unlink(name: &str) -> Result<()> {
     crate::registry::remove(name);
     #[cfg(unix)]
     {
         let id = std::ffi::CString::new(os_id(name)).expect("validated names have no NUL");
         // SAFETY: `id` is a valid NUL-terminated string for the duration of the call.
-        if unsafe { libc::shm_unlink(id.as_ptr()) } != 0 {
-            let code = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let failed = unsafe { libc::shm_unlink(id.as_ptr()) } != 0;
+        let code = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if !failed || code == libc::ENOENT {
+            crate::signals::untrack(name);
+        }
+        if failed {
             return Err(if code == libc::ENOENT {
                 Error::NotFound {
                     name: name.to_owned(),

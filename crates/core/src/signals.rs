@@ -1,4 +1,5 @@
-//! Removal of this process's own segments when SIGINT or SIGTERM ends it.
+//! Removal of this process's own segments when SIGINT, SIGTERM or SIGABRT ends it, and the
+//! interruption of synchronous waits by SIGINT/SIGTERM when JavaScript must handle them.
 //!
 //! **The table.** Every segment this process would remove when its handle drops (a queue it
 //! created, a blob it is still writing) has its name in a fixed table of [`OWNED_SLOTS`] atomic
@@ -7,6 +8,14 @@
 //! lock, no allocation, so a signal handler can read the table at any moment. A name is taken
 //! out of the table as soon as this process stops owning it: a blob once committed (its consumer
 //! removes it), a queue once its last handle is dropped (the name is unlinked first).
+//!
+//! **Named segments.** A segment with a chosen name (a shared array that a scope promised to
+//! remove) is registered with [`remove_on_signal`] in a second table of [`NAMED_SLOTS`] slots,
+//! each holding the name and the file's device and inode as they were when it was registered.
+//! A slot's state word (phase and generation) is changed by CAS only, so the handler never
+//! reads a half-written name. On Linux the handler unlinks `/dev/shm/<name>` only if `stat`
+//! still finds that device and inode, so a segment that someone else removed and made again
+//! under the same name stays. Other systems cannot tell, and register nothing.
 //!
 //! **The handler** (Unix, installed by [`install_signal_cleanup`], never implicitly):
 //! - The previous disposition was the default (terminate): unlink every name in the table, reset
@@ -22,10 +31,22 @@
 //!   cleanup ([`crate::inventory`]).
 //! - The previous disposition was "ignore": nothing is installed for that signal.
 //!
+//! **Interrupted waits.** A handler we chain to may leave the signal to JavaScript (libuv's
+//! handler, when a JavaScript listener exists): that listener runs only once the thread returns
+//! to the event loop, never while it is blocked in a synchronous wait. When
+//! [`set_interrupt_sync_waits`] is on, SIGINT and SIGTERM handled that way are recorded, and a
+//! wait run inside [`interruptible`] on the thread that turned it on (Node's main thread, the
+//! one JavaScript listeners run on) returns [`crate::Error::Interrupted`] within one sleep slice
+//! (at once when the signal lands on that thread, whose sleep it cuts short);
+//! [`take_interrupting_signal`] then says which signal it was and clears it.
+//!
+//! SIGABRT (`abort()`, and V8's out-of-memory end) has no handler in Node: the names are
+//! unlinked and the process then dies of it as before, core dump included.
+//!
 //! Unlinking a name is what a normal exit does too: the other processes' mappings stay valid
 //! (they finish reading what is queued), and new attaches fail with `NotFound`. Committed blobs
 //! are never in the table, so a live consumer still receives every message sent before the
-//! signal. Only async-signal-safe calls are made in the handler: `unlink` of
+//! signal. Only async-signal-safe calls are made in the handler: `unlink` and `stat` of
 //! `/dev/shm/<name>` on Linux (which is all glibc's and musl's `shm_unlink` does; `shm_unlink`
 //! itself is not on POSIX's list), `shm_unlink` elsewhere (a system call on macOS), `sigaction`,
 //! `sigpending`, `raise`, `getpid`.
@@ -33,8 +54,10 @@
 //! A forked child that did not exec inherits the table; the handler only unlinks in the process
 //! that filled it.
 
-use crate::name::generated_bits;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::name::{generated_bits, MAX_NAME_LEN};
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 /// Capacity of the table of owned names. A process owning more segments at once (queues it
 /// created plus blobs being written) leaves the extra ones to the dead-owner cleanup if a signal
@@ -110,10 +133,244 @@ pub fn is_tracked(name: &str) -> bool {
         .is_some_and(|bits| OWNED.iter().any(|s| s.load(Ordering::Acquire) == bits))
 }
 
-/// Empties the table and unlinks every name in it. Async-signal-safe: atomics, a stack buffer
-/// and one `unlink`/`shm_unlink` per name.
+// ---------------------------------------------------------------------------------------------
+// Named segments
+
+/// Capacity of the table of segments with chosen names ([`remove_on_signal`]).
+pub const NAMED_SLOTS: usize = 64;
+
+/// Slot phases (the low bits of the state word; the rest is a generation).
+const NAMED_FREE: u64 = 0;
+const NAMED_BUSY: u64 = 1;
+const NAMED_SET: u64 = 2;
+const NAMED_PHASE: u64 = 3;
+const NAMED_GENERATION: u64 = 4;
+
+/// One registered name. Its fields change only while the slot is `NAMED_BUSY` for whoever
+/// moved it there by CAS.
+struct NamedSlot {
+    state: AtomicU64,
+    pid: AtomicU32,
+    len: AtomicU32,
+    dev: AtomicU64,
+    ino: AtomicU64,
+    name: [AtomicU8; MAX_NAME_LEN],
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // a template for the table's initialiser
+const EMPTY_SLOT: NamedSlot = NamedSlot {
+    state: AtomicU64::new(NAMED_FREE),
+    pid: AtomicU32::new(0),
+    len: AtomicU32::new(0),
+    dev: AtomicU64::new(0),
+    ino: AtomicU64::new(0),
+    name: [const { AtomicU8::new(0) }; MAX_NAME_LEN],
+};
+
+static NAMED: [NamedSlot; NAMED_SLOTS] = [EMPTY_SLOT; NAMED_SLOTS];
+
+impl NamedSlot {
+    fn holds(&self, name: &[u8]) -> bool {
+        self.len.load(Ordering::Relaxed) as usize == name.len()
+            && self.pid.load(Ordering::Relaxed) == std::process::id()
+            && name
+                .iter()
+                .zip(&self.name)
+                .all(|(b, slot)| slot.load(Ordering::Relaxed) == *b)
+    }
+}
+
+/// Registers the segment `name` (a valid segment name, such as a shared array's segment) to be
+/// unlinked if a signal ends this process, as long as the file under that name is the one there
+/// now. Returns `false` where that cannot be done: the table is full, the name is not valid, or
+/// the system has no `/dev/shm` (then nothing is registered).
+pub fn remove_on_signal(name: &str) -> bool {
+    if crate::name::validate_name(name).is_err() {
+        return false;
+    }
+    let Some((dev, ino)) = file_identity(name) else {
+        return false;
+    };
+    for slot in &NAMED {
+        let seen = slot.state.load(Ordering::Acquire);
+        if seen & NAMED_PHASE != NAMED_FREE {
+            continue;
+        }
+        let busy = ((seen & !NAMED_PHASE).wrapping_add(NAMED_GENERATION)) | NAMED_BUSY;
+        if slot
+            .state
+            .compare_exchange(seen, busy, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        for (i, cell) in slot.name.iter().enumerate() {
+            cell.store(
+                name.as_bytes().get(i).copied().unwrap_or(0),
+                Ordering::Relaxed,
+            );
+        }
+        slot.len.store(name.len() as u32, Ordering::Relaxed);
+        slot.pid.store(std::process::id(), Ordering::Relaxed);
+        slot.dev.store(dev, Ordering::Relaxed);
+        slot.ino.store(ino, Ordering::Relaxed);
+        slot.state
+            .store((busy & !NAMED_PHASE) | NAMED_SET, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// Unregisters `name` (registered by [`remove_on_signal`]); returns whether it was registered.
+pub fn keep_on_signal(name: &str) -> bool {
+    let name = name.as_bytes();
+    for slot in &NAMED {
+        let seen = slot.state.load(Ordering::Acquire);
+        // While SET nobody writes the fields; the CAS fails if the slot changed since we read.
+        if seen & NAMED_PHASE == NAMED_SET
+            && slot.holds(name)
+            && slot
+                .state
+                .compare_exchange(
+                    seen,
+                    (seen & !NAMED_PHASE) | NAMED_FREE,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `name` is registered by [`remove_on_signal`] in this process.
+pub fn is_removed_on_signal(name: &str) -> bool {
+    NAMED.iter().any(|slot| {
+        slot.state.load(Ordering::Acquire) & NAMED_PHASE == NAMED_SET && slot.holds(name.as_bytes())
+    })
+}
+
+/// The device and inode of `/dev/shm/<name>`.
+#[cfg(target_os = "linux")]
+fn file_identity(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/dev/shm/{name}")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn file_identity(_name: &str) -> Option<(u64, u64)> {
+    None
+}
+
+/// Unlinks every registered name of this process whose file is still the registered one.
+/// Async-signal-safe: atomics, a stack buffer, `stat` and `unlink`.
+#[cfg(target_os = "linux")]
+fn remove_named() {
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
+    let me = unsafe { libc::getpid() } as u32;
+    for slot in &NAMED {
+        let seen = slot.state.load(Ordering::Acquire);
+        if seen & NAMED_PHASE != NAMED_SET || slot.pid.load(Ordering::Relaxed) != me {
+            continue;
+        }
+        let busy = (seen & !NAMED_PHASE) | NAMED_BUSY;
+        if slot
+            .state
+            .compare_exchange(seen, busy, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        const DIR: &[u8] = b"/dev/shm/";
+        let mut path = [0u8; 9 + MAX_NAME_LEN + 1];
+        path[..DIR.len()].copy_from_slice(DIR);
+        let len = (slot.len.load(Ordering::Relaxed) as usize).min(MAX_NAME_LEN);
+        for i in 0..len {
+            path[DIR.len() + i] = slot.name[i].load(Ordering::Relaxed);
+        }
+        // path[DIR.len() + len] is already the terminating NUL.
+        let path = path.as_ptr() as *const libc::c_char;
+        // SAFETY: `path` is a NUL-terminated string on our stack and `st` a valid local; stat and
+        // unlink are async-signal-safe.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::stat(path, &mut st) == 0
+                && st.st_dev as u64 == slot.dev.load(Ordering::Relaxed)
+                && st.st_ino as u64 == slot.ino.load(Ordering::Relaxed)
+            {
+                libc::unlink(path);
+            }
+        }
+        slot.state
+            .store((busy & !NAMED_PHASE) | NAMED_FREE, Ordering::Release);
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn remove_named() {}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupted waits
+
+/// Whether SIGINT/SIGTERM left to another handler interrupt synchronous waits.
+static INTERRUPT_SYNC_WAITS: AtomicBool = AtomicBool::new(false);
+
+/// The signal that interrupts synchronous waits until it is taken (0: none).
+static INTERRUPTING: AtomicI32 = AtomicI32::new(0);
+
+thread_local! {
+    /// Set while this thread runs a wait inside [`interruptible`].
+    static IN_INTERRUPTIBLE: Cell<bool> = const { Cell::new(false) };
+    /// Set on the thread that last turned [`set_interrupt_sync_waits`] on.
+    static INTERRUPT_TARGET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns the interruption of this thread's synchronous waits on or off (see the module
+/// documentation). Off also forgets a signal not taken yet.
+pub fn set_interrupt_sync_waits(on: bool) {
+    INTERRUPT_TARGET.with(|c| c.set(on));
+    INTERRUPT_SYNC_WAITS.store(on, Ordering::SeqCst);
+    if !on {
+        INTERRUPTING.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Runs `f` with its waits interruptible: while a signal recorded by the handler is not taken,
+/// they return [`crate::Error::Interrupted`].
+pub fn interruptible<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_INTERRUPTIBLE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_INTERRUPTIBLE.with(|c| c.replace(true)));
+    f()
+}
+
+/// The signal that interrupted waits, if one did, and forgets it.
+pub fn take_interrupting_signal() -> Option<i32> {
+    match INTERRUPTING.swap(0, Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// Whether a wait of this thread must return [`crate::Error::Interrupted`] now.
+pub(crate) fn wait_interrupted() -> bool {
+    INTERRUPTING.load(Ordering::Relaxed) != 0
+        && IN_INTERRUPTIBLE.with(Cell::get)
+        && INTERRUPT_TARGET.with(Cell::get)
+}
+
+/// Empties the tables and unlinks every name in them. Async-signal-safe: atomics, stack buffers
+/// and one `unlink`/`shm_unlink` (and `stat`) per name.
 #[cfg(unix)]
 fn remove_owned() {
+    remove_named();
     // SAFETY: getpid has no preconditions and is async-signal-safe.
     if TABLE_PID.load(Ordering::Relaxed) != unsafe { libc::getpid() } as u32 {
         return; // a forked child: the names belong to its parent
@@ -168,31 +425,31 @@ pub enum SignalSetup {
 }
 
 /// The signals [`install_signal_cleanup`] covers, by name.
-pub const CLEANUP_SIGNALS: [&str; 2] = ["SIGINT", "SIGTERM"];
+pub const CLEANUP_SIGNALS: [&str; 3] = ["SIGINT", "SIGTERM", "SIGABRT"];
 
-/// Installs the handler that unlinks this process's owned segments when SIGINT or SIGTERM ends
-/// it (see the module documentation for how it chains). Idempotent; call it again after another
-/// library replaced the handler (Node's libuv does when a JavaScript listener is added, and
-/// resets the signal to the default when the last one is removed).
+/// Installs the handler that unlinks this process's owned segments when SIGINT, SIGTERM or
+/// SIGABRT ends it (see the module documentation for how it chains). Idempotent; call it again
+/// after another library replaced the handler (Node's libuv does when a JavaScript listener is
+/// added, and resets the signal to the default when the last one is removed).
 ///
 /// Returns what was done for each signal of [`CLEANUP_SIGNALS`], in that order.
-pub fn install_signal_cleanup() -> crate::Result<[SignalSetup; 2]> {
+pub fn install_signal_cleanup() -> crate::Result<[SignalSetup; 3]> {
     imp::install()
 }
 
 #[cfg(unix)]
 mod imp {
-    use super::{remove_owned, SignalSetup};
+    use super::{remove_owned, SignalSetup, INTERRUPTING, INTERRUPT_SYNC_WAITS};
     use crate::error::Error;
     use libc::{c_int, c_void, siginfo_t};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    const SIGNALS: [c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+    const SIGNALS: [c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGABRT];
 
     /// The disposition each signal had before ours: handler address and flags.
-    static PREV_HANDLER: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
-    static PREV_FLAGS: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+    static PREV_HANDLER: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+    static PREV_FLAGS: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
     /// Serialises installs (never taken in the handler).
     static INSTALL: Mutex<()> = Mutex::new(());
@@ -280,6 +537,9 @@ mod imp {
                 }
                 if about_to_die_of(sig) {
                     remove_owned();
+                } else if sig != libc::SIGABRT && INTERRUPT_SYNC_WAITS.load(Ordering::SeqCst) {
+                    // Left to JavaScript, which runs only once no synchronous wait blocks it.
+                    INTERRUPTING.store(sig, Ordering::SeqCst);
                 }
             }
         }
@@ -289,10 +549,10 @@ mod imp {
         }
     }
 
-    pub fn install() -> crate::Result<[SignalSetup; 2]> {
+    pub fn install() -> crate::Result<[SignalSetup; 3]> {
         let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
         let ours = on_signal as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as usize;
-        let mut out = [SignalSetup::Installed; 2];
+        let mut out = [SignalSetup::Installed; 3];
         for (i, &sig) in SIGNALS.iter().enumerate() {
             // SAFETY: plain queries and installs of a disposition with valid pointers to locals.
             unsafe {
@@ -335,8 +595,8 @@ mod imp {
 mod imp {
     use super::SignalSetup;
 
-    pub fn install() -> crate::Result<[SignalSetup; 2]> {
-        Ok([SignalSetup::Unsupported; 2])
+    pub fn install() -> crate::Result<[SignalSetup; 3]> {
+        Ok([SignalSetup::Unsupported; 3])
     }
 }
 

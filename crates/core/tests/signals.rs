@@ -1,7 +1,9 @@
-//! Cleanup when SIGINT or SIGTERM ends a process (`install_signal_cleanup`), in real child
-//! processes (`shmpipe-peer`) with real shared memory: what is removed, what is kept for a live
-//! receiver, how the handler chains to one installed before it, and that the process still dies
-//! of the signal.
+//! Cleanup when SIGINT, SIGTERM or SIGABRT ends a process (`install_signal_cleanup`), in real
+//! child processes (`shmpipe-peer`) with real shared memory: what is removed (owned queues, blobs
+//! being written, blobs sent to a consumer in the same process, registered named segments), what
+//! is kept for a live receiver, how the handler chains to one installed before it, that the
+//! process still dies of the signal, and how a signal left to another handler interrupts a
+//! synchronous wait.
 
 #![cfg(target_os = "linux")]
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 const SIGNALS_ON: (&str, &str) = ("SHMPIPE_PEER_SIGNALS", "1");
 const SOON: Duration = Duration::from_secs(5);
-const INSTALLED: &str = "signals [Installed, Installed]";
+const INSTALLED: &str = "signals [Installed, Installed, Installed]";
 
 #[test]
 fn sigint_and_sigterm_remove_the_queue_an_owner_holds_and_it_still_dies_of_the_signal() {
@@ -131,7 +133,7 @@ fn an_ignored_signal_stays_ignored() {
     cmd.args(["-c", "trap '' INT; exec \"$0\" own-queue", PEER])
         .env(SIGNALS_ON.0, SIGNALS_ON.1);
     let mut peer = Peer::start(cmd);
-    assert_eq!(peer.line(), "signals [LeftIgnored, Installed]");
+    assert_eq!(peer.line(), "signals [LeftIgnored, Installed, Installed]");
     let name = peer.line();
     let _cleanup = RemoveOnDrop(name.clone());
     peer.signal(libc::SIGINT);
@@ -154,5 +156,96 @@ fn installing_twice_is_harmless() {
         s,
         shmpipe_core::SignalSetup::Installed | shmpipe_core::SignalSetup::AlreadyInstalled
     )));
-    assert_eq!(second, [shmpipe_core::SignalSetup::AlreadyInstalled; 2]);
+    assert_eq!(second, [shmpipe_core::SignalSetup::AlreadyInstalled; 3]);
+}
+
+#[test]
+fn sigabrt_removes_the_queue_an_owner_holds_and_it_still_dies_of_it() {
+    // abort(), and V8's out-of-memory end: no handler of Node's, so ours meets the default.
+    let mut peer = Peer::spawn(&["own-queue"], &[SIGNALS_ON]);
+    assert_eq!(peer.line(), INSTALLED);
+    let name = peer.line();
+    let _cleanup = RemoveOnDrop(name.clone());
+    assert!(shm_exists(&name));
+    peer.signal(libc::SIGABRT);
+    assert_eq!(peer.killed_by(SOON), Some(libc::SIGABRT));
+    assert!(!shm_exists(&name), "{name} left in /dev/shm");
+}
+
+#[test]
+fn a_blob_sent_to_a_consumer_in_the_same_process_is_removed_with_it() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGABRT] {
+        let mut peer = Peer::spawn(&["self-send", "100000"], &[SIGNALS_ON]);
+        assert_eq!(peer.line(), INSTALLED);
+        let blob = peer.line();
+        assert!(blob.starts_with("shmpipe_"), "a blob, not {blob}");
+        let _cleanup = RemoveOnDrop(blob.clone());
+        assert!(shm_exists(&blob));
+        peer.signal(sig);
+        assert_eq!(peer.killed_by(SOON), Some(sig));
+        assert!(!shm_exists(&blob), "signal {sig}: unreceived {blob} left");
+    }
+}
+
+#[test]
+fn a_registered_named_segment_is_removed_unless_it_was_made_anew() {
+    let name = format!("shmpipe_t_named_{}", std::process::id());
+    let _cleanup = RemoveOnDrop(name.clone());
+    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON]);
+    assert_eq!(peer.line(), INSTALLED);
+    assert_eq!(peer.line(), "registered true");
+    peer.signal(libc::SIGTERM);
+    assert_eq!(peer.killed_by(SOON), Some(libc::SIGTERM));
+    assert!(!shm_exists(&name), "the registered segment was left");
+
+    // Removed and made again by someone else after it was registered: not the same file.
+    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON]);
+    assert_eq!(peer.line(), INSTALLED);
+    assert_eq!(peer.line(), "registered true");
+    let path = std::path::Path::new("/dev/shm").join(&name);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    peer.signal(libc::SIGTERM);
+    assert_eq!(peer.killed_by(SOON), Some(libc::SIGTERM));
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+#[test]
+fn a_signal_left_to_another_handler_interrupts_an_interruptible_wait() {
+    // `swallow` stands for libuv's handler, which leaves the signal to a JavaScript listener.
+    let env = [SIGNALS_ON, ("SHMPIPE_PEER_PREV", "swallow")];
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut peer = Peer::spawn(&["interruptible-recv", "on"], &env);
+        assert_eq!(peer.line(), INSTALLED);
+        let name = peer.line();
+        let _cleanup = RemoveOnDrop(name);
+        std::thread::sleep(Duration::from_millis(200)); // asleep in the wait by now
+        let start = std::time::Instant::now();
+        peer.signal(sig);
+        let status = peer.exit_within(Duration::from_secs(2));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "signal {sig}: the wait was not interrupted within 2 s ({status:?})"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            peer.line(),
+            format!("returned Err(Interrupted) Some({sig})")
+        );
+    }
+    // Off (no JavaScript listener of ours to run): the wait goes on.
+    let mut peer = Peer::spawn(&["interruptible-recv", "off"], &env);
+    assert_eq!(peer.line(), INSTALLED);
+    let name = peer.line();
+    let _cleanup = RemoveOnDrop(name);
+    std::thread::sleep(Duration::from_millis(200));
+    peer.signal(libc::SIGINT);
+    assert!(
+        peer.exit_within(Duration::from_millis(500)).is_none(),
+        "an uninterruptible wait returned"
+    );
 }

@@ -189,7 +189,10 @@ impl NativeArray {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        Ok(self.array()?.lock(&opts).napi()?.into())
+        let array = self.array()?;
+        Ok(shmpipe_core::signals::interruptible(|| array.lock(&opts))
+            .napi()?
+            .into())
     }
 
     /// Takes the lock if it is free or its holder died; null if a live holder has it.

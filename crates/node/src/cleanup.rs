@@ -1,6 +1,8 @@
 //! `listSegments`, `cleanSegments` and `installSignalCleanup`: the core's inventory and signal
 //! cleanup as plain JavaScript objects (the TypeScript layer in `src/cleanup.ts` and the
-//! `shmpipe` command in `bin/shmpipe.mjs` sit on top).
+//! `shmpipe` command in `bin/shmpipe.mjs` sit on top); with the signal cleanup, the arrays it
+//! removes (`removeArrayOnSignal`) and the synchronous waits it interrupts
+//! (`interruptSyncWaitsOnSignal`, `takeInterruptingSignal`).
 
 use crate::errors::{code_of, IntoNapi};
 use napi::bindgen_prelude::*;
@@ -196,9 +198,10 @@ pub fn clean_segments(options: Option<NativeCleanOptions>) -> Result<CleanResult
     })
 }
 
-/// Installs the native SIGINT/SIGTERM handler that removes this process's own segments before
-/// the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`, `SIGTERM`):
-/// `'installed'`, `'already-installed'`, `'left-ignored'` or `'unsupported'`.
+/// Installs the native SIGINT/SIGTERM/SIGABRT handler that removes this process's own segments
+/// before the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`,
+/// `SIGTERM`, `SIGABRT`): `'installed'`, `'already-installed'`, `'left-ignored'` or
+/// `'unsupported'`.
 #[napi(catch_unwind)]
 pub fn install_signal_cleanup() -> Result<Vec<String>> {
     let setup = shmpipe_core::install_signal_cleanup().napi()?;
@@ -214,4 +217,33 @@ pub fn install_signal_cleanup() -> Result<Vec<String>> {
             .to_owned()
         })
         .collect())
+}
+
+/// Has the signal cleanup remove the shared array `name` (its segment as it is now) if a signal
+/// ends this process. Returns false where it cannot (see `shmpipe_core::signals::remove_on_signal`).
+#[napi(catch_unwind)]
+pub fn remove_array_on_signal(name: String) -> bool {
+    let segment = format!("{}{name}", shmpipe_core::ARRAY_NAME_PREFIX);
+    shmpipe_core::signals::remove_on_signal(&segment)
+}
+
+/// Undoes `removeArrayOnSignal(name)`; returns whether it was registered.
+#[napi(catch_unwind)]
+pub fn keep_array_on_signal(name: String) -> bool {
+    let segment = format!("{}{name}", shmpipe_core::ARRAY_NAME_PREFIX);
+    shmpipe_core::signals::keep_on_signal(&segment)
+}
+
+/// Whether SIGINT/SIGTERM that a JavaScript listener will handle interrupt the synchronous waits
+/// (`getSync`, `putSync`, `lockSync`) of the calling thread (Node's main thread), which then
+/// throw `ERR_SHMPIPE_ABORTED`.
+#[napi(catch_unwind)]
+pub fn interrupt_sync_waits_on_signal(on: bool) {
+    shmpipe_core::signals::set_interrupt_sync_waits(on);
+}
+
+/// The signal number that interrupted synchronous waits, 0 if none; clears it.
+#[napi(catch_unwind)]
+pub fn take_interrupting_signal() -> i32 {
+    shmpipe_core::signals::take_interrupting_signal().unwrap_or(0)
 }

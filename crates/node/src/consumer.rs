@@ -238,7 +238,9 @@ impl NativeConsumer {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        let msg = with_handle(&self.inner, "receiver", |c| c.recv(&opts).napi())?;
+        let msg = shmpipe_core::signals::interruptible(|| {
+            with_handle(&self.inner, "receiver", |c| c.recv(&opts).napi())
+        })?;
         to_buffer(env, msg, &self.pool)
     }
 

@@ -10,8 +10,9 @@
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
 //! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
-//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the SIGINT/SIGTERM
-//!   cleanup (`installSignalCleanup`)
+//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the signal cleanup
+//!   (`installSignalCleanup`, the arrays it removes, the synchronous waits it interrupts)
+//! - `parent`: `watchParent`, which ends a pool worker when its parent process is gone
 //! - `errors`: core errors as `ERR_SHMPIPE_*` codes
 //!
 //! Every export is `#[napi(catch_unwind)]`: a panic becomes a JavaScript error, never an abort of
@@ -26,14 +27,19 @@ mod array;
 mod cleanup;
 mod consumer;
 mod errors;
+mod parent;
 mod producer;
 mod queue;
 mod recycle;
 mod waiter;
 
 pub use array::{LockInfo, NativeArray};
-pub use cleanup::{clean_segments, install_signal_cleanup, list_segments};
+pub use cleanup::{
+    clean_segments, install_signal_cleanup, interrupt_sync_waits_on_signal, keep_array_on_signal,
+    list_segments, remove_array_on_signal, take_interrupting_signal,
+};
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
 

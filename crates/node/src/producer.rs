@@ -116,7 +116,9 @@ impl NativeProducer {
             timeout: timeout(timeout_ms)?,
             ..WaitOptions::default()
         };
-        with_handle(&self.inner, "sender", |p| p.send(&data, &opts).napi())
+        shmpipe_core::signals::interruptible(|| {
+            with_handle(&self.inner, "sender", |p| p.send(&data, &opts).napi())
+        })
     }
 
     /// Resolves once a message of `len` bytes would fit (on a dedicated waiter thread), which

@@ -48,6 +48,14 @@ impl NativeQueue {
         })
     }
 
+    /// Whether this process holds the receiver role while no receiver has registered (the
+    /// unused receiver of a pair); see `Queue::hold_receiver_role`.
+    #[napi]
+    pub fn hold_receiver_role(&self, held: bool) -> Result<()> {
+        self.queue()?.hold_receiver_role(held);
+        Ok(())
+    }
+
     /// Opens the queue named `name`.
     #[napi(factory, catch_unwind)]
     pub fn open(name: String) -> Result<Self> {

@@ -43,6 +43,15 @@
 //! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
 //! - `own-array NAME`: creates the shared array NAME (float64, 16 elements), keeps it open,
 //!   prints `created`, and sleeps until killed.
+//! - `self-send BYTES`: creates a queue (64 KiB ring) and becomes its consumer, sends itself one
+//!   message of BYTES, prints the blob's name (or `inline`), never receives it, and sleeps until
+//!   killed.
+//! - `own-named NAME`: creates the segment NAME, gives up removing it on drop, registers it with
+//!   `signals::remove_on_signal`, prints `registered true|false` and sleeps until killed.
+//! - `interruptible-recv on|off`: creates a queue, becomes its consumer, turns
+//!   `signals::set_interrupt_sync_waits` on or off, prints the queue's name, then blocks in a
+//!   receive inside `signals::interruptible` and prints `returned RESULT SIGNAL` (its outcome and
+//!   `take_interrupting_signal()`).
 //! - `try-access NAME`: prints `uid N` (its effective uid), then tries to open the queue NAME, to
 //!   read its file in `/dev/shm` and to remove it, printing one line per attempt:
 //!   `open ok|error …`, `read ok|error …`, `remove ok|error …`.
@@ -51,12 +60,12 @@
 //! - `SHMPIPE_PEER_PREV=node-like|swallow`: first installs a SIGINT/SIGTERM handler of its own:
 //!   `node-like` does what Node's default one does (one-shot, re-raises), `swallow` only counts.
 //! - `SHMPIPE_PEER_SIGNALS=1`: then calls `install_signal_cleanup` and prints the outcome
-//!   (`signals [Installed, Installed]`).
+//!   (`signals [Installed, Installed, Installed]`: SIGINT, SIGTERM, SIGABRT).
 
 #[path = "../../tests/common/pattern.rs"]
 mod pattern;
 
-use shmpipe_core::{Error, Queue, QueueOptions, Segment, WaitOptions};
+use shmpipe_core::{Error, Queue, QueueOptions, Segment, SegmentKind, WaitOptions};
 use std::io::Write;
 use std::time::Duration;
 
@@ -381,6 +390,49 @@ fn main() {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
+        }
+        "self-send" => {
+            let q = Queue::create(&QueueOptions {
+                capacity: 4,
+                bytes: 64 << 10,
+                max_producers: 1,
+            })
+            .unwrap();
+            let _consumer = q.consumer().unwrap();
+            let mut p = q.producer().unwrap();
+            let bytes: u64 = arg(&args, 1);
+            let mut loan = p.reserve(bytes, &forever).unwrap();
+            let blob = loan.blob_name().unwrap_or("inline").to_owned();
+            loan.as_mut_slice().fill(7);
+            loan.commit().unwrap();
+            say(&blob);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "own-named" => {
+            let mut seg = Segment::create_named(&args[1], SegmentKind::Blob, 64).unwrap();
+            seg.publish_ready();
+            seg.disown();
+            let registered = shmpipe_core::signals::remove_on_signal(&args[1]);
+            say(&format!("registered {registered}"));
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "interruptible-recv" => {
+            let q = Queue::create(&QueueOptions {
+                capacity: 4,
+                bytes: 4096,
+                max_producers: 1,
+            })
+            .unwrap();
+            let mut c = q.consumer().unwrap();
+            shmpipe_core::signals::set_interrupt_sync_waits(args[1] == "on");
+            say(q.name());
+            let result = shmpipe_core::signals::interruptible(|| c.recv(&forever).map(|_| ()));
+            let signal = shmpipe_core::signals::take_interrupting_signal();
+            say(&format!("returned {result:?} {signal:?}"));
         }
         "try-access" => {
             let name = &args[1];
