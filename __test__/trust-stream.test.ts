@@ -253,3 +253,26 @@ test('in a 64 MB /dev/shm (Docker’s) the defaults work and ERR_SHMPIPE_NO_SPAC
   t.true(Number(/(\d+) bytes needed/.exec(String(steps[3]!.message))?.[1]) > 128 << 20)
   t.is(steps[5]!.value, 'after') // the failed put sent nothing: the pipe carries on
 })
+
+test('in a 64 MB /dev/shm a default pool of 8 workers runs, and a result with no room fails ERR_SHMPIPE_NO_SPACE', async (t) => {
+  if (unavailable !== undefined) return cannotRun(t, unavailable)
+  const run = await inSmallShm(process.execPath, ['--import=tsx', streamChild, 'pool'], repoRoot)
+  t.is(run.code, 0, run.stderr)
+  const steps = run.stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.deepEqual(
+    steps.map((s) => s.step),
+    ['started', '16 tasks', 'result too big', 'after'],
+    run.stdout + run.stderr,
+  )
+  t.is(steps[0]!.workers, 8)
+  t.true(steps[1]!.ok, '16 tasks came back right')
+  t.is(steps[2]!.code, ERR_SHMPIPE_NO_SPACE, JSON.stringify(steps[2]))
+  t.regex(
+    String(steps[2]!.message),
+    /task 'filled' returned a value that shared memory has no room for/,
+  )
+  t.true(steps[3]!.ok, 'the pool carries on')
+})

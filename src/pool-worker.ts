@@ -22,6 +22,7 @@
 import {
   ERR_SHMPIPE_CLOSED,
   ERR_SHMPIPE_PEER_GONE,
+  ERR_SHMPIPE_NO_SPACE,
   ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ShmpipeError,
 } from './errors.js'
@@ -57,7 +58,11 @@ export type ReplyMessage =
   | { t: 'ready'; pid: number }
   | { t: 'load-error'; error: ErrorInfo }
   | { t: 'ok'; value: unknown }
-  | { t: 'error'; kind: 'threw' | 'no-export' | 'unsupported-result'; error: ErrorInfo }
+  | {
+      t: 'error'
+      kind: 'threw' | 'no-export' | 'unsupported-result' | 'result-no-space'
+      error: ErrorInfo
+    }
 
 /** Describes a thrown value so that it can cross (causes to a few levels). */
 export function describeError(err: unknown, depth = 0): ErrorInfo {
@@ -91,6 +96,11 @@ async function reply(sender: Sender, message: ReplyMessage): Promise<void> {
   try {
     await sender.put(message)
   } catch (err) {
+    if (message.t === 'ok' && err instanceof ShmpipeError && err.code === ERR_SHMPIPE_NO_SPACE) {
+      // Too large for what shared memory has free: the task fails, the worker carries on.
+      await sender.put({ t: 'error', kind: 'result-no-space', error: describeError(err) })
+      return
+    }
     if (!(err instanceof ShmpipeError && err.code === ERR_SHMPIPE_UNSUPPORTED_TYPE)) throw err
     const info = describeError(err)
     // The codec names the path from the envelope (`value.value.x`): name it from the result.

@@ -19,7 +19,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, statfsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { extname, resolve as resolvePath } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -31,6 +31,7 @@ import {
   ERR_SHMPIPE_PEER_GONE,
   ERR_SHMPIPE_TASK_FAILED,
   ERR_SHMPIPE_TOO_LARGE,
+  ERR_SHMPIPE_NO_SPACE,
   ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ERR_SHMPIPE_WORKER_DIED,
   ERR_SHMPIPE_WORKER_START_FAILED,
@@ -88,8 +89,10 @@ export interface ProcessPoolOptions {
   /** Environment of the workers. Default `process.env`. */
   env?: NodeJS.ProcessEnv
   /**
-   * Bytes of each of the two pipes per worker (rounded up to a power of two; default 8 MiB),
-   * taken from `/dev/shm` when the worker starts. A task (its arguments) or a result up to half
+   * Bytes of each of the two pipes per worker (rounded up to a power of two), taken from
+   * `/dev/shm` when the worker starts. Default 8 MiB, or less where `/dev/shm` is small (64 MB
+   * in a Docker container): halved, down to 1 MiB, until the pool's pipes take at most a
+   * quarter of `/dev/shm`, leaving the rest to large values. A task (its arguments) or a result up to half
    * of this is copied through the pipe's ring; a larger one travels in a shared-memory segment
    * of its own, which the sending side keeps and reuses for the next large message of about its
    * size once the other side is done with it (see the README's "Large messages"). Either way,
@@ -133,6 +136,26 @@ export interface MapOptions {
 // Internals
 
 const DEFAULT_PIPE_BYTES = 8 * 1024 * 1024
+/** The smallest pipe the default gives on a small `/dev/shm`. */
+const MIN_DEFAULT_PIPE_BYTES = 1024 * 1024
+
+/**
+ * The default bytes of each pipe of a pool of `workers`: {@link DEFAULT_PIPE_BYTES}, halved down
+ * to {@link MIN_DEFAULT_PIPE_BYTES} until the pool's two pipes per worker take at most a quarter
+ * of `/dev/shm` (where there is one: Linux).
+ */
+function defaultPipeBytes(workers: number): number {
+  let shmBytes: number
+  try {
+    const fs = statfsSync('/dev/shm')
+    shmBytes = fs.blocks * fs.bsize
+  } catch {
+    return DEFAULT_PIPE_BYTES
+  }
+  let bytes = DEFAULT_PIPE_BYTES
+  while (bytes > MIN_DEFAULT_PIPE_BYTES && 2 * workers * bytes > shmBytes / 4) bytes /= 2
+  return bytes
+}
 /** Values in flight per pipe: one task or result, and room for the handshake. */
 const PIPE_CAPACITY = 4
 /** Workers exiting before they are ready, in a row, before the pool gives up. */
@@ -444,7 +467,11 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     checkOptions(options, 'new ProcessPool()', POOL_OPTIONS)
     this.module = moduleUrl(options.module)
     this.size = positiveInteger(options.workers, 'options.workers', availableParallelism())
-    this.#pipeBytes = positiveInteger(options.pipeBytes, 'options.pipeBytes', DEFAULT_PIPE_BYTES)
+    this.#pipeBytes = positiveInteger(
+      options.pipeBytes,
+      'options.pipeBytes',
+      defaultPipeBytes(this.size),
+    )
     if (options.execArgv !== undefined && !Array.isArray(options.execArgv))
       throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'options.execArgv must be an array')
     this.#execArgv = options.execArgv ?? workerExecArgv()
@@ -871,6 +898,11 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     const info = reply.error
     if (reply.kind === 'no-export')
       return new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, info.message)
+    if (reply.kind === 'result-no-space')
+      return new ShmpipeError(
+        ERR_SHMPIPE_NO_SPACE,
+        `task '${task.name}' returned a value that shared memory has no room for: ${info.message}`,
+      )
     if (reply.kind === 'unsupported-result')
       return new ShmpipeError(
         ERR_SHMPIPE_UNSUPPORTED_TYPE,

@@ -8,7 +8,7 @@
 
 import { statfsSync } from 'node:fs'
 
-import { createSharedMemoryPair, Receiver, Sender, ShmpipeError } from '../../index.js'
+import { createSharedMemoryPair, ProcessPool, Receiver, Sender, ShmpipeError } from '../../index.js'
 
 /** Sends `message` to the parent as a stdout line. */
 function report(message: unknown): void {
@@ -130,6 +130,35 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     for (const [s, r] of pairs) {
       s.close()
       r.close()
+    }
+  },
+
+  /**
+   * A default process pool of 8 workers (more than a 64 MB /dev/shm held at 8 MiB per pipe) runs
+   * 16 tasks on 1 MB arrays; a task whose result has no room fails with ERR_SHMPIPE_NO_SPACE,
+   * and the pool carries on. Reports each step.
+   */
+  async pool() {
+    const pool = new ProcessPool({
+      module: new URL('./pool-tasks.ts', import.meta.url),
+      workers: 8,
+      execArgv: ['--import=tsx'],
+    })
+    try {
+      await pool.ready()
+      report({ step: 'started', workers: pool.size })
+      const x = numbered(1 << 20, 0)
+      const ys = await Promise.all(Array.from({ length: 16 }, () => pool.run('addOne', [x])))
+      report({ step: '16 tasks', ok: ys.every((y) => isNumbered(y, 1 << 20, 1)) })
+      try {
+        await pool.run('filled', [(shmFree() + (8 << 20)) / 8, 1])
+        report({ step: 'result too big', sent: true })
+      } catch (err) {
+        report({ step: 'result too big', ...described(err) })
+      }
+      report({ step: 'after', ok: isNumbered(await pool.run('addOne', [x]), 1 << 20, 1) })
+    } finally {
+      await pool.close()
     }
   },
 }
