@@ -19,11 +19,14 @@
 //! gone (an idle worker at once, a busy one after its task).
 
 use napi_derive::napi;
+#[cfg(unix)]
 use std::time::Duration;
 
 /// How often the watch thread looks at `getppid()`.
+#[cfg(unix)]
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a worker has to end after the SIGTERM before the watch sends SIGKILL.
+#[cfg(unix)]
 pub const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// Ties this process's life to `parentPid`'s (see the module documentation). Returns `false` if

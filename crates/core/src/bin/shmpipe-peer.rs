@@ -452,6 +452,7 @@ fn main() {
                 Err(e) => say(&format!("remove error {e:?}")),
             }
         }
+        #[cfg(target_os = "linux")]
         "default-queues" => default_queues(),
         "register" => {
             let q = Queue::open(&args[1]).unwrap();
@@ -571,6 +572,8 @@ fn pin_to_cpu(cpu: usize) {
 }
 
 /// The `default-queues` role (see the module docs). Panics (a non-zero exit) on a failed check.
+/// Linux only: it reads `/dev/shm` with `statvfs`.
+#[cfg(target_os = "linux")]
 fn default_queues() {
     let wait = WaitOptions::timeout(Duration::from_secs(10));
     let queues: Vec<Queue> = (0..2)
