@@ -365,6 +365,9 @@ fn receivers_refuse_stamped_forgeries_racing_a_producer_on_every_receive_path() 
         let refusals = AtomicU64::new(0);
         let (round_forged, blob_names) = std::thread::scope(|scope| {
             let forger = scope.spawn(|| race_forge::run(q.name(), round + 1913, &stop, &refusals));
+            // Stops the forger however this thread leaves the scope (a failed check panics), so
+            // that the scope's join does not wait for ever.
+            let _stop = race_forge::StopOnDrop(&stop);
             let until = Instant::now() + ROUND;
             let mut held = Vec::new();
             // The last sequence number received from each pattern producer.

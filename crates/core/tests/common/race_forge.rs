@@ -77,6 +77,15 @@ impl Record {
     }
 }
 
+/// Sets its flag when dropped: stops [`run`] however the receiving thread ends.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What the forger did, by kind of forgery.
 pub type Forged = BTreeMap<&'static str, u64>;
 
