@@ -447,7 +447,9 @@ impl Forger<'_> {
             }
             2 => {
                 // A real, usable blob of this producer under a name shmpipe never generates.
-                let name = format!("shmpipe_FZ{:014X}", self.rng.next_u64() >> 8);
+                // "FZ" and upper case: never a generated name; random: never a leftover's.
+                let bits = &shmpipe_core::random_name()[shmpipe_core::NAME_PREFIX.len() + 2..];
+                let name = format!("shmpipe_FZ{}", bits.to_uppercase());
                 if !self.make_blob(&name, len) {
                     return "skipped";
                 }
