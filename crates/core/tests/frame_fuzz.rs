@@ -4,12 +4,19 @@
 //! opens it afresh and drains it, through one of the receive paths in turn. Opening and
 //! receiving must return values or errors: no panic, no out-of-bounds access (the test process
 //! would die), no endless loop, no wait past its timeout. A second test does the same while
-//! another process writes random bytes into the queue as it is being read.
+//! another process writes random bytes into the queue as it is being read. A third races a
+//! producer process with a forger that writes validly stamped records with forged lengths, unit
+//! counts, kinds, stamps and blob descriptors (`common/race_forge.rs`): every message received
+//! must be an intact pattern message that was meant to be received, and every forgery refused
+//! with a typed error.
 //!
 //! `SHMPIPE_FUZZ_CASES` overrides the number of cases (default 100,000). Seeds that once found a
 //! bug are replayed first, as regression cases.
 
 mod common;
+
+#[path = "common/race_forge.rs"]
+mod race_forge;
 
 use common::pattern;
 use common::peer::Peer;
@@ -99,6 +106,10 @@ fn receivers_survive_100k_mutated_queues() {
     assert!(slowest < Duration::from_secs(2), "a drain took {slowest:?}");
 }
 
+/// What the pattern check found in a received message: its (producer, seq), or what is wrong
+/// with its bytes.
+type Checked = Result<(u32, u64), String>;
+
 /// One of the ways a consumer receives.
 #[derive(Clone, Copy, Debug)]
 enum Path {
@@ -135,21 +146,34 @@ impl Path {
         timeout: Duration,
         held: &mut Vec<shmpipe_core::Message>,
     ) -> Result<Option<bool>, Error> {
+        Ok(self
+            .receive_checked(c, timeout, held)?
+            .map(|checked| checked.is_ok()))
+    }
+
+    /// Like [`receive`](Self::receive), returning what the pattern check found: the message's
+    /// (producer, seq) or what is wrong with its bytes.
+    fn receive_checked(
+        self,
+        c: &mut Consumer,
+        timeout: Duration,
+        held: &mut Vec<shmpipe_core::Message>,
+    ) -> Result<Option<Checked>, Error> {
         let wait = WaitOptions::timeout(timeout);
-        let read = |bytes: &[u8]| -> bool {
+        let read = |bytes: &[u8]| {
             let sum: u64 = bytes.iter().map(|&b| b as u64).sum();
             std::hint::black_box(sum);
-            pattern::check(bytes).is_ok()
+            pattern::check(bytes)
         };
-        let none_on_timeout = |r: Result<bool, Error>| match r {
+        let none_on_timeout = |r: Result<_, Error>| match r {
             Err(Error::Timeout) => Ok(None),
             other => other.map(Some),
         };
         match self {
             Path::TryRecv => Ok(c.try_recv()?.map(|m| {
-                let intact = read(m.as_slice());
+                let checked = read(m.as_slice());
                 held.push(m);
-                intact
+                checked
             })),
             Path::TryRecvWith => c.try_recv_with(read),
             Path::Recv => none_on_timeout(c.recv(&wait).map(|m| read(m.as_slice()))),
@@ -307,4 +331,137 @@ fn receivers_survive_a_concurrent_writer_on_every_receive_path() {
         count(": bad segment") + count(": damaged message") > 0,
         "the damage never showed: {outcomes:?}"
     );
+}
+
+#[test]
+fn receivers_refuse_stamped_forgeries_racing_a_producer_on_every_receive_path() {
+    // A producer process streams pattern messages (inline, and blobs in odd rounds) while a
+    // forger thread, registered as a second producer with its own mapping of the queue, claims
+    // records between them and forges their headers and descriptors (see `race_forge.rs`). This
+    // thread receives through each path in turn and reads every byte it is given. Allowed: an
+    // intact message of the real producer or of the forger's well-formed records, in order;
+    // nothing; a typed error. Anything else (bytes that fail the pattern check, a message the
+    // forger marked as never to be received, a panic, a fault) fails the test.
+    const TIMEOUT: Duration = Duration::from_millis(20);
+    const SLACK: Duration = Duration::from_millis(500);
+    const ROUND: Duration = Duration::from_millis(1500);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut outcomes = BTreeMap::<String, u64>::new();
+    let mut forged = race_forge::Forged::new();
+    let mut slowest = Duration::ZERO;
+    for round in 0..2u64 {
+        let q = Queue::create(&QueueOptions {
+            capacity: 64,
+            bytes: 64 << 10,
+            max_producers: 4,
+        })
+        .unwrap();
+        let mut c = q.consumer().unwrap();
+        let max_bytes = if round % 2 == 0 { "2000" } else { "40000" };
+        let millis = ROUND.as_millis().to_string();
+        let mut producer = Peer::run(&["stream-for", q.name(), &millis, max_bytes]);
+        let producer_pid = producer.pid();
+        let stop = AtomicBool::new(false);
+        let refusals = AtomicU64::new(0);
+        let (round_forged, blob_names) = std::thread::scope(|scope| {
+            let forger = scope.spawn(|| race_forge::run(q.name(), round + 1913, &stop, &refusals));
+            // Stops the forger however this thread leaves the scope (a failed check panics), so
+            // that the scope's join does not wait for ever.
+            let _stop = race_forge::StopOnDrop(&stop);
+            let until = Instant::now() + ROUND;
+            let mut held = Vec::new();
+            // The last sequence number received from each pattern producer.
+            let mut last = BTreeMap::<u32, u64>::new();
+            let mut n = 0usize;
+            while Instant::now() < until {
+                let path = Path::ALL[n % Path::ALL.len()];
+                n += 1;
+                let started = Instant::now();
+                let got = path.receive_checked(&mut c, TIMEOUT, &mut held);
+                let took = started.elapsed();
+                slowest = slowest.max(took);
+                assert!(took < TIMEOUT + SLACK, "{path:?} took {took:?}");
+                let what = match got {
+                    Ok(Some(Ok((producer, seq)))) => {
+                        assert!(
+                            producer == 1 || producer == race_forge::HONEST,
+                            "{path:?} handed out a forged record that had to be refused \
+                             (producer {producer}, seq {seq})"
+                        );
+                        let before = last.insert(producer, seq);
+                        assert!(
+                            !matches!(before, Some(b) if b >= seq),
+                            "{path:?}: producer {producer}'s message {seq} after {before:?}"
+                        );
+                        if producer == 1 {
+                            "real message"
+                        } else {
+                            "forger's well-formed message"
+                        }
+                    }
+                    Ok(Some(Err(wrong))) => {
+                        panic!("{path:?} handed out bytes no producer wrote as a message: {wrong}")
+                    }
+                    Ok(None) => "nothing",
+                    Err(Error::BadSegment { .. }) => {
+                        refusals.fetch_add(1, Ordering::Release);
+                        "refused: bad segment"
+                    }
+                    Err(Error::PeerGone) => "peer gone",
+                    Err(Error::Closed) => "closed",
+                    Err(e) => panic!("{path:?}: unexpected error from a forged record: {e:?}"),
+                };
+                *outcomes.entry(format!("{path:?}: {what}")).or_default() += 1;
+                // Held messages are released out of order, and all of them now and then: a
+                // message held for long would hold the ring's head, and the queue would stall.
+                release_some(&mut held);
+                if n % 5 == 0 {
+                    held.clear();
+                }
+            }
+            drop(held);
+            stop.store(true, Ordering::Relaxed);
+            forger.join().unwrap()
+        });
+        for (k, v) in round_forged {
+            *forged.entry(k).or_default() += v;
+        }
+        let done = producer.line();
+        assert!(done.starts_with("done "), "{done}");
+        producer.wait_success();
+        let queue_name = q.name().to_owned();
+        drop(c);
+        drop(q);
+        // Nothing left behind: the queue, the real producer's blobs, the forger's blobs.
+        let orphans = remove_created_by(producer_pid);
+        assert_eq!(orphans, 0, "the real producer's blobs were left behind");
+        assert!(!common::peer::shm_exists(&queue_name), "{queue_name} left");
+        for name in blob_names {
+            assert!(
+                !common::peer::shm_exists(&name),
+                "forged blob {name} left behind"
+            );
+        }
+    }
+    eprintln!("forged: {forged:?}\noutcomes: {outcomes:?}; slowest receive {slowest:?}");
+    let count = |what: &str| -> u64 {
+        outcomes
+            .iter()
+            .filter(|(k, _)| k.ends_with(what))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert!(count(": real message") > 100, "{outcomes:?}");
+    assert!(count(": forger's well-formed message") > 20, "{outcomes:?}");
+    assert!(count(": refused: bad segment") > 100, "{outcomes:?}");
+    for path in Path::ALL {
+        let refused = outcomes
+            .get(&format!("{path:?}: refused: bad segment"))
+            .copied()
+            .unwrap_or(0);
+        assert!(refused > 0, "{path:?} never met a forgery: {outcomes:?}");
+    }
+    // Every kind of forgery in `race_forge.rs` was made.
+    let kinds = forged.keys().filter(|k| **k != "skipped").count();
+    assert_eq!(kinds, 14, "some forgeries were never made: {forged:?}");
 }
