@@ -13,7 +13,8 @@ use common::peer::{shm_exists, Peer, RemoveOnDrop, PEER};
 use common::skip::cannot_run;
 use shmpipe_core::inventory::Liveness;
 use shmpipe_core::{
-    clean, clean_dead, list_segments, CleanOptions, SegmentInfo, SegmentKind, Status,
+    clean, clean_dead, list_segments, CleanOptions, Queue, QueueOptions, SegmentInfo, SegmentKind,
+    Status,
 };
 use std::collections::HashSet;
 use std::process::Command;
@@ -464,4 +465,41 @@ fn in_its_own_pid_namespace_plain_clean_keeps_a_dead_processs_array_and_arrays_r
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(names(&report.removed), HashSet::from([segment.as_str()]));
     assert!(!shm_exists(&segment));
+}
+
+/// A process in another mount namespace that maps its own tmpfs's `/dev/shm/shmpipe_*` file is
+/// not a holder of ours, even where that file's inode number is our segment's (tmpfs numbers
+/// inodes per mount, from 2 up, so the two collide easily).
+#[test]
+#[cfg(target_os = "linux")]
+fn a_mapping_in_another_mount_namespace_with_our_inode_number_is_not_a_holder() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        cannot_run("needs root for a private mount namespace (unshare -m)");
+        return;
+    }
+    let q = Queue::create(&QueueOptions {
+        capacity: 4,
+        bytes: 4096,
+        max_producers: 1,
+    })
+    .unwrap();
+    let inode = std::fs::metadata(format!("/dev/shm/{}", q.name()))
+        .unwrap()
+        .ino();
+    let script =
+        format!("mount -t tmpfs -o size=16m tmpfs /dev/shm && exec {PEER} map-inode {inode}");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &script]);
+    let mut peer = Peer::start(cmd);
+    assert_eq!(peer.line(), "mapped");
+    let shown = info(q.name());
+    assert_eq!(
+        shown.held_by,
+        Some(vec![std::process::id()]),
+        "only this process holds {} (inode {inode}); the peer {} maps another tmpfs's",
+        q.name(),
+        peer.pid()
+    );
+    peer.kill();
 }

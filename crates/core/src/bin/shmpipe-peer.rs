@@ -41,6 +41,9 @@
 //!   closes, spinning SPIN polls before each sleep (default 0: purely blocking waits); with CPU,
 //!   it runs on that CPU only (Linux).
 //! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
+//! - `map-inode INODE` (Linux; run in a private mount namespace with a fresh tmpfs on
+//!   `/dev/shm`): creates empty `shmpipe_*` files there until one has inode INODE, maps that
+//!   one, prints `mapped`, and sleeps until killed.
 //! - `own-array NAME`: creates the shared array NAME (float64, 16 elements), keeps it open,
 //!   prints `created`, and sleeps until killed.
 //! - `self-send BYTES`: creates a queue (64 KiB ring) and becomes its consumer, sends itself one
@@ -378,6 +381,42 @@ fn main() {
             })
             .unwrap();
             say(q.name());
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        #[cfg(target_os = "linux")]
+        "map-inode" => {
+            use std::os::unix::fs::MetadataExt;
+            use std::os::unix::io::AsRawFd;
+            let target: u64 = arg(&args, 1);
+            let file = (0u64..1_000_000)
+                .find_map(|i| {
+                    let path = format!("/dev/shm/shmpipe_{i:016x}");
+                    let file = std::fs::File::options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .unwrap();
+                    (file.metadata().unwrap().ino() == target).then_some(file)
+                })
+                .expect("no file got the inode asked for");
+            file.set_len(4096).unwrap();
+            // SAFETY: a fresh shared mapping of one page of a file just sized to it; it is
+            // never read or written here, and stays until the process is killed.
+            let map = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(map, libc::MAP_FAILED);
+            say("mapped");
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }

@@ -72,6 +72,9 @@ mod imp {
 
     pub fn scan() -> Option<Holders> {
         let mut out = Holders::default();
+        // Only what lives on this `/dev/shm`: a process in another mount namespace may map its
+        // own tmpfs's `/dev/shm/shmpipe_*`, whose inode numbers overlap with ours.
+        let shm_dev = std::fs::metadata("/dev/shm").ok().map(|m| m.dev());
         for item in std::fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = item
                 .file_name()
@@ -80,7 +83,7 @@ mod imp {
             else {
                 continue;
             };
-            if let Err(e) = scan_process(pid, &mut out) {
+            if let Err(e) = scan_process(pid, shm_dev, &mut out) {
                 if e.kind() != ErrorKind::NotFound {
                     // Gone meanwhile is fine; anything else means "cannot tell".
                     let uid = std::fs::metadata(format!("/proc/{pid}"))
@@ -105,7 +108,21 @@ mod imp {
         (!comm.is_empty()).then(|| comm.to_owned())
     }
 
-    fn scan_process(pid: u32, out: &mut Holders) -> std::io::Result<()> {
+    /// A `/proc/<pid>/maps` device field (`major:minor`, hexadecimal) as a device number.
+    fn maps_device(field: &str) -> Option<u64> {
+        let (major, minor) = field.split_once(':')?;
+        let (major, minor) = (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        #[allow(clippy::unnecessary_cast)] // dev_t is narrower on some targets
+        Some(libc::makedev(major, minor) as u64)
+    }
+
+    /// Scans `pid`'s mappings and descriptors for our segments on the device `shm_dev` (any
+    /// device where it is unknown).
+    fn scan_process(pid: u32, shm_dev: Option<u64>, out: &mut Holders) -> std::io::Result<()> {
+        let on_shm = |dev: Option<u64>| shm_dev.is_none() || dev == shm_dev;
         let mut note = |inode: Option<u64>, found: Found| match (found, inode) {
             (Found::Present { array }, Some(inode)) => {
                 out.by_inode.entry(inode).or_default().push(pid);
@@ -119,10 +136,14 @@ mod imp {
         for line in maps.lines() {
             // address perms offset dev inode path
             let mut fields = line.split_ascii_whitespace();
-            let inode = fields.nth(4).and_then(|f| f.parse::<u64>().ok());
+            let dev = fields.nth(3).and_then(maps_device);
+            let inode = fields.next().and_then(|f| f.parse::<u64>().ok());
             let Some(start) = line.find(PREFIX) else {
                 continue;
             };
+            if !on_shm(dev) {
+                continue;
+            }
             if let Some(found) = ours(&line[start..]) {
                 note(inode, found);
             }
@@ -135,8 +156,11 @@ mod imp {
                 continue;
             };
             // The inode of what the descriptor refers to, even if its name is gone.
-            let inode = std::fs::metadata(fd.path()).ok().map(|m| m.ino());
-            note(inode, found);
+            let meta = std::fs::metadata(fd.path()).ok();
+            if !on_shm(meta.as_ref().map(|m| m.dev())) {
+                continue;
+            }
+            note(meta.map(|m| m.ino()), found);
         }
         Ok(())
     }
