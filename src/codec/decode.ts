@@ -29,6 +29,46 @@ import {
   type ArrayBufferCtorWithOptions,
 } from './intrinsics.js'
 
+/*
+ * The tags as constants of this module: the decoder compares every tag it reads against a chain
+ * of them, and V8 reads a module's own constant faster than a property of an imported object.
+ */
+const {
+  ARRAY: T_ARRAY,
+  ARRAY_BUFFER: T_ARRAY_BUFFER,
+  BIGINT64: T_BIGINT64,
+  BIGINT_NEG: T_BIGINT_NEG,
+  BIGINT_POS: T_BIGINT_POS,
+  BOXED_BIGINT: T_BOXED_BIGINT,
+  BOXED_FALSE: T_BOXED_FALSE,
+  BOXED_NUMBER: T_BOXED_NUMBER,
+  BOXED_STRING: T_BOXED_STRING,
+  BOXED_TRUE: T_BOXED_TRUE,
+  DATE: T_DATE,
+  ERROR: T_ERROR,
+  FALSE: T_FALSE,
+  FIXINT: T_FIXINT,
+  FIXSTR: T_FIXSTR,
+  FLOAT64: T_FLOAT64,
+  HOLE: T_HOLE,
+  INT16: T_INT16,
+  INT32: T_INT32,
+  INT8: T_INT8,
+  MAP: T_MAP,
+  NULL: T_NULL,
+  OBJECT: T_OBJECT,
+  REF: T_REF,
+  REGEXP: T_REGEXP,
+  SET: T_SET,
+  SPARSE_ARRAY: T_SPARSE_ARRAY,
+  STR_ASCII: T_STR_ASCII,
+  STR_UTF16: T_STR_UTF16,
+  STR_UTF8: T_STR_UTF8,
+  TRUE: T_TRUE,
+  UNDEFINED: T_UNDEFINED,
+  VIEW: T_VIEW,
+} = Tag
+
 /** Options of {@link decode}. */
 export interface DecodeOptions {
   /**
@@ -129,7 +169,7 @@ function decodeRange(
     )
   // Fast path: a lone small integer.
   const tag = bytes[1]!
-  if (length === 2 && tag >= Tag.FIXINT) return tag - Tag.FIXINT
+  if (length === 2 && tag >= T_FIXINT) return tag - T_FIXINT
   b = bytes
   pos = 1
   end = length
@@ -138,7 +178,7 @@ function decodeRange(
   depth = 0
   try {
     let value: unknown
-    if (tag === Tag.VIEW) {
+    if (tag === T_VIEW) {
       // Fast path: a lone Buffer or typed array.
       pos = 2
       value = readView()
@@ -262,8 +302,8 @@ function readAscii(p: number, n: number): string {
 /** Reads a string value (with its tag); throws if the next value is not a string. */
 function readString(): string {
   const tag = readU8()
-  if (tag >= Tag.FIXSTR && tag < Tag.FIXINT) {
-    const n = tag - Tag.FIXSTR
+  if (tag >= T_FIXSTR && tag < T_FIXINT) {
+    const n = tag - T_FIXSTR
     const p = pos
     if (p + n > end) throw truncated()
     pos = p + n
@@ -277,11 +317,11 @@ function readTaggedString(tag: number): string {
   const p = pos
   pos = p + n
   switch (tag) {
-    case Tag.STR_ASCII:
+    case T_STR_ASCII:
       return latin1Slice.call(b, p, p + n)
-    case Tag.STR_UTF8:
+    case T_STR_UTF8:
       return utf8Slice.call(b, p, p + n)
-    case Tag.STR_UTF16:
+    case T_STR_UTF16:
       if (n % 2 !== 0) throw badSegment('odd UTF-16 length')
       return ucs2Slice.call(b, p, p + n)
   }
@@ -290,50 +330,50 @@ function readTaggedString(tag: number): string {
 
 function readValue(): unknown {
   const tag = readU8()
-  if (tag >= Tag.FIXINT) return tag - Tag.FIXINT
-  if (tag >= Tag.FIXSTR) {
-    const n = tag - Tag.FIXSTR
+  if (tag >= T_FIXINT) return tag - T_FIXINT
+  if (tag >= T_FIXSTR) {
+    const n = tag - T_FIXSTR
     const p = pos
     if (p + n > end) throw truncated()
     pos = p + n
     return readAscii(p, n)
   }
   switch (tag) {
-    case Tag.UNDEFINED:
+    case T_UNDEFINED:
       return undefined
-    case Tag.NULL:
+    case T_NULL:
       return null
-    case Tag.FALSE:
+    case T_FALSE:
       return false
-    case Tag.TRUE:
+    case T_TRUE:
       return true
-    case Tag.INT8: {
+    case T_INT8: {
       const v = readU8()
       return (v << 24) >> 24
     }
-    case Tag.INT16: {
+    case T_INT16: {
       if (pos + 2 > end) throw truncated()
       const v = b[pos]! | (b[pos + 1]! << 8)
       pos += 2
       return (v << 16) >> 16
     }
-    case Tag.INT32: {
+    case T_INT32: {
       if (pos + 4 > end) throw truncated()
       const p = pos
       pos = p + 4
       return b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)
     }
-    case Tag.FLOAT64:
+    case T_FLOAT64:
       return readF64()
-    case Tag.BIGINT64:
-    case Tag.BIGINT_POS:
-    case Tag.BIGINT_NEG:
+    case T_BIGINT64:
+    case T_BIGINT_POS:
+    case T_BIGINT_NEG:
       return readBigint(tag)
-    case Tag.STR_ASCII:
-    case Tag.STR_UTF8:
-    case Tag.STR_UTF16:
+    case T_STR_ASCII:
+    case T_STR_UTF8:
+    case T_STR_UTF16:
       return readTaggedString(tag)
-    case Tag.REF: {
+    case T_REF: {
       const id = readVarint()
       if (id >= nrefs) throw badSegment(`reference to unknown object #${id}`)
       return refs[id]
@@ -346,7 +386,7 @@ function readValue(): unknown {
 }
 
 function readBigint(tag: number): bigint {
-  if (tag === Tag.BIGINT64) {
+  if (tag === T_BIGINT64) {
     if (pos + 8 > end) throw truncated()
     const s = i64Bytes
     for (let i = 0; i < 8; i++) s[i] = b[pos + i]!
@@ -366,7 +406,7 @@ function readBigint(tag: number): bigint {
   } else {
     magnitude = readLargeMagnitude(p, n)
   }
-  return tag === Tag.BIGINT_NEG ? -magnitude : magnitude
+  return tag === T_BIGINT_NEG ? -magnitude : magnitude
 }
 
 /**
@@ -402,7 +442,7 @@ const keyCache: string[] = new Array<string>(KEY_CACHE_SIZE).fill('')
 function readKey(): string {
   if (pos >= end) throw truncated()
   const tag = b[pos]!
-  const n = tag - Tag.FIXSTR
+  const n = tag - T_FIXSTR
   if (n < 2 || n > KEY_CACHE_MAX) return readString()
   const p = pos + 1
   if (p + n > end) throw truncated()
@@ -432,18 +472,18 @@ function readProperties(obj: Record<string, unknown>): void {
 
 function readObjectLike(tag: number): unknown {
   switch (tag) {
-    case Tag.OBJECT: {
+    case T_OBJECT: {
       const obj: Record<string, unknown> = {}
       refs[nrefs++] = obj
       readProperties(obj)
       return obj
     }
-    case Tag.ARRAY: {
+    case T_ARRAY: {
       const len = readLength(1)
       const arr = new Array<unknown>(len)
       refs[nrefs++] = arr
       for (let i = 0; i < len; i++) {
-        if (pos < end && b[pos] === Tag.HOLE) {
+        if (pos < end && b[pos] === T_HOLE) {
           pos++
           continue
         }
@@ -452,7 +492,7 @@ function readObjectLike(tag: number): unknown {
       readProperties(arr as unknown as Record<string, unknown>)
       return arr
     }
-    case Tag.SPARSE_ARRAY: {
+    case T_SPARSE_ARRAY: {
       const len = readVarint()
       if (len > 0xffffffff) throw badSegment('array length out of range')
       const arr = new Array<unknown>(len)
@@ -460,7 +500,7 @@ function readObjectLike(tag: number): unknown {
       readProperties(arr as unknown as Record<string, unknown>)
       return arr
     }
-    case Tag.MAP: {
+    case T_MAP: {
       const count = readLength(2)
       const map = new Map<unknown, unknown>()
       refs[nrefs++] = map
@@ -470,54 +510,54 @@ function readObjectLike(tag: number): unknown {
       }
       return map
     }
-    case Tag.SET: {
+    case T_SET: {
       const count = readLength(1)
       const set = new Set<unknown>()
       refs[nrefs++] = set
       for (let i = 0; i < count; i++) set.add(readValue())
       return set
     }
-    case Tag.DATE: {
+    case T_DATE: {
       const date = new Date(readF64())
       refs[nrefs++] = date
       return date
     }
-    case Tag.REGEXP: {
+    case T_REGEXP: {
       const source = readString()
       const flags = readString()
       const re = new RegExp(source, flags)
       refs[nrefs++] = re
       return re
     }
-    case Tag.ERROR:
+    case T_ERROR:
       return readError()
-    case Tag.BOXED_NUMBER: {
+    case T_BOXED_NUMBER: {
       const boxed = Object(readF64()) as object
       refs[nrefs++] = boxed
       return boxed
     }
-    case Tag.BOXED_STRING: {
+    case T_BOXED_STRING: {
       const boxed = Object(readString()) as object
       refs[nrefs++] = boxed
       return boxed
     }
-    case Tag.BOXED_TRUE:
-    case Tag.BOXED_FALSE: {
-      const boxed = Object(tag === Tag.BOXED_TRUE) as object
+    case T_BOXED_TRUE:
+    case T_BOXED_FALSE: {
+      const boxed = Object(tag === T_BOXED_TRUE) as object
       refs[nrefs++] = boxed
       return boxed
     }
-    case Tag.BOXED_BIGINT: {
+    case T_BOXED_BIGINT: {
       const inner = readU8()
-      if (inner !== Tag.BIGINT64 && inner !== Tag.BIGINT_POS && inner !== Tag.BIGINT_NEG)
+      if (inner !== T_BIGINT64 && inner !== T_BIGINT_POS && inner !== T_BIGINT_NEG)
         throw badSegment('boxed bigint without a bigint')
       const boxed = Object(readBigint(inner)) as object
       refs[nrefs++] = boxed
       return boxed
     }
-    case Tag.ARRAY_BUFFER:
+    case T_ARRAY_BUFFER:
       return readArrayBuffer()
-    case Tag.VIEW:
+    case T_VIEW:
       return readView()
   }
   throw badSegment(`unknown tag 0x${tag.toString(16)}`)
