@@ -28,9 +28,10 @@
  * met; meeting it again writes `Tag.REF id`, so shared and circular references keep their shape.
  * The encoding must be exactly as long as its value: trailing bytes are an error.
  *
- * The code is in `src/codec/`: `format.ts` (the tags and constants), `classify.ts` (which kind
- * of object a value is), `failures.ts` (errors and paths), `writer.ts` (the encoder's walk),
- * `encode.ts` (encoding's entries) and `decode.ts` (the decoder).
+ * The code is in `src/codec/`: `format.ts` (the tags and constants), `intrinsics.ts` (built-ins
+ * captured at load), `classify.ts` (which kind of object a value is), `failures.ts` (errors and
+ * paths), `writer.ts` (the encoder's walk), `encode.ts` (encoding's entries) and `decode.ts`
+ * (the decoder).
  *
  * @module
  */
