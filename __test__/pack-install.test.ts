@@ -183,7 +183,12 @@ async function setup(): Promise<Fixture> {
   const addon = join(repoRoot, `${pkg.napi.binaryName}.${current.platformArchABI}.node`)
   for (const built of [addon, join(repoRoot, 'dist', 'index.cjs'), join(repoRoot, 'binding.cjs')])
     if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\``)
-  const sources = ['index.ts', ...readdirSync(join(repoRoot, 'src')).map((f) => join('src', f))]
+  const sources = [
+    'index.ts',
+    ...readdirSync(join(repoRoot, 'src'), { encoding: 'utf8', recursive: true }).map((f) =>
+      join('src', f),
+    ),
+  ]
   const distTime = statSync(join(repoRoot, 'dist', 'index.cjs')).mtimeMs
   const newer = sources.filter((f) => statSync(join(repoRoot, f)).mtimeMs > distTime)
   if (newer.length > 0)
