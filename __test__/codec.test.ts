@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import v8 from 'node:v8'
 import * as pathNamespace from 'node:path'
 import { isDeepStrictEqual, types } from 'node:util'
@@ -20,6 +19,7 @@ import {
   type ShmpipeErrorCode,
 } from '../src/errors.js'
 import { TYPED_ARRAYS } from './helpers/values.js'
+import { virtualBytes } from './helpers/memory.js'
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1720,16 +1720,6 @@ test('corrupt input: every truncation of valid encodings is refused', (t) => {
 
 /** Mutation cases of the decoder fuzz (issue 4 asks for at least 100,000 in CI). */
 const FUZZ_CASES = Number(process.env.SHMPIPE_FUZZ_CASES ?? 100_000)
-
-/** Bytes of virtual address space (Linux), else null. */
-function virtualBytes(): number | null {
-  try {
-    const m = /VmSize:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
-    return m ? Number(m[1]) * 1024 : null
-  } catch {
-    return null
-  }
-}
 
 /** Resizable ArrayBuffers whose `maxByteLength` claims far more than they hold. */
 function resizableSamples(): Uint8Array[] {

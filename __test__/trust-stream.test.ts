@@ -176,6 +176,14 @@ function smallShmUnavailable(): string | undefined {
 
 const unavailable = smallShmUnavailable()
 
+/** The JSON lines a child printed, as objects. */
+function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
 /** Runs `command args` in a private mount namespace with a 64 MB tmpfs on /dev/shm. */
 function inSmallShm(
   command: string,
@@ -223,10 +231,7 @@ test('in a 64 MB /dev/shm (Docker’s) the defaults work and ERR_SHMPIPE_NO_SPAC
     repoRoot,
   )
   t.is(run.code, 0, run.stderr)
-  const steps = run.stdout
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  const steps = jsonLines(run.stdout)
   t.deepEqual(
     steps.map((s) => s.step),
     [
@@ -258,10 +263,7 @@ test('in a 64 MB /dev/shm a default pool of 8 workers runs, and a result with no
   if (unavailable !== undefined) return cannotRun(t, unavailable)
   const run = await inSmallShm(process.execPath, ['--import=tsx', streamChild, 'pool'], repoRoot)
   t.is(run.code, 0, run.stderr)
-  const steps = run.stdout
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  const steps = jsonLines(run.stdout)
   t.deepEqual(
     steps.map((s) => s.step),
     ['started', '16 tasks', 'result too big', 'after'],

@@ -9,19 +9,8 @@
  * `forgedResizable()` (a message no encoder writes) and reports that too.
  */
 
-import { readFileSync } from 'node:fs'
-
 import { decode, Receiver, ShmpipeError } from '../../index.js'
-
-/** Bytes of virtual address space (Linux), else null. */
-function virtualBytes(): number | null {
-  try {
-    const m = /VmSize:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
-    return m ? Number(m[1]) * 1024 : null
-  } catch {
-    return null
-  }
-}
+import { virtualBytes } from './memory.js'
 
 /** Peak resident set size so far, in bytes. */
 function peakRss(): number {

@@ -7,7 +7,6 @@ use common::pattern;
 use common::peer::Peer;
 use common::shm::{creator_pid_on_disk, our_segments};
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn queue(capacity: u32, bytes: u64) -> Queue {
@@ -477,21 +476,7 @@ fn a_small_dev_shm_gives_no_space_not_sigbus() {
     if !common::skip::is_root() {
         return common::skip::cannot_run("needs root for a private mount namespace (unshare -m)");
     }
-    let script = format!(
-        "mount -t tmpfs -o size=16m tmpfs /dev/shm && exec {} no-space",
-        env!("CARGO_BIN_EXE_shmpipe-peer")
-    );
-    let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .output()
-        .expect("run unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::peer::run_in_private_shm("16m", "no-space");
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         [

@@ -230,21 +230,7 @@ fn defaults_fit_a_64_mb_dev_shm_and_no_space_says_needed_free_and_shm_size() {
     if !root_or_opted_out("a private mount namespace: unshare -m") {
         return;
     }
-    let script = format!(
-        "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec {} default-queues",
-        common::peer::PEER
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .output()
-        .expect("run unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::peer::run_in_private_shm("64m", "default-queues");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
     assert_eq!(lines[0], "defaults ok");

@@ -10,6 +10,25 @@ use std::time::{Duration, Instant};
 /// The peer binary.
 pub const PEER: &str = env!("CARGO_BIN_EXE_shmpipe-peer");
 
+/// Runs `shmpipe-peer ROLE` to its end in a private mount namespace (`unshare -m`, root) with a
+/// tmpfs of `size` (`16m`, `64m`) on `/dev/shm`; asserts that it succeeded, returns its stdout.
+#[cfg(target_os = "linux")]
+pub fn run_in_private_shm(size: &str, role: &str) -> String {
+    let script = format!("mount -t tmpfs -o size={size} tmpfs /dev/shm && exec {PEER} {role}");
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A running child.
 pub struct Peer {
     child: Child,
