@@ -628,15 +628,22 @@ mod tests {
         let drainer = {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                // The stream ends once every producer has closed.
                 while !stop.load(Ordering::Relaxed) {
-                    drop(c.try_recv().unwrap());
+                    match c.try_recv() {
+                        Err(crate::Error::Closed) => break,
+                        received => drop(received.unwrap()),
+                    }
                 }
                 c
             })
         };
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let mut p = q.producer().unwrap();
+        // All three register before any sends: one that finished and closed before the next
+        // registered would end the stream.
+        let producers: Vec<_> = (0..3).map(|_| q.producer().unwrap()).collect();
+        let threads: Vec<_> = producers
+            .into_iter()
+            .map(|mut p| {
                 let shared = q.shared.clone();
                 std::thread::spawn(move || {
                     let mut stale = 0;

@@ -58,6 +58,9 @@ fn spsc_100k_random_sizes_every_byte_checked_with_many_wraps() {
 #[test]
 fn eight_producer_processes_keep_order_and_checksums() {
     let q = queue(64, 256 << 10);
+    // Holds the stream open until every peer has registered: a peer that sent everything and
+    // closed before the next registered would otherwise end it.
+    let keeper = q.producer().unwrap();
     let per = 10_000u64;
     let mut peers: Vec<Peer> = (0..8u32)
         .map(|id| {
@@ -88,6 +91,7 @@ fn eight_producer_processes_keep_order_and_checksums() {
         assert_eq!(p.line(), "acked");
         p.wait_success();
     }
+    drop(keeper);
     assert!(matches!(
         c.recv(&within(Duration::from_secs(5))),
         Err(Error::Closed)
@@ -393,6 +397,10 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
     })
     .unwrap();
     let before = our_segments();
+    // A registration of this process's own keeps a sender alive while victims come and go: once
+    // every sender is closed or dead and the pipe is empty, the receiver ends the stream, and no
+    // further victim could register.
+    let keeper = q.producer().unwrap();
     let per = 3_000u64;
     let mut stable: Vec<Peer> = (0..7u32)
         .map(|id| {
@@ -425,10 +433,6 @@ fn one_of_eight_producers_killed_fifty_times_loses_nothing_of_the_others() {
         };
         (next, end)
     });
-    // A registration of this process's own keeps a sender alive while victims come and go: once
-    // every sender is closed or dead and the pipe is empty, the receiver ends the stream, and no
-    // further victim could register.
-    let keeper = q.producer().unwrap();
     let mut rng = pattern::Rng::new(7);
     let mut victim_pids = Vec::new();
     for k in 0..50u32 {
