@@ -31,6 +31,15 @@ const REGRESSIONS: &[u64] = &[];
 /// Ring size of the fuzzed queue: small, so that cases are cheap and records are dense.
 const RING: u64 = 16 << 10;
 
+/// How many outcomes (keyed `"PATH: WHAT"`) end with `what`.
+fn count_ending(outcomes: &BTreeMap<String, u64>, what: &str) -> u64 {
+    outcomes
+        .iter()
+        .filter(|(k, _)| k.ends_with(what))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[test]
 fn receivers_survive_100k_mutated_queues() {
     let cases: u64 = std::env::var("SHMPIPE_FUZZ_CASES")
@@ -319,13 +328,7 @@ fn receivers_survive_a_concurrent_writer_on_every_receive_path() {
             .sum();
         assert!(used > 0, "{path:?} was never used: {outcomes:?}");
     }
-    let count = |what: &str| -> u64 {
-        outcomes
-            .iter()
-            .filter(|(k, _)| k.ends_with(what))
-            .map(|(_, n)| n)
-            .sum()
-    };
+    let count = |what: &str| count_ending(&outcomes, what);
     assert!(count(": intact message") > 0, "nothing moved: {outcomes:?}");
     assert!(
         count(": bad segment") + count(": damaged message") > 0,
@@ -444,13 +447,7 @@ fn receivers_refuse_stamped_forgeries_racing_a_producer_on_every_receive_path() 
         }
     }
     eprintln!("forged: {forged:?}\noutcomes: {outcomes:?}; slowest receive {slowest:?}");
-    let count = |what: &str| -> u64 {
-        outcomes
-            .iter()
-            .filter(|(k, _)| k.ends_with(what))
-            .map(|(_, n)| n)
-            .sum()
-    };
+    let count = |what: &str| count_ending(&outcomes, what);
     assert!(count(": real message") > 100, "{outcomes:?}");
     assert!(count(": forger's well-formed message") > 20, "{outcomes:?}");
     assert!(count(": refused: bad segment") > 100, "{outcomes:?}");

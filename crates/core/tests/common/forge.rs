@@ -6,19 +6,10 @@ use shmpipe_core::{Segment, SegmentKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const UNIT: u64 = 32;
-const POS_MASK: u64 = (1 << 40) - 1;
-const MSG_MASK: u64 = (1 << 24) - 1;
-const COMMITTED: u64 = 2;
-const KIND_BLOB: u32 = 2;
-const PRODUCER_ENTRY_SIZE: u64 = 384;
-/// Body offsets of the control block's fields.
-const MAX_PRODUCERS: u64 = 4;
-const DATA_UNITS: u64 = 8;
-const PRODUCERS_OFFSET: u64 = 16;
-const DATA_OFFSET: u64 = 24;
-const STAMP_KEY: u64 = 32;
-const TAIL: u64 = 128;
+use crate::common::queue_layout::{
+    COMMITTED, DATA_OFFSET, DATA_UNITS, KIND_BLOB, MAX_PRODUCERS, MSG_MASK, POS_MASK,
+    PRODUCERS_OFFSET, PRODUCER_ENTRY_SIZE, STAMP_KEY, TAIL, UNIT,
+};
 
 /// A second mapping of a queue, used to forge records into it.
 pub struct Forger {

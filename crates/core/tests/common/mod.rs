@@ -16,3 +16,7 @@ pub mod peer;
 // Tests that cannot run on this machine fail unless told they may skip.
 #[allow(dead_code)]
 pub mod skip;
+
+// The queue's layout, for the tests that forge records.
+#[allow(dead_code)]
+pub mod queue_layout;

@@ -24,17 +24,10 @@ pub const HONEST: u32 = 2;
 /// Pattern producer id of bytes that no receiver may hand out.
 pub const REFUSE: u32 = 3;
 
-const UNIT: u64 = 32;
-const POS_MASK: u64 = (1 << 40) - 1;
-const WRITING: u64 = 1;
-const COMMITTED: u64 = 2;
-const SKIP: u64 = 3;
-const KIND_BLOB: u32 = 2;
-const DESCRIPTOR: u64 = 48;
-const PRODUCER_ENTRY_SIZE: u64 = 384;
-/// Body offsets of the config fields used.
-const PRODUCERS_OFFSET: u64 = 16;
-const STAMP_KEY: u64 = 32;
+use crate::common::queue_layout::{
+    COMMITTED, DESCRIPTOR, KIND_BLOB, POS_MASK, PRODUCERS_OFFSET, PRODUCER_ENTRY_SIZE, SKIP,
+    STAMP_KEY, UNIT, WRITING,
+};
 /// Header offset of a segment's kind word (a blob's phase: 1 is SENT).
 const KIND_WORD: usize = 48;
 const SENT: u64 = 1;
