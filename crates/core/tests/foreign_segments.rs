@@ -186,17 +186,7 @@ fn the_ownership_check_is_made_on_the_mapped_descriptor() {
         let swapper = s.spawn(|| {
             let mut swaps = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: both paths are valid C strings; renameat2 only renames.
-                let rc = unsafe {
-                    libc::renameat2(
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        b.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                if rc != 0 {
+                if !exchange(&a, &b) {
                     break; // reported below: `swaps` stays short
                 }
                 swaps += 1;
@@ -231,21 +221,24 @@ fn the_ownership_check_is_made_on_the_mapped_descriptor() {
     eprintln!("{mine} opens of ours, {refused} refusals of theirs, {swaps} swaps");
     // Put the names back where they belong, so that each owner removes its own.
     if owner_and_mode(ours.name()).0 != 0 {
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe {
-                libc::renameat2(
-                    libc::AT_FDCWD,
-                    a.as_ptr(),
-                    libc::AT_FDCWD,
-                    b.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            },
-            0
-        );
+        assert!(exchange(&a, &b), "names put back");
     }
     assert_eq!(owner_and_mode(ours.name()).0, 0);
+}
+
+/// Swaps the files at paths `a` and `b` atomically (`renameat2` with `RENAME_EXCHANGE`);
+/// whether it worked.
+fn exchange(a: &std::ffi::CStr, b: &std::ffi::CStr) -> bool {
+    // SAFETY: both paths are valid C strings for the call; renameat2 only renames.
+    unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) == 0
+    }
 }
 
 fn rand_bits() -> u64 {
