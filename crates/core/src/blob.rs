@@ -1,10 +1,10 @@
 //! Blob segments (the segments of messages too large for a queue's data area) and their reuse.
 //!
-//! A blob costs more to make than to fill. For 160 MB on this project's VM, reserving the pages
-//! took about 35 ms, the first-touch page faults of both sides 45-70 ms and freeing them 25-30 ms,
-//! against about 20 ms for the copy itself. So a producer keeps the blobs it sent
-//! ([`KeptBlobs`]) and the consumer keeps its mappings of them ([`BlobCache`]): the next message
-//! of about the same size goes into a blob that both sides have mapped already.
+//! A blob costs more to make than to fill: reserving its pages, faulting them in on both sides
+//! and freeing them take several times as long as the copy. So a producer keeps the blobs it
+//! sent ([`KeptBlobs`]) and the consumer keeps its mappings of them ([`BlobCache`]): the next
+//! message of about the same size goes into a blob that both sides have mapped already. The
+//! measurements behind this and its limits: `docs/decisions/2026-11-21-blob-reuse.md`.
 //!
 //! A state word in the blob's segment header says who may touch it. Its phase:
 //! - [`SENT`]: the producer is filling it, or it is queued, or the consumer holds its message.

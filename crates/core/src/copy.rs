@@ -5,28 +5,12 @@
 //! `memcpy` wastes much of its bandwidth there: every destination cache line is first read from
 //! memory (to own it), then written, and the message evicts the producer's own working set on the
 //! way. Non-temporal ("streaming") stores write whole lines without reading them and bypass the
-//! cache. Copying 1 MB into a 64 MiB region on this project's machine (AMD EPYC, a KVM guest;
-//! `cargo bench -p shmpipe-core -- copy_1MB`, the source 16 bytes past a 64-byte boundary):
-//!
-//! - `copy_from_slice` (glibc's `memcpy`, `rep movsb`): 77 µs when the destination shares the
-//!   source's alignment, 96–107 µs when it does not;
-//! - streaming stores: **37 µs** at every alignment.
-//!
-//! glibc switches to streaming stores only above its `x86_non_temporal_threshold`, derived from
-//! the cache sizes the CPU reports (240 MB on that VM), so it never did for a message. In the
-//! Node transport benchmark (a 64 MiB ring), sending 1 MB messages went from ~115 to ~55 µs each.
+//! cache. glibc's `memcpy` switches to them only above a threshold derived from the cache sizes
+//! the CPU reports, far above a message's size on common machines.
 //!
 //! Streaming only pays when the destination is not in the cache anyway. A ring that fits in the
 //! last-level cache stays there, written and read by both sides without touching memory, and
-//! streaming stores would push every message out to memory for the consumer to read back. The
-//! core's 1 MiB stream (a producer process sending, the consumer copying every byte out;
-//! `SHMPIPE_BENCH_STREAM_SWEEP=1 cargo bench -p shmpipe-core -- stream_1MiB/cross`, with
-//! [`STREAM_COPIES_ENV`] `never`, then `always`), in µs per message on a 32 MiB cache:
-//!
-//! | ring     | 4 MiB | 8 MiB | 16 MiB | 32 MiB | 64 MiB |
-//! | -------- | ----- | ----- | ------ | ------ | ------ |
-//! | plain    | 25–34 | 25    | 35     | 78     | 93     |
-//! | streamed | 55–56 | 55–57 | 62     | **64** | **70** |
+//! streaming stores would push every message out to memory for the consumer to read back.
 //!
 //! So [`copy_to_shared`] streams on x86-64 (with SSE2, which every x86-64 CPU has) when the copy
 //! is at least [`STREAM_MIN_BYTES`] long and the memory the producer cycles through (its
@@ -35,10 +19,14 @@
 //! are weakly ordered, and the `Release` store that later publishes the message does not order
 //! them by itself. Every other copy is a plain `copy_from_slice`. [`STREAM_COPIES_ENV`]
 //! (`SHMPIPE_STREAM_COPIES=always|never`) overrides the rule, for a machine where it guesses
-//! wrong, and for benchmarking both ways.
+//! wrong, and for benchmarking both ways (`cargo bench -p shmpipe-core -- copy_1MB`, and
+//! `SHMPIPE_BENCH_STREAM_SWEEP=1 cargo bench -p shmpipe-core -- stream_1MiB/cross`).
+//!
+//! The measurements behind the rule and its thresholds:
+//! `docs/decisions/2026-11-21-streaming-copies.md`.
 
-/// Copies of at least this many bytes may stream (x86-64). Sending 100 KB messages through a
-/// 64 MiB ring went from ~14 to ~6 µs each with them; at 10–30 KB it made no difference.
+/// Copies of at least this many bytes may stream (x86-64); smaller ones gain nothing from it
+/// (`docs/decisions/2026-11-21-streaming-copies.md`).
 pub const STREAM_MIN_BYTES: usize = 64 << 10;
 
 /// The last-level cache assumed where the system does not say (32 MiB: a desktop or server CPU
@@ -48,8 +36,7 @@ pub const DEFAULT_LAST_LEVEL_CACHE_BYTES: u64 = 32 << 20;
 /// The size of the largest CPU cache, in bytes: on Linux the largest `size` under
 /// `/sys/devices/system/cpu/cpu0/cache/` (read once), elsewhere, or if that cannot be read,
 /// [`DEFAULT_LAST_LEVEL_CACHE_BYTES`]. (glibc's `sysconf(_SC_LEVEL3_CACHE_SIZE)` is not used: it
-/// comes from CPUID, which a virtual machine may fill in wrongly; on this project's VM it says
-/// 320 MiB where the kernel says 32 MiB.)
+/// comes from CPUID, which a virtual machine may fill in wrongly.)
 pub fn last_level_cache_bytes() -> u64 {
     static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *BYTES.get_or_init(|| system_cache_bytes().unwrap_or(DEFAULT_LAST_LEVEL_CACHE_BYTES))

@@ -18,11 +18,8 @@ pub const DEFAULT_SPIN: u32 = 2_000;
 /// A spinning waiter polls once every this many pauses. Polling reads the line the other side
 /// writes next (the `published` cursor, a record's stamp, the head); reading it at every pause
 /// pulls it away from the writer once per message, where polling less often lets the writer
-/// finish a few messages and the reader take them in a batch. Measured in-process with 64 B
-/// messages (`examples/spsc_probe.rs`): 47 ns per message polling at every pause, 41-42 ns every
-/// 8 (and 16), 100-170 ns every 32; Criterion 52 → 45.7 ns. Polling every 1, 2, 4 then 8 pauses
-/// was no better than every pause (54 ns). The price is latency while spinning: a spinning
-/// cross-process round trip took 0.30 µs polling at every pause, 0.47 µs every 8.
+/// finish a few messages and the reader take them in a batch. The price is latency while
+/// spinning. The measurements behind 8: `docs/decisions/2026-11-21-poll-every-8-pauses.md`.
 pub const PAUSES_PER_POLL: u32 = 8;
 
 /// The longest first sleep of a wait (see [`EventWord::notify`]): bounds the delay of the one
@@ -30,11 +27,8 @@ pub const PAUSES_PER_POLL: u32 = 8;
 ///
 /// Longer than a scheduler tick (4 ms at the common HZ=250, 10 ms at HZ=100) on purpose: a
 /// futex timeout shorter than the next tick makes the kernel reprogram the timer hardware on
-/// every sleep and again on every wake, which under a hypervisor is a VM exit each time. On this
-/// project's VM the blocking ping-pong on one CPU went from 15.7 µs to 5.5 µs (a bare futex
-/// ping-pong: 16.7 µs with a 200 µs timeout, 4.5 µs without), and on two busy CPUs from 17–44 µs
-/// to 5–8 µs. The miss it guards against was never seen in 300,000 round trips (none took over
-/// 15 ms), so the longer bound costs nothing measurable.
+/// every sleep and again on every wake, which under a hypervisor is a VM exit each time. The
+/// measurements behind 20 ms: `docs/decisions/2026-11-21-first-sleep-20ms.md`.
 pub const FIRST_SLEEP: Duration = Duration::from_millis(20);
 
 /// An event word in shared memory.

@@ -3,29 +3,22 @@
 //!
 //! A message stored inline is copied out into a Buffer the program owns. For a large message,
 //! fresh memory costs more than the copy: the kernel maps and zeroes it one 4 KiB page fault at a
-//! time (measured on this project's VM: receiving a 100 MB value took 24,421 page faults without
-//! recycling, 815 with it). A stream of large values reuses the same few sizes, so the Buffers'
-//! memory is recycled: the Buffer's finalizer (which runs on the event loop some time after the
-//! garbage collector found the Buffer unreachable) hands it back, and the next copy of a message
-//! of about that size goes there.
+//! time. A stream of large values reuses the same few sizes, so the Buffers' memory is recycled:
+//! the Buffer's finalizer (which runs on the event loop some time after the garbage collector
+//! found the Buffer unreachable) hands it back, and the next copy of a message of about that size
+//! goes there.
 //!
 //! Kept: at most [`MAX_BUFFERS`] buffers, each of at least [`MIN_BYTES`]; everything kept is
-//! freed when the receiver closes (or is collected).
+//! freed when the receiver closes (or is collected). Smaller messages are left to the allocator,
+//! which reuses such blocks itself.
 //!
 //! Handed out: at most [`MAX_OUTSTANDING_BYTES`] at a time (at least one buffer). Past that
 //! [`take`](BufferPool::take) says no and the caller copies into a Buffer Node allocates. The
-//! finalizers that give the memory back can lag far behind: a receiver taking 160 MB values
-//! with `getNowait()`/`get()` in a loop reached 5.3 GB of RSS after 30 values, and was killed
-//! for lack of memory after about 150 (24 GiB machine), while with Node's Buffers it stayed at
-//! 1.3 GB. The same loop with an `await` of `setImmediate` between values stayed at 1.2 GB with
-//! recycling, so it is the finalizers' turn on the event loop that is late, not the collection.
-//! With the bound, 100 values of 160 MB in that loop peaked at 3.2 GB. Two 1 GB values fit
-//! it, which a stream of them needs to recycle at all (1 GB: 5.1-5.3 GB/s in the transport
-//! benchmark; 3.0 with a 1 GiB bound). Smaller messages are left to the allocator,
-//! which reuses such blocks: recycling 1 MB and 10 MB messages too measured slower in the
-//! transport benchmark (alternating runs, get() at 10 MB: 0.7-0.9 GB/s with it, 1.1-2.5 without),
-//! probably because Buffers external to V8 are only reclaimed by full collections and their
-//! finalizers, where V8's own ArrayBuffers are swept by the cheap young-generation collections.
+//! finalizers that give the memory back can lag far behind the collection, so without a bound a
+//! receiver taking large values in a tight loop grows without limit; the bound still holds two
+//! 1 GiB values, which a stream of them needs to recycle at all.
+//!
+//! The measurements behind these limits: `docs/decisions/2026-11-21-recycling-bound.md`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
