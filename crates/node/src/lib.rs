@@ -10,19 +10,30 @@
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
 //! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
-//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the signal cleanup
-//!   (`installSignalCleanup`, the arrays it removes, the synchronous waits it interrupts)
+//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`, and the one definition
+//!   of a segment record, `SegmentInfo`) and the signal cleanup (`installSignalCleanup`, the
+//!   arrays it removes, the synchronous waits it interrupts)
 //! - `parent`: `watchParent`, which ends a pool worker when its parent process is gone
-//! - `errors`: core errors as `ERR_SHMPIPE_*` codes
+//! - `args`: JavaScript arguments (byte counts, shapes, timeouts) checked and converted
+//! - `errors`: this addon's errors, whose `code` is an `ERR_SHMPIPE_*` code (`ErrorCode`)
+//!
+//! Modules depend in one direction: `queue → producer/consumer → waiter/recycle/args → errors`
+//! (`array`, `cleanup` and `parent` beside them).
+//!
+//! `binding.d.cts`, the TypeScript declarations of these exports, is generated from them by
+//! `npm run build:native` and committed; `src/native.ts` types the addon with it.
 //!
 //! Every export is `#[napi(catch_unwind)]`: a panic becomes a JavaScript error, never an abort of
 //! the process (the release profile unwinds; it must not set `panic = "abort"`).
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use napi_derive::napi;
 
+mod args;
 mod array;
 mod cleanup;
 mod consumer;
@@ -36,9 +47,11 @@ mod waiter;
 pub use array::{LockInfo, NativeArray};
 pub use cleanup::{
     clean_segments, install_signal_cleanup, interrupt_sync_waits_on_signal, keep_array_on_signal,
-    list_segments, remove_array_on_signal, take_interrupting_signal,
+    list_segments, remove_array_on_signal, take_interrupting_signal, CleanFailure, CleanResult,
+    Kind, Owner, ProcessInfo, SegmentInfo, Setup, State,
 };
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use errors::ErrorCode;
 pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
