@@ -47,11 +47,9 @@ mod waiter;
 pub use array::{LockInfo, NativeArray};
 pub use cleanup::{
     clean_segments, install_signal_cleanup, interrupt_sync_waits_on_signal, keep_array_on_signal,
-    list_segments, remove_array_on_signal, take_interrupting_signal, CleanFailure, CleanResult,
-    Kind, Owner, ProcessInfo, SegmentInfo, Setup, State,
+    list_segments, remove_array_on_signal, take_interrupting_signal,
 };
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
-pub use errors::ErrorCode;
 pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::NativeQueue;
