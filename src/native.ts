@@ -34,7 +34,6 @@ import {
 } from './errors.js'
 
 export type {
-  ErrorCode as NativeErrorCode,
   LockInfo as NativeLockInfo,
   NativeArray,
   NativeConsumer,
