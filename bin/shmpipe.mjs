@@ -58,26 +58,6 @@ function loadAddon() {
   }
 }
 
-/** A native record with `null` for what is unknown (as `listSegments()` in src/cleanup.ts). */
-function normalise(r) {
-  return {
-    name: r.name,
-    kind: r.kind ?? null,
-    size: r.size,
-    ownerPid: r.ownerPid ?? null,
-    owner: r.owner,
-    status: r.status,
-    detail: r.detail,
-    removable: r.removable,
-    layoutVersion: r.layoutVersion ?? null,
-    ready: r.ready ?? null,
-    uid: r.uid ?? null,
-    heldBy: r.heldBy ?? null,
-    createdAt: r.createdAt ?? null,
-    mayBeUsedBy: r.mayBeUsedBy.map((p) => ({ pid: p.pid, command: p.command ?? null })),
-  }
-}
-
 function formatSize(bytes) {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
   let value = bytes
@@ -130,15 +110,20 @@ const HINTS = {
   'maybe-in-use': 'messages a live process may receive are kept: --force removes them',
 }
 
+/** Exits on an error of the addon: a usage error for an invalid argument. */
 function translate(err) {
-  const match = /^(ERR_SHMPIPE_[A-Z_]+): /.exec(err?.message ?? '')
-  return fail(match?.[1] === 'ERR_SHMPIPE_INVALID_ARGUMENT' ? USAGE_ERROR : FAILED, err.message)
+  const code = err?.code
+  if (typeof code !== 'string' || !code.startsWith('ERR_SHMPIPE_')) return fail(FAILED, err.message)
+  return fail(
+    code === 'ERR_SHMPIPE_INVALID_ARGUMENT' ? USAGE_ERROR : FAILED,
+    `${code}: ${err.message}`,
+  )
 }
 
 function ls(addon, values) {
   let segments
   try {
-    segments = addon.listSegments({ allUsers: values['all-users'] }).map(normalise)
+    segments = addon.listSegments({ allUsers: values['all-users'] })
   } catch (err) {
     return translate(err)
   }
@@ -171,9 +156,11 @@ function clean(addon, values, names) {
   } catch (err) {
     return translate(err)
   }
-  const removed = report.removed.map(normalise)
-  const kept = report.kept.map(normalise)
-  const failed = report.failed.map((f) => ({ segment: normalise(f.segment), error: f.error }))
+  const { removed, kept } = report
+  const failed = report.failed.map((f) => ({
+    segment: f.segment,
+    error: `${f.code}: ${f.message}`,
+  }))
   const seen = new Set([...removed, ...kept, ...failed.map((f) => f.segment)].map((s) => s.name))
   const notFound = names.filter((n) => !seen.has(n))
   if (values.json) {

@@ -12,7 +12,8 @@
  *   program's own listener, and a signal would no longer end the process), one `ShmpipeError`
  *   class for `instanceof`.
  * - `dist/index.d.ts` (a copy of the hand-written `index.d.ts`) and `dist/src/*.d.ts` (emitted by
- *   `tsc -p tsconfig.build.json`): the types for `import`.
+ *   `tsc -p tsconfig.build.json`): the types for `import`; with `dist/binding.d.cts`, a copy of
+ *   the addon's generated declarations, which `dist/src/*.d.ts` import types from.
  * - `dist/cjs/`: the same declarations under a `package.json` that says `"type": "commonjs"`,
  *   so TypeScript reads them as CommonJS: the types for `require`.
  *
@@ -112,9 +113,11 @@ execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
   stdio: 'inherit',
 })
 cpSync(join(root, 'index.d.ts'), join(dist, 'index.d.ts'))
+cpSync(join(root, 'binding.d.cts'), join(dist, 'binding.d.cts'))
 
 const cjs = join(dist, 'cjs')
 mkdirSync(cjs)
 cpSync(join(dist, 'index.d.ts'), join(cjs, 'index.d.ts'))
+cpSync(join(dist, 'binding.d.cts'), join(cjs, 'binding.d.cts'))
 cpSync(join(dist, 'src'), join(cjs, 'src'), { recursive: true })
 writeFileSync(join(cjs, 'package.json'), `${JSON.stringify({ type: 'commonjs' }, null, 2)}\n`)

@@ -1,6 +1,6 @@
 /**
- * Loads the native addon through the loader that `napi build` generates, and describes the part
- * of it this package uses.
+ * Loads the native addon through the loader that `napi build` generates, typed by the
+ * declarations it generates.
  *
  * The loader (`binding.cjs` at the package root) is CommonJS and picks the addon for the running
  * platform: a local build `shmpipe.<platform>.node`, else the installed package
@@ -10,8 +10,11 @@
  * `.cjs` extension keeps it CommonJS whatever the package's `type` is. (The published CommonJS
  * build, `dist/index.cjs`, sits one directory below the root too, so the relative path holds.)
  *
- * Native failures arrive as errors whose message starts with an `ERR_SHMPIPE_*` code;
- * {@link translateError} turns them into {@link ShmpipeError}s.
+ * The addon's types are the declarations `napi build` generates from the Rust exports
+ * (`binding.d.cts`, committed), so a change of a Rust signature fails `tsc` where it matters.
+ *
+ * Native failures arrive as errors whose `code` is an `ERR_SHMPIPE_*` code (`ErrorCode` in
+ * `crates/node/src/errors.rs`); {@link translateError} turns them into {@link ShmpipeError}s.
  *
  * @module
  */
@@ -19,6 +22,7 @@
 import { createRequire } from 'node:module'
 import { constants } from 'node:os'
 import { isMainThread } from 'node:worker_threads'
+import type * as Binding from '../binding.cjs'
 import {
   ERR_SHMPIPE_ABORTED,
   ERR_SHMPIPE_ADDON_NOT_FOUND,
@@ -29,176 +33,23 @@ import {
   type ShmpipeErrorCode,
 } from './errors.js'
 
-/** A queue segment handle (`crates/node/src/queue.rs`). */
-export interface NativeQueue {
-  readonly name: string
-  readonly capacity: number
-  readonly dataBytes: number
-  readonly maxInline: number
-  readonly length: number
-  producer(): NativeProducer
-  consumer(): NativeConsumer
-  /** Whether this process holds the receiver role before a receiver registers. */
-  holdReceiverRole(held: boolean): void
-  close(): void
-}
+export type {
+  LockInfo as NativeLockInfo,
+  NativeArray,
+  NativeConsumer,
+  NativeMessage,
+  NativeProducer,
+  NativeQueue,
+} from '../binding.cjs'
 
-/** An opaque handle on a sender or receiver, for the fast free functions of the addon. */
-export interface NativeHandle {
-  readonly __nativeHandle: unique symbol
-}
+/** A sender's handle for the fast free functions (`producerTrySend`…). */
+export type NativeProducerHandle = ReturnType<Binding.NativeProducer['handle']>
 
-/** A registered sender (`crates/node/src/producer.rs`). */
-export interface NativeProducer {
-  handle(): NativeHandle
-  trySend(data: Uint8Array): boolean
-  sendSync(data: Uint8Array, timeoutMs?: number | null): void
-  waitSpace(len: number, timeoutMs?: number | null, spin?: number | null): Promise<void>
-  waitForAllAck(timeoutMs?: number | null): Promise<void>
-  waitForAllAckSync(timeoutMs?: number | null): void
-  cancelWait(): void
-  hasSpace(len: number): boolean
-  readonly sent: number
-  readonly acked: number
-  tryReserve(len: number): ArrayBuffer | null
-  /** Copies `source` into the open reservation from byte `offset` (large copies streamed). */
-  writeReserved(offset: number, source: Uint8Array): void
-  commit(buffer: ArrayBuffer): void
-  abort(buffer: ArrayBuffer): void
-  close(): void
-}
+/** The receiver's handle for the fast free function `consumerTryRecvInto`. */
+export type NativeConsumerHandle = ReturnType<Binding.NativeConsumer['handle']>
 
-/** The receiver (`crates/node/src/consumer.rs`). */
-export interface NativeConsumer {
-  handle(): NativeHandle
-  tryRecv(): Buffer | null
-  recvSync(timeoutMs?: number | null): Buffer
-  tryRecvView(): NativeMessage | null
-  waitReady(timeoutMs?: number | null, spin?: number | null): Promise<void>
-  cancelWait(): void
-  close(): void
-}
-
-/** A message received without copying. */
-export interface NativeMessage {
-  buffer(): ArrayBuffer
-  release(buffer?: ArrayBuffer | null): void
-}
-
-/** A segment as the inventory reports it (`crates/node/src/cleanup.rs`). */
-export interface NativeSegmentRecord {
-  name: string
-  kind?: string
-  size: number
-  ownerPid?: number
-  owner: string
-  status: string
-  detail: string
-  removable: boolean
-  layoutVersion?: number
-  ready?: boolean
-  uid?: number
-  heldBy?: number[]
-  createdAt?: number
-  mayBeUsedBy: { pid: number; command?: string }[]
-}
-
-/** What `cleanSegments` did (`crates/node/src/cleanup.rs`). */
-export interface NativeCleanResult {
-  removed: NativeSegmentRecord[]
-  kept: NativeSegmentRecord[]
-  failed: { segment: NativeSegmentRecord; error: string }[]
-}
-
-/** How a shared array's lock was obtained (`crates/node/src/array.rs`). */
-export interface NativeLockInfo {
-  recovered: boolean
-  previousOwnerPid?: number | null
-}
-
-/** A shared array handle (`crates/node/src/array.rs`). */
-export interface NativeArray {
-  readonly name: string
-  readonly segmentName: string
-  readonly dtype: string
-  readonly shape: number[]
-  readonly length: number
-  readonly byteLength: number
-  readonly nonce: string
-  readonly holdsLock: boolean
-  readonly lockHolderPid: number
-  buffer(): ArrayBuffer
-  lockSync(timeoutMs?: number | null): NativeLockInfo
-  tryLock(): NativeLockInfo | null
-  lockAsync(timeoutMs?: number | null): Promise<NativeLockInfo>
-  cancelLock(): void
-  unlock(): void
-  close(buffer?: ArrayBuffer | null): void
-}
-
-/** The functions and classes the native addon exports, as this package relies on them. */
-export interface NativeBinding {
-  /** Version of the shared-memory layout implemented by the Rust core. */
-  layoutVersion(): number
-  /** Version of the native addon crate. */
-  coreVersion(): string
-  NativeQueue: {
-    create(capacity: number, bytes: number, maxSenders: number): NativeQueue
-    open(name: string): NativeQueue
-  }
-  /** The shmpipe segments on this machine. */
-  listSegments(options?: { allUsers?: boolean } | null): NativeSegmentRecord[]
-  /** Removes the segments whose owner is dead, and what the options ask for besides. */
-  cleanSegments(
-    options?: {
-      names?: string[]
-      forceInvalid?: boolean
-      dryRun?: boolean
-      allUsers?: boolean
-      arrays?: boolean
-      force?: boolean
-    } | null,
-  ): NativeCleanResult
-  /** Installs the signal cleanup; one outcome per signal (SIGINT, SIGTERM, SIGABRT). */
-  installSignalCleanup(): string[]
-  /** Has the signal cleanup remove the shared array `name` too; false where it cannot. */
-  removeArrayOnSignal(name: string): boolean
-  /** Undoes {@link NativeBinding.removeArrayOnSignal}; whether `name` was registered. */
-  keepArrayOnSignal(name: string): boolean
-  /**
-   * Whether SIGINT/SIGTERM left to a JavaScript listener interrupt synchronous waits, which then
-   * throw `ERR_SHMPIPE_ABORTED`.
-   */
-  interruptSyncWaitsOnSignal(on: boolean): void
-  /** The signal number that interrupted synchronous waits (0 if none); clears it. */
-  takeInterruptingSignal(): number
-  /**
-   * Ends this process (SIGTERM, then SIGKILL) once `parentPid` is no longer its parent; false if
-   * it is not its parent already. A pool worker's tie to its pool (`crates/node/src/parent.rs`).
-   */
-  watchParent(parentPid: number): boolean
-  NativeArray: {
-    create(name: string, dtype: string, shape: number[]): NativeArray
-    open(name: string): NativeArray
-    remove(name: string): void
-    removeIfSame(name: string, nonce: string): boolean
-    list(): string[]
-  }
-  /** `NativeProducer.trySend` as a free function on the sender's handle (cheaper to call). */
-  producerTrySend(handle: NativeHandle, data: Uint8Array): boolean
-  /** Sends `head[0 … headLen)` then `body` as one message if there is room now. */
-  producerTrySendParts(
-    handle: NativeHandle,
-    head: Uint8Array,
-    headLen: number,
-    body: Uint8Array,
-  ): boolean
-  /**
-   * Takes the next message: an inline one that fits into `scratch` is copied there (its length is
-   * returned), any other comes back as a Buffer; null when none is ready.
-   */
-  consumerTryRecvInto(handle: NativeHandle, scratch: Uint8Array): number | Buffer | null
-}
+/** The native addon: what `binding.d.cts` declares. */
+export type NativeBinding = typeof Binding
 
 const require = createRequire(import.meta.url)
 
@@ -227,13 +78,43 @@ function loadNative(): NativeBinding {
  */
 export const native: NativeBinding = loadNative()
 
-const CODE = /^(ERR_SHMPIPE_[A-Z_]+): ([\s\S]*)$/
+/**
+ * Whether `code` is one the addon gives its own errors (each starts so). `new ShmpipeError(code,
+ * …)` in {@link translateError} compiles only while every one of them is a
+ * {@link ShmpipeErrorCode}.
+ */
+function isNativeCode(code: string): code is Binding.ErrorCode {
+  return code.startsWith('ERR_SHMPIPE_')
+}
 
-/** The `code` napi-rs gives an argument it could not convert (`StringExpected`…). */
-const NAPI_ARGUMENT = /^(InvalidArg|[A-Za-z]+Expected)$/
+/**
+ * The codes napi-rs gives an argument it could not convert (napi-rs's `Status`), raised before
+ * the addon's own code runs.
+ */
+const NAPI_ARGUMENT: ReadonlySet<string> = new Set([
+  'InvalidArg',
+  'ObjectExpected',
+  'StringExpected',
+  'NameExpected',
+  'FunctionExpected',
+  'NumberExpected',
+  'BooleanExpected',
+  'ArrayExpected',
+  'BigintExpected',
+  'DateExpected',
+  'ArrayBufferExpected',
+  'DetachableArraybufferExpected',
+])
 
-/** The other `code`s napi-rs gives its errors, a caught Rust panic's among them. */
-const NAPI_FAILURE = /^(GenericFailure|PendingException|Cancelled|Closing|WouldDeadlock|Unknown)$/
+/** The other codes napi-rs gives its errors, a caught Rust panic's among them. */
+const NAPI_FAILURE: ReadonlySet<string> = new Set([
+  'GenericFailure',
+  'PendingException',
+  'Cancelled',
+  'Closing',
+  'WouldDeadlock',
+  'Unknown',
+])
 
 /**
  * The error to throw for `err`, caught from a native call: a {@link ShmpipeError} with the code
@@ -243,14 +124,13 @@ const NAPI_FAILURE = /^(GenericFailure|PendingException|Cancelled|Closing|WouldD
  */
 export function translateError(err: unknown): unknown {
   if (err instanceof ShmpipeError || !(err instanceof Error)) return err
-  const match = CODE.exec(err.message)
-  if (match !== null) return new ShmpipeError(match[1] as ShmpipeErrorCode, match[2]!)
   const code = (err as { code?: unknown }).code
   if (typeof code !== 'string') return err
-  if (NAPI_ARGUMENT.test(code)) {
+  if (isNativeCode(code)) return new ShmpipeError(code, err.message)
+  if (NAPI_ARGUMENT.has(code)) {
     return new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, `an argument has the wrong type: ${err.message}`, { cause: err }) // prettier-ignore
   }
-  if (NAPI_FAILURE.test(code)) {
+  if (NAPI_FAILURE.has(code)) {
     return new ShmpipeError(ERR_SHMPIPE_OS, `the native addon failed: ${err.message}`, { cause: err }) // prettier-ignore
   }
   return err

@@ -34,9 +34,10 @@ import {
   callAsync,
   native,
   type NativeConsumer,
-  type NativeHandle,
+  type NativeConsumerHandle,
   type NativeMessage,
   type NativeProducer,
+  type NativeProducerHandle,
   type NativeQueue,
 } from './native.js'
 import { registerOpenEnd, unregisterOpenEnd } from './lifecycle.js'
@@ -334,7 +335,7 @@ export class Sender implements Disposable {
    */
   readonly name: string
   #end: EndState<NativeProducer>
-  #handle: NativeHandle | null = null
+  #handle: NativeProducerHandle | null = null
 
   /**
    * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
@@ -361,7 +362,7 @@ export class Sender implements Disposable {
   }
 
   /** The sender's handle for the addon's fast functions. */
-  get #fast(): NativeHandle {
+  get #fast(): NativeProducerHandle {
     this.#handle ??= call(() => this.#producer.handle())
     return this.#handle
   }
@@ -579,7 +580,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
   #end: EndState<NativeConsumer>
-  #handle: NativeHandle | null = null
+  #handle: NativeConsumerHandle | null = null
   /** Bytes of the last message taken (how long the next wait may spin depends on it). */
   #lastLength = 0
 
@@ -610,7 +611,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   }
 
   /** The receiver's handle for the addon's fast functions. */
-  get #fast(): NativeHandle {
+  get #fast(): NativeConsumerHandle {
     this.#handle ??= call(() => this.#consumer.handle())
     return this.#handle
   }

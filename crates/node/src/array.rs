@@ -5,15 +5,13 @@
 //! The ArrayBuffer's finalizer keeps the mapping alive, so a view that outlives its handle never
 //! reads freed memory; `close` detaches the buffer, so every view of it becomes empty at once.
 
-use crate::errors::{closed, invalid, to_napi, IntoNapi};
-use crate::waiter::{poisoned, timeout, Waiter};
+use crate::args::{dimensions, timeout};
+use crate::errors::{closed, error, invalid, poisoned, ErrorCode, IntoNapi, Result};
+use crate::waiter::{settle, Settle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{Acquired, CancelToken, Dtype, SharedArray, WaitOptions};
 use std::sync::{Arc, Mutex};
-
-/// Largest integer a JavaScript number holds exactly.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// How a lock was obtained, as JavaScript sees it.
 #[napi(object)]
@@ -32,23 +30,6 @@ impl From<Acquired> for LockInfo {
             previous_owner_pid: a.previous_owner_pid,
         }
     }
-}
-
-/// Converts a JavaScript shape to dimensions, rejecting anything but whole numbers ≥ 1.
-fn dimensions(shape: &[f64]) -> Result<Vec<u64>> {
-    shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| {
-            if d.is_finite() && d >= 1.0 && d.fract() == 0.0 && d <= MAX_SAFE_INTEGER {
-                Ok(d as u64)
-            } else {
-                Err(invalid(&format!(
-                    "shape[{i}] must be a whole number of at least 1, got {d}"
-                )))
-            }
-        })
-        .collect()
 }
 
 /// A handle on a shared array.
@@ -168,15 +149,14 @@ impl NativeArray {
                 let _ = env.adjust_external_memory(-(len as i64));
                 drop(keep);
             })
-        }?;
+        }
+        .napi()?;
         if !std::ptr::eq(buffer.as_ptr(), ptr) {
             // The runtime refused external buffers (Electron) and napi-rs fell back to a copy,
             // which would not be shared.
-            return Err(Error::new(
-                Status::GenericFailure,
-                "ERR_SHMPIPE_UNSUPPORTED: this runtime does not allow external ArrayBuffers, \
-                 which shared arrays need"
-                    .to_owned(),
+            return Err(error(
+                ErrorCode::Unsupported,
+                "this runtime does not allow external ArrayBuffers, which shared arrays need",
             ));
         }
         Ok(buffer)
@@ -216,10 +196,9 @@ impl NativeArray {
             cancel: Some(token),
             spin: None,
         };
-        let (deferred, promise) = env.create_deferred::<LockInfo, _>()?;
-        self.waiter.run(Box::new(move || match array.lock(&opts) {
-            Ok(acquired) => deferred.resolve(move |_| Ok(acquired.into())),
-            Err(e) => deferred.reject(to_napi(e)),
+        let (deferred, promise) = env.create_deferred::<LockInfo, Settle<LockInfo>>().napi()?;
+        self.waiter.run(Box::new(move || {
+            settle(deferred, array.lock(&opts).map(LockInfo::from).napi())
         }))?;
         Ok(promise)
     }
@@ -257,8 +236,8 @@ impl NativeArray {
     #[napi(catch_unwind)]
     pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
         if let Some(buffer) = buffer {
-            if !buffer.is_detached()? {
-                buffer.detach()?;
+            if !buffer.is_detached().napi()? {
+                buffer.detach().napi()?;
             }
         }
         if let Some(array) = self.array.take() {

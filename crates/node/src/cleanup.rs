@@ -4,94 +4,206 @@
 //! removes (`removeArrayOnSignal`) and the synchronous waits it interrupts
 //! (`interruptSyncWaitsOnSignal`, `takeInterruptingSignal`).
 
-use crate::errors::{code_of, IntoNapi};
-use napi::bindgen_prelude::*;
+use crate::errors::{ErrorCode, IntoNapi, Result};
 use napi_derive::napi;
-use shmpipe_core::inventory::{Liveness, SegmentInfo};
+use shmpipe_core::inventory::{Liveness, SegmentInfo as Found, Status};
 use shmpipe_core::{CleanOptions, ListOptions, SegmentKind, SignalSetup};
 use std::time::UNIX_EPOCH;
 
-/// A live process that may still use a kept segment.
-#[napi(object)]
-pub struct ProcessRecord {
+/// What a segment holds.
+#[napi(string_enum = "lowercase", js_name = "SegmentKind")]
+pub enum Kind {
+    /// A pipe's queue.
+    Queue,
+    /// A message's own segment.
+    Blob,
+    /// A shared array.
+    Array,
+}
+
+impl From<SegmentKind> for Kind {
+    fn from(kind: SegmentKind) -> Self {
+        match kind {
+            SegmentKind::Queue => Self::Queue,
+            SegmentKind::Blob => Self::Blob,
+            SegmentKind::Array => Self::Array,
+        }
+    }
+}
+
+/// Whether a segment's creator is still running.
+#[napi(string_enum = "lowercase", js_name = "OwnerLiveness")]
+pub enum Owner {
+    /// It is running.
+    Alive,
+    /// It has exited.
+    Dead,
+    /// This cannot be told (another PID namespace, no permission…).
+    Unknown,
+}
+
+impl From<Liveness> for Owner {
+    fn from(owner: Liveness) -> Self {
+        match owner {
+            Liveness::Alive => Self::Alive,
+            Liveness::Dead => Self::Dead,
+            Liveness::Unknown => Self::Unknown,
+        }
+    }
+}
+
+/// A segment's state, and so what `cleanSegments` does with it:
+///
+/// - `owner-alive`: its creator is running. Kept.
+/// - `creating`: being created (not ready yet, creator running). Kept.
+/// - `owner-dead`: a pipe (or array) whose creator has exited. Removed, as the creator's normal
+///   exit would have done: processes still using it keep their mapping; new attaches fail.
+/// - `abandoned-blob`: a message's own segment whose sender died before sending it. Removed.
+/// - `undeliverable-blob`: a sent message's own segment whose sender died and that no live
+///   process can receive any more. Removed.
+/// - `maybe-in-use`: a sent message's own segment whose sender died, which a live receiver may
+///   still take (or this cannot be told, e.g. on macOS or for lack of permission); `mayBeUsedBy`
+///   names the processes that may. Kept, unless `force` (the message is lost).
+/// - `other-pid-namespace`: made in another PID namespace (another container sharing
+///   `/dev/shm`): its pid means nothing here; or made by a version that did not record the
+///   namespace, and no such process runs here. Kept.
+/// - `invalid`: not a valid header of this version. Kept, unless `forceInvalid` and no process
+///   holds it open or mapped.
+/// - `unreadable`: cannot be read. Kept.
+/// - `array`: a shared array that no process has open or mapped (its creator may be dead: arrays
+///   outlive it by design). Kept, unless named in `names` or `arrays`.
+/// - `array-in-use`: a shared array that live processes have open or mapped (`mayBeUsedBy`), or
+///   where that cannot be told (macOS). Kept, unless named or `arrays`, and `force`: the
+///   processes keep their mapping, but nobody can attach to the name any more.
+/// - `other-user`: owned by another user than this process's (e.g. when run as root), in any
+///   state (but `other-pid-namespace`). Kept, unless `allUsers`, which judges it as one's own.
+#[napi(string_enum = "kebab-case", js_name = "SegmentStatus")]
+#[allow(missing_docs)] // the list above describes each (TypeScript shows only the enum's comment)
+pub enum State {
+    OwnerAlive,
+    Creating,
+    OwnerDead,
+    AbandonedBlob,
+    UndeliverableBlob,
+    MaybeInUse,
+    OtherPidNamespace,
+    Invalid,
+    Unreadable,
+    Array,
+    ArrayInUse,
+    OtherUser,
+}
+
+impl From<&Status> for State {
+    fn from(status: &Status) -> Self {
+        match status {
+            Status::OwnerAlive => Self::OwnerAlive,
+            Status::Creating => Self::Creating,
+            Status::OwnerDead => Self::OwnerDead,
+            Status::AbandonedBlob => Self::AbandonedBlob,
+            Status::UndeliverableBlob => Self::UndeliverableBlob,
+            Status::MaybeInUse => Self::MaybeInUse,
+            Status::OtherPidNamespace => Self::OtherPidNamespace,
+            Status::Invalid(_) => Self::Invalid,
+            Status::Unreadable => Self::Unreadable,
+            Status::Array => Self::Array,
+            Status::ArrayInUse => Self::ArrayInUse,
+            Status::OtherUser(_) => Self::OtherUser,
+        }
+    }
+}
+
+/// A live process, as named in the reasons a segment is kept.
+#[napi(object, use_nullable = true)]
+pub struct ProcessInfo {
     /// Its pid.
+    #[napi(readonly)]
     pub pid: u32,
-    /// Its command name, where it can be read.
+    /// Its command name (Linux: `/proc/<pid>/comm`); `null` where it cannot be read.
+    #[napi(readonly)]
     pub command: Option<String>,
 }
 
-/// One segment found on this machine.
-#[napi(object)]
-pub struct SegmentRecord {
-    /// Its name.
+/// One shared-memory segment found on this machine.
+#[napi(object, use_nullable = true)]
+pub struct SegmentInfo {
+    /// Its name (a pipe's name is the name of its queue segment; an array's is `shmpipe_a_<name>`).
+    #[napi(readonly)]
     pub name: String,
-    /// `'queue'`, `'blob'` or `'array'`; absent when the header is not valid.
-    pub kind: Option<String>,
-    /// Bytes it occupies.
+    /// What it holds; `null` when its header is not valid.
+    #[napi(readonly)]
+    pub kind: Option<Kind>,
+    /// Bytes of shared memory it occupies.
+    #[napi(readonly)]
     pub size: f64,
-    /// Its creator's pid (in the creator's PID namespace), from the header.
+    /// The pid of the process that created (and owns) it; `null` when the header does not say.
+    #[napi(readonly)]
     pub owner_pid: Option<u32>,
-    /// `'alive'`, `'dead'` or `'unknown'`.
-    pub owner: String,
-    /// Its state (`Status::code` in the core), which decides what clean does with it.
-    pub status: String,
-    /// The state in words.
+    /// Whether that process is still running.
+    #[napi(readonly)]
+    pub owner: Owner,
+    /// Its state; see `SegmentStatus`.
+    #[napi(readonly)]
+    pub status: State,
+    /// The state in words, with the processes that keep it, e.g. `owner dead, maybe in use: a
+    /// receiver may be alive (pid 4242 (node))` or `other user (uid 65534)`.
+    #[napi(readonly)]
     pub detail: String,
-    /// Whether clean removes it (with the options of the call that produced this record).
+    /// Whether `cleanSegments` removes it (with the options used, for its reports).
+    #[napi(readonly)]
     pub removable: bool,
-    /// The layout version in its header, if the header is shmpipe's.
+    /// The shared-memory layout version in its header; `null` if the header is not shmpipe's.
+    #[napi(readonly)]
     pub layout_version: Option<u32>,
-    /// Whether its creator published it as ready.
+    /// Whether its creator finished creating it; `null` when the header does not say.
+    #[napi(readonly)]
     pub ready: Option<bool>,
-    /// The user owning it.
+    /// The user owning it; `null` where the platform does not say.
+    #[napi(readonly)]
     pub uid: Option<u32>,
-    /// Pids of the processes holding it open or mapped; absent where that cannot be told.
+    /// Pids of the processes that have it open or mapped; `null` where that cannot be told.
+    #[napi(readonly, ts_type = "readonly number[]")]
     pub held_by: Option<Vec<u32>>,
-    /// When it was created, in milliseconds since 1970; absent where unknown.
+    /// When it was created, in milliseconds since 1970 (its age is `Date.now() - createdAt`);
+    /// `null` where unknown (macOS).
+    #[napi(readonly)]
     pub created_at: Option<f64>,
-    /// The live processes that may still use it, for `maybe-in-use` and `array-in-use`.
-    pub may_be_used_by: Vec<ProcessRecord>,
+    /// The live processes that may still use it, for a segment kept because of them: for
+    /// `maybe-in-use`, those that could receive the message (they hold a pipe, or could not be
+    /// inspected); for `array-in-use`, those that have the array open or mapped. Empty otherwise.
+    #[napi(readonly, ts_type = "readonly ProcessInfo[]")]
+    pub may_be_used_by: Vec<ProcessInfo>,
 }
 
 /// A segment whose removal failed.
 #[napi(object)]
 pub struct CleanFailure {
     /// The segment.
-    pub segment: SegmentRecord,
-    /// The error as `ERR_SHMPIPE_*: description`.
-    pub error: String,
+    pub segment: SegmentInfo,
+    /// The error's code.
+    pub code: ErrorCode,
+    /// The error's description.
+    pub message: String,
 }
 
 /// What `cleanSegments` did.
 #[napi(object)]
 pub struct CleanResult {
     /// Removed (or, in a dry run, would be).
-    pub removed: Vec<SegmentRecord>,
+    pub removed: Vec<SegmentInfo>,
     /// Left in place; `status` says why.
-    pub kept: Vec<SegmentRecord>,
+    pub kept: Vec<SegmentInfo>,
     /// Removal failed.
     pub failed: Vec<CleanFailure>,
 }
 
-fn record(info: SegmentInfo, removable: bool) -> SegmentRecord {
-    SegmentRecord {
-        kind: info.kind.map(|k| {
-            match k {
-                SegmentKind::Queue => "queue",
-                SegmentKind::Blob => "blob",
-                SegmentKind::Array => "array",
-            }
-            .to_owned()
-        }),
+fn record(info: Found, removable: bool) -> SegmentInfo {
+    SegmentInfo {
+        kind: info.kind.map(Kind::from),
         size: info.size as f64,
         owner_pid: info.creator.map(|c| c.pid),
-        owner: match info.owner {
-            Liveness::Alive => "alive",
-            Liveness::Dead => "dead",
-            Liveness::Unknown => "unknown",
-        }
-        .to_owned(),
-        status: info.status.code().to_owned(),
+        owner: info.owner.into(),
+        status: (&info.status).into(),
         detail: info.detail(),
         removable,
         layout_version: info.layout_version,
@@ -105,7 +217,7 @@ fn record(info: SegmentInfo, removable: bool) -> SegmentRecord {
         may_be_used_by: info
             .may_be_used_by
             .into_iter()
-            .map(|p| ProcessRecord {
+            .map(|p| ProcessInfo {
                 pid: p.pid,
                 command: p.command,
             })
@@ -124,7 +236,7 @@ pub struct NativeListOptions {
 /// Every shmpipe segment on this machine, shared arrays included, sorted by name (Linux:
 /// `/dev/shm`; macOS: the per-user registry; Windows: none).
 #[napi(catch_unwind)]
-pub fn list_segments(options: Option<NativeListOptions>) -> Result<Vec<SegmentRecord>> {
+pub fn list_segments(options: Option<NativeListOptions>) -> Result<Vec<SegmentInfo>> {
     let opts = ListOptions {
         all_users: options.and_then(|o| o.all_users).unwrap_or(false),
     };
@@ -191,32 +303,45 @@ pub fn clean_segments(options: Option<NativeCleanOptions>) -> Result<CleanResult
             .failed
             .into_iter()
             .map(|(i, e)| CleanFailure {
-                error: format!("{}: {e}", code_of(&e)),
+                code: ErrorCode::of(&e),
+                message: e.to_string(),
                 segment: record(i, true),
             })
             .collect(),
     })
 }
 
+/// What `installSignalCleanup` did for one signal.
+#[napi(string_enum = "kebab-case", js_name = "SignalCleanupSetup")]
+pub enum Setup {
+    /// The handler is installed.
+    Installed,
+    /// It was installed already.
+    AlreadyInstalled,
+    /// The signal is ignored, and left so.
+    LeftIgnored,
+    /// This platform has no such handler.
+    Unsupported,
+}
+
+impl From<&SignalSetup> for Setup {
+    fn from(setup: &SignalSetup) -> Self {
+        match setup {
+            SignalSetup::Installed => Self::Installed,
+            SignalSetup::AlreadyInstalled => Self::AlreadyInstalled,
+            SignalSetup::LeftIgnored => Self::LeftIgnored,
+            SignalSetup::Unsupported => Self::Unsupported,
+        }
+    }
+}
+
 /// Installs the native SIGINT/SIGTERM/SIGABRT handler that removes this process's own segments
-/// before the signal ends it (see `shmpipe_core::signals`). Returns, per signal (`SIGINT`,
-/// `SIGTERM`, `SIGABRT`): `'installed'`, `'already-installed'`, `'left-ignored'` or
-/// `'unsupported'`.
+/// before the signal ends it (see `shmpipe_core::signals`). Returns what it did per signal
+/// (`SIGINT`, `SIGTERM`, `SIGABRT`).
 #[napi(catch_unwind)]
-pub fn install_signal_cleanup() -> Result<Vec<String>> {
+pub fn install_signal_cleanup() -> Result<Vec<Setup>> {
     let setup = shmpipe_core::install_signal_cleanup().napi()?;
-    Ok(setup
-        .iter()
-        .map(|s| {
-            match s {
-                SignalSetup::Installed => "installed",
-                SignalSetup::AlreadyInstalled => "already-installed",
-                SignalSetup::LeftIgnored => "left-ignored",
-                SignalSetup::Unsupported => "unsupported",
-            }
-            .to_owned()
-        })
-        .collect())
+    Ok(setup.iter().map(Setup::from).collect())
 }
 
 /// Has the signal cleanup remove the shared array `name` (its segment as it is now) if a signal

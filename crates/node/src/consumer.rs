@@ -6,9 +6,10 @@
 //! handed over without a copy: the Buffer maps that segment, which is unmapped when the Buffer is
 //! collected (its name was already removed, so nothing can leak).
 
-use crate::errors::{closed, invalid, IntoNapi};
+use crate::args::timeout;
+use crate::errors::{closed, invalid, poisoned, IntoNapi, Result};
 use crate::recycle::{BufferPool, MIN_BYTES};
-use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
+use crate::waiter::{spawn_wait, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Consumer, Message, Queue, WaitOptions};
@@ -42,8 +43,10 @@ pub fn consumer_try_recv_into<'env>(
     };
     let len = msg.len();
     if !msg.is_blob() && len <= scratch.len() {
-        // SAFETY: this runs on the JavaScript thread, which is inside this call: nothing else
-        // reads or writes `scratch` meanwhile.
+        // SAFETY: `scratch` is valid for `scratch.len()` bytes for this call. Only the JavaScript
+        // thread can reach it, and it is inside this call: the caller (`src/pipe.ts`) passes
+        // its own scratch array over an ordinary ArrayBuffer, never one over a
+        // SharedArrayBuffer another thread could write. The peer's bytes are only copied from.
         let dst = unsafe { scratch.as_mut() };
         dst[..len].copy_from_slice(msg.as_slice());
         return Ok(Some(Either::A(len as u32)));
@@ -90,7 +93,8 @@ fn to_buffer<'env>(
                     pool.give(bytes);
                 }
             })
-        };
+        }
+        .napi();
     }
     if !msg.is_blob() || msg.is_empty() {
         // A Buffer Node allocates. (Messages of 4 to 32 MiB used to go into huge-page mappings
@@ -98,7 +102,7 @@ fn to_buffer<'env>(
         // finalizers ran too late to matter, and each copy zeroed fresh huge pages: get() of
         // 10 MB took 8.4-8.7 ms a message in the transport benchmark, against 2.1-2.3 ms this
         // way, and 5 MB 3.1 ms against 1.0.)
-        return BufferSlice::copy_from(env, msg.as_slice());
+        return BufferSlice::copy_from(env, msg.as_slice()).napi();
     }
     let ptr = msg.as_slice().as_ptr() as *mut u8;
     let len = msg.len();
@@ -113,6 +117,7 @@ fn to_buffer<'env>(
             drop(msg);
         })
     }
+    .napi()
 }
 
 /// A message received without copying.
@@ -151,7 +156,7 @@ impl NativeMessage {
             return Err(invalid("the message's buffer was already handed out"));
         }
         if len == 0 {
-            return ArrayBuffer::from_data(env, Vec::<u8>::new());
+            return ArrayBuffer::from_data(env, Vec::<u8>::new()).napi();
         }
         let keep = self.message.clone();
         // SAFETY: the message's bytes stay valid and mapped while the shared slot holds it (an
@@ -163,6 +168,7 @@ impl NativeMessage {
         // bytes: `handed_out` makes this the only one. (The lock is not held here: a runtime
         // without external buffers copies the bytes and runs the finalizer at once.)
         unsafe { ArrayBuffer::from_external(env, ptr, len, keep, |_, keep| release_slot(&keep)) }
+            .napi()
     }
 
     /// Releases the message if `buffer` is the ArrayBuffer `buffer()` handed out and still holds
@@ -182,11 +188,11 @@ impl NativeMessage {
         let Some(buffer) = buffer else {
             return Ok(());
         };
-        let ours = !buffer.is_detached()?
+        let ours = !buffer.is_detached().napi()?
             && std::ptr::eq(buffer.as_ptr(), msg.as_slice().as_ptr())
             && buffer.len() == msg.len();
         if ours {
-            buffer.detach()?;
+            buffer.detach().napi()?;
             let message = guard.take();
             drop(guard);
             drop(message);

@@ -10,19 +10,30 @@
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
 //! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
-//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`) and the signal cleanup
-//!   (`installSignalCleanup`, the arrays it removes, the synchronous waits it interrupts)
+//! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`, and the one definition
+//!   of a segment record, `SegmentInfo`) and the signal cleanup (`installSignalCleanup`, the
+//!   arrays it removes, the synchronous waits it interrupts)
 //! - `parent`: `watchParent`, which ends a pool worker when its parent process is gone
-//! - `errors`: core errors as `ERR_SHMPIPE_*` codes
+//! - `args`: JavaScript arguments (byte counts, shapes, timeouts) checked and converted
+//! - `errors`: this addon's errors, whose `code` is an `ERR_SHMPIPE_*` code (`ErrorCode`)
+//!
+//! Modules depend in one direction: `queue → producer/consumer → waiter/recycle/args → errors`
+//! (`array`, `cleanup` and `parent` beside them).
+//!
+//! `binding.d.cts`, the TypeScript declarations of these exports, is generated from them by
+//! `npm run build:native` and committed; `src/native.ts` types the addon with it.
 //!
 //! Every export is `#[napi(catch_unwind)]`: a panic becomes a JavaScript error, never an abort of
 //! the process (the release profile unwinds; it must not set `panic = "abort"`).
 
 #![deny(clippy::all)]
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use napi_derive::napi;
 
+mod args;
 mod array;
 mod cleanup;
 mod consumer;

@@ -32,7 +32,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Ties this process's life to `parentPid`'s (see the module documentation). Returns `false` if
 /// the parent is already gone (this process should end), `true` otherwise (also where no watch
 /// exists). Call it once, early.
-#[napi]
+#[napi(catch_unwind)]
 pub fn watch_parent(parent_pid: u32) -> bool {
     imp::watch(parent_pid)
 }

@@ -1,9 +1,9 @@
 //! `NativeProducer`: the sending end's primitive operations. Ordering and the async API live in
 //! TypeScript; this layer never blocks the JS thread except in the explicitly synchronous calls.
 
-use crate::errors::{closed, invalid, IntoNapi};
-use crate::queue::byte_count;
-use crate::waiter::{poisoned, spawn_wait, timeout, wait_with, with_handle, Waiter};
+use crate::args::{byte_count, timeout};
+use crate::errors::{closed, invalid, poisoned, IntoNapi, Result};
+use crate::waiter::{spawn_wait, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
@@ -78,7 +78,7 @@ impl NativeProducer {
             .take()
             .ok_or_else(|| invalid("no reservation is open"))?;
         if !loan.is_empty() {
-            buffer.detach()?;
+            buffer.detach().napi()?;
         }
         Ok(loan)
     }
@@ -214,15 +214,22 @@ impl NativeProducer {
         };
         if loan.is_empty() {
             self.loan = Some(loan);
-            return ArrayBuffer::from_data(env, Vec::<u8>::new()).map(Some);
+            return ArrayBuffer::from_data(env, Vec::<u8>::new())
+                .napi()
+                .map(Some);
         }
         let ptr = loan.as_mut_ptr();
         let len = loan.len();
         self.loan = Some(loan);
-        // SAFETY: `ptr` points at `len` bytes owned by the open reservation. The reservation is
-        // only committed or aborted through `commit`/`abort`, which detach this ArrayBuffer
-        // first, so JavaScript can never reach the memory after the reservation ends.
-        unsafe { ArrayBuffer::from_external(env, ptr, len, (), |_, ()| {}) }.map(Some)
+        // SAFETY: `ptr` points at `len` bytes of the open reservation, in the queue's mapping,
+        // which the reservation keeps mapped. `commit`/`abort` detach this ArrayBuffer before
+        // they end the reservation, so no view reaches the memory afterwards. `close` ends an
+        // open reservation without detaching; the caller (`src/pipe.ts`) never leaves one open
+        // across calls: it commits or aborts in the same synchronous call as `tryReserve`. A
+        // peer may write the reserved bytes meanwhile: they are plain bytes to JavaScript.
+        unsafe { ArrayBuffer::from_external(env, ptr, len, (), |_, ()| {}) }
+            .napi()
+            .map(Some)
     }
 
     /// Publishes the open reservation; `buffer` (from `tryReserve`) is detached first.

@@ -1,25 +1,11 @@
 //! `NativeQueue`: creates or opens a queue segment and registers senders and the receiver.
 
+use crate::args::byte_count;
 use crate::consumer::NativeConsumer;
-use crate::errors::{invalid, IntoNapi};
+use crate::errors::{closed, IntoNapi, Result};
 use crate::producer::NativeProducer;
-use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use shmpipe_core::{Queue, QueueOptions};
-
-/// Largest integer a JavaScript number holds exactly.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-
-/// Converts a JavaScript byte count to `u64`, rejecting fractions, negatives and unsafe sizes.
-pub fn byte_count(value: f64, what: &str) -> Result<u64> {
-    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= MAX_SAFE_INTEGER {
-        Ok(value as u64)
-    } else {
-        Err(invalid(&format!(
-            "{what} must be a whole number of bytes, got {value}"
-        )))
-    }
-}
 
 /// A handle on a queue segment.
 #[napi]
@@ -29,7 +15,7 @@ pub struct NativeQueue {
 
 impl NativeQueue {
     fn queue(&self) -> Result<&Queue> {
-        self.queue.as_ref().ok_or_else(crate::errors::closed)
+        self.queue.as_ref().ok_or_else(closed)
     }
 }
 

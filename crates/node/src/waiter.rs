@@ -2,10 +2,11 @@
 //! small thread pool (shared with `fs` and `dns`). Results reach JavaScript through a deferred
 //! promise, which keeps the process alive while it is pending.
 
-use napi::bindgen_prelude::*;
+use crate::errors::{closed, error, for_deferred, poisoned, ErrorCode, IntoNapi, Result};
+use napi::bindgen_prelude::{Env, Object, ToNapiValue};
+use napi::JsDeferred;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
-use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -29,13 +30,13 @@ impl Waiter {
                         job();
                     }
                 })
-                .map_err(|e| Error::from_reason(format!("ERR_SHMPIPE_OS: spawn waiter: {e}")))?;
+                .map_err(|e| error(ErrorCode::Os, format!("spawn waiter: {e}")))?;
             *jobs = Some(tx);
         }
         jobs.as_ref()
             .expect("started above")
             .send(job)
-            .map_err(|_| Error::from_reason("ERR_SHMPIPE_OS: waiter thread is gone"))
+            .map_err(|_| error(ErrorCode::Os, "waiter thread is gone"))
     }
 
     /// Blocks until every job queued so far has run; returns at once if the thread never
@@ -75,13 +76,14 @@ pub fn with_handle<H, T>(
     let mut guard = match inner.try_lock() {
         Ok(g) => g,
         Err(std::sync::TryLockError::WouldBlock) => {
-            return Err(Error::from_reason(format!(
-                "ERR_SHMPIPE_BUSY: an asynchronous wait is in progress on this {what}"
-            )))
+            return Err(error(
+                ErrorCode::Busy,
+                format!("an asynchronous wait is in progress on this {what}"),
+            ))
         }
         Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
     };
-    f(guard.as_mut().ok_or_else(crate::errors::closed)?)
+    f(guard.as_mut().ok_or_else(closed)?)
 }
 
 /// Runs `wait` on the handle in `inner` with `opts`, on the calling (waiter) thread; fails with
@@ -96,39 +98,33 @@ pub fn wait_with<H>(
     let mut guard = inner.lock().map_err(|_| poisoned())?;
     let result = match guard.as_mut() {
         Some(handle) => wait(handle, &opts),
-        None => Err(crate::errors::closed()),
+        None => Err(closed()),
     };
     drop(opts);
     drop(guard);
     result
 }
 
-/// The error for a poisoned lock (a panic on another thread).
-pub fn poisoned() -> Error {
-    Error::from_reason("ERR_SHMPIPE_OS: internal lock poisoned")
+/// What settles a deferred promise on the JavaScript thread.
+pub type Settle<T> = Box<dyn FnOnce(Env) -> napi::Result<T> + Send>;
+
+/// Settles `deferred` with `outcome` (on the JavaScript thread, later): a rejection carries the
+/// error's code.
+pub fn settle<T: ToNapiValue + Send + 'static>(
+    deferred: JsDeferred<T, Settle<T>>,
+    outcome: Result<T>,
+) {
+    deferred.resolve(Box::new(move |env| {
+        outcome.map_err(|err| for_deferred(env, err))
+    }));
 }
 
 /// Runs `work` on `waiter` and returns a promise settled with its result on the JS thread.
 pub fn spawn_wait<'env, F>(env: &'env Env, waiter: &Waiter, work: F) -> Result<Object<'env>>
 where
-    F: FnOnce() -> std::result::Result<(), Error> + Send + 'static,
+    F: FnOnce() -> Result<()> + Send + 'static,
 {
-    let (deferred, promise) = env.create_deferred::<(), _>()?;
-    waiter.run(Box::new(move || match work() {
-        Ok(()) => deferred.resolve(|_| Ok(())),
-        Err(e) => deferred.reject(e),
-    }))?;
+    let (deferred, promise) = env.create_deferred::<(), Settle<()>>().napi()?;
+    waiter.run(Box::new(move || settle(deferred, work())))?;
     Ok(promise)
-}
-
-/// A JavaScript timeout in milliseconds as a `Duration`: absent, `Infinity`, or too long for a
-/// `Duration` means no timeout.
-pub fn timeout(ms: Option<f64>) -> Result<Option<Duration>> {
-    match ms {
-        None => Ok(None),
-        Some(ms) if ms >= 0.0 => Ok(Duration::try_from_secs_f64(ms / 1000.0).ok()),
-        Some(ms) => Err(crate::errors::invalid(&format!(
-            "timeout must be a non-negative number of milliseconds, got {ms}"
-        ))),
-    }
 }
