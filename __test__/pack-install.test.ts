@@ -21,6 +21,8 @@
  *    the other Node versions it installs).
  * 4. Without the platform package (`--omit=optional`), importing shmpipe fails with
  *    `ERR_SHMPIPE_ADDON_NOT_FOUND` naming the package to install.
+ * 5. `npm run pack:local` (installing from a clone): its two tarballs install into an empty
+ *    directory without npm asking the registry anything, and shmpipe works there.
  *
  * POSIX only: on Windows, `PATH` holding only a symlink to node does not work the same way.
  */
@@ -37,6 +39,8 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 
@@ -510,3 +514,60 @@ posix('without the platform package, import names the package to install', async
     ),
   )
 })
+
+posix(
+  'npm run pack:local: its two tarballs install without asking a registry, and work',
+  async (t) => {
+    t.timeout(5 * 60_000)
+    get(t)
+    const dir = join(tempDir!, 'pack-local')
+    const packed = await ok(
+      process.execPath,
+      [
+        '--import=tsx',
+        join(repoRoot, 'scripts', 'pack-local.ts'),
+        `--out=${join(dir, 'packages')}`,
+      ],
+      { cwd: repoRoot, env: process.env, timeout: 4 * 60_000 },
+    )
+    const tarballs = packed.stdout.trim().split('\n')
+    t.deepEqual(tarballs, [
+      join(dir, 'packages', `${pkg.name}-${pkg.version}.tgz`),
+      join(dir, 'packages', `${platformPackage(current!)}-${pkg.version}.tgz`),
+    ])
+
+    // A registry that answers 404 to everything and records what npm asked.
+    const asked: string[] = []
+    const registry = createServer((req, res) => {
+      asked.push(`${req.method} ${req.url}`)
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}')
+    })
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => registry.close())
+    const app = join(dir, 'app')
+    mkdirSync(app)
+    const env = {
+      ...npmEnv(dir, { HOME: dir, PATH: join(tempDir!, 'tools') }),
+      npm_config_offline: 'false',
+      npm_config_registry: `http://127.0.0.1:${(registry.address() as AddressInfo).port}/`,
+    }
+    await ok(process.execPath, [npmCli(), 'install', ...tarballs], { cwd: app, env })
+    t.deepEqual(asked, [], 'npm asked the registry')
+    t.deepEqual(
+      readdirSync(join(app, 'node_modules'))
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+      [pkg.name, platformPackage(current!)].sort(),
+    )
+
+    const script = `import { createSharedMemoryPair } from 'shmpipe'
+const [sender, receiver] = createSharedMemoryPair({ capacity: 2 })
+await sender.put({ floats: new Float64Array([1.5, 2.5]) })
+const got = await receiver.get({ timeout: 10000 })
+sender.close()
+receiver.close()
+console.log(JSON.stringify([...got.floats]))`
+    const r = await ok(process.execPath, ['--input-type=module', '-e', script], { cwd: app, env })
+    t.is(r.stdout, '[1.5,2.5]\n')
+  },
+)

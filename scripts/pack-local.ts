@@ -3,18 +3,19 @@
  * (after `npm run build`): the main package (`shmpipe-<version>.tgz`) and this machine's addon
  * package (`shmpipe-<platform>-<version>.tgz`), staged as the release workflow stages them
  * (`stage-packages.ts`). Then, in any project, `npm install <clone>/packages/*.tgz` installs
- * shmpipe without a registry.
+ * shmpipe without a registry. `--out=<dir>` packs into `<dir>` instead.
  *
- * The main package lists only this machine's addon package as an optional dependency (the
- * published one lists every platform's): the others are not in the registry yet, and npm would
- * look them up there.
+ * The main package lists no optional dependencies (the published one lists every platform's
+ * addon package): npm would look each up in the registry, where they are not yet (even this
+ * machine's, given next to it on the command line). The user installs both tarballs; with the
+ * main one alone, importing shmpipe fails with `ERR_SHMPIPE_ADDON_NOT_FOUND` naming the other.
  *
  * @module
  */
 
 import { symlinkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { delimiter, join, resolve } from 'node:path'
 
 import {
   npmCli,
@@ -25,10 +26,13 @@ import {
   stagePackages,
 } from './stage-packages.js'
 
-/** Where the tarballs go. */
-export const PACKAGES_DIR = join(repoRoot, 'packages')
+/** Where the tarballs go by default. */
+const PACKAGES_DIR = join(repoRoot, 'packages')
 
 async function main(): Promise<void> {
+  const out = resolve(
+    process.argv.find((a) => a.startsWith('--out='))?.slice('--out='.length) ?? PACKAGES_DIR,
+  )
   const dir = mkdtempSync(join(tmpdir(), 'shmpipe-pack-local-'))
   try {
     // napi runs `npm pack` through the shell: give it this node and npm first on PATH.
@@ -43,15 +47,15 @@ async function main(): Promise<void> {
     }
     const { stage, staged, current } = await stagePackages({ dir, env })
     const addonPackage = platformPackage(current)
-    staged.optionalDependencies = { [addonPackage]: pkg.version }
+    delete staged.optionalDependencies
     writeFileSync(join(stage, 'package.json'), `${JSON.stringify(staged, null, 2)}\n`)
 
-    mkdirSync(PACKAGES_DIR, { recursive: true })
-    for (const old of readdirSync(PACKAGES_DIR))
-      if (old.startsWith(`${pkg.name}-`) && old.endsWith('.tgz')) rmSync(join(PACKAGES_DIR, old))
-    await packInto([stage, join(stage, 'npm', current.platformArchABI)], PACKAGES_DIR, env)
+    mkdirSync(out, { recursive: true })
+    for (const old of readdirSync(out))
+      if (old.startsWith(`${pkg.name}-`) && old.endsWith('.tgz')) rmSync(join(out, old))
+    await packInto([stage, join(stage, 'npm', current.platformArchABI)], out, env)
     for (const name of [pkg.name, addonPackage])
-      console.log(join(PACKAGES_DIR, `${name}-${pkg.version}.tgz`))
+      console.log(join(out, `${name}-${pkg.version}.tgz`))
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
