@@ -20,11 +20,14 @@ import {
   blockTitle,
   DOCTEST_MODULE,
   doctestName,
+  doctestProblems,
   extractBlocks,
   handling,
   languageProblem,
   runBlock,
+  runDoctests,
   type Block,
+  type DoctestRun,
 } from './helpers/doc-blocks.js'
 import { repoRoot } from './helpers/processes.js'
 
@@ -43,23 +46,37 @@ function commands(code: string): string[] {
 
 const docBlocksSource = readFileSync(join(repoRoot, DOCTEST_MODULE), 'utf8')
 
+/** The doctests of each included file, run once for all its blocks. */
+const doctestRuns = new Map<string, Promise<DoctestRun>>()
+
 /** Runs `block` as the real tests do, failing `t` with the reasons and the block's output. */
 async function check(t: ExecutionContext, block: Block): Promise<void> {
   const problem = languageProblem(block)
   if (problem) return t.fail(problem)
   const how = handling(block)!
-  let doctest: string | undefined
   if (how === 'rust') {
-    doctest = doctestName(block, docBlocksSource)
-    if (!doctest)
+    const name = doctestName(block, docBlocksSource)
+    if (!name)
       return t.fail(
         `${block.file} has a rust block but ${DOCTEST_MODULE} does not include it as a doctest ` +
           `(add: #[doc = include_str!("../../../${block.file}")] pub struct …;)`,
       )
+    const item = /doc_blocks::(\w+)/.exec(name)![1]!
+    t.timeout(LIMIT_MS.rust + 30_000)
+    if (!doctestRuns.has(item)) doctestRuns.set(item, runDoctests(repoRoot, item, LIMIT_MS.rust))
+    const run = await doctestRuns.get(item)!
+    const problems = doctestProblems(run, name)
+    if (problems.length > 0) {
+      t.log(
+        `--- code\n${block.code}--- doctest\n${run.results.get(name)?.output ?? run.stdout}\n--- stderr\n${run.stderr.slice(-5000)}`,
+      )
+      t.fail(`${blockTitle(block)}: ${problems.join('; ')}`)
+    } else t.deepEqual(problems, [])
+    return
   }
-  const limit = how === 'shell' ? LIMIT_MS.shell : how === 'rust' ? LIMIT_MS.rust : LIMIT_MS.node
+  const limit = how === 'shell' ? LIMIT_MS.shell : LIMIT_MS.node
   t.timeout(limit + 30_000)
-  const r = await runBlock(block, { root: repoRoot, timeoutMs: limit, doctest })
+  const r = await runBlock(block, { root: repoRoot, timeoutMs: limit })
   if (r.problems.length > 0) {
     t.log(`--- code\n${block.code}--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`)
     t.fail(`${blockTitle(block)}: ${r.problems.join('; ')}`)
@@ -109,19 +126,20 @@ test('runner: working blocks pass (js, ts, cjs with shmpipe; sh; json)', async (
   t.timeout(120_000)
   const pipe = `const [sender, receiver] = createSharedMemoryPair({ capacity: 2 })
 await sender.put({ a: new Float64Array([1, 2]) })
-const got = await receiver.get({ timeout: 5000 })
+const got = (await receiver.get({ timeout: 5000 })) as { a: Float64Array }
 if (got.a[1] !== 2) throw new Error('wrong value')
 sender.close()
 receiver.close()`
+  const untyped = pipe.replace(' as { a: Float64Array }', '')
   const blocks = [
-    fixture('js', `import { createSharedMemoryPair } from 'shmpipe'\n${pipe}`),
+    fixture('js', `import { createSharedMemoryPair } from 'shmpipe'\n${untyped}`),
     fixture(
       'ts',
       `import { createSharedMemoryPair, type PipeOptions } from 'shmpipe'\nconst o: PipeOptions = {}\nvoid o\n${pipe}`,
     ),
     fixture(
       'cjs',
-      `const { createSharedMemoryPair } = require('shmpipe')\n;(async () => {\n${pipe}\n})()`,
+      `const { createSharedMemoryPair } = require('shmpipe')\n;(async () => {\n${untyped}\n})()`,
     ),
     fixture('sh', 'test -f package.json && echo "in the root"'),
     fixture('json', '{ "a": [1, 2] }'),
@@ -139,10 +157,37 @@ test('runner: a block that hangs is killed at its time limit and fails', async (
   t.true(Date.now() - started < 10_000)
 })
 
-test('runner: a block that names an undefined variable fails', async (t) => {
-  const r = await run(fixture('js', 'console.log(arrays.length)'))
-  t.deepEqual(r.problems, ['exited with 1'])
-  t.regex(r.stderr, /ReferenceError: arrays is not defined/)
+test('runner: a block that names an undefined variable fails (tsc, and the run)', async (t) => {
+  const r = await run(fixture('js', 'console.log(frobnicate.length)'))
+  t.deepEqual(r.problems, [
+    "does not type-check: docs/fixture.md:6: TS2304 Cannot find name 'frobnicate'.",
+    'exited with 1',
+  ])
+  t.regex(r.stderr, /ReferenceError: frobnicate is not defined/)
+})
+
+test('runner: an undefined name in code the run does not reach fails too (js, cjs, ts)', async (t) => {
+  const code = 'if (process.argv.length > 99) repair(1)'
+  for (const lang of ['js', 'cjs', 'ts']) {
+    const r = await run(fixture(lang, code))
+    t.deepEqual(
+      r.problems,
+      ["does not type-check: docs/fixture.md:6: TS2304 Cannot find name 'repair'."],
+      lang,
+    )
+  }
+})
+
+test('runner: a ts block must type-check; a js block only must name nothing undefined', async (t) => {
+  const code =
+    "import { createSharedMemoryPair } from 'shmpipe'\nconst n: number = createSharedMemoryPair"
+  const ts = await run(fixture('ts', code))
+  t.is(ts.problems.length, 1)
+  t.regex(ts.problems[0]!, /^does not type-check: docs\/fixture\.md:7: TS2322 /)
+  const js = await run(
+    fixture('js', "const o = {}\nconsole.log(o.missing === undefined ? 'ok' : 'no')"),
+  )
+  t.deepEqual(js.problems, [])
 })
 
 test('runner: a sh block whose command fails fails (bash -e, pipefail, -u)', async (t) => {
@@ -219,16 +264,37 @@ test('runner: a rust block in a file the doctest module does not include fails',
   )
 })
 
-test('runner: a failing rust doctest fails', async (t) => {
+test('runner: a doctest that fails, hangs or was never run is reported', (t) => {
+  const run: DoctestRun = {
+    results: new Map([
+      ['m - doc_blocks::R (line 3)', { outcome: 'ok', output: '' }],
+      ['m - doc_blocks::R (line 9)', { outcome: 'FAILED', output: 'error[E0277]' }],
+    ]),
+    hung: 'm - doc_blocks::R (line 20)',
+    problems: ['did not finish within 10 ms (killed)'],
+    stdout: '',
+    stderr: '',
+  }
+  t.deepEqual(doctestProblems(run, 'm - doc_blocks::R (line 3)'), [])
+  t.deepEqual(doctestProblems(run, 'm - doc_blocks::R (line 9)'), ['doctest FAILED'])
+  t.deepEqual(doctestProblems(run, 'm - doc_blocks::R (line 20)'), [
+    'did not finish within 10 ms (killed)',
+  ])
+  t.deepEqual(doctestProblems(run, 'm - doc_blocks::R (line 30)'), [
+    'not run: the doctest "m - doc_blocks::R (line 20)" before it hung',
+  ])
+})
+
+test('runner: a rust doctest runs through cargo, and one not in the run fails', async (t) => {
   t.timeout(LIMIT_MS.rust + 30_000)
-  // README.md is included; a name that is not one of its doctests runs nothing, which fails too.
-  const block = { ...fixture('rust', 'let x = 1;', 'README.md'), line: 1 }
-  const r = await runBlock(block, {
-    root: repoRoot,
-    timeoutMs: LIMIT_MS.rust,
-    doctest: doctestName(block, docBlocksSource),
-  })
-  t.deepEqual(r.problems, [`cargo ran no doctest named "${doctestName(block, docBlocksSource)}"`])
+  // README.md is included: its doctests run; a line that holds no block is not among them.
+  const run = await runDoctests(repoRoot, 'Readme', LIMIT_MS.rust)
+  t.true(run.results.size >= 1, run.stdout)
+  const name = doctestName(
+    { ...fixture('rust', 'let x = 1;', 'README.md'), line: 1 },
+    docBlocksSource,
+  )!
+  t.deepEqual(doctestProblems(run, name), [`cargo ran no doctest named "${name}"`])
 })
 
 test('runner: invalid json and toml fail', async (t) => {

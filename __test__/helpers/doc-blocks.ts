@@ -6,9 +6,12 @@
  * - `js`, `mjs`: a complete ES module; `ts`: the same in TypeScript (run through tsx); `cjs`: a
  *   CommonJS script. Written into `target/doc-blocks/` (inside the package, so `'shmpipe'`
  *   resolves to the built `dist/` through the package's self-reference) and run with `node`.
+ *   Before that, `tsc` checks it: a `ts` block must type-check (strict); a JavaScript block must
+ *   name nothing undefined (TS2304, TS2552), also in code the run does not reach.
  * - `sh`, `bash`: run with `bash -euo pipefail` in the repository's root.
  * - `json`: parsed. `toml`: parsed (Python's `tomllib`: Node has no TOML parser).
- * - `rust`: a doctest of `shmpipe_core` (its file must be included in `crates/core/src/lib.rs`).
+ * - `rust`: a doctest of `shmpipe_core` (its file must be included in `DOCTEST_MODULE`); the
+ *   doctests of one file run together, one at a time (`runDoctests`).
  * - `text`: not code.
  * - anything else, or no language at all (rustdoc would compile an unmarked block as Rust): an
  *   error.
@@ -19,7 +22,7 @@
  * pid (`doc-block-pids.cjs`, passed down through `NODE_OPTIONS`).
  */
 
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -167,8 +170,6 @@ export interface RunOptions {
   root: string
   /** Kill the block (and fail it) after this long. */
   timeoutMs: number
-  /** For a rust block: its doctest's name (`doctestName`). */
-  doctest?: string
 }
 
 export interface RunResult {
@@ -179,6 +180,56 @@ export interface RunResult {
 }
 
 const pidsPreload = fileURLToPath(new URL('./doc-block-pids.cjs', import.meta.url))
+
+const tscScript = fileURLToPath(new URL('../../node_modules/typescript/bin/tsc', import.meta.url))
+
+/** Diagnostics of JavaScript blocks that fail them: names that are not defined. */
+const UNDEFINED_NAME = new Set(['TS2304', 'TS2552'])
+
+/**
+ * `tsc`'s complaints about the block in `file` (as `README.md:12: TS2304 Cannot find name …`):
+ * every error for TypeScript, the undefined names for JavaScript.
+ */
+function typeCheck(block: Block, file: string, typescript: boolean): Promise<string[]> {
+  const args = [
+    tscScript,
+    '--ignoreConfig', // the repository's tsconfig.json is not the snippet's
+    '--noEmit',
+    '--pretty',
+    'false',
+    '--strict',
+    '--module',
+    'nodenext',
+    '--moduleResolution',
+    'nodenext',
+    '--target',
+    'es2022',
+    '--lib',
+    'es2022,esnext.disposable',
+    '--types',
+    'node',
+    '--allowJs',
+    '--checkJs',
+    file,
+  ]
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { timeout: 120_000 }, (err, stdout) => {
+      const out: string[] = []
+      for (const line of stdout.split('\n')) {
+        const m = /^(.*?)\((\d+),\d+\): error (TS\d+): (.*)$/.exec(line)
+        if (!m) continue
+        if (!typescript && !UNDEFINED_NAME.has(m[3]!)) continue
+        const where = m[1]!.endsWith(file.split('/').pop()!)
+          ? `${block.file}:${block.line + Number(m[2])}`
+          : m[1]!
+        out.push(`${where}: ${m[3]} ${m[4]}`)
+      }
+      if (err && out.length === 0 && !/\): error TS\d+/.test(stdout))
+        out.push(`tsc failed: ${String(err)}\n${stdout}`)
+      resolve(out)
+    })
+  })
+}
 
 /** A file name for a block: `README.md:105` → `README-105`. */
 function blockFileName(block: Block): string {
@@ -195,56 +246,25 @@ function groupAlive(pgid: number): boolean {
   }
 }
 
-/**
- * Runs a block of language js, mjs, ts, cjs, sh or bash (see the module comment for what it must
- * do), parses a json or toml block, or runs a rust block's doctest (`cargo test --doc`).
- */
-export async function runBlock(block: Block, options: RunOptions): Promise<RunResult> {
-  const how = handling(block)
-  if (how === 'json') {
-    try {
-      JSON.parse(block.code)
-      return { problems: [], stdout: '', stderr: '' }
-    } catch (err) {
-      return { problems: [`invalid JSON: ${String(err)}`], stdout: '', stderr: '' }
-    }
-  }
-  const dir = join(options.root, 'target', 'doc-blocks')
-  mkdirSync(dir, { recursive: true })
-  const base = join(dir, blockFileName(block))
-  let command: string
-  let args: string[]
-  switch (how) {
-    case 'esm':
-    case 'ts':
-    case 'cjs': {
-      const file = `${base}.${{ esm: 'mjs', ts: 'mts', cjs: 'cjs' }[how]}`
-      writeFileSync(file, block.code)
-      command = process.execPath
-      args = how === 'ts' ? ['--import=tsx', file] : [file]
-      break
-    }
-    case 'shell':
-      writeFileSync(`${base}.sh`, block.code)
-      command = 'bash'
-      args = ['-euo', 'pipefail', `${base}.sh`]
-      break
-    case 'toml':
-      writeFileSync(`${base}.toml`, block.code)
-      command = 'python3'
-      args = ['-c', 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))', `${base}.toml`]
-      break
-    case 'rust':
-      if (!options.doctest) throw new Error(`${blockTitle(block)}: no doctest name`)
-      command = 'cargo'
-      args = ['test', '-p', 'shmpipe-core', '--release', '--doc', '--', '--exact', options.doctest]
-      break
-    default:
-      throw new Error(`${blockTitle(block)}: runBlock does not run ${how ?? 'this'} blocks`)
-  }
+interface ProcessRun {
+  /** Why it failed: time limit, exit status, processes left running, segments left. */
+  problems: string[]
+  stdout: string
+  stderr: string
+  timedOut: boolean
+}
 
-  const pidsFile = `${base}.pids`
-  rmSync(pidsFile, { force: true })
+/**
+ * Runs `command args` in `cwd` in a process group of its own, to its end or its time limit (then
+ * the whole group is killed); then checks it left no process running and no shmpipe segment made
+ * by one of its processes (those are killed and removed). `tag` names its files under `dir`.
+ */
+async function runProcess(
+  command: string,
+  args: string[],
+  options: { cwd: string; dir: string; tag: string; timeoutMs: number },
+): Promise<ProcessRun> {
+  const pidsFile = join(options.dir, `${options.tag}.pids`)
   writeFileSync(pidsFile, '')
   const before = new Set(shmSegments().keys())
   const preload = `--require ${JSON.stringify(pidsPreload)}`
@@ -254,12 +274,12 @@ export async function runBlock(block: Block, options: RunOptions): Promise<RunRe
     SHMPIPE_DOC_BLOCK_PIDS: pidsFile,
   }
   const child = spawn(command, args, {
-    cwd: options.root,
+    cwd: options.cwd,
     env,
     detached: true, // its own process group: a timeout kills every process it started
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const cap = (s: string): string => (s.length > 20_000 ? `…${s.slice(-20_000)}` : s)
+  const cap = (s: string): string => (s.length > 200_000 ? `…${s.slice(-200_000)}` : s)
   let stdout = ''
   let stderr = ''
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout = cap(stdout + c)))
@@ -316,9 +336,138 @@ export async function runBlock(block: Block, options: RunOptions): Promise<RunRe
     )
     for (const [name] of left) rmSync(join('/dev/shm', name), { force: true })
   }
-  if (how === 'rust' && problems.length === 0 && !/^test result: ok\. 1 passed/m.test(stdout))
-    problems.push(`cargo ran no doctest named "${options.doctest}"`)
-  return { problems, stdout, stderr }
+  return { problems, stdout, stderr, timedOut }
+}
+
+/** `target/doc-blocks/` under `root`, made if missing. */
+function workDir(root: string): string {
+  const dir = join(root, 'target', 'doc-blocks')
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+/**
+ * Runs a block of language js, mjs, ts, cjs, sh or bash (see the module comment for what it must
+ * do), or parses a json or toml block. Rust blocks run through `runDoctests`.
+ */
+export async function runBlock(block: Block, options: RunOptions): Promise<RunResult> {
+  const how = handling(block)
+  if (how === 'json') {
+    try {
+      JSON.parse(block.code)
+      return { problems: [], stdout: '', stderr: '' }
+    } catch (err) {
+      return { problems: [`invalid JSON: ${String(err)}`], stdout: '', stderr: '' }
+    }
+  }
+  const dir = workDir(options.root)
+  const tag = blockFileName(block)
+  const base = join(dir, tag)
+  let command: string
+  let args: string[]
+  let typeProblems: string[] = []
+  switch (how) {
+    case 'esm':
+    case 'ts':
+    case 'cjs': {
+      const file = `${base}.${{ esm: 'mjs', ts: 'mts', cjs: 'cjs' }[how]}`
+      writeFileSync(file, block.code)
+      typeProblems = await typeCheck(block, file, how === 'ts')
+      command = process.execPath
+      args = how === 'ts' ? ['--import=tsx', file] : [file]
+      break
+    }
+    case 'shell':
+      writeFileSync(`${base}.sh`, block.code)
+      command = 'bash'
+      args = ['-euo', 'pipefail', `${base}.sh`]
+      break
+    case 'toml':
+      writeFileSync(`${base}.toml`, block.code)
+      command = 'python3'
+      args = ['-c', 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))', `${base}.toml`]
+      break
+    default:
+      throw new Error(`${blockTitle(block)}: runBlock does not run ${how ?? 'this'} blocks`)
+  }
+  const r = await runProcess(command, args, {
+    cwd: options.root,
+    dir,
+    tag,
+    timeoutMs: options.timeoutMs,
+  })
+  return {
+    problems: [...typeProblems.map((p) => `does not type-check: ${p}`), ...r.problems],
+    stdout: r.stdout,
+    stderr: r.stderr,
+  }
+}
+
+/** The outcome of every doctest of one included Markdown file. */
+export interface DoctestRun {
+  /** Each doctest's name → its outcome (`ok`, `FAILED`, `ignored`) and its failure output. */
+  results: Map<string, { outcome: string; output: string }>
+  /** The doctest that was running when the time limit killed the run, if any. */
+  hung: string | undefined
+  /** What went wrong with the run as a whole (the time limit, leftovers), or nothing. */
+  problems: string[]
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs the doctests of one included Markdown file, the struct `item` of `DOCTEST_MODULE`
+ * (`cargo test -p shmpipe-core --release --doc -- doc_blocks::<item> --test-threads=1`), one at
+ * a time so that a hang names its doctest. (A filter cannot pick one doctest: rustdoc splits its
+ * test arguments at spaces, and a doctest's name has some.)
+ */
+export async function runDoctests(
+  root: string,
+  item: string,
+  timeoutMs: number,
+): Promise<DoctestRun> {
+  const dir = workDir(root)
+  const r = await runProcess(
+    'cargo',
+    [
+      'test',
+      '-p',
+      'shmpipe-core',
+      '--release',
+      '--doc',
+      '--',
+      `doc_blocks::${item}`,
+      '--test-threads=1',
+    ],
+    { cwd: root, dir, tag: `doctests-${item}`, timeoutMs },
+  )
+  const results = new Map<string, { outcome: string; output: string }>()
+  let hung: string | undefined
+  for (const line of r.stdout.split('\n')) {
+    const done = /^test (.+) \.\.\. (ok|FAILED|ignored)/.exec(line)
+    if (done) results.set(done[1]!, { outcome: done[2]!, output: '' })
+    else if (r.timedOut) hung = /^test (.+) \.\.\. *$/.exec(line)?.[1] ?? hung
+  }
+  // The failures' output: `---- <name> stdout ----` sections.
+  for (const section of r.stdout.split(/^---- /m).slice(1)) {
+    const name = /^(.+) stdout ----/.exec(section)?.[1]
+    if (name && results.has(name)) results.get(name)!.output = section
+  }
+  // The exit status is the doctests' business; what else failed belongs to the run.
+  const problems = r.problems.filter((p) => !p.startsWith('exited with '))
+  return { results, hung, problems, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** Why the doctest `name` failed in `run`, or nothing if it passed. */
+export function doctestProblems(run: DoctestRun, name: string): string[] {
+  if (run.hung === name) return run.problems
+  const result = run.results.get(name)
+  if (!result)
+    return run.hung
+      ? [`not run: the doctest "${run.hung}" before it hung`]
+      : [`cargo ran no doctest named "${name}"`, ...run.problems]
+  const own = result.outcome === 'ok' ? [] : [`doctest ${result.outcome}`]
+  return [...own, ...run.problems.filter((p) => !p.startsWith('did not finish'))]
 }
 
 /** Every block of the doc files under `root`, with its file relative to `root`. */
