@@ -319,8 +319,15 @@ linux('runner: invalid json and toml fail', async (t) => {
 // ---------------------------------------------------------------------------------------------
 // The repository's Markdown.
 
+/** Set when this file runs inside a block (a block that runs `npm test`): it must not recurse. */
+const insideBlock = process.env.SHMPIPE_DOC_BLOCK_PIDS !== undefined
+if (insideBlock)
+  test('the doc blocks are not run from inside a doc block', (t) => {
+    t.fail('a Markdown code block ran the test suite (npm test or ava): mark it `text`')
+  })
+
 let firstReadmeShell = true
-for (const block of allBlocks(repoRoot)) {
+for (const block of insideBlock ? [] : allBlocks(repoRoot)) {
   if (block.info === 'text') continue
   if (block.file === 'README.md' && handling(block) === 'shell' && firstReadmeShell) {
     firstReadmeShell = false
