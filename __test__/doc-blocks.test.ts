@@ -77,7 +77,11 @@ async function check(t: ExecutionContext, block: Block): Promise<void> {
       t.log(
         `--- code\n${block.code}--- doctest\n${run.results.get(name)?.output ?? run.stdout}\n--- stderr\n${run.stderr.slice(-5000)}`,
       )
-      t.fail(`${blockTitle(block)}: ${problems.join('; ')}`)
+      const offset = Number(/\(line (\d+)\)$/.exec(name)![1]) - block.line
+      t.fail(
+        `${blockTitle(block)}: ${problems.join('; ')} ` +
+          `(line N of ${DOCTEST_MODULE} in rustdoc's output is ${block.file}:N-${offset})`,
+      )
     } else t.deepEqual(problems, [])
     return
   }
