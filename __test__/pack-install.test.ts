@@ -3,12 +3,12 @@
  * makes them, installed from their tarballs into an empty directory whose processes find no
  * `cargo` or `rustc` on `PATH`, and used there by name between two processes.
  *
- * 1. Stage a copy of what `npm pack` takes from this repository (the built `dist/`, `addon.cjs`,
- *    `binding.cjs`, `bin/`) and of `npm/`; put the addon built here in
- *    `artifacts/bindings-<triple>/` as the workflow's download does (the other targets get
- *    placeholder files: they cannot be built here); then run the real `napi artifacts`
- *    (addons into `npm/*`) and `napi pre-publish --skip-optional-publish --no-gh-release`
- *    (which writes the main package's `optionalDependencies`).
+ * 1. Stage the packages as the release workflow does before publishing (`scripts/stage-packages.ts`,
+ *    which `npm run pack:local` uses too): a copy of what `npm pack` takes from this repository
+ *    and of `npm/`, the addon built here as the workflow's download artifact (placeholders for
+ *    the other targets), then the real `napi artifacts` and
+ *    `napi pre-publish --skip-optional-publish --no-gh-release` (which writes the main
+ *    package's `optionalDependencies`).
  * 2. `npm pack` the main package, the package for this platform and three decoys for other
  *    platforms (other libc, CPU or OS), and install them into an empty directory with
  *    `npm install --offline` (a registry address nothing listens on, an empty cache): npm must
@@ -21,14 +21,14 @@
  *    the other Node versions it installs).
  * 4. Without the platform package (`--omit=optional`), importing shmpipe fails with
  *    `ERR_SHMPIPE_ADDON_NOT_FOUND` naming the package to install.
+ * 5. `npm run pack:local` (installing from a clone): its two tarballs install into an empty
+ *    directory without npm asking the registry anything, and shmpipe works there.
  *
  * POSIX only: on Windows, `PATH` holding only a symlink to node does not work the same way.
  */
 
 import { execFile } from 'node:child_process'
 import {
-  copyFileSync,
-  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -36,57 +36,33 @@ import {
   readFileSync,
   realpathSync,
   rmSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { delimiter, dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { delimiter, join } from 'node:path'
 
-import { parseTriple } from '@napi-rs/cli'
 import test, { type ExecutionContext } from 'ava'
 
+import {
+  currentTarget as current,
+  npmCli,
+  packInto,
+  pkg,
+  platformPackage,
+  repoRoot,
+  stagePackages,
+  targets,
+  type Manifest,
+} from '../scripts/stage-packages.js'
 import { checkNoSegmentLeaks, childPids } from './helpers/processes.js'
 
 checkNoSegmentLeaks(test)
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url))
-const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
-  name: string
-  version: string
-  napi: { binaryName: string; targets: string[] }
-}
-const napiCli = join(repoRoot, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
 const tsc = join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc')
 
-/** npm's own script: under `npm test` npm says where it is; else next to the node binary. */
-function npmCli(): string {
-  const fromNpm = process.env.npm_execpath
-  if (fromNpm && /npm-cli\.js$/.test(fromNpm)) return fromNpm
-  const candidates = [
-    join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
-    '/usr/lib/node_modules/npm/bin/npm-cli.js',
-    '/usr/local/lib/node_modules/npm/bin/npm-cli.js',
-  ]
-  const found = candidates.find((c) => existsSync(c))
-  if (!found) throw new Error('cannot find npm-cli.js: run this test through `npm test`')
-  return found
-}
-
-/** Whether this Linux runs on glibc (else musl). */
-function isGlibc(): boolean {
-  const report = process.report.getReport() as { header?: { glibcVersionRuntime?: string } }
-  return Boolean(report.header?.glibcVersionRuntime)
-}
-
-const targets = pkg.napi.targets.map((triple) => parseTriple(triple))
-const current = targets.find(
-  (t) =>
-    t.platform === process.platform &&
-    t.arch === process.arch &&
-    (t.platform !== 'linux' || (t.abi === 'musl') !== isGlibc()),
-)
 /** Three other targets that differ from this one in as few ways as possible (libc, CPU, OS). */
 const decoys = targets
   .filter((t) => t !== current)
@@ -146,7 +122,7 @@ async function ok(file: string, args: string[], options: Parameters<typeof run>[
 interface Fixture {
   dir: string
   /** The staged main package's manifest after `napi pre-publish`. */
-  staged: { optionalDependencies?: Record<string, string> }
+  staged: Manifest
   /** The app with the platform package, and one without it. */
   app: string
   bare: string
@@ -179,21 +155,6 @@ function npmEnv(dir: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 }
 
 async function setup(): Promise<Fixture> {
-  if (!current) throw new Error(`no napi target for ${process.platform} ${process.arch}`)
-  const addon = join(repoRoot, `${pkg.napi.binaryName}.${current.platformArchABI}.node`)
-  for (const built of [addon, join(repoRoot, 'dist', 'index.cjs'), join(repoRoot, 'binding.cjs')])
-    if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\``)
-  const sources = [
-    'index.ts',
-    ...readdirSync(join(repoRoot, 'src'), { encoding: 'utf8', recursive: true }).map((f) =>
-      join('src', f),
-    ),
-  ]
-  const distTime = statSync(join(repoRoot, 'dist', 'index.cjs')).mtimeMs
-  const newer = sources.filter((f) => statSync(join(repoRoot, f)).mtimeMs > distTime)
-  if (newer.length > 0)
-    throw new Error(`dist/ is older than ${newer.join(', ')}: run \`npm run build\``)
-
   // The real path: the addon's path in require.cache is one (macOS's /var is a symlink).
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'shmpipe-pack-install-')))
   tempDir = dir
@@ -207,56 +168,17 @@ async function setup(): Promise<Fixture> {
   const baseEnv = npmEnv(dir, { HOME: dir, PATH: tools })
 
   // 1. Stage the packages as the release workflow has them before publishing.
-  const stage = join(dir, 'stage')
-  const listing = await ok(node, [npm, 'pack', '--dry-run', '--json', '--ignore-scripts'], {
-    cwd: repoRoot,
-    env: { ...process.env, npm_config_update_notifier: 'false' },
-  })
-  const packed = (JSON.parse(listing.stdout) as { files: { path: string }[] }[])[0]!.files
-  for (const { path } of packed) {
-    mkdirSync(dirname(join(stage, path)), { recursive: true })
-    copyFileSync(join(repoRoot, path), join(stage, path))
-  }
-  cpSync(join(repoRoot, 'npm'), join(stage, 'npm'), { recursive: true })
-  for (const target of targets) {
-    const artifactDir = join(dir, 'artifacts', `bindings-${target.triple}`)
-    const file = join(artifactDir, `${pkg.napi.binaryName}.${target.platformArchABI}.node`)
-    mkdirSync(artifactDir, { recursive: true })
-    if (target === current) copyFileSync(addon, file)
-    else writeFileSync(file, 'placeholder: this target is built by the release workflow\n')
-  }
-  await ok(node, [napiCli, 'artifacts', '--output-dir', '../artifacts', '--npm-dir', 'npm'], {
-    cwd: stage,
-    env: baseEnv,
-  })
-  await ok(
-    node,
-    [napiCli, 'pre-publish', '-t', 'npm', '--skip-optional-publish', '--no-gh-release'],
-    {
-      cwd: stage,
-      env: baseEnv,
-    },
-  )
-  const staged = JSON.parse(readFileSync(join(stage, 'package.json'), 'utf8')) as Fixture['staged']
+  const { stage, staged } = await stagePackages({ dir, env: baseEnv })
 
   // 2. Pack, then install into empty directories.
   const tarballs = join(dir, 'tarballs')
   mkdirSync(tarballs)
-  const packDirs = [
-    stage,
-    ...[current, ...decoys].map((t) => join(stage, 'npm', t.platformArchABI)),
-  ]
-  await Promise.all(
-    packDirs.map((cwd) =>
-      ok(node, [npm, 'pack', '--ignore-scripts', '--pack-destination', tarballs], {
-        cwd,
-        env: baseEnv,
-      }),
-    ),
+  await packInto(
+    [stage, ...[current!, ...decoys].map((t) => join(stage, 'npm', t.platformArchABI))],
+    tarballs,
+    baseEnv,
   )
   const tarball = (name: string): string => `file:${join(tarballs, `${name}-${pkg.version}.tgz`)}`
-  const platformPackage = (t: { platformArchABI: string }): string =>
-    `${pkg.name}-${t.platformArchABI}`
 
   // Processes in the apps see only node on PATH: no cargo, no rustc, no compiler.
   const bins = new Map<string, string>()
@@ -280,7 +202,7 @@ async function setup(): Promise<Fixture> {
       private: true,
       dependencies: { [pkg.name]: tarball(pkg.name) },
       optionalDependencies: Object.fromEntries(
-        [current, ...decoys].map((t) => [platformPackage(t), tarball(platformPackage(t))]),
+        [current!, ...decoys].map((t) => [platformPackage(t), tarball(platformPackage(t))]),
       ),
     }),
   )
@@ -592,3 +514,60 @@ posix('without the platform package, import names the package to install', async
     ),
   )
 })
+
+posix(
+  'npm run pack:local: its two tarballs install without asking a registry, and work',
+  async (t) => {
+    t.timeout(5 * 60_000)
+    get(t)
+    const dir = join(tempDir!, 'pack-local')
+    const packed = await ok(
+      process.execPath,
+      [
+        '--import=tsx',
+        join(repoRoot, 'scripts', 'pack-local.ts'),
+        `--out=${join(dir, 'packages')}`,
+      ],
+      { cwd: repoRoot, env: process.env, timeout: 4 * 60_000 },
+    )
+    const tarballs = packed.stdout.trim().split('\n')
+    t.deepEqual(tarballs, [
+      join(dir, 'packages', `${pkg.name}-${pkg.version}.tgz`),
+      join(dir, 'packages', `${platformPackage(current!)}-${pkg.version}.tgz`),
+    ])
+
+    // A registry that answers 404 to everything and records what npm asked.
+    const asked: string[] = []
+    const registry = createServer((req, res) => {
+      asked.push(`${req.method} ${req.url}`)
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}')
+    })
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => registry.close())
+    const app = join(dir, 'app')
+    mkdirSync(app)
+    const env = {
+      ...npmEnv(dir, { HOME: dir, PATH: join(tempDir!, 'tools') }),
+      npm_config_offline: 'false',
+      npm_config_registry: `http://127.0.0.1:${(registry.address() as AddressInfo).port}/`,
+    }
+    await ok(process.execPath, [npmCli(), 'install', ...tarballs], { cwd: app, env })
+    t.deepEqual(asked, [], 'npm asked the registry')
+    t.deepEqual(
+      readdirSync(join(app, 'node_modules'))
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+      [pkg.name, platformPackage(current!)].sort(),
+    )
+
+    const script = `import { createSharedMemoryPair } from 'shmpipe'
+const [sender, receiver] = createSharedMemoryPair({ capacity: 2 })
+await sender.put({ floats: new Float64Array([1.5, 2.5]) })
+const got = await receiver.get({ timeout: 10000 })
+sender.close()
+receiver.close()
+console.log(JSON.stringify([...got.floats]))`
+    const r = await ok(process.execPath, ['--input-type=module', '-e', script], { cwd: app, env })
+    t.is(r.stdout, '[1.5,2.5]\n')
+  },
+)

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
+import { BENCHMARK_SECTIONS, BENCHMARKS_DOC, markers } from '../benches/results-doc.js'
 import { checkNoSegmentLeaks, shmExists, spawnNode } from './helpers/processes.js'
 
 checkNoSegmentLeaks(test)
@@ -84,10 +85,13 @@ test('seed 004, quick: each of the 4 workers sums the record column right, from 
   t.false(shmExists(segment!), `${segment} was left in /dev/shm`)
 })
 
-test('the README has the sections the seed benchmarks write with --write', (t) => {
-  const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8')
-  for (const key of ['seed003', 'seed004']) {
-    const start = readme.indexOf(`<!-- ${key}:start -->`)
-    t.true(start >= 0 && readme.indexOf(`<!-- ${key}:end -->`) > start, key)
+test('docs/benchmarks.md has the section of every benchmark that writes one (--write)', (t) => {
+  const doc = readFileSync(BENCHMARKS_DOC, 'utf8')
+  for (const [script, key] of Object.entries(BENCHMARK_SECTIONS)) {
+    const { start, end } = markers(key)
+    const i = doc.indexOf(start)
+    t.true(i >= 0 && doc.indexOf(end) > i, `${script}: ${start} … ${end}`)
+    const source = readFileSync(fileURLToPath(new URL(`../${script}`, import.meta.url)), 'utf8')
+    t.true(source.includes(`writeBenchmarkSection('${key}'`), `${script} writes section ${key}`)
   }
 })

@@ -4,7 +4,7 @@
  * the same pool built on child_process IPC.
  *
  *     npm run bench:pool                # node --expose-gc --import=tsx benches/pool.ts
- *     npm run bench:pool -- --write     # also writes the table into README.md (between markers)
+ *     npm run bench:pool -- --write     # also writes the table into docs/benchmarks.md (between markers)
  *     npm run bench:pool -- --reps 3    # repetitions per contender (default 9)
  *
  * Contenders (each timed from the call to the awaited result, transfers both ways included):
@@ -28,12 +28,13 @@
  */
 
 import { fork, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 import { ProcessPool } from '../index.js'
 import * as tasks from './pool-tasks.js'
+import { BENCHMARKS_DOC, writeBenchmarkSection } from './results-doc.js'
 
 const args = process.argv.slice(2)
 const write = args.includes('--write')
@@ -44,11 +45,8 @@ const WORKERS = 2
 const WARMUP = 3
 const script = fileURLToPath(import.meta.url)
 const tasksModule = new URL('./pool-tasks.ts', import.meta.url)
-const README = fileURLToPath(new URL('../README.md', import.meta.url))
 /** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`: 100 on Linux). */
 const CLOCK_TICKS = 100
-const START = '<!-- pool-bench:start -->'
-const END = '<!-- pool-bench:end -->'
 
 type Tasks = typeof tasks
 
@@ -335,12 +333,8 @@ async function main(): Promise<void> {
   console.log(`\n${table}\n`)
 
   if (write) {
-    const readme = readFileSync(README, 'utf8')
-    const a = readme.indexOf(START)
-    const b = readme.indexOf(END)
-    if (a < 0 || b < a) throw new Error(`README.md has no ${START} … ${END} markers`)
-    writeFileSync(README, `${readme.slice(0, a + START.length)}\n\n${table}\n\n${readme.slice(b)}`)
-    console.log('written into README.md')
+    await writeBenchmarkSection('pool-bench', table)
+    console.log(`written into ${BENCHMARKS_DOC}`)
   }
 }
 

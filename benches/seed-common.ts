@@ -1,22 +1,19 @@
 /**
  * What the seed benchmarks (`seed003.ts`, `seed004.ts`) share: command-line flags, the machine
- * and its load, statistics, `/proc` readings, and writing a result section into the README.
+ * and its load, statistics and `/proc` readings (their tables go into `docs/benchmarks.md` through
+ * `results-doc.ts`).
  *
  * @module
  */
 
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
-import { fileURLToPath } from 'node:url'
-
-/** The README this repository's benchmarks write their results into. */
-export const README = fileURLToPath(new URL('../README.md', import.meta.url))
 
 /** Flags every seed benchmark takes. */
 export interface Flags {
   /** Tiny sizes and counts: a smoke run (the test runs this). */
   quick: boolean
-  /** Put the result table into the README, between the script's markers. */
+  /** Put the result table into `docs/benchmarks.md`, between the script's markers. */
   write: boolean
   /** Print one JSON line on stdout (and the table on stderr), for the test. */
   json: boolean
@@ -142,22 +139,4 @@ export function procMemory(pid: number | 'self' = 'self'): ProcMemory {
     pss: field(rollup, 'Pss'),
     pssShmem: field(rollup, 'Pss_Shmem'),
   }
-}
-
-/**
- * Replaces the README's text between `<!-- key:start -->` and `<!-- key:end -->` with `body`,
- * formatted by prettier as the rest of the file is (so `npm run format:check` stays clean).
- * Throws if the markers are missing, so a renamed section is noticed instead of skipped.
- */
-export async function writeReadmeSection(key: string, body: string): Promise<void> {
-  const start = `<!-- ${key}:start -->`
-  const end = `<!-- ${key}:end -->`
-  const text = readFileSync(README, 'utf8')
-  const i = text.indexOf(start)
-  const j = text.indexOf(end)
-  if (i < 0 || j < i) throw new Error(`README.md has no ${start} … ${end} section`)
-  const updated = `${text.slice(0, i + start.length)}\n\n${body.trim()}\n\n${text.slice(j)}`
-  const prettier = await import('prettier')
-  const options = (await prettier.resolveConfig(README)) ?? {}
-  writeFileSync(README, await prettier.format(updated, { ...options, filepath: README }))
 }

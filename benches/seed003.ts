@@ -8,7 +8,7 @@
  *
  *     npm run bench:seed003                       # node --import=tsx benches/seed003.ts
  *     npm run bench:seed003 -- --quick            # 4 producers, 20 tiny frames each: a smoke run
- *     npm run bench:seed003 -- --write            # also put the table into README.md
+ *     npm run bench:seed003 -- --write            # also put the table into docs/benchmarks.md
  *     npm run bench:seed003 -- --runs=1 --only=busy,ipc,shmpipe-get
  *
  * Contenders, each with 16 fresh child processes per run (started and attached before the clock):
@@ -44,8 +44,8 @@ import {
   quantile,
   say,
   spread,
-  writeReadmeSection,
 } from './seed-common.js'
+import { writeBenchmarkSection } from './results-doc.js'
 
 const flags = parseFlags()
 const PRODUCERS = flags.quick ? 4 : 16
@@ -524,7 +524,7 @@ async function main(): Promise<void> {
     `Rounds/s is the seed's "FPS" (frames/s ÷ ${PRODUCERS}). CPU µs and context switches per frame are medians over the runs, from \`process.cpuUsage()\` and \`process.resourceUsage()\` of every process (all threads, the pipe's waiter threads included); "their sleep/spin" is the part the producers spent in their own work. The CPU-bound ceiling is ${availableParallelism()} vCPUs ÷ total CPU per frame. "Others' load" is the share of the vCPUs that other processes used meanwhile (\`/proc/stat\` minus this benchmark's processes).`,
   ].join('\n')
   say(flags, `\n${md}\n`)
-  if (flags.write) await writeReadmeSection('seed003', md)
+  if (flags.write) await writeBenchmarkSection('seed003', md)
   if (flags.json) {
     const summary = { producers: PRODUCERS, rounds: ROUNDS, frameLength: FRAME_LEN, results }
     process.stdout.write(`${JSON.stringify(summary)}\n`)

@@ -6,7 +6,7 @@
  *
  *     npm run bench:seed004                # node --import=tsx benches/seed004.ts
  *     npm run bench:seed004 -- --quick     # 100,000 records (2.4 MB): a smoke run
- *     npm run bench:seed004 -- --write     # also put the table into README.md
+ *     npm run bench:seed004 -- --write     # also put the table into docs/benchmarks.md
  *
  * Records. The seed builds 10,000,000 rows of `(datetime, 1 or NaN, 'string' or 'abc')` and
  * turns them into a numpy record array (`datetime64[ns]`, `float64`, `S6`). JavaScript has no
@@ -53,9 +53,9 @@ import {
   procMemory,
   say,
   spread,
-  writeReadmeSection,
   type ProcMemory,
 } from './seed-common.js'
+import { writeBenchmarkSection } from './results-doc.js'
 
 const flags = parseFlags()
 const RECORDS = flags.quick ? 100_000 : 10_000_000
@@ -498,7 +498,7 @@ async function main(): Promise<void> {
     `Memory of the parent and the 4 workers, sampled every ${SAMPLE_MS} ms by a separate process. "The data's memory" is the peak of Σ private PSS (PSS − \`Pss_Shmem\`) plus the shared segment's resident size counted once, minus the same before the records existed (${mb(median(results.map((r) => r.idleMemory)))} for the 5 Node processes with tsx: the seed's \`tracemalloc\` likewise counted only the data). Σ PSS alone overcounts the shared array while the workers map it, because the processes are read one after another (its \`Pss_Shmem\` part peaked at ${mb(median(results.filter((r) => r.contender === 'shmpipe').map((r) => r.peakPssShmem)))}). RSS counts the array in every process that maps it; VmHWM is each process's own peak RSS, summed although the peaks need not coincide. "Others' load" is the share of the vCPUs other processes used during the run (\`/proc/stat\` minus the parent's and workers' CPU time). The clock runs from the parent's "go" to the last sum; building the records and starting the workers come before it.`,
   ].join('\n')
   say(flags, `\n${md}\n`)
-  if (flags.write) await writeReadmeSection('seed004', md)
+  if (flags.write) await writeBenchmarkSection('seed004', md)
   if (flags.json) {
     const summary = { records: RECORDS, bytes: BYTES, expectedSum: EXPECTED_SUM, results }
     process.stdout.write(`${JSON.stringify(summary)}\n`)

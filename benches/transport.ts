@@ -9,7 +9,7 @@
  *         [--pipe-bytes=67108864] [--json=file]
  *
  * Prints the machine, one line per cell as it finishes (stderr), then the Markdown table and the
- * bars of issue 3 (stdout). `--write` also puts them into README.md (between the
+ * bars of issue 3 (stdout). `--write` also puts them into docs/benchmarks.md (between the
  * `transport-bench` markers) and the chart into `benches/transport.svg`. `--quick` runs a few
  * sizes with a handful of messages, every byte checked (what `__test__/bench-smoke.test.ts` runs).
  * How a cell is timed: see `benches/transport/common.ts`; each transport's usage: its module.
@@ -37,10 +37,9 @@ import {
   roundSpread,
   transportName,
   svgChart,
-  writeReadmeBlock,
 } from './transport/report.js'
+import { BENCHMARKS_DOC, writeBenchmarkSection } from './results-doc.js'
 
-const README = fileURLToPath(new URL('../README.md', import.meta.url))
 const SVG = fileURLToPath(new URL('./transport.svg', import.meta.url))
 
 function option(name: string): string | undefined {
@@ -111,14 +110,14 @@ async function main(): Promise<void> {
     const block = [
       `Measured ${date} by \`npm run bench\` (${seconds.toFixed(0)} s, ${load}) on ${machine}.`,
       '',
-      '![Throughput against message size](benches/transport.svg)',
+      '![Throughput against message size](../benches/transport.svg)',
       '',
       table,
       '',
       bars,
     ].join('\n')
-    await writeReadmeBlock(README, block)
-    console.log(`wrote ${SVG} and the benchmark section of ${README}`)
+    await writeBenchmarkSection('transport-bench', block)
+    console.log(`wrote ${SVG} and the benchmark section of ${BENCHMARKS_DOC}`)
   }
   if (failed.length > 0) {
     console.error(`${failed.length} cell(s) failed`)

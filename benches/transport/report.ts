@@ -1,22 +1,15 @@
 /**
  * The benchmark's outputs: the Markdown table, the bars of issue 3 checked against the same run,
- * the SVG chart (hand-written: no chart dependency) and the README block.
+ * the SVG chart (hand-written: no chart dependency); `results-doc.ts` writes them into the docs.
  *
  * @module
  */
 
 import { execFileSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
-
-import * as prettier from 'prettier'
 
 import { isShmpipe, sizeLabel, TRANSPORTS, type ShmpipeReceive, type Transport } from './common.js'
 import type { CellResult } from './driver.js'
-
-/** The README markers the benchmark block goes between. */
-export const START_MARKER = '<!-- transport-bench:start -->'
-export const END_MARKER = '<!-- transport-bench:end -->'
 
 /** The machine, as one line: CPU model and cores, memory, OS, Node version. */
 export function machineLine(): string {
@@ -301,19 +294,4 @@ export function svgChart(
   }
   out.push('</svg>')
   return `${out.join('\n')}\n`
-}
-
-/**
- * Replaces the text between the README's markers with `block`, formatted by prettier as the
- * rest of the repository is (so `npm run format:check` stays clean).
- */
-export async function writeReadmeBlock(readmePath: string, block: string): Promise<void> {
-  const readme = readFileSync(readmePath, 'utf8')
-  const start = readme.indexOf(START_MARKER)
-  const end = readme.indexOf(END_MARKER)
-  if (start < 0 || end < start)
-    throw new Error(`${readmePath} has no ${START_MARKER} … ${END_MARKER} section`)
-  const next = `${readme.slice(0, start + START_MARKER.length)}\n${block.trim()}\n${readme.slice(end)}`
-  const config = (await prettier.resolveConfig(readmePath)) ?? {}
-  writeFileSync(readmePath, await prettier.format(next, { ...config, filepath: readmePath }))
 }

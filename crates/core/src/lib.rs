@@ -32,6 +32,9 @@ mod array_lock;
 mod blob;
 mod consumer;
 mod copy;
+/// The repository's Markdown files, whose ```rust blocks run as doctests.
+#[cfg(doctest)]
+mod doc_blocks;
 mod error;
 mod event;
 pub mod futex;
