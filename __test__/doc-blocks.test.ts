@@ -304,11 +304,12 @@ test('runner: a doctest that fails, hangs or was never run is reported', (t) => 
 
 linux('runner: a rust doctest runs through cargo, and one not in the run fails', async (t) => {
   t.timeout(LIMIT_MS.rust + 30_000)
-  // README.md is included: its doctests run; a line that holds no block is not among them.
-  const run = await runDoctests(repoRoot, 'Readme', LIMIT_MS.rust)
+  // docs/api.md is included and holds a rust block: its doctests run; a line that holds no
+  // block is not among them.
+  const run = await runDoctests(repoRoot, 'ApiGuide', LIMIT_MS.rust)
   t.true(run.results.size >= 1, run.stdout)
   const name = doctestName(
-    { ...fixture('rust', 'let x = 1;', 'README.md'), line: 1 },
+    { ...fixture('rust', 'let x = 1;', 'docs/api.md'), line: 1 },
     docBlocksSource,
   )!
   t.deepEqual(doctestProblems(run, name), [`cargo ran no doctest named "${name}"`])
