@@ -25,7 +25,7 @@ export type {
 export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
-export { ProcessPool } from './src/pool.js'
+export { ProcessPool } from './src/pool/process-pool.js'
 export type {
   MapOptions,
   ProcessPoolOptions,
@@ -35,7 +35,7 @@ export type {
   TaskModule,
   TaskName,
   TaskResult,
-} from './src/pool.js'
+} from './src/pool/options.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,

@@ -3,7 +3,7 @@
  *
  * This is the public entry; each part lives in a small module under `src/`:
  * `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
- * `manager` (SharedMemoryManager, withSharedMemory), `pool` (ProcessPool), `codec` (the value encoding),
+ * `manager` (SharedMemoryManager, withSharedMemory), `pool/` (ProcessPool), `codec` (the value encoding),
  * `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of dead
  * owners), `lifecycle` (cleanup at exit and on SIGINT/SIGTERM), `native` (the addon).
  * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
@@ -32,7 +32,7 @@ export type {
 export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
-export { ProcessPool } from './src/pool.js'
+export { ProcessPool } from './src/pool/process-pool.js'
 export type {
   MapOptions,
   ProcessPoolOptions,
@@ -42,7 +42,7 @@ export type {
   TaskModule,
   TaskName,
   TaskResult,
-} from './src/pool.js'
+} from './src/pool/options.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,

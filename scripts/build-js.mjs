@@ -3,8 +3,8 @@
  *
  * - `dist/index.cjs`: the whole TypeScript API (`index.ts` and `src/`) bundled by esbuild as one
  *   CommonJS file. It loads the addon through `../addon.cjs`, left outside the bundle.
- * - `dist/pool-worker.cjs`: the process pool's worker script (`src/pool-worker.ts`), bundled the
- *   same way; the pool spawns it.
+ * - `dist/pool-worker.cjs`: the process pool's worker script (`src/pool/pool-worker.ts`),
+ *   bundled the same way; the pool spawns it.
  * - `dist/index.js`: the ES module entry, which re-exports what `index.cjs` exports (the names
  *   found by an unwritten ES module build). One implementation for
  *   both `import` and `require`, so a program that does both still has one copy of shmpipe's
@@ -58,15 +58,15 @@ await build({
     js: '// shmpipe: the CommonJS build of index.ts and src/ (scripts/build-js.mjs). Do not edit.',
   },
 })
-// The process pool's worker script, which `workerEntry()` in src/pool.ts finds beside the bundle
-// with the bundle's extension. It runs in a process of its own, so its copy of the code is not a
-// second copy in any one process.
+// The process pool's worker script, which `workerEntry()` in src/pool/worker-process.ts finds
+// beside the bundle with the bundle's extension. It runs in a process of its own, so its copy of
+// the code is not a second copy in any one process.
 await build({
   ...commonJs,
-  entryPoints: ['src/pool-worker.ts'],
+  entryPoints: ['src/pool/pool-worker.ts'],
   outfile: 'dist/pool-worker.cjs',
   banner: {
-    js: '// shmpipe: the process pool worker, built from src/pool-worker.ts (scripts/build-js.mjs). Do not edit.',
+    js: '// shmpipe: the process pool worker, built from src/pool/pool-worker.ts (scripts/build-js.mjs). Do not edit.',
   },
 })
 
