@@ -5,7 +5,7 @@
  * `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
  * `manager` (SharedMemoryManager, withSharedMemory), `pool/` (ProcessPool), `codec` (the value encoding),
  * `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of dead
- * owners), `lifecycle` (cleanup at exit and on SIGINT/SIGTERM), `native` (the addon).
+ * owners), `lifecycle` (every exit and signal cleanup), `native` (the addon).
  * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
  * disagree.
  *
