@@ -11,8 +11,10 @@
  *   state: one set of exit and signal handlers (two would each take the other for the
  *   program's own listener, and a signal would no longer end the process), one `ShmpipeError`
  *   class for `instanceof`.
- * - `dist/index.d.ts` (a copy of the hand-written `index.d.ts`) and `dist/src/*.d.ts` (emitted by
- *   `tsc -p tsconfig.build.json`): the types for `import`.
+ * - `dist/index.d.ts` and the `.d.ts` files under `dist/src/`, emitted by
+ *   `tsc -p tsconfig.build.json` (`@internal` declarations stripped): the types for `import`.
+ *   `index.d.ts` is also written to the repository's top level (`scripts/index-dts.mjs`), where
+ *   `npm run lint` checks it.
  * - `dist/cjs/`: the same declarations under a `package.json` that says `"type": "commonjs"`,
  *   so TypeScript reads them as CommonJS: the types for `require`.
  *
@@ -22,12 +24,13 @@
  * @module
  */
 
-import { execFileSync } from 'node:child_process'
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { build } from 'esbuild'
+
+import { emitDeclarations, indexDts, indexDtsPath } from './index-dts.mjs'
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
 const dist = join(root, 'dist')
@@ -107,11 +110,10 @@ writeFileSync(
   ].join('\n'),
 )
 
-const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
-execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
-  stdio: 'inherit',
-})
-cpSync(join(root, 'index.d.ts'), join(dist, 'index.d.ts'))
+emitDeclarations(dist)
+const declarations = await indexDts(dist)
+writeFileSync(indexDtsPath, declarations)
+writeFileSync(join(dist, 'index.d.ts'), declarations)
 
 const cjs = join(dist, 'cjs')
 mkdirSync(cjs)

@@ -337,9 +337,10 @@ export class Sender implements Disposable {
   #handle: NativeHandle | null = null
 
   /**
-   * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
-   * registers with the pipe at once; otherwise on first use, so that an end that is never used
-   * (handed over to another process by name) never counts as a sender that came and went.
+   * Not for users (its parameter types are not exported): use {@link createSharedMemoryPair} or
+   * {@link Sender.attach}. An `eager` end registers with the pipe at once; otherwise on first
+   * use, so that an end that is never used (handed over to another process by name) never counts
+   * as a sender that came and went.
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name
@@ -536,7 +537,7 @@ export class ReceivedMessage implements Disposable {
   #message: NativeMessage | null
   #buffer: ArrayBuffer
 
-  /** @internal Made by {@link Receiver.receive}. */
+  /** Not for users (its parameter type is not exported): made by {@link Receiver.receive}. */
   constructor(message: NativeMessage) {
     this.#message = message
     this.#buffer = call(() => message.buffer())
@@ -584,10 +585,10 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   #lastLength = 0
 
   /**
-   * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
-   * registers at once; otherwise on first use, so that an unused receiver can be closed and the
-   * role taken by another process (`Receiver.attach`). A receiver that was used and closed ends
-   * the pipe's receiving side for good.
+   * Not for users (its parameter types are not exported): use {@link createSharedMemoryPair} or
+   * {@link Receiver.attach}. An `eager` end registers at once; otherwise on first use, so that
+   * an unused receiver can be closed and the role taken by another process (`Receiver.attach`).
+   * A receiver that was used and closed ends the pipe's receiving side for good.
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name

@@ -78,7 +78,7 @@ export interface ProcessPoolOptions {
   copyArguments?: boolean
 }
 
-/** The option names of `new ProcessPool()` (any other is an error). */
+/** @internal The option names of `new ProcessPool()` (any other is an error). */
 export const POOL_OPTIONS = [
   'module',
   'workers',
@@ -110,7 +110,7 @@ const DEFAULT_PIPE_BYTES = 8 * 1024 * 1024
 const MIN_DEFAULT_PIPE_BYTES = 1024 * 1024
 
 /**
- * The default bytes of each pipe of a pool of `workers`: {@link DEFAULT_PIPE_BYTES}, halved down
+ * @internal The default bytes of each pipe of a pool of `workers`: {@link DEFAULT_PIPE_BYTES}, halved down
  * to {@link MIN_DEFAULT_PIPE_BYTES} until the pool's two pipes per worker take at most a quarter
  * of `/dev/shm` (where there is one: Linux).
  */
@@ -127,7 +127,7 @@ export function defaultPipeBytes(workers: number): number {
   return bytes
 }
 
-/** `module` as a `file:` URL string (relative paths against the current directory). */
+/** @internal `module` as a `file:` URL string (relative paths against the current directory). */
 export function moduleUrl(module: unknown): string {
   let url: URL
   if (module instanceof URL) url = module
@@ -151,10 +151,12 @@ export function moduleUrl(module: unknown): string {
   return url.href
 }
 
+/** @internal How a value is shown in an error message. */
 export function describe(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value)
 }
 
+/** @internal `value`, checked to be a whole number ≥ 1 (`fallback` if undefined). */
 export function positiveInteger(value: unknown, what: string, fallback: number): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
@@ -177,7 +179,7 @@ const WITH_VALUE = new Set(['-e', '--eval', '-p', '--print', '-pe', '-ep', '--in
 const NOT_INHERITED =
   /^(-e|--eval|-p|--print|-pe|-ep|-c|--check|-i|--interactive|--test|--test-.*|--watch|--watch-path|--watch-preserve-output|--run|--input-type|--prof-process|-v|--version|-h|--help|--v8-options|--completion-bash|--inspect|--inspect-brk|--inspect-wait|--inspect-port|--debug|--debug-brk|--debug-port)(=.*)?$/
 
-/** Node options for the workers: this process's, without those in {@link NOT_INHERITED}. */
+/** @internal Node options for the workers: this process's, without those in {@link NOT_INHERITED}. */
 export function workerExecArgv(execArgv: readonly string[] = process.execArgv): string[] {
   const out: string[] = []
   for (let i = 0; i < execArgv.length; i++) {
