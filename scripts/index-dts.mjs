@@ -7,7 +7,9 @@
  * - `npm run build:js` (`scripts/build-js.mjs`) writes it, into the repository and `dist/`.
  * - `node scripts/index-dts.mjs --check` (part of `npm run lint`, which CI runs before it builds)
  *   generates it into a temporary directory and fails when the committed `index.d.ts` differs,
- *   naming the first lines that do. The fix: `npm run build:js`, then commit `index.d.ts`.
+ *   naming the first lines that do. The fix: `npm run build:js`, then commit `index.d.ts`. It
+ *   also type-checks the emitted declarations on their own, as a user's compiler reads them, so
+ *   that a public declaration that names a stripped one fails here rather than in a user's build.
  *
  * A constructor must not be marked `@internal`: stripping it would declare a public constructor
  * that takes no arguments.
@@ -15,8 +17,8 @@
  * @module
  */
 
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -24,6 +26,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import * as prettier from 'prettier'
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const tscPath = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
 /** The committed file. */
 export const indexDtsPath = join(root, 'index.d.ts')
 
@@ -33,10 +36,9 @@ const BANNER =
 
 /** Emits the declarations of `index.ts` and `src/` into `outDir` (`tsconfig.build.json`). */
 export function emitDeclarations(outDir) {
-  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
   execFileSync(
     process.execPath,
-    [tsc, '-p', join(root, 'tsconfig.build.json'), '--outDir', outDir],
+    [tscPath, '-p', join(root, 'tsconfig.build.json'), '--outDir', outDir],
     { stdio: 'inherit' },
   )
 }
@@ -46,6 +48,38 @@ export async function indexDts(outDir) {
   const emitted = readFileSync(join(outDir, 'index.d.ts'), 'utf8')
   const config = (await prettier.resolveConfig(indexDtsPath)) ?? {}
   return prettier.format(BANNER + emitted, { ...config, filepath: indexDtsPath })
+}
+
+/**
+ * Type-checks the declarations in `outDir` from its `index.d.ts`, as a user's `tsc` would; exits
+ * with 1 if they do not.
+ */
+export function checkDeclarations(outDir) {
+  const tsconfig = {
+    compilerOptions: {
+      strict: true,
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      target: 'ES2022',
+      lib: ['ES2022', 'ESNext.Disposable'],
+      types: ['node'],
+      typeRoots: [join(root, 'node_modules', '@types')],
+      noEmit: true,
+      skipLibCheck: false,
+    },
+    files: ['index.d.ts'],
+  }
+  writeFileSync(join(outDir, 'tsconfig.json'), JSON.stringify(tsconfig))
+  const r = spawnSync(process.execPath, [tscPath, '-p', join(outDir, 'tsconfig.json')], {
+    stdio: 'inherit',
+  })
+  if (r.status !== 0) {
+    process.stderr.write(
+      'the emitted declarations do not type-check on their own (above): a public declaration ' +
+        'may name one that is tagged @internal, which is stripped\n',
+    )
+    process.exit(1)
+  }
 }
 
 /** Exits with 1, naming the first differing lines, if the committed `index.d.ts` is not `want`. */
@@ -74,6 +108,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   try {
     emitDeclarations(outDir)
     check(await indexDts(outDir))
+    checkDeclarations(outDir)
   } finally {
     rmSync(outDir, { recursive: true, force: true })
   }

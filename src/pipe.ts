@@ -13,15 +13,9 @@
  * @module
  */
 
-import {
-  decode,
-  decodePrefix,
-  encode,
-  MAX_VIEW_HEADER,
-  viewParts,
-  writeEncoded,
-  type Encoded,
-} from './codec.js'
+import { decode, encode, MAX_VIEW_HEADER, writeEncoded, type Encoded } from './codec.js'
+import { decodePrefix } from './codec/decode.js'
+import { viewParts } from './codec/encode.js'
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
