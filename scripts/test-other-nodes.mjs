@@ -35,6 +35,8 @@ const DEFAULT_FILES = [
   '__test__/codec-api.test.ts',
   '__test__/codec-corrupt.test.ts',
   '__test__/pipe.test.ts',
+  '__test__/pipe-waits.test.ts',
+  '__test__/pipe-memory.test.ts',
   '__test__/shared-array.test.ts',
   '__test__/distribution.test.ts',
   '__test__/native.test.ts',
