@@ -1,12 +1,20 @@
+// Generated from index.ts by scripts/index-dts.mjs (npm run build:js). Do not edit:
+// `npm run lint` fails when this file differs from what index.ts gives.
 /**
  * shmpipe: shared-memory message pipes for Node.js, backed by a Rust core.
  *
- * The declarations of the public API. The classes and functions are declared (with their doc
- * comments) in the modules they come from; this file names what the package exports.
+ * The public entry: everything the package exports is exported here, from small modules under
+ * `src/`: `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
+ * `manager` (SharedMemoryManager, withSharedMemory), `pool/` (ProcessPool), `codec` (the value
+ * encoding), `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of
+ * dead owners). Behind them: `lifecycle` (every exit and signal cleanup), `native` (the addon),
+ * `options` (argument checks).
+ *
+ * `index.d.ts` is generated from this file (`scripts/index-dts.mjs`, run by `npm run build:js`);
+ * `npm run lint` fails when the committed one differs.
  *
  * @module
  */
-
 export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
 export type { PipeOptions, WaitOptions } from './src/pipe.js'
 export { SharedArray } from './src/shared-array.js'
@@ -25,7 +33,7 @@ export type {
 export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
-export { ProcessPool } from './src/pool.js'
+export { ProcessPool } from './src/pool/process-pool.js'
 export type {
   MapOptions,
   ProcessPoolOptions,
@@ -35,26 +43,24 @@ export type {
   TaskModule,
   TaskName,
   TaskResult,
-} from './src/pool.js'
+} from './src/pool/options.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,
   CleanReport,
+  ListOptions,
+  ProcessInfo,
   SegmentInfo,
   SegmentKind,
   SegmentStatus,
 } from './src/cleanup.js'
 export * from './src/errors.js'
-
 /**
  * Version of the shared-memory layout implemented by the native core.
  *
- * Processes can only share a segment when they agree on this number; it changes
- * whenever any structure stored in shared memory changes.
+ * Processes can only share a segment when they agree on this number; it changes whenever any
+ * structure stored in shared memory changes.
  */
 export declare function layoutVersion(): number
-
-/**
- * Version of the native core (the Rust crates' version), e.g. `"0.1.0"`.
- */
+/** Version of the native core (the Rust crates' version), e.g. `"0.1.0"`. */
 export declare function coreVersion(): string

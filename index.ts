@@ -1,13 +1,15 @@
 /**
  * shmpipe: shared-memory message pipes for Node.js, backed by a Rust core.
  *
- * This is the public entry; each part lives in a small module under `src/`:
- * `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
- * `manager` (SharedMemoryManager, withSharedMemory), `pool` (ProcessPool), `codec` (the value encoding),
- * `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of dead
- * owners), `lifecycle` (cleanup at exit and on SIGINT/SIGTERM), `native` (the addon).
- * `index.d.ts` declares the same API; `__test__/public-api.types.ts` makes `tsc` fail if the two
- * disagree.
+ * The public entry: everything the package exports is exported here, from small modules under
+ * `src/`: `pipe` (Sender, Receiver, createSharedMemoryPair), `shared-array` (SharedArray),
+ * `manager` (SharedMemoryManager, withSharedMemory), `pool/` (ProcessPool), `codec` (the value
+ * encoding), `errors` (ShmpipeError and its codes), `cleanup` (listing and removing segments of
+ * dead owners). Behind them: `lifecycle` (every exit and signal cleanup), `native` (the addon),
+ * `options` (argument checks).
+ *
+ * `index.d.ts` is generated from this file (`scripts/index-dts.mjs`, run by `npm run build:js`);
+ * `npm run lint` fails when the committed one differs.
  *
  * @module
  */
@@ -32,7 +34,7 @@ export type {
 export { SharedMemoryManager, withSharedMemory } from './src/manager.js'
 export { decode, encode } from './src/codec.js'
 export type { DecodeOptions, Encoded } from './src/codec.js'
-export { ProcessPool } from './src/pool.js'
+export { ProcessPool } from './src/pool/process-pool.js'
 export type {
   MapOptions,
   ProcessPoolOptions,
@@ -42,7 +44,7 @@ export type {
   TaskModule,
   TaskName,
   TaskResult,
-} from './src/pool.js'
+} from './src/pool/options.js'
 export { cleanSegments, listSegments } from './src/cleanup.js'
 export type {
   CleanOptions,
@@ -58,7 +60,8 @@ export * from './src/errors.js'
 /**
  * Version of the shared-memory layout implemented by the native core.
  *
- * Processes can only share a segment when they agree on this number.
+ * Processes can only share a segment when they agree on this number; it changes whenever any
+ * structure stored in shared memory changes.
  */
 export function layoutVersion(): number {
   return native.layoutVersion()

@@ -480,7 +480,7 @@ test('an idle pool does not keep the process alive; at exit its workers and pipe
 })
 
 test('the worker entry runs under plain node only through the pool (usage message otherwise)', (t) => {
-  const worker = fileURLToPath(new URL('../src/pool-worker.ts', import.meta.url))
+  const worker = fileURLToPath(new URL('../src/pool/pool-worker.ts', import.meta.url))
   const out = spawnSync(process.execPath, ['--import=tsx', worker], { cwd: repoRoot, encoding: 'utf8' }) // prettier-ignore
   t.is(out.status, 2)
   t.regex(out.stderr, /usage: pool-worker/)

@@ -1,6 +1,7 @@
 /**
- * Compile-time check (run by `npm run typecheck`, never executed): the hand-written
- * `index.d.ts` and the implementation in `index.ts` export exactly the same API.
+ * Compile-time check (run by `npm run typecheck`, never executed): the committed `index.d.ts`
+ * (generated from `index.ts`; `npm run check:index-dts` checks it is up to date) and the
+ * implementation in `index.ts` export exactly the same values with the same types.
  *
  * `index.d.ts` is reached through the `#public-api` path alias in `tsconfig.json`,
  * because a plain `../index.d.ts` import resolves to `index.ts` instead.

@@ -555,7 +555,7 @@ test('a worker thread terminated while holding the lock: the lock is recovered',
   const name = arrayName(t)
   const a = SharedArray.create(name, Int32Array, 1)
   t.teardown(() => a.close())
-  // tsx registered in the worker first, as in pipe.test.ts.
+  // tsx registered in the worker first, as in pipe-memory.test.ts.
   const code = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(pathToFileURL(arrayChild).href)}) })` // prettier-ignore
   const worker = new Worker(code, { eval: true, workerData: { role: 'worker-hold', args: [name] } })
   t.teardown(() => worker.terminate())

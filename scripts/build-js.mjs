@@ -3,17 +3,19 @@
  *
  * - `dist/index.cjs`: the whole TypeScript API (`index.ts` and `src/`) bundled by esbuild as one
  *   CommonJS file. It loads the addon through `../addon.cjs`, left outside the bundle.
- * - `dist/pool-worker.cjs`: the process pool's worker script (`src/pool-worker.ts`), bundled the
- *   same way; the pool spawns it.
+ * - `dist/pool-worker.cjs`: the process pool's worker script (`src/pool/pool-worker.ts`),
+ *   bundled the same way; the pool spawns it.
  * - `dist/index.js`: the ES module entry, which re-exports what `index.cjs` exports (the names
  *   found by an unwritten ES module build). One implementation for
  *   both `import` and `require`, so a program that does both still has one copy of shmpipe's
  *   state: one set of exit and signal handlers (two would each take the other for the
  *   program's own listener, and a signal would no longer end the process), one `ShmpipeError`
  *   class for `instanceof`.
- * - `dist/index.d.ts` (a copy of the hand-written `index.d.ts`) and `dist/src/*.d.ts` (emitted by
- *   `tsc -p tsconfig.build.json`): the types for `import`; with `dist/binding.d.cts`, a copy of
- *   the addon's generated declarations, which `dist/src/*.d.ts` import types from.
+ * - `dist/index.d.ts` and the `.d.ts` files under `dist/src/`, emitted by
+ *   `tsc -p tsconfig.build.json` (`@internal` declarations stripped): the types for `import`.
+ *   `index.d.ts` is also written to the repository's top level (`scripts/index-dts.mjs`), where
+ *   `npm run lint` checks it. With `dist/binding.d.cts`, a copy of the addon's generated
+ *   declarations, which `dist/src/*.d.ts` import types from.
  * - `dist/cjs/`: the same declarations under a `package.json` that says `"type": "commonjs"`,
  *   so TypeScript reads them as CommonJS: the types for `require`.
  *
@@ -23,12 +25,13 @@
  * @module
  */
 
-import { execFileSync } from 'node:child_process'
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { build } from 'esbuild'
+
+import { emitDeclarations, indexDts, indexDtsPath } from './index-dts.mjs'
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
 const dist = join(root, 'dist')
@@ -59,15 +62,15 @@ await build({
     js: '// shmpipe: the CommonJS build of index.ts and src/ (scripts/build-js.mjs). Do not edit.',
   },
 })
-// The process pool's worker script, which `workerEntry()` in src/pool.ts finds beside the bundle
-// with the bundle's extension. It runs in a process of its own, so its copy of the code is not a
-// second copy in any one process.
+// The process pool's worker script, which `workerEntry()` in src/pool/worker-process.ts finds
+// beside the bundle with the bundle's extension. It runs in a process of its own, so its copy of
+// the code is not a second copy in any one process.
 await build({
   ...commonJs,
-  entryPoints: ['src/pool-worker.ts'],
+  entryPoints: ['src/pool/pool-worker.ts'],
   outfile: 'dist/pool-worker.cjs',
   banner: {
-    js: '// shmpipe: the process pool worker, built from src/pool-worker.ts (scripts/build-js.mjs). Do not edit.',
+    js: '// shmpipe: the process pool worker, built from src/pool/pool-worker.ts (scripts/build-js.mjs). Do not edit.',
   },
 })
 
@@ -108,11 +111,10 @@ writeFileSync(
   ].join('\n'),
 )
 
-const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
-execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
-  stdio: 'inherit',
-})
-cpSync(join(root, 'index.d.ts'), join(dist, 'index.d.ts'))
+emitDeclarations(dist)
+const declarations = await indexDts(dist)
+writeFileSync(indexDtsPath, declarations)
+writeFileSync(join(dist, 'index.d.ts'), declarations)
 cpSync(join(root, 'binding.d.cts'), join(dist, 'binding.d.cts'))
 
 const cjs = join(dist, 'cjs')

@@ -31,7 +31,12 @@ const avaRange = JSON.parse(readFileSync(join(avaDir, 'package.json'), 'utf8')).
 
 const DEFAULT_FILES = [
   '__test__/codec.test.ts',
+  '__test__/codec-random.test.ts',
+  '__test__/codec-api.test.ts',
+  '__test__/codec-corrupt.test.ts',
   '__test__/pipe.test.ts',
+  '__test__/pipe-waits.test.ts',
+  '__test__/pipe-memory.test.ts',
   '__test__/shared-array.test.ts',
   '__test__/distribution.test.ts',
   '__test__/native.test.ts',

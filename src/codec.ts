@@ -31,16 +31,17 @@
  * The code is in `src/codec/`: `format.ts` (the tags and constants), `intrinsics.ts` (built-ins
  * captured at load), `classify.ts` (which kind of object a value is), `failures.ts` (errors and
  * paths), `writer.ts` (the encoder's walk), `encode.ts` (encoding's entries) and `decode.ts`
- * (the decoder).
+ * (the decoder). The pipe's own entries, `decodePrefix` and `viewParts`, are tagged internal and
+ * not re-exported here (the shipped declarations leave them out): the pipe imports them from
+ * their modules.
  *
  * @module
  */
 
-export { decode, decodePrefix, type DecodeOptions } from './codec/decode.js'
+export { decode, type DecodeOptions } from './codec/decode.js'
 export {
   encode,
   MAX_VIEW_HEADER,
-  viewParts,
   writeEncoded,
   type CopyBytes,
   type Encoded,

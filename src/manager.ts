@@ -1,7 +1,7 @@
 /**
  * SharedMemoryManager: a scope for shared memory. Every shared array and pipe it creates is
  * removed when the scope ends (`dispose()`, `using`, the end of `withSharedMemory`), when the
- * process exits, or when it is ended by SIGINT, SIGTERM or SIGHUP (see `signal-cleanup.ts` for
+ * process exits, or when it is ended by SIGINT, SIGTERM or SIGHUP (see `lifecycle.ts` for
  * what that means while the thread is blocked), or by SIGABRT (the native cleanup removes its
  * arrays and pipes).
  *
@@ -9,7 +9,12 @@
  */
 
 import { ERR_SHMPIPE_CLOSED, ShmpipeError } from './errors.js'
-import { registerOpenEnd, unregisterOpenEnd, type Closable } from './lifecycle.js'
+import {
+  onTerminatingSignal,
+  registerOpenEnd,
+  unregisterOpenEnd,
+  type Closable,
+} from './lifecycle.js'
 import { describe, invalidArgument } from './options.js'
 import { native } from './native.js'
 import { createSharedMemoryPair, type PipeOptions, type Receiver, type Sender } from './pipe.js'
@@ -22,7 +27,6 @@ import {
   type Shape,
   type SharedTypedArrayConstructor,
 } from './shared-array.js'
-import { onTerminatingSignal } from './signal-cleanup.js'
 
 /** A shared array the manager created: its handle, and what identifies the segment. */
 interface ManagedArray {

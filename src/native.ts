@@ -140,7 +140,7 @@ let onSignalInterrupt: ((signal: NodeJS.Signals) => void) | null = null
 
 /**
  * Sets what runs when a synchronous call was interrupted by a signal that a JavaScript listener
- * is to handle (`signal-cleanup.ts`): it may end the process.
+ * is to handle (`lifecycle.ts`): it may end the process.
  */
 export function setSignalInterruptHandler(handler: (signal: NodeJS.Signals) => void): void {
   onSignalInterrupt = handler

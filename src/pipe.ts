@@ -13,15 +13,9 @@
  * @module
  */
 
-import {
-  decode,
-  decodePrefix,
-  encode,
-  MAX_VIEW_HEADER,
-  viewParts,
-  writeEncoded,
-  type Encoded,
-} from './codec.js'
+import { decode, encode, MAX_VIEW_HEADER, writeEncoded, type Encoded } from './codec.js'
+import { decodePrefix } from './codec/decode.js'
+import { viewParts } from './codec/encode.js'
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
@@ -338,9 +332,10 @@ export class Sender implements Disposable {
   #handle: NativeProducerHandle | null = null
 
   /**
-   * @internal Use {@link createSharedMemoryPair} or {@link Sender.attach}. An `eager` end
-   * registers with the pipe at once; otherwise on first use, so that an end that is never used
-   * (handed over to another process by name) never counts as a sender that came and went.
+   * Not for users (its parameter types are not exported): use {@link createSharedMemoryPair} or
+   * {@link Sender.attach}. An `eager` end registers with the pipe at once; otherwise on first
+   * use, so that an end that is never used (handed over to another process by name) never counts
+   * as a sender that came and went.
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name
@@ -537,7 +532,7 @@ export class ReceivedMessage implements Disposable {
   #message: NativeMessage | null
   #buffer: ArrayBuffer
 
-  /** @internal Made by {@link Receiver.receive}. */
+  /** Not for users (its parameter type is not exported): made by {@link Receiver.receive}. */
   constructor(message: NativeMessage) {
     this.#message = message
     this.#buffer = call(() => message.buffer())
@@ -585,10 +580,10 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   #lastLength = 0
 
   /**
-   * @internal Use {@link createSharedMemoryPair} or {@link Receiver.attach}. An `eager` end
-   * registers at once; otherwise on first use, so that an unused receiver can be closed and the
-   * role taken by another process (`Receiver.attach`). A receiver that was used and closed ends
-   * the pipe's receiving side for good.
+   * Not for users (its parameter types are not exported): use {@link createSharedMemoryPair} or
+   * {@link Receiver.attach}. An `eager` end registers at once; otherwise on first use, so that
+   * an unused receiver can be closed and the role taken by another process (`Receiver.attach`).
+   * A receiver that was used and closed ends the pipe's receiving side for good.
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name

@@ -13,8 +13,7 @@
  * native watch (`watchParent`) sends it SIGTERM (its signal cleanup removes the segments it owns)
  * and, if that does not end it within a second, SIGKILL.
  *
- * This file also declares the messages of the pool's protocol, which `pool.ts` imports as types
- * only.
+ * The messages are declared in `protocol.ts`.
  *
  * @module
  */
@@ -25,63 +24,16 @@ import {
   ERR_SHMPIPE_NO_SPACE,
   ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ShmpipeError,
-} from './errors.js'
-import { native } from './native.js'
-import { Receiver, Sender, type ReceivedMessage } from './pipe.js'
-
-/** A task, from the pool to a worker. */
-export interface TaskMessage {
-  /** The export to call. */
-  name: string
-  /** Its arguments. */
-  args: unknown[]
-}
-
-/** What a worker can tell of a thrown value. */
-export interface ErrorInfo {
-  /** `err.name` (`'Error'`, `'TypeError'`, a subclass's name…), absent for a non-Error throw. */
-  name?: string
-  /** `err.message`, or `String(value)` for a non-Error throw. */
-  message: string
-  /** `err.stack` as the worker saw it. */
-  stack?: string
-  /** `err.code`, if a string or a number. */
-  code?: string | number
-  /** `err.cause`, described the same way. */
-  cause?: ErrorInfo
-  /** The thrown value itself, for a non-Error throw that the codec can carry. */
-  value?: unknown
-}
-
-/** A worker's reply: the first is `ready` or `load-error`, then one per task. */
-export type ReplyMessage =
-  | { t: 'ready'; pid: number }
-  | { t: 'load-error'; error: ErrorInfo }
-  | { t: 'ok'; value: unknown }
-  | {
-      t: 'error'
-      kind: 'threw' | 'no-export' | 'unsupported-result' | 'result-no-space'
-      error: ErrorInfo
-    }
-
-/** Describes a thrown value so that it can cross (causes to a few levels). */
-export function describeError(err: unknown, depth = 0): ErrorInfo {
-  if (err instanceof Error) {
-    const info: ErrorInfo = { name: err.name, message: err.message }
-    if (typeof err.stack === 'string') info.stack = err.stack
-    const code = (err as { code?: unknown }).code
-    if (typeof code === 'string' || typeof code === 'number') info.code = code
-    if (err.cause !== undefined && depth < 8) info.cause = describeError(err.cause, depth + 1)
-    return info
-  }
-  let message: string
-  try {
-    message = String(err)
-  } catch {
-    message = Object.prototype.toString.call(err)
-  }
-  return { message, value: err }
-}
+} from '../errors.js'
+import { native } from '../native.js'
+import { Receiver, Sender, type ReceivedMessage } from '../pipe.js'
+import {
+  describeError,
+  WORKER_MARK,
+  type ErrorInfo,
+  type ReplyMessage,
+  type TaskMessage,
+} from './protocol.js'
 
 /** Whether the error means the pipe's other end is gone (closed or dead). */
 function isEnd(err: unknown): boolean {
@@ -197,7 +149,7 @@ async function main(
 }
 
 // This process runs as a worker: a pool made by its tasks is legitimate (see ProcessPool).
-;(globalThis as Record<symbol, unknown>)[Symbol.for('shmpipe.poolWorker')] = true
+;(globalThis as Record<symbol, unknown>)[WORKER_MARK] = true
 
 const [moduleUrl, taskPipe, resultPipe, mode, poolPid] = process.argv.slice(2)
 if (

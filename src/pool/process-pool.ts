@@ -15,367 +15,66 @@
  * whose pipes' memory and caches are warm), or waits in a queue. A worker that dies fails its
  * task with `ERR_SHMPIPE_WORKER_DIED` and is replaced.
  *
+ * This module schedules; the rest of the pool is in the modules beside it: `options` (the
+ * options and their checks), `worker-process` (starting and stopping one worker), `protocol`
+ * (the messages, and errors crossing them), `task` (one submitted task), `map` (`map`'s loop),
+ * `pool-worker` (the worker process's entry).
+ *
  * @module
  */
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, statfsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { extname, resolve as resolvePath } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 
-import { encode, ERROR_CTORS } from './codec.js'
+import { encode } from '../codec.js'
 import {
   ERR_SHMPIPE_CLOSED,
   ERR_SHMPIPE_INVALID_ARGUMENT,
   ERR_SHMPIPE_PEER_GONE,
   ERR_SHMPIPE_TASK_FAILED,
-  ERR_SHMPIPE_TOO_LARGE,
-  ERR_SHMPIPE_NO_SPACE,
-  ERR_SHMPIPE_UNSUPPORTED_TYPE,
   ERR_SHMPIPE_WORKER_DIED,
   ERR_SHMPIPE_WORKER_START_FAILED,
   ShmpipeError,
-} from './errors.js'
-import { registerOpenEnd, unregisterOpenEnd, type Closable } from './lifecycle.js'
-import { checkOptions, checkSignal } from './options.js'
-import { createSharedMemoryPair, type Receiver, type Sender } from './pipe.js'
-import type { ErrorInfo, ReplyMessage, TaskMessage } from './pool-worker.js'
+} from '../errors.js'
+import { registerOpenEnd, unregisterOpenEnd, type Closable } from '../lifecycle.js'
+import { checkOptions, checkSignal } from '../options.js'
+import { mapConcurrently } from './map.js'
+import {
+  defaultPipeBytes,
+  describe,
+  moduleUrl,
+  POOL_OPTIONS,
+  positiveInteger,
+  workerExecArgv,
+  type MapOptions,
+  type ProcessPoolOptions,
+  type RunOptions,
+  type TaskArgs,
+  type TaskModule,
+  type TaskName,
+  type TaskResult,
+} from './options.js'
+import {
+  fromArgs,
+  isEncodingError,
+  replyError,
+  reviveError,
+  WORKER_ENV,
+  WORKER_MARK,
+  type ErrorInfo,
+  type ReplyMessage,
+  type TaskMessage,
+} from './protocol.js'
+import { Task } from './task.js'
+import { ending, PoolWorker, workerEntry, type WorkerConfig } from './worker-process.js'
 
-// ---------------------------------------------------------------------------------------------
-// Types
-
-/** A function a pool can run: any function (its arguments and result must be encodable). */
-export type TaskFunction = (...args: any[]) => unknown
-
-/**
- * The shape of a task module, for typing a pool: `ProcessPool<typeof import('./tasks.js')>`
- * checks export names, arguments and result types. The default allows any name.
- */
-export type TaskModule = Record<string, TaskFunction>
-
-/** The names of `M`'s exports that are functions. */
-export type TaskName<M> = Extract<
-  { [K in keyof M]: M[K] extends TaskFunction ? K : never }[keyof M],
-  string
->
-
-/** The argument list of export `K` of `M`. */
-export type TaskArgs<M, K extends keyof M> = M[K] extends (...args: infer A) => unknown ? A : never
-
-/** What a task of export `K` of `M` resolves to (its return value, awaited). */
-export type TaskResult<M, K extends keyof M> = M[K] extends (...args: never[]) => infer R
-  ? Awaited<R>
-  : never
-
-/** Options of `new ProcessPool()`. */
-export interface ProcessPoolOptions {
-  /**
-   * The module whose named exports are the tasks: an absolute path, a path relative to the
-   * current working directory (resolved when the pool is created), or a `file:` URL (a `URL` or
-   * a string). Each worker imports it once, with `import()`, so it may be an ES module or a
-   * CommonJS one (then `module.exports.name`). The file must exist when the pool is created.
-   */
-  module: string | URL
-  /** Number of worker processes. Default `os.availableParallelism()`. */
-  workers?: number
-  /**
-   * Node options of the workers. Default: this process's `process.execArgv`, so that a program
-   * run with `--import=tsx` (or `tsx`) has workers that can load TypeScript, without the options
-   * that would make a worker run other code (`-e`, `-p`, `--test`, `--watch`…) or open an
-   * inspector port (`--inspect…`).
-   */
-  execArgv?: string[]
-  /** Environment of the workers. Default `process.env`. */
-  env?: NodeJS.ProcessEnv
-  /**
-   * Bytes of each of the two pipes per worker (rounded up to a power of two), taken from
-   * `/dev/shm` when the worker starts. Default 8 MiB, or less where `/dev/shm` is small (64 MB
-   * in a Docker container): halved, down to 1 MiB, until the pool's pipes take at most a
-   * quarter of `/dev/shm`, leaving the rest to large values. A task (its arguments) or a result up to half
-   * of this is copied through the pipe's ring; a larger one travels in a shared-memory segment
-   * of its own, which the sending side keeps and reuses for the next large message of about its
-   * size once the other side is done with it (see the README's "Large messages"). Either way,
-   * once a worker has run a few tasks the memory is mapped in both processes and a copy runs at
-   * memory speed, so the default suits large arrays too.
-   */
-  pipeBytes?: number
-  /**
-   * Give tasks arguments of their own. By default (`false`) a task's typed arrays, `DataView`s
-   * and `Buffer`s are views into the shared memory they arrived in, valid until the task
-   * settles (its promise, if it returns one): no copy is made, and after the task they are
-   * detached (length 0), never showing other data. A task that keeps an argument beyond that
-   * must copy it (`x.slice()`), or the pool be made with `copyArguments: true`, which gives
-   * every task's arguments memory of their own (a copy out of the ring; an argument that
-   * travelled in a segment of its own keeps that segment, mapped in the worker only).
-   */
-  copyArguments?: boolean
-}
-
-/** The option names of `new ProcessPool()` (any other is an error). */
-const POOL_OPTIONS = ['module', 'workers', 'execArgv', 'env', 'pipeBytes', 'copyArguments'] as const
-
-/** Options of {@link ProcessPool.run}. */
-export interface RunOptions {
-  /**
-   * Aborts the task. A queued task is dropped; a running one is stopped by killing its worker
-   * (which the pool replaces). Either way the promise rejects with the signal's reason.
-   */
-  signal?: AbortSignal
-}
-
-/** Options of {@link ProcessPool.map}. */
-export interface MapOptions {
-  /** Most tasks of this call running or queued at once. Default: the pool's worker count. */
-  concurrency?: number
-  /** Aborts the call: queued tasks are dropped and running ones stopped (see {@link RunOptions}). */
-  signal?: AbortSignal
-}
-
-// ---------------------------------------------------------------------------------------------
-// Internals
-
-const DEFAULT_PIPE_BYTES = 8 * 1024 * 1024
-/** The smallest pipe the default gives on a small `/dev/shm`. */
-const MIN_DEFAULT_PIPE_BYTES = 1024 * 1024
-
-/**
- * The default bytes of each pipe of a pool of `workers`: {@link DEFAULT_PIPE_BYTES}, halved down
- * to {@link MIN_DEFAULT_PIPE_BYTES} until the pool's two pipes per worker take at most a quarter
- * of `/dev/shm` (where there is one: Linux).
- */
-function defaultPipeBytes(workers: number): number {
-  let shmBytes: number
-  try {
-    const fs = statfsSync('/dev/shm')
-    shmBytes = fs.blocks * fs.bsize
-  } catch {
-    return DEFAULT_PIPE_BYTES
-  }
-  let bytes = DEFAULT_PIPE_BYTES
-  while (bytes > MIN_DEFAULT_PIPE_BYTES && 2 * workers * bytes > shmBytes / 4) bytes /= 2
-  return bytes
-}
-/** Values in flight per pipe: one task or result, and room for the handshake. */
-const PIPE_CAPACITY = 4
 /** Workers exiting before they are ready, in a row, before the pool gives up. */
 const MAX_START_FAILURES = 3
-/** Set in the workers' environment. */
-const WORKER_ENV = 'SHMPIPE_POOL_WORKER'
-/** Set on `globalThis` by the worker entry once it runs (shared by every copy of this module). */
-const WORKER_MARK = Symbol.for('shmpipe.poolWorker')
-/** How long a stopped worker may take to exit before it is killed. */
-const STOP_TIMEOUT_MS = 5000
 /** How long after its result pipe broke a worker's exit is waited for. */
 const EXIT_GRACE_MS = 2000
 
 function sleep(ms: number): Promise<false> {
   return new Promise((resolve) => setTimeout(() => resolve(false), ms))
 }
-
-/**
- * The worker's entry script, beside this module with the same extension: `pool-worker.ts` when
- * running from the TypeScript sources, `pool-worker.js` once compiled.
- */
-function workerEntry(): string {
-  const here = fileURLToPath(import.meta.url)
-  return fileURLToPath(new URL(`./pool-worker${extname(here)}`, import.meta.url))
-}
-
-/** `module` as a `file:` URL string (relative paths against the current directory). */
-function moduleUrl(module: unknown): string {
-  let url: URL
-  if (module instanceof URL) url = module
-  else if (typeof module === 'string' && /^[a-z][a-z\d+.-]+:/i.test(module)) url = new URL(module)
-  else if (typeof module === 'string' && module !== '') url = pathToFileURL(resolvePath(module))
-  else
-    throw new ShmpipeError(
-      ERR_SHMPIPE_INVALID_ARGUMENT,
-      `options.module must be a path or a file: URL, got ${describe(module)}`,
-    )
-  if (url.protocol !== 'file:')
-    throw new ShmpipeError(
-      ERR_SHMPIPE_INVALID_ARGUMENT,
-      `options.module must be a file: URL, got ${url.href}`,
-    )
-  if (!existsSync(url))
-    throw new ShmpipeError(
-      ERR_SHMPIPE_INVALID_ARGUMENT,
-      `options.module does not exist: ${fileURLToPath(url)}`,
-    )
-  return url.href
-}
-
-function describe(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value)
-}
-
-function positiveInteger(value: unknown, what: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
-    throw new ShmpipeError(
-      ERR_SHMPIPE_INVALID_ARGUMENT,
-      `${what} must be a whole number of at least 1, got ${describe(value)}`,
-    )
-  return value
-}
-
-/** Options that take the next argument as their value. */
-const WITH_VALUE = new Set(['-e', '--eval', '-p', '--print', '-pe', '-ep', '--inspect-port', '--debug-port', '--watch-path', '--input-type']) // prettier-ignore
-
-/**
- * Options that make `node` run something else than the script it is given (code from `-e`, a
- * REPL, a syntax check, the test runner, a restart on change…), or that take a port each (the
- * inspector): the workers must not inherit them. Without this, a program run as `node -e` would
- * have workers that run the same code again, pools of their own included.
- */
-const NOT_INHERITED =
-  /^(-e|--eval|-p|--print|-pe|-ep|-c|--check|-i|--interactive|--test|--test-.*|--watch|--watch-path|--watch-preserve-output|--run|--input-type|--prof-process|-v|--version|-h|--help|--v8-options|--completion-bash|--inspect|--inspect-brk|--inspect-wait|--inspect-port|--debug|--debug-brk|--debug-port)(=.*)?$/
-
-/** Node options for the workers: this process's, without those in {@link NOT_INHERITED}. */
-export function workerExecArgv(execArgv: readonly string[] = process.execArgv): string[] {
-  const out: string[] = []
-  for (let i = 0; i < execArgv.length; i++) {
-    const a = execArgv[i]!
-    if (NOT_INHERITED.test(a)) {
-      if (WITH_VALUE.has(a)) i++ // `-e code`, `--inspect-port 9229`: skip the value too
-      continue
-    }
-    out.push(a)
-  }
-  return out
-}
-
-/** Rebuilds a worker's error in this process (or returns the thrown non-Error value). */
-function reviveError(info: ErrorInfo): unknown {
-  if (info.name === undefined) return 'value' in info ? info.value : info.message
-  const options = info.cause === undefined ? undefined : { cause: reviveError(info.cause) }
-  const Ctor = ERROR_CTORS.find((c) => c.name === info.name) ?? Error
-  const err = new Ctor(info.message, options) as Error & { code?: string | number }
-  if (err.name !== info.name) {
-    Object.defineProperty(err, 'name', {
-      value: info.name,
-      writable: true,
-      enumerable: false,
-      configurable: true,
-    })
-  }
-  if (info.stack !== undefined) err.stack = info.stack
-  if (info.code !== undefined) err.code = info.code
-  return err
-}
-
-/** How a process ended, in words: `killed by SIGKILL`, `exited with code 3`. */
-function ending(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal !== null ? `was killed by ${signal}` : `exited with code ${code}`
-}
-
-/** Whether `err` is a validation error of the codec: nothing was sent. */
-function isEncodingError(err: unknown): err is ShmpipeError {
-  return (
-    err instanceof ShmpipeError &&
-    (err.code === ERR_SHMPIPE_UNSUPPORTED_TYPE || err.code === ERR_SHMPIPE_TOO_LARGE)
-  )
-}
-
-/** The codec names paths from the task envelope (`value.args[0]`): name them from `args`. */
-function fromArgs(err: ShmpipeError): ShmpipeError {
-  const before = err.message
-  const after = before.replace(/\bvalue\.args\b/, 'args')
-  if (after !== before) {
-    err.message = after
-    if (err.stack !== undefined) err.stack = err.stack.replace(before, after)
-  }
-  return err
-}
-
-/** A submitted task. */
-class Task {
-  settled = false
-  worker: PoolWorker | null = null
-  readonly promise: Promise<unknown>
-  resolve!: (value: unknown) => void
-  reject!: (err: unknown) => void
-  #onAbort: (() => void) | null = null
-
-  constructor(
-    readonly name: string,
-    readonly args: unknown[],
-    readonly signal: AbortSignal | undefined,
-  ) {
-    this.promise = new Promise((resolve, reject) => {
-      this.resolve = (value) => {
-        if (this.#settle()) resolve(value)
-      }
-      this.reject = (err) => {
-        if (this.#settle()) reject(err)
-      }
-    })
-  }
-
-  /** Calls `onAbort` when the signal aborts (until the task settles). */
-  watch(onAbort: () => void): void {
-    if (this.signal === undefined) return
-    this.#onAbort = onAbort
-    this.signal.addEventListener('abort', onAbort, { once: true })
-  }
-
-  #settle(): boolean {
-    if (this.settled) return false
-    this.settled = true
-    if (this.#onAbort !== null) this.signal!.removeEventListener('abort', this.#onAbort)
-    return true
-  }
-}
-
-type WorkerState = 'starting' | 'idle' | 'busy' | 'dead'
-
-/** One worker process and this process's ends of its two pipes. */
-class PoolWorker {
-  state: WorkerState = 'starting'
-  task: Task | null = null
-  /** Killed or stopped by the pool (its end is not a failure). */
-  stopping = false
-  /** What the worker reported instead of `ready`. */
-  loadError: ErrorInfo | null = null
-  readonly exited: Promise<void>
-  #onExit!: () => void
-
-  constructor(
-    readonly child: ChildProcess,
-    readonly tasks: Sender,
-    readonly results: Receiver,
-    /** This process's own sender of the result pipe, held until the worker has attached. */
-    public ownResultSender: Sender | null,
-  ) {
-    this.exited = new Promise((resolve) => (this.#onExit = resolve))
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1
-  }
-
-  /** Called once, when the process has ended. */
-  ended(): void {
-    this.state = 'dead'
-    this.tasks.close()
-    this.results.close()
-    this.ownResultSender?.close()
-    this.ownResultSender = null
-    this.#onExit()
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    this.stopping = true
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.ref() // whoever waits for the end must not see the event loop run dry first
-      this.child.kill(signal)
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// ProcessPool
 
 /**
  * A pool of worker processes running the named exports of one module, with arguments and results
@@ -422,15 +121,12 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
   readonly size: number
   /** The task module, as a `file:` URL. */
   readonly module: string
-  readonly #execArgv: string[]
-  readonly #env: NodeJS.ProcessEnv
-  readonly #pipeBytes: number
-  readonly #copyArguments: boolean
+  readonly #config: WorkerConfig
   readonly #entry = workerEntry()
   readonly #workers = new Set<PoolWorker>()
   /** Idle workers, the most recently idle last (tasks go to it: its rings and caches are warm). */
   #idle: PoolWorker[] = []
-  #queue: Task[] = []
+  #queue: Task<PoolWorker>[] = []
   #startFailures = 0
   /** Set once the workers cannot start: every task then fails with it. */
   #broken: ShmpipeError | null = null
@@ -467,16 +163,20 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     checkOptions(options, 'new ProcessPool()', POOL_OPTIONS)
     this.module = moduleUrl(options.module)
     this.size = positiveInteger(options.workers, 'options.workers', availableParallelism())
-    this.#pipeBytes = positiveInteger(
+    const pipeBytes = positiveInteger(
       options.pipeBytes,
       'options.pipeBytes',
       defaultPipeBytes(this.size),
     )
     if (options.execArgv !== undefined && !Array.isArray(options.execArgv))
       throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'options.execArgv must be an array')
-    this.#execArgv = options.execArgv ?? workerExecArgv()
-    this.#env = { ...(options.env ?? process.env), [WORKER_ENV]: '1' }
-    this.#copyArguments = options.copyArguments === true
+    this.#config = {
+      execArgv: options.execArgv ?? workerExecArgv(),
+      env: { ...(options.env ?? process.env), [WORKER_ENV]: '1' },
+      module: this.module,
+      pipeBytes,
+      copyArguments: options.copyArguments === true,
+    }
     registerOpenEnd(this.#atExit)
     try {
       for (let i = 0; i < this.size; i++) this.#spawn()
@@ -537,7 +237,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     args: TaskArgs<M, K>,
     options: RunOptions = {},
   ): Promise<TaskResult<M, K>> {
-    let task: Task
+    let task: Task<PoolWorker>
     try {
       if (!this.#accepting)
         throw new ShmpipeError(ERR_SHMPIPE_CLOSED, 'the pool is closed: no new tasks')
@@ -553,7 +253,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
       checkOptions(options, 'run', ['signal'])
       checkSignal(options.signal, 'run')?.throwIfAborted()
       if (this.#broken !== null) throw this.#brokenError()
-      task = new Task(name, args, options.signal)
+      task = new Task<PoolWorker>(name, args, options.signal)
       const worker = this.#idle.pop()
       if (worker !== undefined) {
         this.#runOn(worker, task)
@@ -589,47 +289,9 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     const concurrency = positiveInteger(options.concurrency, 'options.concurrency', this.size)
     const signal = checkSignal(options.signal, 'map')
     signal?.throwIfAborted()
-    let iterator: Iterator<unknown> | AsyncIterator<unknown>
-    if (
-      items != null &&
-      typeof (items as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+    return mapConcurrently(items, concurrency, (item) =>
+      this.run(name, [item] as TaskArgs<M, K>, { signal }),
     )
-      iterator = (items as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-    else if (items != null && typeof (items as Iterable<unknown>)[Symbol.iterator] === 'function')
-      iterator = (items as Iterable<unknown>)[Symbol.iterator]()
-    else
-      throw new ShmpipeError(
-        ERR_SHMPIPE_INVALID_ARGUMENT,
-        'items must be an iterable or an async iterable',
-      )
-    const results: TaskResult<M, K>[] = []
-    let next = 0
-    let stop = false
-    let done = false
-    const lane = async (): Promise<void> => {
-      while (!stop && !done) {
-        const step = await iterator.next()
-        if (step.done) {
-          done = true
-          return
-        }
-        if (stop) return
-        const index = next++
-        try {
-          results[index] = await this.run(name, [step.value] as TaskArgs<M, K>, { signal })
-        } catch (err) {
-          stop = true
-          throw err
-        }
-      }
-    }
-    try {
-      await Promise.all(Array.from({ length: concurrency }, lane))
-    } catch (err) {
-      if (!done) await iterator.return?.()
-      throw err
-    }
-    return results
   }
 
   /**
@@ -672,23 +334,8 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
       await new Promise<void>((resolve) => (this.#drained = resolve))
     }
     this.#stopping = true
-    await Promise.all([...this.#workers].map((w) => this.#stop(w)))
+    await Promise.all([...this.#workers].map((w) => w.stop()))
     unregisterOpenEnd(this.#atExit)
-  }
-
-  /** Stops a worker: closing its task pipe ends it; one that does not end in time is killed. */
-  async #stop(w: PoolWorker): Promise<void> {
-    w.stopping = true
-    w.child.ref() // keeps the process alive until the worker has exited
-    if (w.state === 'starting') {
-      // Still loading the module: it would find its pipes gone. Nothing of it is needed.
-      w.kill('SIGTERM')
-    } else {
-      w.tasks.close()
-    }
-    const timer = setTimeout(() => w.kill('SIGKILL'), STOP_TIMEOUT_MS)
-    await w.exited
-    clearTimeout(timer)
   }
 
   #killAll(signal: NodeJS.Signals): void {
@@ -702,59 +349,10 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
 
   /** Starts a worker and waits for its `ready`. */
   #spawn(): void {
-    const [tasks, unused] = createSharedMemoryPair({
-      capacity: PIPE_CAPACITY,
-      bytes: this.#pipeBytes,
-      maxSenders: 1,
-    })
-    unused.close() // the worker attaches as the task pipe's receiver
-    let results: Receiver
-    let ownResultSender: Sender
-    try {
-      ;[ownResultSender, results] = createSharedMemoryPair({
-        capacity: PIPE_CAPACITY,
-        bytes: this.#pipeBytes,
-        maxSenders: 2,
-      })
-    } catch (err) {
-      tasks.close()
-      throw err
-    }
-    let child: ChildProcess
-    try {
-      child = spawn(
-        process.execPath,
-        [
-          ...this.#execArgv,
-          this.#entry,
-          this.module,
-          tasks.name,
-          results.name,
-          this.#copyArguments ? 'copy' : 'views',
-          String(process.pid),
-        ],
-        { stdio: ['ignore', 'inherit', 'inherit'], env: this.#env, windowsHide: true },
-      )
-    } catch (err) {
-      tasks.close()
-      results.close()
-      ownResultSender.close()
-      throw err
-    }
-    child.unref() // an idle pool does not keep the process alive; a pending result does
-    const w = new PoolWorker(child, tasks, results, ownResultSender)
+    const w = PoolWorker.start(this.#config, this.#entry, (w, code, signal) =>
+      this.#onExit(w, code, signal),
+    )
     this.#workers.add(w)
-    let ended = false
-    const onEnd = (code: number | null, signal: NodeJS.Signals | null): void => {
-      if (ended) return
-      ended = true
-      this.#onExit(w, code, signal)
-    }
-    child.on('exit', onEnd)
-    // Failed to start (no such executable, no resources): no 'exit' follows.
-    child.on('error', () => {
-      if (child.pid === undefined) onEnd(null, null)
-    })
     void this.#awaitReady(w)
   }
 
@@ -792,7 +390,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     w.task = null
     if (w.stopping || this.#stopping) {
       // Being killed (its exit is near), or the pool is stopping: no more tasks for it.
-      if (!w.stopping) void this.#stop(w)
+      if (!w.stopping) void w.stop()
       this.#checkReady()
       this.#checkDrained()
       return
@@ -830,7 +428,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
   }
 
   /** Sends `task` to the idle worker `w` and waits for its reply. */
-  #runOn(w: PoolWorker, task: Task): void {
+  #runOn(w: PoolWorker, task: Task<PoolWorker>): void {
     w.state = 'busy'
     w.task = task
     task.worker = w
@@ -843,7 +441,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     void this.#awaitReply(w, task, sent)
   }
 
-  async #awaitReply(w: PoolWorker, task: Task, sent: Promise<void>): Promise<void> {
+  async #awaitReply(w: PoolWorker, task: Task<PoolWorker>, sent: Promise<void>): Promise<void> {
     let reply: ReplyMessage
     try {
       await sent
@@ -879,7 +477,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     if (reply.t === 'ok') {
       task.resolve(reply.value)
     } else if (reply.t === 'error') {
-      task.reject(this.#taskError(w, task, reply))
+      task.reject(replyError(reply, task.name, w.pid))
     } else {
       task.reject(
         new ShmpipeError(ERR_SHMPIPE_TASK_FAILED, `unexpected reply '${String(reply.t)}'`),
@@ -890,34 +488,8 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     this.#becomeIdle(w)
   }
 
-  #taskError(
-    w: PoolWorker,
-    task: Task,
-    reply: Extract<ReplyMessage, { t: 'error' }>,
-  ): ShmpipeError {
-    const info = reply.error
-    if (reply.kind === 'no-export')
-      return new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, info.message)
-    if (reply.kind === 'result-no-space')
-      return new ShmpipeError(
-        ERR_SHMPIPE_NO_SPACE,
-        `task '${task.name}' returned a value that shared memory has no room for: ${info.message}`,
-      )
-    if (reply.kind === 'unsupported-result')
-      return new ShmpipeError(
-        ERR_SHMPIPE_UNSUPPORTED_TYPE,
-        `task '${task.name}' returned a value that cannot be sent back: ${info.message}`,
-      )
-    const what = info.name === undefined ? `threw ${info.message}` : `${info.name}: ${info.message}`
-    return new ShmpipeError(
-      ERR_SHMPIPE_TASK_FAILED,
-      `task '${task.name}' failed in worker ${w.pid}: ${what}`,
-      { cause: reviveError(info) },
-    )
-  }
-
   /** An aborted task: dropped if queued, its worker killed if running. */
-  #abort(task: Task): void {
+  #abort(task: Task<PoolWorker>): void {
     if (task.settled) return
     task.reject(task.signal!.reason)
     const w = task.worker
