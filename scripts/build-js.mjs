@@ -115,7 +115,6 @@ emitDeclarations(dist)
 const declarations = await indexDts(dist)
 writeFileSync(indexDtsPath, declarations)
 writeFileSync(join(dist, 'index.d.ts'), declarations)
-cpSync(join(root, 'binding.d.cts'), join(dist, 'binding.d.cts'))
 
 const cjs = join(dist, 'cjs')
 mkdirSync(cjs)

@@ -18,7 +18,7 @@
  */
 
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -34,13 +34,17 @@ const BANNER =
   '// Generated from index.ts by scripts/index-dts.mjs (npm run build:js). Do not edit:\n' +
   '// `npm run lint` fails when this file differs from what index.ts gives.\n'
 
-/** Emits the declarations of `index.ts` and `src/` into `outDir` (`tsconfig.build.json`). */
+/**
+ * Emits the declarations of `index.ts` and `src/` into `outDir` (`tsconfig.build.json`), beside
+ * a copy of the addon's committed declarations (`binding.d.cts`), which they import types from.
+ */
 export function emitDeclarations(outDir) {
   execFileSync(
     process.execPath,
     [tscPath, '-p', join(root, 'tsconfig.build.json'), '--outDir', outDir],
     { stdio: 'inherit' },
   )
+  copyFileSync(join(root, 'binding.d.cts'), join(outDir, 'binding.d.cts'))
 }
 
 /** The text of `index.d.ts`, from the declarations emitted into `outDir`. */
