@@ -13,8 +13,8 @@
 //! The record layout is `layout.rs`'s: stamp, len (u64), units, kind, producer, generation
 //! (u32); the queue config's stamp key is at body offset 32.
 
-use crate::common::pattern;
 use shmpipe_core::{Queue, RawLoan, Segment, SegmentKind};
+use shmpipe_test_peer::pattern;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::pattern;
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

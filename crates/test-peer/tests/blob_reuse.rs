@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::pattern;
 #[cfg(unix)]
 use common::peer::Peer;
 use shmpipe_core::{Consumer, Error, Message, Producer, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
