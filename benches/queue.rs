@@ -534,7 +534,7 @@ fn cross_process_ping_pong(c: &mut Criterion) {
     bench_ping_pong(
         &mut group,
         "default_spin",
-        shmpipe_core::DEFAULT_SPIN,
+        shmpipe_core::tuning::DEFAULT_SPIN,
         WaitOptions::forever(),
         None,
     );

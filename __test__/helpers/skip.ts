@@ -2,7 +2,7 @@
  * What a test does when this machine cannot run it (not root, a tool missing): it fails, unless
  * `SHMPIPE_TEST_ALLOW_SKIP=1` is set, in which case it logs why and passes. CI runs as root on
  * Linux, where every such test must run; the Rust tests follow the same rule
- * (`crates/core/tests/common/skip.rs`).
+ * (`crates/test-peer/tests/common/skip.rs`).
  */
 
 import { spawnSync } from 'node:child_process'

@@ -45,7 +45,7 @@ pub enum Error {
     /// The wait was interrupted through a [`crate::CancelToken`].
     Interrupted,
     /// Shared memory could not be reserved: the shared-memory filesystem (`/dev/shm` on Linux)
-    /// has less room than the segment needs. Made with [`Error::no_space`].
+    /// has less room than the segment needs. Made with `Error::no_space`.
     NoSpace {
         /// Bytes the segment needed.
         needed: u64,

@@ -815,7 +815,7 @@ mod tests {
             [name.as_str()]
         );
         // Shorter than a header (a creator that died before sizing it).
-        let name = crate::random_name();
+        let name = crate::name::random_name();
         std::fs::File::create_new(format!("/dev/shm/{name}")).unwrap();
         assert_eq!(info(&name).status, Status::Invalid(InvalidHeader::TooSmall));
         assert!(clean(&only(&name)).unwrap().removed.is_empty());

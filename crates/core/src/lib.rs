@@ -7,8 +7,8 @@
 //! - [`Queue`]: a bounded, lock-free multi-producer single-consumer queue of variable-size
 //!   messages in one segment. Small and medium messages live inline in a reused ring; larger
 //!   ones travel in a segment of their own (a blob), so there is no size limit but memory. A
-//!   producer reuses its blobs once the consumer has released them (`blob.rs`; its budget:
-//!   [`process_keep_budget`], [`Producer::set_blob_keep_limit`]).
+//!   producer reuses its blobs once the consumer has released them (its budget:
+//!   [`tuning::process_keep_budget`], [`Producer::set_blob_keep_limit`]).
 //! - [`Producer`] / [`Consumer`]: zero-copy on both sides ([`Producer::reserve`] →
 //!   [`Loan::commit`]; [`Consumer::recv`] → [`Message`], released on drop), with copying
 //!   [`Producer::send`] built on top.
@@ -22,6 +22,8 @@
 //! - [`SharedArray`]: a named N-dimensional array of numbers in shared memory, with a robust
 //!   cross-process lock for its writers (a dead holder's lock is recovered, and the next holder
 //!   is told).
+//! - [`tuning`]: the constants and environment variables behind the rules above (how long waits
+//!   spin and sleep, when copies stream, how much blob memory is kept), in one place.
 //!
 //! No Node.js here: the bindings live in `crates/node`.
 
@@ -37,7 +39,7 @@ mod copy;
 mod doc_blocks;
 mod error;
 mod event;
-pub mod futex;
+mod futex;
 pub mod inventory;
 mod layout;
 mod mapping;
@@ -49,25 +51,20 @@ mod registry;
 mod segment;
 mod shm_space;
 pub mod signals;
+pub mod tuning;
 
-pub use array::{
-    Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,
-};
-pub use array_lock::{Acquired, LOCK_SPIN};
-pub use blob::{kept_in_process, process_keep_budget, KEEP_BUDGET_ENV, MAX_KEPT as MAX_KEPT_BLOBS};
+pub use array::{Dtype, SharedArray, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM};
+pub use array_lock::Acquired;
 pub use consumer::{Consumer, Message};
-pub use copy::{
-    copy_to_shared, last_level_cache_bytes, streams, DEFAULT_LAST_LEVEL_CACHE_BYTES,
-    STREAM_COPIES_ENV, STREAM_MIN_BYTES,
-};
+pub use copy::copy_to_shared;
 pub use error::{BadSegmentReason, Error, Result};
-pub use event::{CancelToken, WaitOptions, DEFAULT_SPIN, HEALTH_SLICE, PAUSES_PER_POLL};
+pub use event::{CancelToken, WaitOptions};
 pub use inventory::{
     clean, clean_dead, list_segments, list_segments_with, CleanOptions, CleanReport, ListOptions,
     ProcessRef, SegmentInfo, Status,
 };
-pub use name::{generated_bits, random_name, validate_name, MAX_NAME_LEN, NAME_PREFIX};
-pub use process::{pid_namespace, start_time, ProcessIdentity};
+pub use name::{MAX_NAME_LEN, NAME_PREFIX};
+pub use process::{pid_namespace, ProcessIdentity};
 pub use producer::{Loan, Producer, RawLoan};
 pub use queue::{Queue, QueueOptions};
 pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};

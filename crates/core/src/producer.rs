@@ -546,7 +546,7 @@ impl Producer {
 
     /// Sets how many bytes of sent blobs this producer keeps for reuse (see the `blob` module);
     /// 0 turns reuse off. Whatever this says, all the producers of a process keep at most
-    /// [`process_keep_budget`](crate::process_keep_budget) bytes in all (an eighth of `/dev/shm`,
+    /// [`process_keep_budget`](crate::tuning::process_keep_budget) bytes in all (an eighth of `/dev/shm`,
     /// at most 1 GiB, on Linux; 1 GiB elsewhere), which is also the default.
     pub fn set_blob_keep_limit(&mut self, bytes: u64) {
         self.kept.set_limit(bytes);

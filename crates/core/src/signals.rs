@@ -606,8 +606,8 @@ mod tests {
 
     #[test]
     fn tracking_is_exact_and_reversible() {
-        let a = crate::random_name();
-        let b = crate::random_name();
+        let a = crate::name::random_name();
+        let b = crate::name::random_name();
         track(&a);
         track(&b);
         assert!(is_tracked(&a) && is_tracked(&b));

@@ -1,7 +1,8 @@
 //! Queue semantics within one process (threads): the cases that need no second process.
 //! Cross-process behaviour is tested in `processes.rs`.
 
-use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions, HEALTH_SLICE};
+use shmpipe_core::tuning::HEALTH_SLICE;
+use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

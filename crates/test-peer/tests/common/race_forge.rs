@@ -13,8 +13,8 @@
 //! The record layout is `layout.rs`'s: stamp, len (u64), units, kind, producer, generation
 //! (u32); the queue config's stamp key is at body offset 32.
 
-use crate::common::pattern;
 use shmpipe_core::{Queue, RawLoan, Segment, SegmentKind};
+use shmpipe_test_peer::pattern;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +23,16 @@ use std::time::{Duration, Instant};
 pub const HONEST: u32 = 2;
 /// Pattern producer id of bytes that no receiver may hand out.
 pub const REFUSE: u32 = 3;
+
+/// A fresh name of the shape shmpipe generates (its prefix and 16 lowercase hex digits), as any
+/// producer can make one.
+fn generated_name() -> String {
+    format!(
+        "{}{:016x}",
+        shmpipe_core::NAME_PREFIX,
+        rand::random::<u64>()
+    )
+}
 
 use crate::common::queue_layout::{
     COMMITTED, DESCRIPTOR, KIND_BLOB, POS_MASK, PRODUCERS_OFFSET, PRODUCER_ENTRY_SIZE, SKIP,
@@ -421,11 +431,7 @@ impl Forger<'_> {
                     _ => u64::MAX,
                 };
                 name_len = Some(n);
-                (
-                    "name length past its field",
-                    shmpipe_core::random_name(),
-                    len as u64,
-                )
+                ("name length past its field", generated_name(), len as u64)
             }
             1 => {
                 let bad = [
@@ -441,18 +447,17 @@ impl Forger<'_> {
             2 => {
                 // A real, usable blob of this producer under a name shmpipe never generates.
                 // "FZ" and upper case: never a generated name; random: never a leftover's.
-                let bits = &shmpipe_core::random_name()[shmpipe_core::NAME_PREFIX.len() + 2..];
-                let name = format!("shmpipe_FZ{}", bits.to_uppercase());
+                let name = format!("shmpipe_FZ{:014X}", rand::random::<u64>() >> 8);
                 if !self.make_blob(&name, len) {
                     return "skipped";
                 }
                 ("blob under a name not generated", name, len as u64)
             }
             3 => ("the queue itself", self.q.name().to_owned(), len as u64),
-            4 => ("a missing segment", shmpipe_core::random_name(), len as u64),
+            4 => ("a missing segment", generated_name(), len as u64),
             5 => {
                 // This producer's blob, with a length past its body.
-                let name = shmpipe_core::random_name();
+                let name = generated_name();
                 if !self.make_blob(&name, len) {
                     return "skipped";
                 }
@@ -466,7 +471,7 @@ impl Forger<'_> {
             }
             6 => {
                 // This producer's blob, named by a record of another producer slot.
-                let name = shmpipe_core::random_name();
+                let name = generated_name();
                 if !self.make_blob(&name, len) {
                     return "skipped";
                 }
@@ -478,7 +483,7 @@ impl Forger<'_> {
                 // A descriptor of a wrong size (still inside the record).
                 record_len = [0, 1, DESCRIPTOR - 1, DESCRIPTOR + 1, 2 * DESCRIPTOR]
                     [(self.rng.next_u64() % 5) as usize];
-                let name = shmpipe_core::random_name();
+                let name = generated_name();
                 if !self.make_blob(&name, len) {
                     return "skipped";
                 }

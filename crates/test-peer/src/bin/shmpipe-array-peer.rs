@@ -1,5 +1,5 @@
 //! Test peer for shared arrays: plays one process in the cross-process array tests
-//! (`crates/core/tests/array_processes.rs`). Not part of the library's API.
+//! (`crates/test-peer/tests/array_processes.rs`). Not part of the library's API.
 //!
 //! Roles (all take the array name first):
 //! - `increment NAME COUNT`: prints `ready`, waits until element 1 is non-zero (the start

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::pattern;
 use common::peer::Peer;
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::time::{Duration, Instant};
 
 /// Far below the consumer's 100 ms health slice, which is what a caller waited before.

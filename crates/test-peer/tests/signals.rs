@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::pattern;
 use common::peer::{shm_exists, Peer, RemoveOnDrop, PEER};
 use shmpipe_core::{Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::process::Command;
 use std::time::Duration;
 

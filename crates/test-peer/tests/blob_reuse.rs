@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::pattern;
 #[cfg(unix)]
 use common::peer::Peer;
 use shmpipe_core::{Consumer, Error, Message, Producer, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ fn a_raw_loan_held_while_its_blob_is_given_up_still_delivers() {
     raw.as_mut_slice().copy_from_slice(&filled(100, 40_000));
     // ...while more messages than the producer keeps blobs are queued behind it: the producer
     // gives the loaned blob (its oldest) up to make room.
-    let extra = shmpipe_core::MAX_KEPT_BLOBS as u8 + 2;
+    let extra = shmpipe_core::tuning::MAX_KEPT_BLOBS as u8 + 2;
     let mut names = Vec::new();
     for n in 1..=extra {
         let mut loan = p.reserve(40_000, &forever).unwrap();
@@ -163,7 +163,7 @@ fn a_raw_loan_held_while_its_blob_is_given_up_still_delivers() {
     }
     // Given up by its producer and released: the consumer unmaps it at its next sweep.
     drop(round_trip(&mut p, &mut c, 200, 40_000));
-    assert!(c.kept_blob_mappings() <= shmpipe_core::MAX_KEPT_BLOBS);
+    assert!(c.kept_blob_mappings() <= shmpipe_core::tuning::MAX_KEPT_BLOBS);
 }
 
 #[test]
@@ -282,8 +282,11 @@ fn the_keep_budget_comes_from_the_environment() {
         producer.wait_success();
         names.len()
     };
-    assert_eq!(distinct_blobs(&[(shmpipe_core::KEEP_BUDGET_ENV, "0")]), 20);
-    assert!(distinct_blobs(&[]) <= shmpipe_core::MAX_KEPT_BLOBS);
+    assert_eq!(
+        distinct_blobs(&[(shmpipe_core::tuning::KEEP_BUDGET_ENV, "0")]),
+        20
+    );
+    assert!(distinct_blobs(&[]) <= shmpipe_core::tuning::MAX_KEPT_BLOBS);
 }
 
 /// A producer process streams large messages of one size and is killed: the consumer received
@@ -306,7 +309,7 @@ fn a_killed_producer_s_reused_blobs_are_unmapped_by_the_consumer() {
         names.insert(m.blob_name().unwrap().to_owned());
     }
     assert!(
-        names.len() <= shmpipe_core::MAX_KEPT_BLOBS,
+        names.len() <= shmpipe_core::tuning::MAX_KEPT_BLOBS,
         "{} blobs for 300 messages",
         names.len()
     );

@@ -65,10 +65,8 @@
 //! - `SHMPIPE_PEER_SIGNALS=1`: then calls `install_signal_cleanup` and prints the outcome
 //!   (`signals [Installed, Installed, Installed]`: SIGINT, SIGTERM, SIGABRT).
 
-#[path = "../../tests/common/pattern.rs"]
-mod pattern;
-
 use shmpipe_core::{Error, Queue, QueueOptions, Segment, SegmentKind, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::io::Write;
 use std::time::Duration;
 

@@ -19,9 +19,9 @@ mod foreign;
 #[path = "common/forge.rs"]
 mod forge;
 
-use common::pattern;
 use common::shm::remove_created_by;
 use shmpipe_core::{Error, Queue, QueueOptions, Segment, SegmentKind, SharedArray, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -18,10 +18,10 @@ mod common;
 #[path = "common/race_forge.rs"]
 mod race_forge;
 
-use common::pattern;
 use common::peer::Peer;
 use common::shm::remove_created_by;
 use shmpipe_core::{Consumer, Error, Queue, QueueOptions, Segment, SegmentKind, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

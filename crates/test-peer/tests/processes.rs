@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::pattern;
 use common::peer::Peer;
 use common::shm::{creator_pid_on_disk, our_segments};
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::time::{Duration, Instant};
 
 fn queue(capacity: u32, bytes: u64) -> Queue {

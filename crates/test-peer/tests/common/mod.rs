@@ -1,8 +1,5 @@
-//! Helpers shared by the integration tests and the peer binary.
-
-// Each test binary uses a different part of the pattern helpers.
-#[allow(dead_code)]
-pub mod pattern;
+//! Helpers shared by the integration tests (the pattern messages, which the peer programs use
+//! too, are in the library: `shmpipe_test_peer::pattern`).
 
 // What is in /dev/shm, read from the files.
 #[allow(dead_code)]

@@ -3,7 +3,8 @@
 
 mod common;
 
-use shmpipe_core::{kept_in_process, process_keep_budget, Queue, QueueOptions, WaitOptions};
+use shmpipe_core::tuning::{kept_in_process, process_keep_budget};
+use shmpipe_core::{Queue, QueueOptions, WaitOptions};
 
 fn queue() -> Queue {
     Queue::create(&QueueOptions {

@@ -88,7 +88,7 @@ fn an_array_squatted_by_another_user_is_refused() {
     if !root_available("an_array_squatted_by_another_user_is_refused") {
         return;
     }
-    let array = format!("sq{:x}", rand_bits() & 0xffff_ffff);
+    let array = format!("sq{:x}", rand::random::<u64>() & 0xffff_ffff);
     let mut squatter = as_nobody(&["squat", "array", &array, "666"]);
     let seg = squatted_name(&mut squatter);
     let _cleanup = RemoveOnDrop(seg.clone());
@@ -144,7 +144,7 @@ fn a_segment_of_ours_open_to_group_or_others_is_refused() {
     chmod(q.name(), 0o600);
     Queue::open(q.name()).expect("mode 0600 is ours");
 
-    let array = format!("gm{:x}", rand_bits() & 0xffff_ffff);
+    let array = format!("gm{:x}", rand::random::<u64>() & 0xffff_ffff);
     let a = SharedArray::create(&array, Dtype::Uint8, &[16]).unwrap();
     let seg = format!("{ARRAY_NAME_PREFIX}{array}");
     chmod(&seg, 0o644);
@@ -239,8 +239,4 @@ fn exchange(a: &std::ffi::CStr, b: &std::ffi::CStr) -> bool {
             libc::RENAME_EXCHANGE,
         ) == 0
     }
-}
-
-fn rand_bits() -> u64 {
-    shmpipe_core::generated_bits(&shmpipe_core::random_name()).unwrap()
 }

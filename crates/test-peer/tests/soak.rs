@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::pattern;
 use shmpipe_core::{Error, Queue, QueueOptions, WaitOptions};
+use shmpipe_test_peer::pattern;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ fn four_producers_one_consumer_a_million_mixed_messages() {
     // (messages of up to 10 MB) that each producer keeps for reuse and the consumer keeps mapped,
     // at most MAX_KEPT_BLOBS per producer, which may still be filling up at 10%.
     const SLACK_KB: u64 = 32 << 10;
-    let kept_kb = shmpipe_core::MAX_KEPT_BLOBS as u64 * (10_000_000 / 1024);
+    let kept_kb = shmpipe_core::tuning::MAX_KEPT_BLOBS as u64 * (10_000_000 / 1024);
     assert!(
         consumer_end <= rss_at_tenth + SLACK_KB + 4 * kept_kb,
         "consumer grew from {rss_at_tenth} KB to {consumer_end} KB"
