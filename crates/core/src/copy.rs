@@ -19,8 +19,8 @@
 //! are weakly ordered, and the `Release` store that later publishes the message does not order
 //! them by itself. Every other copy is a plain `copy_from_slice`. [`STREAM_COPIES_ENV`]
 //! (`SHMPIPE_STREAM_COPIES=always|never`) overrides the rule, for a machine where it guesses
-//! wrong, and for benchmarking both ways (`cargo bench -p shmpipe-core -- copy_1MB`, and
-//! `SHMPIPE_BENCH_STREAM_SWEEP=1 cargo bench -p shmpipe-core -- stream_1MiB/cross`).
+//! wrong, and for benchmarking both ways (`cargo bench -p shmpipe-test-peer --bench queue -- copy_1MB`, and
+//! `SHMPIPE_BENCH_STREAM_SWEEP=1 cargo bench -p shmpipe-test-peer --bench queue -- stream_1MiB/cross`).
 //!
 //! The measurements behind the rule and its thresholds:
 //! `docs/decisions/2026-11-21-streaming-copies.md`.
