@@ -149,19 +149,18 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
-            if e.identity.0.load().generation == generation {
-                e.consumed.0.by_handle.fetch_add(1, Ordering::AcqRel);
+            if e.identity.load().generation == generation {
+                e.consumed.by_handle.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
     let h = shared.header();
-    let head = Cursor(h.head.0.load(Ordering::Acquire));
+    let head = Cursor(h.head.load(Ordering::Acquire));
     if head.pos() == pos {
         if let Some(next) = passed(shared, head) {
             // SeqCst: also orders our head store before the RELEASED checks in `advance_head`
             // against other threads marking records (they fence after marking).
             if h.head
-                .0
                 .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
@@ -169,7 +168,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
                     advance_head(shared);
                 } else {
                     // The CAS was SeqCst: it orders the head move before the sleeper check.
-                    h.space_event.0.notify_after_fence();
+                    h.space_event.notify_after_fence();
                 }
                 return;
             }
@@ -196,8 +195,8 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
     }
     if r.producer < shared.max_producers {
         let e = shared.producer_entry(r.producer);
-        if e.identity.0.load().generation == r.generation {
-            let counter = &e.consumed.0.in_place;
+        if e.identity.load().generation == r.generation {
+            let counter = &e.consumed.in_place;
             counter.store(
                 counter.load(Ordering::Relaxed).wrapping_add(1),
                 Ordering::Release,
@@ -205,11 +204,11 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
         }
     }
     let h = shared.header();
-    let head = Cursor(h.head.0.load(Ordering::Relaxed));
+    let head = Cursor(h.head.load(Ordering::Relaxed));
     match passed(shared, head) {
         Some(next) if head.pos() == r.pos => {
-            h.head.0.store(next.0, Ordering::Release);
-            h.space_event.0.notify();
+            h.head.store(next.0, Ordering::Release);
+            h.space_event.notify();
         }
         // Not at the head (a previous consumer left records behind), or corrupt: the general
         // path copes.
@@ -233,7 +232,7 @@ fn advance_head(shared: &QueueShared) {
         // Pairs with other releasing threads: either we see their RELEASED stamp at our head,
         // or they see the head we moved and move it on themselves.
         fence(Ordering::SeqCst);
-        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let head = Cursor(h.head.load(Ordering::Acquire));
         let pos = head.pos();
         if shared.record(pos).stamp.load(Ordering::Acquire) != shared.stamp(pos, state::RELEASED) {
             break;
@@ -242,7 +241,6 @@ fn advance_head(shared: &QueueShared) {
             break; // corrupt: left for the consumer's read path to report
         };
         if h.head
-            .0
             .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
         {
@@ -250,7 +248,7 @@ fn advance_head(shared: &QueueShared) {
         }
     }
     // The last iteration's fence follows our last head move: no second fence is needed.
-    h.space_event.0.notify_after_fence();
+    h.space_event.notify_after_fence();
 }
 
 /// What the consumer found at its read position.
@@ -276,8 +274,8 @@ struct InlineRecord {
 
 impl Consumer {
     pub(crate) fn new(shared: Arc<QueueShared>) -> Self {
-        let read_pos = Cursor(shared.header().head.0.load(Ordering::Acquire)).pos();
-        let published = shared.header().published.0.load(Ordering::Acquire);
+        let read_pos = Cursor(shared.header().head.load(Ordering::Acquire)).pos();
+        let published = shared.header().published.load(Ordering::Acquire);
         Self {
             shared,
             read_pos,
@@ -428,7 +426,7 @@ impl Consumer {
         let shared = self.shared.clone();
         let me = std::cell::RefCell::new(self);
         wait_until(
-            &shared.header().data_event.0,
+            &shared.header().data_event,
             wait,
             || {
                 let mut me = me.borrow_mut();
@@ -437,7 +435,7 @@ impl Consumer {
                     found => return Ok(Some(found)),
                 }
                 // A producer joined or left: check at once rather than at the next slice.
-                let membership = shared.header().membership.0.load(Ordering::Acquire);
+                let membership = shared.header().membership.load(Ordering::Acquire);
                 if membership != me.seen_membership {
                     return me.health(take);
                 }
@@ -474,7 +472,7 @@ impl Consumer {
         if !s.uses_published() || self.read_pos != self.published {
             return false;
         }
-        self.published = s.header().published.0.load(Ordering::Acquire);
+        self.published = s.header().published.load(Ordering::Acquire);
         self.read_pos == self.published
     }
 
@@ -549,7 +547,7 @@ impl Consumer {
     fn end_of_stream(&mut self) -> Result<()> {
         let s = &*self.shared;
         let h = s.header();
-        let membership = h.membership.0.load(Ordering::Acquire);
+        let membership = h.membership.load(Ordering::Acquire);
         if membership & MEMBERSHIP_ENDED != 0 {
             // Every producer gave its blobs up when it closed: unmap those released since.
             self.blobs.sweep();
@@ -569,7 +567,6 @@ impl Consumer {
         // look again next time) or finds the end and is refused.
         let ended = h
             .membership
-            .0
             .compare_exchange(
                 membership,
                 membership | MEMBERSHIP_ENDED,
@@ -581,14 +578,14 @@ impl Consumer {
             return Ok(());
         }
         // Another thread of this process may be waiting for this consumer: let it see the end.
-        h.data_event.0.wake();
+        h.data_event.wake();
         self.blobs.sweep();
         Err(Error::Closed)
     }
 
     /// Whether every record claimed so far was read (or passed over).
     fn drained(&self) -> bool {
-        Cursor(self.shared.header().tail.0.load(Ordering::Acquire)).pos() == self.read_pos
+        Cursor(self.shared.header().tail.load(Ordering::Acquire)).pos() == self.read_pos
     }
 
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
@@ -596,7 +593,7 @@ impl Consumer {
     fn health(&mut self, take: bool) -> Result<Option<Found>> {
         let shared = self.shared.clone();
         let s = &*shared;
-        self.seen_membership = s.header().membership.0.load(Ordering::Acquire);
+        self.seen_membership = s.header().membership.load(Ordering::Acquire);
         let read_pos = self.read_pos;
         self.blobs.sweep();
         self.blobs.sweep_dead(|| {
@@ -636,10 +633,10 @@ impl Consumer {
                     return Err(s.corrupt());
                 }
                 let e = s.producer_entry(index);
-                let word = e.identity.0.load();
+                let word = e.identity.load();
                 let owner_alive = word.state == entry::ACTIVE
                     && word.generation == rec.generation.load(Ordering::Relaxed)
-                    && e.identity.0.process_alive(word);
+                    && e.identity.process_alive(word);
                 if owner_alive {
                     return Ok(false);
                 }
@@ -668,7 +665,7 @@ impl Consumer {
     /// before writing one, writes a header that passes over its whole claim.
     fn unblock_unwritten_claim(&self, pos: u64) -> Result<bool> {
         let s = &*self.shared;
-        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));
+        let tail = Cursor(s.header().tail.load(Ordering::Acquire));
         if tail.pos() == pos {
             return Ok(false); // nothing claimed
         }
@@ -677,20 +674,20 @@ impl Consumer {
         let mut orphans = Vec::new();
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
+            let pending = e.claims.pending_pos.load(Ordering::Acquire);
             if pending & PENDING_VALID == 0 {
                 continue;
             }
             let (start, units) = (
                 pending & POS_MASK,
-                e.claims.0.pending_units.load(Ordering::Acquire),
+                e.claims.pending_units.load(Ordering::Acquire),
             );
             if pos_distance(start, pos) >= units {
                 continue;
             }
-            let word = e.identity.0.load();
+            let word = e.identity.load();
             let alive = matches!(word.state, entry::ACTIVE | entry::REGISTERING)
-                && e.identity.0.process_alive(word);
+                && e.identity.process_alive(word);
             if alive {
                 return Ok(false); // a live producer may own it: it will write the header
             }
@@ -744,14 +741,14 @@ impl Consumer {
             return;
         }
         self.closed = true;
-        let c = &self.shared.header().consumer.0;
+        let c = &self.shared.header().consumer;
         let generation = consumer_generation(c.state.load(Ordering::Acquire));
         c.state
             .store(pack_consumer(entry::CLOSED, generation), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.shared.remove_undelivered_blobs(self.read_pos);
         self.blobs.clear();
-        self.shared.header().space_event.0.wake();
+        self.shared.header().space_event.wake();
     }
 }
 
@@ -781,16 +778,16 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
     };
     for index in 0..s.max_producers {
         let e = s.producer_entry(index);
-        let word = e.identity.0.load();
+        let word = e.identity.load();
         match word.state {
             entry::ACTIVE => {
                 scan.ever = true;
-                if e.identity.0.process_alive(word) {
+                if e.identity.process_alive(word) {
                     scan.live += 1;
                 } else {
                     // Fails harmlessly if the slot changed hands meanwhile; succeeds once
                     // per dead registration.
-                    let marked = e.identity.0.replace(
+                    let marked = e.identity.replace(
                         word,
                         EntryWord {
                             state: entry::DEAD,
@@ -800,10 +797,10 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
                     if marked {
                         // A blob it was making and had not queued would leak. The name
                         // read now is this registration's: a new one needs the DEAD word.
-                        if let Some(name) = e.claims.0.blob_name() {
+                        if let Some(name) = e.claims.blob_name() {
                             let maker = ProcessIdentity {
                                 pid: word.pid,
-                                start: e.identity.0.start.load(Ordering::Relaxed),
+                                start: e.identity.start.load(Ordering::Relaxed),
                             };
                             blob::remove_abandoned(&name, maker);
                         }
@@ -843,11 +840,11 @@ pub(crate) fn record_maker(
         return None;
     }
     let e = s.producer_entry(index);
-    let word = e.identity.0.load();
+    let word = e.identity.load();
     let registered = matches!(word.state, entry::ACTIVE | entry::CLOSED | entry::DEAD);
     (registered && word.generation == generation).then(|| ProcessIdentity {
         pid: word.pid,
-        start: e.identity.0.start.load(Ordering::Relaxed),
+        start: e.identity.start.load(Ordering::Relaxed),
     })
 }
 

@@ -99,8 +99,8 @@ unsafe impl Send for RawLoan {}
 
 impl Producer {
     pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
-        let head_cache = Cursor(shared.header().head.0.load(Ordering::Acquire));
-        let head_cache_tail = Cursor(shared.header().tail.0.load(Ordering::Acquire));
+        let head_cache = Cursor(shared.header().head.load(Ordering::Acquire));
+        let head_cache_tail = Cursor(shared.header().tail.load(Ordering::Acquire));
         Self {
             shared,
             index,
@@ -131,14 +131,7 @@ impl Producer {
     }
 
     fn check_consumer(&self) -> Result<()> {
-        match consumer_state(
-            self.shared
-                .header()
-                .consumer
-                .0
-                .state
-                .load(Ordering::Acquire),
-        ) {
+        match consumer_state(self.shared.header().consumer.state.load(Ordering::Acquire)) {
             entry::CLOSED => Err(Error::Closed),
             entry::DEAD => Err(Error::PeerGone),
             _ => Ok(()),
@@ -166,7 +159,7 @@ impl Producer {
         let s = &*self.shared;
         let h = s.header();
         let e = s.producer_entry(self.index);
-        let mut tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let mut tail = Cursor(h.tail.load(Ordering::Acquire));
         loop {
             let pos = tail.pos();
             let contiguous = s.contiguous(pos);
@@ -178,10 +171,10 @@ impl Producer {
             let stale = tail.msgs_since(self.head_cache_tail) > HEAD_CACHE_MSGS
                 || tail.units_since(self.head_cache_tail) > HEAD_CACHE_UNITS;
             if stale || !self.fits(tail, self.head_cache, total) {
-                self.head_cache = Cursor(h.head.0.load(Ordering::Acquire));
+                self.head_cache = Cursor(h.head.load(Ordering::Acquire));
                 // Re-read the tail after the head: with a tail older than the head, the modular
                 // distance between them would read as a full ring.
-                let fresh = Cursor(h.tail.0.load(Ordering::Acquire));
+                let fresh = Cursor(h.tail.load(Ordering::Acquire));
                 self.head_cache_tail = fresh;
                 if fresh != tail {
                     tail = fresh;
@@ -189,13 +182,12 @@ impl Producer {
                 }
                 if !self.fits(tail, self.head_cache, total) {
                     // Never leave a claim attempt published: the consumer trusts it.
-                    e.claims.0.pending_pos.store(0, Ordering::Release);
+                    e.claims.pending_pos.store(0, Ordering::Release);
                     return Ok(None);
                 }
             }
-            e.claims.0.pending_units.store(total, Ordering::Relaxed);
+            e.claims.pending_units.store(total, Ordering::Relaxed);
             e.claims
-                .0
                 .pending_pos
                 .store(pos | PENDING_VALID, Ordering::Relaxed);
             let next = tail.advance(total, 1).0;
@@ -203,17 +195,15 @@ impl Producer {
                 // One producer slot: no other producer can move the tail, so a plain store
                 // claims (no locked instruction on the hot path). The pending claim was
                 // published first, as for the CAS, in case this process dies here.
-                h.tail.0.store(next, Ordering::Release);
+                h.tail.store(next, Ordering::Release);
                 Ok(tail.0)
             } else {
                 h.tail
-                    .0
                     .compare_exchange_weak(tail.0, next, Ordering::AcqRel, Ordering::Relaxed)
             };
             match claimed {
                 Ok(_) => {
                     e.claims
-                        .0
                         .claimed_end
                         .store(Cursor(next).pos(), Ordering::Release);
                     let mut rec_pos = pos;
@@ -232,7 +222,7 @@ impl Producer {
                         };
                     }
                     self.write_header(rec_pos, units, len, record_kind, state::WRITING);
-                    e.claims.0.pending_pos.store(0, Ordering::Release);
+                    e.claims.pending_pos.store(0, Ordering::Release);
                     return Ok(Some(rec_pos));
                 }
                 Err(actual) => tail = Cursor(actual),
@@ -304,7 +294,7 @@ impl Producer {
         }
         let shared = &self.shared;
         wait_until(
-            &shared.header().space_event.0,
+            &shared.header().space_event,
             wait,
             || {
                 self.check_consumer()?;
@@ -335,7 +325,7 @@ impl Producer {
             // A consumer that closes removes the blobs it finds committed; one that closed just
             // before our commit may have missed ours, so remove it here (removal is idempotent).
             fence(Ordering::SeqCst);
-            let consumer = self.shared.header().consumer.0.state.load(Ordering::SeqCst);
+            let consumer = self.shared.header().consumer.state.load(Ordering::SeqCst);
             if consumer_state(consumer) == entry::CLOSED {
                 let _ = crate::segment::unlink(seg.name());
             }
@@ -355,10 +345,9 @@ impl Producer {
         self.committed += 1;
         self.entry()
             .claims
-            .0
             .committed
             .store(self.committed, Ordering::Release);
-        self.shared.header().data_event.0.notify();
+        self.shared.header().data_event.notify();
     }
 
     /// The common send, small enough to inline, with nothing but integers in flight: an inline
@@ -377,20 +366,20 @@ impl Producer {
         }
         let h = s.header();
         if matches!(
-            consumer_state(h.consumer.0.state.load(Ordering::Acquire)),
+            consumer_state(h.consumer.state.load(Ordering::Acquire)),
             entry::CLOSED | entry::DEAD
         ) {
             return false;
         }
         let units = (1 + len.div_ceil(UNIT)).next_multiple_of(2);
-        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let tail = Cursor(h.tail.load(Ordering::Acquire));
         let pos = tail.pos();
         let fresh_cache = tail.msgs_since(self.head_cache_tail) <= HEAD_CACHE_MSGS
             && tail.units_since(self.head_cache_tail) <= HEAD_CACHE_UNITS;
         if units > s.contiguous(pos) || !fresh_cache || !self.fits(tail, self.head_cache, units) {
             return false;
         }
-        let claims = &s.producer_entry(self.index).claims.0;
+        let claims = &s.producer_entry(self.index).claims;
         // The same claim protocol as `try_claim`, without padding.
         claims.pending_units.store(units, Ordering::Relaxed);
         claims
@@ -398,10 +387,9 @@ impl Producer {
             .store(pos | PENDING_VALID, Ordering::Relaxed);
         let next = tail.advance(units, 1);
         if s.max_producers == 1 {
-            h.tail.0.store(next.0, Ordering::Release);
+            h.tail.store(next.0, Ordering::Release);
         } else if h
             .tail
-            .0
             .compare_exchange(tail.0, next.0, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
@@ -463,7 +451,7 @@ impl Producer {
                 let shared = self.shared.clone();
                 let me = &mut *self;
                 wait_until(
-                    &shared.header().space_event.0,
+                    &shared.header().space_event,
                     opts,
                     || me.try_claim(units, record_len, record_kind, desc.as_ref()),
                     || consumer_health(&shared),
@@ -482,14 +470,14 @@ impl Producer {
                 }
                 drop(target);
                 if fresh {
-                    self.entry().claims.0.clear_blob_name();
+                    self.entry().claims.clear_blob_name();
                 }
                 return failed.map(|_| None);
             }
         };
         if fresh {
             // The record's descriptor names the blob now.
-            self.entry().claims.0.clear_blob_name();
+            self.entry().claims.clear_blob_name();
         }
         let ptr = match target.blob() {
             None => self.shared.payload(pos),
@@ -508,13 +496,7 @@ impl Producer {
 
     /// The blob for a message of `len` bytes: a kept one the consumer released, else a fresh one.
     fn blob_target(&mut self, len: u64) -> Result<Target> {
-        let consumer = self
-            .shared
-            .header()
-            .consumer
-            .0
-            .state
-            .load(Ordering::Acquire);
+        let consumer = self.shared.header().consumer.state.load(Ordering::Acquire);
         let generation = consumer_generation(consumer);
         if let Some(seg) = self.kept.reuse(len, generation) {
             return Ok(Target::Reused(seg));
@@ -522,7 +504,7 @@ impl Producer {
         // Named in our entry first: if we die before the blob is in a record, whoever finds us
         // dead removes it.
         let name = crate::name::random_name();
-        let claims = &self.entry().claims.0;
+        let claims = &self.entry().claims;
         claims.set_blob_name(&name);
         match Segment::create_named(&name, SegmentKind::Blob, len) {
             Ok(seg) => {
@@ -586,8 +568,8 @@ impl Producer {
     pub fn has_space(&self, len: u64) -> bool {
         let (units, _) = self.plan(len);
         let h = self.shared.header();
-        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
-        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let tail = Cursor(h.tail.load(Ordering::Acquire));
+        let head = Cursor(h.head.load(Ordering::Acquire));
         let contiguous = self.shared.contiguous(tail.pos());
         let total = if units <= contiguous {
             units
@@ -604,14 +586,14 @@ impl Producer {
 
     /// Messages of this producer the consumer has released.
     pub fn acked(&self) -> u64 {
-        self.entry().consumed.0.total()
+        self.entry().consumed.total()
     }
 
     /// Waits until the consumer has released every message this producer sent.
     pub fn wait_for_all_ack(&self, wait: &WaitOptions) -> Result<()> {
         let shared = &self.shared;
         wait_until(
-            &shared.header().space_event.0,
+            &shared.header().space_event,
             wait,
             || {
                 if self.acked() >= self.committed {
@@ -636,7 +618,7 @@ impl Producer {
         self.closed = true;
         self.kept.clear();
         let h = self.shared.header();
-        let identity = &self.entry().identity.0;
+        let identity = &self.entry().identity;
         let word = identity.load();
         // Only our own registration is closed: the word names our generation and pid.
         if word.state == entry::ACTIVE && word.generation == self.generation {
@@ -649,7 +631,7 @@ impl Producer {
             );
         }
         crate::queue::bump_membership(h, false);
-        h.data_event.0.wake();
+        h.data_event.wake();
     }
 
     /// This producer's slot index in the queue (stable while it is registered).
@@ -668,7 +650,7 @@ impl Drop for Producer {
 /// Whether the queue's consumer is this process: registered here, or not registered yet while
 /// this process holds the role ([`crate::Queue::hold_receiver_role`]).
 fn consumer_is_this_process(shared: &QueueShared) -> bool {
-    let c = &shared.header().consumer.0;
+    let c = &shared.header().consumer;
     match consumer_state(c.state.load(Ordering::Acquire)) {
         entry::ACTIVE => {
             c.pid.load(Ordering::Relaxed) == std::process::id()
@@ -680,7 +662,7 @@ fn consumer_is_this_process(shared: &QueueShared) -> bool {
 }
 
 pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
-    let c = &shared.header().consumer.0;
+    let c = &shared.header().consumer;
     let packed = c.state.load(Ordering::Acquire);
     match consumer_state(packed) {
         entry::CLOSED => Err(Error::Closed),
@@ -703,7 +685,7 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
                 return Ok(None);
             }
             // The dead consumer will never map the blobs still queued: remove them.
-            let head = Cursor(shared.header().head.0.load(Ordering::Acquire));
+            let head = Cursor(shared.header().head.load(Ordering::Acquire));
             shared.remove_undelivered_blobs(head.pos());
             Err(Error::PeerGone)
         }
@@ -760,7 +742,7 @@ impl Claimed {
             .store(shared.stamp(self.pos, state::SKIP), Ordering::Release);
         // Not necessarily the latest claim, nor on the producer's thread (a dropped RawLoan).
         shared.publish(self.end, false);
-        shared.header().data_event.0.notify();
+        shared.header().data_event.notify();
     }
 }
 

@@ -178,7 +178,7 @@ impl QueueShared {
         from: u64,
         mut f: impl FnMut(&str, Option<ProcessIdentity>),
     ) -> bool {
-        let tail = crate::layout::Cursor(self.header().tail.0.load(Ordering::Acquire)).pos();
+        let tail = crate::layout::Cursor(self.header().tail.load(Ordering::Acquire)).pos();
         let mut pos = from;
         while pos != tail {
             let rec = self.record(pos);
@@ -219,7 +219,7 @@ impl QueueShared {
         if !self.uses_published() {
             return;
         }
-        let published = &self.header().published.0;
+        let published = &self.header().published;
         if latest {
             published.store(end, Ordering::Release);
             return;
@@ -242,7 +242,10 @@ impl QueueShared {
     /// Both event words, for cancel tokens to kick.
     pub fn events(&self) -> Vec<*const EventWord> {
         let h = self.header();
-        vec![&h.data_event.0 as *const _, &h.space_event.0 as *const _]
+        vec![
+            &*h.data_event as *const EventWord,
+            &*h.space_event as *const EventWord,
+        ]
     }
 }
 
@@ -251,7 +254,7 @@ impl Drop for QueueShared {
         // The creator's last handle: with no live consumer (none ever registered, it closed, or
         // its process died), nobody will map the blobs still queued, so remove them with the
         // queue. A live consumer elsewhere keeps receiving (its mapping outlives the name).
-        let c = &self.header().consumer.0;
+        let c = &self.header().consumer;
         let live_consumer = consumer_state(c.state.load(Ordering::Acquire)) == entry::ACTIVE
             && ProcessIdentity {
                 pid: c.pid.load(Ordering::Relaxed),
@@ -259,7 +262,7 @@ impl Drop for QueueShared {
             }
             .is_alive();
         if self.segment.is_owner() && !live_consumer {
-            let head = crate::layout::Cursor(self.header().head.0.load(Ordering::Acquire));
+            let head = crate::layout::Cursor(self.header().head.load(Ordering::Acquire));
             self.remove_undelivered_blobs(head.pos());
         }
     }
@@ -302,7 +305,7 @@ impl Queue {
         // SAFETY: the body is at least `geometry.body_size` bytes, zero-filled by the OS, and
         // aligned to a page; QueueHeader is all atomics and fits before `producers_offset`.
         let header = unsafe { &*(segment.body_ptr() as *const QueueHeader) };
-        let c = &header.config.0;
+        let c = &header.config;
         c.capacity.store(opts.capacity, Ordering::Relaxed);
         c.max_producers.store(opts.max_producers, Ordering::Relaxed);
         c.data_units.store(geometry.data_units, Ordering::Relaxed);
@@ -334,7 +337,7 @@ impl Queue {
         }
         // SAFETY: the body holds at least a QueueHeader (checked above); it is all atomics.
         let header = unsafe { &*(segment.body_ptr() as *const QueueHeader) };
-        let c = &header.config.0;
+        let c = &header.config;
         let capacity = c.capacity.load(Ordering::Relaxed);
         let max_producers = c.max_producers.load(Ordering::Relaxed);
         let data_units = c.data_units.load(Ordering::Relaxed);
@@ -418,8 +421,8 @@ impl Queue {
     /// Messages sent and not yet released, as of now.
     pub fn len(&self) -> u64 {
         let h = self.shared.header();
-        let head = crate::layout::Cursor(h.head.0.load(Ordering::Acquire));
-        let tail = crate::layout::Cursor(h.tail.0.load(Ordering::Acquire));
+        let head = crate::layout::Cursor(h.head.load(Ordering::Acquire));
+        let tail = crate::layout::Cursor(h.tail.load(Ordering::Acquire));
         tail.msgs_since(head)
     }
 
@@ -444,15 +447,15 @@ impl Queue {
         let me = ProcessIdentity::current();
         let s = &self.shared;
         let h = s.header();
-        if consumer_state(h.consumer.0.state.load(Ordering::Acquire)) == entry::CLOSED {
+        if consumer_state(h.consumer.state.load(Ordering::Acquire)) == entry::CLOSED {
             return Err(Error::ConsumerClosed);
         }
-        if h.membership.0.load(Ordering::Acquire) & MEMBERSHIP_ENDED != 0 {
+        if h.membership.load(Ordering::Acquire) & MEMBERSHIP_ENDED != 0 {
             return Err(Error::StreamEnded);
         }
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let seen = e.identity.0.load();
+            let seen = e.identity.load();
             if !self.slot_reusable(e, seen) {
                 continue;
             }
@@ -462,24 +465,24 @@ impl Queue {
                 generation,
                 pid: me.pid,
             };
-            if !e.identity.0.replace(seen, registering) {
+            if !e.identity.replace(seen, registering) {
                 continue;
             }
-            if let Some(name) = e.claims.0.blob_name() {
+            if let Some(name) = e.claims.blob_name() {
                 // A previous owner died while making a blob it never queued.
                 let previous = ProcessIdentity {
                     pid: seen.pid,
-                    start: e.identity.0.start.load(Ordering::Relaxed),
+                    start: e.identity.start.load(Ordering::Relaxed),
                 };
                 crate::blob::remove_abandoned(&name, previous);
-                e.claims.0.clear_blob_name();
+                e.claims.clear_blob_name();
             }
-            e.identity.0.start.store(me.start, Ordering::Relaxed);
-            e.claims.0.pending_pos.store(0, Ordering::Relaxed);
-            e.claims.0.committed.store(0, Ordering::Relaxed);
-            e.claims.0.claimed_end.store(0, Ordering::Relaxed);
-            e.consumed.0.reset();
-            e.identity.0.word.store(
+            e.identity.start.store(me.start, Ordering::Relaxed);
+            e.claims.pending_pos.store(0, Ordering::Relaxed);
+            e.claims.committed.store(0, Ordering::Relaxed);
+            e.claims.claimed_end.store(0, Ordering::Relaxed);
+            e.consumed.reset();
+            e.identity.word.store(
                 EntryWord {
                     state: entry::ACTIVE,
                     ..registering
@@ -490,7 +493,7 @@ impl Queue {
             if !bump_membership(h, true) {
                 // The consumer found the stream ended since the check above: give the slot
                 // back (closed, with nothing sent, so reusable) and refuse.
-                e.identity.0.word.store(
+                e.identity.word.store(
                     EntryWord {
                         state: entry::CLOSED,
                         ..registering
@@ -500,7 +503,7 @@ impl Queue {
                 );
                 return Err(Error::StreamEnded);
             }
-            h.data_event.0.notify();
+            h.data_event.notify();
             return Ok(Producer::new(s.clone(), index, generation));
         }
         Err(Error::TooManyProducers {
@@ -512,10 +515,10 @@ impl Queue {
     fn slot_reusable(&self, e: &ProducerEntry, word: EntryWord) -> bool {
         match word.state {
             entry::FREE => true,
-            entry::CLOSED => e.consumed.0.total() == e.claims.0.committed.load(Ordering::Acquire),
+            entry::CLOSED => e.consumed.total() == e.claims.committed.load(Ordering::Acquire),
             entry::DEAD => !self.claim_outstanding(e),
             entry::ACTIVE | entry::REGISTERING => {
-                !e.identity.0.process_alive(word) && !self.claim_outstanding(e)
+                !e.identity.process_alive(word) && !self.claim_outstanding(e)
             }
             _ => false,
         }
@@ -527,11 +530,11 @@ impl Queue {
     /// in the slot could be credited with the old one's releases.
     fn claim_outstanding(&self, e: &ProducerEntry) -> bool {
         let h = self.shared.header();
-        let head = Cursor(h.head.0.load(Ordering::Acquire)).pos();
-        let tail = Cursor(h.tail.0.load(Ordering::Acquire)).pos();
+        let head = Cursor(h.head.load(Ordering::Acquire)).pos();
+        let tail = Cursor(h.tail.load(Ordering::Acquire)).pos();
         let ahead = pos_distance(head, tail);
-        let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
-        let end = e.claims.0.claimed_end.load(Ordering::Acquire) & POS_MASK;
+        let pending = e.claims.pending_pos.load(Ordering::Acquire);
+        let end = e.claims.claimed_end.load(Ordering::Acquire) & POS_MASK;
         (pending & PENDING_VALID != 0 && pos_distance(head, pending & POS_MASK) < ahead)
             || (1..=ahead).contains(&pos_distance(head, end))
     }
@@ -543,7 +546,7 @@ impl Queue {
     pub fn consumer(&self) -> Result<Consumer> {
         let me = ProcessIdentity::current();
         let s = &self.shared;
-        let c = &s.header().consumer.0;
+        let c = &s.header().consumer;
         let packed = c.state.load(Ordering::Acquire);
         let st = consumer_state(packed);
         let holder = ProcessIdentity {
@@ -577,7 +580,7 @@ impl Queue {
             // of the head, uncounted here; always scan for them from now on.
             s.out_of_order.store(isize::MAX / 2, Ordering::SeqCst);
         }
-        s.header().space_event.0.wake();
+        s.header().space_event.wake();
         Ok(Consumer::new(s.clone()))
     }
 }
@@ -586,7 +589,7 @@ impl Queue {
 /// its [`MEMBERSHIP_ENDED`] bit. A registration fails, changing nothing, once the stream has
 /// ended; returns whether the count changed.
 pub(crate) fn bump_membership(h: &QueueHeader, joining: bool) -> bool {
-    let word = &h.membership.0;
+    let word = &h.membership;
     let mut current = word.load(Ordering::Acquire);
     loop {
         if joining && current & MEMBERSHIP_ENDED != 0 {
@@ -650,7 +653,7 @@ mod tests {
                     for _ in 0..50_000 {
                         if !p.try_send(&[1; 40]).unwrap() {
                             let e = shared.producer_entry(p.index());
-                            stale += (e.claims.0.pending_pos.load(Ordering::Acquire) != 0) as u32;
+                            stale += (e.claims.pending_pos.load(Ordering::Acquire) != 0) as u32;
                         }
                     }
                     stale
