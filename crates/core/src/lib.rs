@@ -30,22 +30,22 @@
 mod array;
 mod array_lock;
 mod blob;
-mod consumer;
 mod copy;
 mod error;
 mod event;
 pub mod futex;
 pub mod inventory;
-mod layout;
 mod mapping;
 mod name;
 mod process;
-mod producer;
 mod queue;
 mod registry;
 mod segment;
 mod shm_space;
 pub mod signals;
+
+// The queue's two sides, where their types are re-exported below.
+use queue::{consumer, producer};
 
 pub use array::{
     Dtype, SharedArray, ARRAY_LAYOUT_VERSION, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM,

@@ -1,4 +1,4 @@
-//! The queue's shared layout (`crates/core/src/layout.rs`) as the forging tests write it: record
+//! The queue's shared layout (`crates/core/src/queue/layout.rs`) as the forging tests write it: record
 //! states and kinds, and byte offsets into the queue segment's body. The forgers check the
 //! config against these before they write.
 

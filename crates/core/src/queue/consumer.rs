@@ -1,16 +1,15 @@
 //! The receiving side: read committed records in place, release them in any order, and pass
 //! over what dead or aborting producers left behind.
 
+use super::layout::{
+    consumer_generation, entry, kind, pack_consumer, pos_distance, state, Cursor, EntryWord,
+    MEMBERSHIP_ENDED, PENDING_VALID, POS_MASK, UNIT,
+};
+use super::ring::{descriptor_name, Ring};
 use crate::blob::{self, BlobCache};
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
-use crate::layout::{
-    consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
-    EntryWord, BLOB_DESCRIPTOR_SIZE, MEMBERSHIP_ENDED, PENDING_VALID, POS_MASK, UNIT,
-};
-use crate::name::{generated_bits, validate_name};
 use crate::process::ProcessIdentity;
-use crate::queue::{stamp_state, QueueShared};
 use crate::segment::{Segment, SegmentKind};
 use std::collections::HashSet;
 use std::sync::atomic::{fence, Ordering};
@@ -36,10 +35,10 @@ use std::time::Duration;
 /// adjacent-line prefetch pair) with a [`Producer`](crate::Producer) stored next to it.
 #[repr(align(128))]
 pub struct Consumer {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     /// Next position to read (records before it were delivered or passed over).
     read_pos: u64,
-    /// [`QueueHeader::published`](crate::layout::QueueHeader::published) as last read
+    /// [`QueueHeader::published`](super::layout::QueueHeader::published) as last read
     /// (single-producer queues).
     published: u64,
     /// Membership counter as of the last health check.
@@ -63,7 +62,7 @@ pub struct Message {
 enum Body {
     /// In the ring: keeps the queue mapped until released.
     Inline {
-        shared: Arc<QueueShared>,
+        shared: Arc<Ring>,
         pos: u64,
         ptr: *const u8,
         len: usize,
@@ -145,7 +144,7 @@ impl Drop for Message {
 /// In-order releases (the record is at the head) just move the head with a CAS, without writing
 /// the record's line; out-of-order ones mark the record RELEASED for the head to pass later.
 /// Stamps are keyed by position, so a stale RELEASED stamp never matches a later lap.
-fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
+fn release(shared: &Ring, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
@@ -187,7 +186,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
 /// record at the head (the usual case) plain stores do: no locked instruction, which would wait
 /// for this core's pending stores to reach the producers' cores.
 #[inline(always)]
-fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
+fn release_in_place(shared: &Ring, r: &InlineRecord) {
     let alone = shared.held.load(Ordering::Acquire) == 0
         && shared.out_of_order.load(Ordering::Relaxed) == 0;
     if !alone {
@@ -217,7 +216,7 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
 }
 
 /// The head moved past the record at `head`, or `None` if that record is corrupt.
-fn passed(shared: &QueueShared, head: Cursor) -> Option<Cursor> {
+fn passed(shared: &Ring, head: Cursor) -> Option<Cursor> {
     let rec = shared.record(head.pos());
     let units = shared.checked_units(head.pos(), rec).ok()?;
     let is_message = rec.kind.load(Ordering::Relaxed) != kind::PAD;
@@ -226,7 +225,7 @@ fn passed(shared: &QueueShared, head: Cursor) -> Option<Cursor> {
 
 /// Moves the head past every RELEASED record at its front. Safe from any thread of the
 /// consumer's process: the head only moves by CAS, so each record is passed exactly once.
-fn advance_head(shared: &QueueShared) {
+fn advance_head(shared: &Ring) {
     let h = shared.header();
     loop {
         // Pairs with other releasing threads: either we see their RELEASED stamp at our head,
@@ -273,7 +272,7 @@ struct InlineRecord {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<QueueShared>) -> Self {
+    pub(crate) fn new(shared: Arc<Ring>) -> Self {
         let read_pos = Cursor(shared.header().head.load(Ordering::Acquire)).pos();
         let published = shared.header().published.load(Ordering::Acquire);
         Self {
@@ -384,7 +383,7 @@ impl Consumer {
     fn read_in_place<R>(&mut self, r: InlineRecord, read: impl FnOnce(&[u8]) -> R) -> R {
         /// Releases the record however `read` ends, so that a panic in it does not leave the
         /// record taken for ever (the head could never pass it).
-        struct ReleaseOnDrop<'a>(&'a QueueShared, &'a InlineRecord);
+        struct ReleaseOnDrop<'a>(&'a Ring, &'a InlineRecord);
         impl Drop for ReleaseOnDrop<'_> {
             fn drop(&mut self) {
                 release_in_place(self.0, self.1);
@@ -485,7 +484,7 @@ impl Consumer {
             let pos = self.read_pos;
             let rec = s.record(pos);
             let stamp_value = rec.stamp.load(Ordering::Acquire);
-            let st = match stamp_state(s, pos, stamp_value) {
+            let st = match s.stamp_state(pos, stamp_value) {
                 Some(st) if st != state::WRITING => st,
                 _ => return Ok(Found::Nothing),
             };
@@ -626,7 +625,7 @@ impl Consumer {
         let pos = self.read_pos;
         let rec = s.record(pos);
         let stamp_value = rec.stamp.load(Ordering::Acquire);
-        match stamp_state(s, pos, stamp_value) {
+        match s.stamp_state(pos, stamp_value) {
             Some(state::WRITING) => {
                 let index = rec.producer.load(Ordering::Relaxed);
                 if index >= s.max_producers {
@@ -643,8 +642,8 @@ impl Consumer {
                 if rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                     // The dead producer's half-written blob would leak: remove it.
                     let len = rec.len.load(Ordering::Relaxed);
-                    if let Some(name) = blob_name_at(s, pos, len) {
-                        let maker = record_maker(s, index, rec.generation.load(Ordering::Relaxed));
+                    if let Some(name) = s.blob_name_at(pos, len) {
+                        let maker = s.record_maker(index, rec.generation.load(Ordering::Relaxed));
                         blob::remove_if_made_by(&name, maker);
                     }
                 }
@@ -712,17 +711,19 @@ impl Consumer {
             return Err(s.corrupt());
         }
         // A header written meanwhile means a live owner after all.
-        if stamp_state(s, pos, s.record(pos).stamp.load(Ordering::Acquire)).is_some() {
+        if s.stamp_state(pos, s.record(pos).stamp.load(Ordering::Acquire))
+            .is_some()
+        {
             return Ok(true);
         }
         let mut at = pos;
         let contiguous = s.contiguous(at);
         if remaining > contiguous {
-            write_header(s, at, contiguous, kind::PAD, index, state::COMMITTED);
+            s.write_header(at, contiguous, 0, kind::PAD, (index, 0), state::COMMITTED);
             at = (at + contiguous) & POS_MASK;
             remaining -= contiguous;
         }
-        write_header(s, at, remaining, kind::INLINE, index, state::SKIP);
+        s.write_header(at, remaining, 0, kind::INLINE, (index, 0), state::SKIP);
         Ok(true)
     }
 
@@ -770,7 +771,7 @@ struct ProducerScan {
 
 /// Looks at every producer slot. A producer found dead is marked DEAD, once per registration,
 /// and the blob it was making and had not queued is removed.
-fn scan_producers(s: &QueueShared) -> ProducerScan {
+fn scan_producers(s: &Ring) -> ProducerScan {
     let mut scan = ProducerScan {
         live: 0,
         dead: 0,
@@ -819,35 +820,6 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
     scan
 }
 
-fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: u32, st: u64) {
-    let rec = s.record(pos);
-    rec.len.store(0, Ordering::Relaxed);
-    rec.units.store(units as u32, Ordering::Relaxed);
-    rec.kind.store(record_kind, Ordering::Relaxed);
-    rec.producer.store(index, Ordering::Relaxed);
-    rec.generation.store(0, Ordering::Relaxed);
-    rec.stamp.store(s.stamp(pos, st), Ordering::Release);
-}
-
-/// The process that made the records of producer registration (`index`, `generation`), if that
-/// registration still holds its slot (as it does while any record of it is unreleased).
-pub(crate) fn record_maker(
-    s: &QueueShared,
-    index: u32,
-    generation: u32,
-) -> Option<ProcessIdentity> {
-    if index >= s.max_producers {
-        return None;
-    }
-    let e = s.producer_entry(index);
-    let word = e.identity.load();
-    let registered = matches!(word.state, entry::ACTIVE | entry::CLOSED | entry::DEAD);
-    (registered && word.generation == generation).then(|| ProcessIdentity {
-        pid: word.pid,
-        start: e.identity.start.load(Ordering::Relaxed),
-    })
-}
-
 /// Maps the blob described by the committed record at `pos` of producer registration
 /// `producer`: from `cache` if its producer reused a blob this consumer mapped before, else by
 /// name. Never waits: a committed record's blob was published ready before the record, so one
@@ -856,16 +828,16 @@ pub(crate) fn record_maker(
 /// of this process leaks nothing; a name the record gives is removed only if it verifiably is
 /// that producer's blob ([`blob::remove_if_made_by`]).
 fn open_blob(
-    s: &QueueShared,
+    s: &Ring,
     cache: &mut BlobCache,
     pos: u64,
     len: u64,
     producer: (u32, u32),
 ) -> Result<(Arc<Segment>, usize)> {
-    let desc = read_descriptor(s, pos, len)?;
+    let desc = s.read_descriptor(pos, len)?;
     let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
     let blob_len = usize::try_from(desc.len).map_err(|_| s.corrupt())?;
-    let maker = record_maker(s, producer.0, producer.1);
+    let maker = s.record_maker(producer.0, producer.1);
     // Made by the record's producer and filled for us: phase SENT (its producer may have given
     // it up since).
     let usable = |seg: &Segment| {
@@ -901,28 +873,4 @@ fn open_blob(
     // After the lookup: what it unmaps is never the blob just received (we hold it).
     cache.sweep();
     Ok((seg, blob_len))
-}
-
-fn read_descriptor(s: &QueueShared, pos: u64, len: u64) -> Result<BlobDescriptor> {
-    let units = s.checked_units(pos, s.record(pos))?;
-    if len != BLOB_DESCRIPTOR_SIZE || (units - 1) * UNIT < BLOB_DESCRIPTOR_SIZE {
-        return Err(s.corrupt());
-    }
-    // SAFETY: the record's payload holds at least a descriptor (checked above) inside the ring;
-    // any bit pattern is a valid BlobDescriptor; read_unaligned needs no alignment.
-    Ok(unsafe { (s.payload(pos) as *const BlobDescriptor).read_unaligned() })
-}
-
-fn descriptor_name(desc: &BlobDescriptor) -> Option<&str> {
-    let n = usize::try_from(desc.name_len)
-        .ok()
-        .filter(|&n| n <= desc.name.len())?;
-    let name = std::str::from_utf8(&desc.name[..n]).ok()?;
-    (validate_name(name).is_ok() && generated_bits(name).is_some()).then_some(name)
-}
-
-/// The name of the blob segment described by the record at `pos`, if the descriptor is valid.
-pub(crate) fn blob_name_at(s: &QueueShared, pos: u64, len: u64) -> Option<String> {
-    let desc = read_descriptor(s, pos, len).ok()?;
-    descriptor_name(&desc).map(str::to_owned)
 }

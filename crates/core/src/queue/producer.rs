@@ -1,16 +1,16 @@
 //! The sending side: claim space with one CAS, write in place, commit.
 
-use crate::blob::{self, KeptBlobs};
-use crate::copy::copy_to_shared;
-use crate::error::{Error, Result};
-use crate::event::{wait_until, WaitOptions};
-use crate::layout::{
+use super::layout::{
     consumer_generation, consumer_state, entry, kind, pack_consumer, state, BlobDescriptor, Cursor,
     EntryWord, ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK, PENDING_VALID, POS_BITS, POS_MASK,
     UNIT,
 };
+use super::ring::Ring;
+use crate::blob::{self, KeptBlobs};
+use crate::copy::copy_to_shared;
+use crate::error::{Error, Result};
+use crate::event::{wait_until, WaitOptions};
 use crate::process::ProcessIdentity;
-use crate::queue::QueueShared;
 use crate::segment::{Segment, SegmentKind};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const HEAD_CACHE_UNITS: u64 = POS_MASK >> 2;
 /// adjacent-line prefetch pair) with a [`Consumer`](crate::Consumer) stored next to it.
 #[repr(align(128))]
 pub struct Producer {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     index: u32,
     generation: u32,
     /// The head as last read, and the tail at that moment.
@@ -77,7 +77,7 @@ pub struct Loan<'a> {
 /// Commit or drop it before closing its producer: the consumer passes over an unfinished record
 /// of a closed producer as abandoned.
 pub struct RawLoan {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     owner: (u32, u32),
     claimed: Claimed,
     done: bool,
@@ -98,7 +98,7 @@ struct Claimed {
 unsafe impl Send for RawLoan {}
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
+    pub(crate) fn new(shared: Arc<Ring>, index: u32, generation: u32) -> Self {
         let head_cache = Cursor(shared.header().head.load(Ordering::Acquire));
         let head_cache_tail = Cursor(shared.header().tail.load(Ordering::Acquire));
         Self {
@@ -208,7 +208,14 @@ impl Producer {
                         .store(Cursor(next).pos(), Ordering::Release);
                     let mut rec_pos = pos;
                     if total != units {
-                        self.write_header(pos, contiguous, 0, kind::PAD, state::COMMITTED);
+                        self.shared.write_header(
+                            pos,
+                            contiguous,
+                            0,
+                            kind::PAD,
+                            (self.index, self.generation),
+                            state::COMMITTED,
+                        );
                         rec_pos = (pos + contiguous) & POS_MASK;
                     }
                     if let Some(desc) = desc {
@@ -221,25 +228,20 @@ impl Producer {
                             (s.payload(rec_pos) as *mut BlobDescriptor).write_unaligned(*desc)
                         };
                     }
-                    self.write_header(rec_pos, units, len, record_kind, state::WRITING);
+                    self.shared.write_header(
+                        rec_pos,
+                        units,
+                        len,
+                        record_kind,
+                        (self.index, self.generation),
+                        state::WRITING,
+                    );
                     e.claims.pending_pos.store(0, Ordering::Release);
                     return Ok(Some(rec_pos));
                 }
                 Err(actual) => tail = Cursor(actual),
             }
         }
-    }
-
-    #[inline(always)]
-    fn write_header(&self, pos: u64, units: u64, len: u64, record_kind: u32, st: u64) {
-        let rec = self.shared.record(pos);
-        rec.len.store(len, Ordering::Relaxed);
-        rec.units.store(units as u32, Ordering::Relaxed);
-        rec.kind.store(record_kind, Ordering::Relaxed);
-        rec.producer.store(self.index, Ordering::Relaxed);
-        rec.generation.store(self.generation, Ordering::Relaxed);
-        rec.stamp
-            .store(self.shared.stamp(pos, st), Ordering::Release);
     }
 
     /// Reserves room for a message of `len` bytes, waiting while the queue is full.
@@ -398,7 +400,14 @@ impl Producer {
         }
         let end = next.pos();
         claims.claimed_end.store(end, Ordering::Release);
-        self.write_header(pos, units, len, kind::INLINE, state::WRITING);
+        self.shared.write_header(
+            pos,
+            units,
+            len,
+            kind::INLINE,
+            (self.index, self.generation),
+            state::WRITING,
+        );
         claims.pending_pos.store(0, Ordering::Release);
         self.latest_end = end;
         // SAFETY: the record at `pos` is ours (claimed, WRITING) and has `units - 1` units of
@@ -630,7 +639,7 @@ impl Producer {
                 },
             );
         }
-        crate::queue::bump_membership(h, false);
+        self.shared.count_membership(false);
         h.data_event.wake();
     }
 
@@ -649,30 +658,26 @@ impl Drop for Producer {
 /// The producer side's view of the consumer: an error once it closed or died.
 /// Whether the queue's consumer is this process: registered here, or not registered yet while
 /// this process holds the role ([`crate::Queue::hold_receiver_role`]).
-fn consumer_is_this_process(shared: &QueueShared) -> bool {
+fn consumer_is_this_process(shared: &Ring) -> bool {
     let c = &shared.header().consumer;
     match consumer_state(c.state.load(Ordering::Acquire)) {
         entry::ACTIVE => {
-            c.pid.load(Ordering::Relaxed) == std::process::id()
-                && c.start.load(Ordering::Relaxed) == ProcessIdentity::current().start
+            let consumer = shared.consumer_process();
+            consumer.pid == std::process::id() && consumer.start == ProcessIdentity::current().start
         }
         entry::FREE => shared.receiver_held_here.load(Ordering::Acquire),
         _ => false,
     }
 }
 
-pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
+pub(crate) fn consumer_health<T>(shared: &Ring) -> Result<Option<T>> {
     let c = &shared.header().consumer;
     let packed = c.state.load(Ordering::Acquire);
     match consumer_state(packed) {
         entry::CLOSED => Err(Error::Closed),
         entry::DEAD => Err(Error::PeerGone),
         entry::ACTIVE => {
-            let id = ProcessIdentity {
-                pid: c.pid.load(Ordering::Relaxed),
-                start: c.start.load(Ordering::Relaxed),
-            };
-            if id.is_alive() {
+            if shared.consumer_process().is_alive() {
                 return Ok(None);
             }
             // The CAS fails if a new consumer registered meanwhile (the generation changed):
@@ -696,7 +701,7 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
 impl Claimed {
     /// The memory that messages like this one cycle through: the ring's data area for an inline
     /// record; for a blob, twice its size (the next message goes into another).
-    fn footprint(&self, shared: &QueueShared) -> u64 {
+    fn footprint(&self, shared: &Ring) -> u64 {
         match self.target {
             Target::Inline => shared.data_bytes(),
             Target::Fresh(..) | Target::Reused(_) => 2 * self.len as u64,
@@ -704,7 +709,7 @@ impl Claimed {
     }
 
     /// Copies `bytes` into the reserved bytes from `offset` (see [`copy_to_shared`]).
-    fn copy_from(&mut self, shared: &QueueShared, offset: usize, bytes: &[u8]) {
+    fn copy_from(&mut self, shared: &Ring, offset: usize, bytes: &[u8]) {
         let footprint = self.footprint(shared);
         let end = offset
             .checked_add(bytes.len())
@@ -732,7 +737,7 @@ impl Claimed {
 
     /// Marks the record to be passed over. A fresh blob segment is removed as the claim drops; a
     /// reused one is free for the next message again.
-    fn abort(&self, shared: &QueueShared) {
+    fn abort(&self, shared: &Ring) {
         if let Target::Reused(seg) = &self.target {
             blob::release(seg);
         }
