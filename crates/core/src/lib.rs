@@ -26,6 +26,8 @@
 //! No Node.js here: the bindings live in `crates/node`.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod array;
 mod array_lock;
