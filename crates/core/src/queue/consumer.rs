@@ -28,8 +28,9 @@ use std::time::Duration;
 /// on every receiving call fails with [`Error::Closed`] at once, and
 /// [`Queue::producer`](crate::Queue::producer) refuses new producers with [`Error::StreamEnded`]
 /// (registration and the end are decided on one word, so a producer either registers first and
-/// is read, or is refused). A producer that died is not an end: waits report [`Error::PeerGone`] (at their
-/// next health check) while no producer is live, and a new producer may still register.
+/// is read, or is refused). A producer that died is not an end: waits report
+/// [`Error::PeerGone`] (at their next health check) while no producer is live, and a new
+/// producer may still register.
 ///
 /// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
 /// adjacent-line prefetch pair) with a [`Producer`](crate::Producer) stored next to it.
@@ -76,20 +77,26 @@ enum Body {
 }
 
 // SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
-// COMMITTED and only its release lets producers reuse it); releasing is atomic and may happen on
-// any thread of the consumer's process.
+// COMMITTED and only its release lets producers reuse it), and its bounds are process-local
+// copies; releasing is atomic and may happen on any thread of the consumer's process.
 unsafe impl Send for Message {}
-// SAFETY: `&Message` only allows reading the bytes, which nobody writes while it lives.
+// SAFETY: `&Message` only allows reading the bytes, which no peer following the protocol writes
+// while it lives (one breaking it can only change their values, never their bounds).
 unsafe impl Sync for Message {}
 
 impl Message {
     /// The message's bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.body {
-            // SAFETY: see the `Send` impl: the bytes are ours until drop.
+            // SAFETY: `ptr`/`len` were checked, when the record was taken, to lie in its
+            // payload before the ring's end, and are process-local copies; the `Arc<Ring>` keeps
+            // the mapping alive, and the bytes are ours until drop (see the `Send` impl). A peer
+            // writing them anyway can only change their values (any bytes are a valid `[u8]`).
             Body::Inline { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
-            // SAFETY: the blob segment's body is `body_len` bytes, mapped while `seg` lives,
-            // and its producer committed it before the consumer could see it.
+            // SAFETY: `len` was checked at receipt against the segment's body length (a
+            // process-local value, checked against the mapping on open), which stays mapped
+            // while `seg` lives; its producer filled it before committing the record. A peer
+            // writing it anyway can only change the bytes' values.
             Body::Blob(seg, len) => unsafe { std::slice::from_raw_parts(seg.body_ptr(), *len) },
         }
     }
@@ -390,8 +397,11 @@ impl Consumer {
             }
         }
         let _release = ReleaseOnDrop(&self.shared, &r);
-        // SAFETY: the record is COMMITTED and taken by us: nobody writes it until it is
-        // released, when `_release` drops after `read` has returned (and the borrow with it).
+        // SAFETY: `r.ptr`/`r.len` were checked, when the record was taken, to lie in its payload
+        // before the ring's end, and the shared `Ring` keeps the mapping alive. The record is
+        // COMMITTED and taken by us: no peer following the protocol writes it until it is
+        // released, when `_release` drops after `read` has returned (and the borrow with it);
+        // one breaking it can only change the bytes' values (any bytes are a valid `[u8]`).
         read(unsafe { std::slice::from_raw_parts(r.ptr, r.len) })
     }
 

@@ -221,9 +221,12 @@ impl Producer {
                     if let Some(desc) = desc {
                         // Before the WRITING stamp: a consumer passing over this record after
                         // our death reads the descriptor to remove the blob.
-                        // SAFETY: the record has room for the descriptor (planned by the
-                        // caller) and is ours until committed; write_unaligned needs no
-                        // alignment.
+                        // SAFETY: the record has room for the descriptor (its units were
+                        // planned from the process-local ring size and checked to fit before
+                        // the ring's end above), so the write stays inside the ring whatever a
+                        // peer wrote into shared memory; the record is ours until committed (a
+                        // peer breaking the protocol can only race on the bytes' values), and
+                        // write_unaligned needs no alignment.
                         unsafe {
                             (s.payload(rec_pos) as *mut BlobDescriptor).write_unaligned(*desc)
                         };
@@ -410,9 +413,11 @@ impl Producer {
         );
         claims.pending_pos.store(0, Ordering::Release);
         self.latest_end = end;
-        // SAFETY: the record at `pos` is ours (claimed, WRITING) and has `units - 1` units of
-        // payload room before the ring's end (checked against `contiguous`), at least `len`;
-        // nothing else reads or writes it until the stamp below commits it.
+        // SAFETY: the record at `pos` has `units - 1` units of payload room before the ring's
+        // end (checked against `contiguous`, from the process-local ring size), at least `len`,
+        // so the slice lies inside the mapping. The record is ours (claimed, WRITING) until the
+        // stamp below commits it; a peer breaking the protocol can only change the bytes' values
+        // (any bytes are a valid `[u8]`), never the slice's bounds.
         let payload = unsafe { std::slice::from_raw_parts_mut(s.payload(pos), bytes.len()) };
         copy_to_shared(payload, bytes, s.data_bytes());
         s.record(pos)
@@ -725,9 +730,12 @@ impl Claimed {
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points at `len` bytes that this claim owns exclusively until commit or
-        // abort: the ring record is in WRITING state (the consumer does not read it) or the blob
-        // segment is not yet named anywhere the consumer can see.
+        // SAFETY: `ptr` points at `len` bytes inside a mapping this claim keeps alive: the ring
+        // record's payload (checked to fit before the ring's end when claimed) or the blob
+        // segment's body (created, or picked for reuse, at least `len` long). The claim owns
+        // them until commit or abort: the ring record is in WRITING state (the consumer does not
+        // read it) or the blob is not yet named in any record. A peer breaking the protocol can
+        // only change the bytes' values (any bytes are a valid `[u8]`), never the bounds.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 

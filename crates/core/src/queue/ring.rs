@@ -71,9 +71,9 @@ impl Ring {
         let geometry = Geometry::new(max_producers, data_units);
         let segment = Segment::create(SegmentKind::Queue, geometry.body_size)?;
         let key = rand::random::<u64>() | (1 << 63);
-        // SAFETY: the body is at least `geometry.body_size` bytes, zero-filled by the OS, and
-        // aligned to a page; QueueHeader is all atomics and fits before `producers_offset`. No
-        // other process can map the segment before `publish_ready` below.
+        // SAFETY: the body is at least `geometry.body_size` bytes and aligned to a page, and the
+        // mapping lives as long as `segment`; QueueHeader is all atomics (any bits a peer writes
+        // are a valid value) and fits before `producers_offset`.
         let header = unsafe { &*(segment.body_ptr() as *const QueueHeader) };
         let c = &header.config;
         c.capacity.store(capacity, Ordering::Relaxed);
