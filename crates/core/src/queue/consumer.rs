@@ -181,10 +181,7 @@ fn release(shared: &Ring, pos: u64, producer: Option<(u32, u32)>) {
         }
     }
     shared.out_of_order.fetch_add(1, Ordering::SeqCst);
-    shared
-        .record(pos)
-        .stamp
-        .store(shared.stamp(pos, state::RELEASED), Ordering::Release);
+    shared.set_state(pos, state::RELEASED);
     advance_head(shared);
 }
 

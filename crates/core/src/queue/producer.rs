@@ -320,11 +320,7 @@ impl Producer {
                 seg.disown(); // the consumer removes it once it has mapped it
             }
         }
-        let rec = self.shared.record(c.pos);
-        rec.stamp.store(
-            self.shared.stamp(c.pos, state::COMMITTED),
-            Ordering::Release,
-        );
+        self.shared.set_state(c.pos, state::COMMITTED);
         self.shared.publish(c.end, c.end == self.latest_end);
         if let Some(seg) = c.target.blob() {
             // A consumer that closes removes the blobs it finds committed; one that closed just
@@ -420,9 +416,7 @@ impl Producer {
         // (any bytes are a valid `[u8]`), never the slice's bounds.
         let payload = unsafe { std::slice::from_raw_parts_mut(s.payload(pos), bytes.len()) };
         copy_to_shared(payload, bytes, s.data_bytes());
-        s.record(pos)
-            .stamp
-            .store(s.stamp(pos, state::COMMITTED), Ordering::Release);
+        s.set_state(pos, state::COMMITTED);
         s.publish(end, true);
         self.count_commit();
         true
@@ -749,10 +743,7 @@ impl Claimed {
         if let Target::Reused(seg) = &self.target {
             blob::release(seg);
         }
-        shared
-            .record(self.pos)
-            .stamp
-            .store(shared.stamp(self.pos, state::SKIP), Ordering::Release);
+        shared.set_state(self.pos, state::SKIP);
         // Not necessarily the latest claim, nor on the producer's thread (a dropped RawLoan).
         shared.publish(self.end, false);
         shared.header().data_event.notify();

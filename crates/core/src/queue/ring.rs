@@ -6,8 +6,8 @@
 //! into the segment, derived once from a layout validated here ([`Ring::create`],
 //! [`Ring::from_segment`]), and the rules every side shares:
 //!
-//! - a record's header is written by [`Ring::write_header`] alone, and its stamp read by
-//!   [`Ring::stamp_state`];
+//! - a record's header is written by [`Ring::write_header`] alone, its state then moved on by
+//!   [`Ring::set_state`], and its stamp read by [`Ring::stamp_state`];
 //! - the consumer's process is read by [`Ring::consumer_process`], a record's producer by
 //!   [`Ring::record_maker`];
 //! - a blob record's descriptor is read by [`Ring::read_descriptor`];
@@ -230,6 +230,15 @@ impl Ring {
         rec.producer.store(producer.0, Ordering::Relaxed);
         rec.generation.store(producer.1, Ordering::Relaxed);
         rec.stamp.store(self.stamp(pos, st), Ordering::Release);
+    }
+
+    /// Moves the record at `pos`, whose header is written, to state `st` (Release: a reader
+    /// that sees the new stamp sees what was written before it).
+    #[inline(always)]
+    pub fn set_state(&self, pos: u64, st: u64) {
+        self.record(pos)
+            .stamp
+            .store(self.stamp(pos, st), Ordering::Release);
     }
 
     /// Size of the inline data area (the ring) in bytes.
