@@ -16,7 +16,9 @@
 // alternating from round to round (base, new; new, base; …) so that a machine getting busier or
 // quieter weighs on both alike. Each run keeps its own Criterion directory. At the end it prints,
 // per benchmark, each side's median over the rounds of Criterion's median estimate, and the
-// ratio new/base (below 1: faster now), with the ratios of the single rounds to show the spread.
+// ratio new/base (below 1: faster now); then the median of the rounds' own ratios (each round's
+// two runs ran next to each other, so this one suffers less from load that changes between
+// rounds), and those ratios, to show the spread.
 // The `…/round_trip` lines the ping-pong bench prints (a median of 20,000 round trips) are
 // compared the same way. The benchmark groups set their own warm-up and measurement times
 // (`benches/queue.rs`), so a run of the default filter takes about a minute per side and round.
@@ -24,15 +26,7 @@
 // The crossbeam and rtrb benchmarks run the same code on both sides: their ratios show how much
 // two runs of identical code differ on this machine now.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  cpSync,
-} from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -101,13 +95,9 @@ function build(src, targetDir) {
 const targets = join(repo, 'target', 'bench-compare')
 const baseTarget = join(targets, 'base')
 const newTarget = join(targets, 'new')
-// The dependencies are the same on both sides most of the time: start the second build dir
-// from the first one's instead of from nothing.
 const sides = {
   base: { src: baseTree, exe: build(baseTree, baseTarget) },
 }
-if (!existsSync(newTarget) && existsSync(baseTarget))
-  cpSync(baseTarget, newTarget, { recursive: true })
 sides.new = { src: repo, exe: build(repo, newTarget) }
 
 /** Runs one side's bench once; returns { id → median ns } (Criterion's and round trips'). */
@@ -173,14 +163,16 @@ console.log(
   `base ${base} (${baseCommit.slice(0, 12)}) against the working tree; ${rounds} rounds; filter ${filter}`,
 )
 console.log(
-  `${'benchmark'.padEnd(58)} ${'base'.padStart(11)} ${'new'.padStart(11)}  new/base  (rounds)`,
+  `${'benchmark'.padEnd(58)} ${'base'.padStart(11)} ${'new'.padStart(11)}  new/base  paired  (rounds)`,
 )
 for (const id of ids) {
   const old = results.base.map((r) => r[id])
   const now = results.new.map((r) => r[id])
-  const perRound = now.map((n, i) => (n / old[i]).toFixed(3)).join(' ')
+  const ratios = now.map((n, i) => n / old[i])
+  const perRound = ratios.map((r) => r.toFixed(3)).join(' ')
   const ratio = median(now) / median(old)
+  const paired = median(ratios)
   console.log(
-    `${id.padEnd(58)} ${show(median(old)).padStart(11)} ${show(median(now)).padStart(11)}  ${ratio.toFixed(3).padStart(8)}  (${perRound})`,
+    `${id.padEnd(58)} ${show(median(old)).padStart(11)} ${show(median(now)).padStart(11)}  ${ratio.toFixed(3).padStart(8)}  ${paired.toFixed(3).padStart(6)}  (${perRound})`,
   )
 }
