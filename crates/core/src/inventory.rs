@@ -41,13 +41,15 @@
 
 mod enumerate;
 mod holders;
+mod names;
 
 use crate::error::{Error, Result};
-use crate::name::{generated_bits, validate_name};
+use crate::name::validate_name;
 use crate::process::{pid_namespace, ProcessIdentity};
 use crate::segment::{HeaderFields, SegmentKind, MAGIC};
 use enumerate::{Entry, HeaderRead};
 use holders::Holders;
+use names::is_listed;
 use std::collections::HashSet;
 use std::fmt;
 use std::time::SystemTime;
@@ -317,15 +319,6 @@ pub fn list_segments() -> Result<Vec<SegmentInfo>> {
 /// Every shmpipe segment on this machine, as [`list_segments`], with `opts`.
 pub fn list_segments_with(opts: &ListOptions) -> Result<Vec<SegmentInfo>> {
     list(&is_listed, opts.all_users)
-}
-
-/// Whether `name` is one the inventory considers: a generated name ([`generated_bits`]) or a
-/// shared array's ([`crate::ARRAY_NAME_PREFIX`] and a valid array name).
-pub(crate) fn is_listed(name: &str) -> bool {
-    generated_bits(name).is_some()
-        || name
-            .strip_prefix(crate::ARRAY_NAME_PREFIX)
-            .is_some_and(|n| crate::array::validate_array_name(n).is_ok())
 }
 
 /// Removes the segments whose owner is dead, with default options (see [`clean`]).

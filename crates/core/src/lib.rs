@@ -28,11 +28,12 @@
 //! No Node.js here: the bindings live in `crates/node`.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod array;
 mod array_lock;
 mod blob;
-mod consumer;
 mod copy;
 /// The repository's Markdown files, whose ```rust blocks run as doctests.
 #[cfg(doctest)]
@@ -41,17 +42,18 @@ mod error;
 mod event;
 mod futex;
 pub mod inventory;
-mod layout;
 mod mapping;
 mod name;
 mod process;
-mod producer;
 mod queue;
 mod registry;
 mod segment;
 mod shm_space;
 pub mod signals;
 pub mod tuning;
+
+// The queue's two sides, where their types are re-exported below.
+use queue::{consumer, producer};
 
 pub use array::{Dtype, SharedArray, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM};
 pub use array_lock::Acquired;

@@ -118,13 +118,16 @@ mod imp {
             }
         }
 
-        /// Opens the segment `name` and maps it whole, if it is ours (see the module's rule).
-        pub(crate) fn open(name: &str) -> Result<Self> {
-            Self::open_at_most(name, usize::MAX)
+        /// Opens the segment `name` and maps it whole, if it is ours (see the module's rule) and
+        /// at least `min_len` bytes long (else [`BadSegmentReason::TooSmall`]).
+        ///
+        /// [`BadSegmentReason::TooSmall`]: crate::error::BadSegmentReason::TooSmall
+        pub(crate) fn open(name: &str, min_len: usize) -> Result<Self> {
+            Self::open_at_most(name, min_len, usize::MAX)
         }
 
         /// Like [`open`](Self::open), mapping at most the first `limit` bytes.
-        pub(crate) fn open_at_most(name: &str, limit: usize) -> Result<Self> {
+        pub(crate) fn open_at_most(name: &str, min_len: usize, limit: usize) -> Result<Self> {
             let id = c_id(name);
             // SAFETY: `id` is a valid NUL-terminated string for the duration of the call.
             let raw = unsafe { libc::shm_open(id.as_ptr(), libc::O_RDWR, 0) };
@@ -164,7 +167,7 @@ mod imp {
                 });
             }
             let size = usize::try_from(st.st_size).unwrap_or(0);
-            if size < crate::segment::SEGMENT_HEADER_SIZE {
+            if size < min_len {
                 return Err(Error::BadSegment {
                     name: name.to_owned(),
                     reason: crate::error::BadSegmentReason::TooSmall,
@@ -247,8 +250,9 @@ mod imp {
             Ok(Self { shmem })
         }
 
-        /// Opens the mapping `name` whole.
-        pub(crate) fn open(name: &str) -> Result<Self> {
+        /// Opens the mapping `name` whole (its length is checked by the caller, against the view
+        /// Windows maps).
+        pub(crate) fn open(name: &str, _min_len: usize) -> Result<Self> {
             let shmem = ShmemConf::new()
                 .os_id(os_id(name))
                 .open()
@@ -271,8 +275,8 @@ mod imp {
         }
 
         /// Like [`open`](Self::open) (Windows maps the whole view).
-        pub(crate) fn open_at_most(name: &str, _limit: usize) -> Result<Self> {
-            Self::open(name)
+        pub(crate) fn open_at_most(name: &str, min_len: usize, _limit: usize) -> Result<Self> {
+            Self::open(name, min_len)
         }
 
         /// The first byte of the mapping.

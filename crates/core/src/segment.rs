@@ -256,7 +256,7 @@ impl Segment {
     /// [`Error::Permission`].
     pub fn open(name: &str, kind: SegmentKind, ready_timeout: Duration) -> Result<Self> {
         validate_name(name)?;
-        let map = Mapping::open(name)?;
+        let map = Mapping::open(name, SEGMENT_HEADER_SIZE)?;
         let mut seg = Self {
             map,
             owner: false,
@@ -273,7 +273,7 @@ impl Segment {
     /// [`open`](Self::open).
     pub(crate) fn peek_header(name: &str) -> Result<HeaderFields> {
         validate_name(name)?;
-        let map = Mapping::open_at_most(name, SEGMENT_HEADER_SIZE)?;
+        let map = Mapping::open_at_most(name, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE)?;
         if map.len() < SEGMENT_HEADER_SIZE {
             return Err(Error::BadSegment {
                 name: name.to_owned(),

@@ -43,7 +43,7 @@ pub(super) fn command(pid: u32) -> Option<String> {
 #[cfg(target_os = "linux")]
 mod imp {
     use super::Holders;
-    use crate::inventory::is_listed;
+    use crate::inventory::names::is_listed;
     use crate::name::generated_bits;
     use std::io::ErrorKind;
     use std::os::unix::fs::MetadataExt;

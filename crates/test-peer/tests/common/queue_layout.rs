@@ -1,6 +1,6 @@
-//! The queue's shared layout (`crates/core/src/layout.rs`) as the forging tests write it: record
-//! states and kinds, and byte offsets into the queue segment's body. The forgers check the
-//! config against these before they write.
+//! The queue's shared layout (`crates/core/src/queue/layout.rs`) as the forging tests write
+//! it: record states and kinds, and byte offsets into the queue segment's body. The forgers
+//! check the config against these before they write.
 
 /// Bytes of a record unit.
 pub const UNIT: u64 = 32;

@@ -109,9 +109,19 @@ pub fn stamp(key: u64, pos: u64, state: u64) -> u64 {
 }
 
 /// Padding to one 128-byte line (two cache lines: the adjacent-line prefetcher pulls pairs).
+/// Dereferences to the padded value.
 #[repr(C, align(128))]
 #[derive(Default)]
 pub struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// Immutable configuration, written before the segment's ready flag.
 #[repr(C)]

@@ -1,16 +1,16 @@
 //! The sending side: claim space with one CAS, write in place, commit.
 
-use crate::blob::{self, KeptBlobs};
-use crate::copy::copy_to_shared;
-use crate::error::{Error, Result};
-use crate::event::{wait_until, WaitOptions};
-use crate::layout::{
+use super::layout::{
     consumer_generation, consumer_state, entry, kind, pack_consumer, state, BlobDescriptor, Cursor,
     EntryWord, ProducerEntry, BLOB_DESCRIPTOR_SIZE, MSG_MASK, PENDING_VALID, POS_BITS, POS_MASK,
     UNIT,
 };
+use super::ring::Ring;
+use crate::blob::{self, KeptBlobs};
+use crate::copy::copy_to_shared;
+use crate::error::{Error, Result};
+use crate::event::{wait_until, WaitOptions};
 use crate::process::ProcessIdentity;
-use crate::queue::QueueShared;
 use crate::segment::{Segment, SegmentKind};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const HEAD_CACHE_UNITS: u64 = POS_MASK >> 2;
 /// adjacent-line prefetch pair) with a [`Consumer`](crate::Consumer) stored next to it.
 #[repr(align(128))]
 pub struct Producer {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     index: u32,
     generation: u32,
     /// The head as last read, and the tail at that moment.
@@ -77,7 +77,7 @@ pub struct Loan<'a> {
 /// Commit or drop it before closing its producer: the consumer passes over an unfinished record
 /// of a closed producer as abandoned.
 pub struct RawLoan {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     owner: (u32, u32),
     claimed: Claimed,
     done: bool,
@@ -98,9 +98,9 @@ struct Claimed {
 unsafe impl Send for RawLoan {}
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<QueueShared>, index: u32, generation: u32) -> Self {
-        let head_cache = Cursor(shared.header().head.0.load(Ordering::Acquire));
-        let head_cache_tail = Cursor(shared.header().tail.0.load(Ordering::Acquire));
+    pub(crate) fn new(shared: Arc<Ring>, index: u32, generation: u32) -> Self {
+        let head_cache = Cursor(shared.header().head.load(Ordering::Acquire));
+        let head_cache_tail = Cursor(shared.header().tail.load(Ordering::Acquire));
         Self {
             shared,
             index,
@@ -131,14 +131,7 @@ impl Producer {
     }
 
     fn check_consumer(&self) -> Result<()> {
-        match consumer_state(
-            self.shared
-                .header()
-                .consumer
-                .0
-                .state
-                .load(Ordering::Acquire),
-        ) {
+        match consumer_state(self.shared.header().consumer.state.load(Ordering::Acquire)) {
             entry::CLOSED => Err(Error::Closed),
             entry::DEAD => Err(Error::PeerGone),
             _ => Ok(()),
@@ -166,7 +159,7 @@ impl Producer {
         let s = &*self.shared;
         let h = s.header();
         let e = s.producer_entry(self.index);
-        let mut tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let mut tail = Cursor(h.tail.load(Ordering::Acquire));
         loop {
             let pos = tail.pos();
             let contiguous = s.contiguous(pos);
@@ -178,10 +171,10 @@ impl Producer {
             let stale = tail.msgs_since(self.head_cache_tail) > HEAD_CACHE_MSGS
                 || tail.units_since(self.head_cache_tail) > HEAD_CACHE_UNITS;
             if stale || !self.fits(tail, self.head_cache, total) {
-                self.head_cache = Cursor(h.head.0.load(Ordering::Acquire));
+                self.head_cache = Cursor(h.head.load(Ordering::Acquire));
                 // Re-read the tail after the head: with a tail older than the head, the modular
                 // distance between them would read as a full ring.
-                let fresh = Cursor(h.tail.0.load(Ordering::Acquire));
+                let fresh = Cursor(h.tail.load(Ordering::Acquire));
                 self.head_cache_tail = fresh;
                 if fresh != tail {
                     tail = fresh;
@@ -189,13 +182,12 @@ impl Producer {
                 }
                 if !self.fits(tail, self.head_cache, total) {
                     // Never leave a claim attempt published: the consumer trusts it.
-                    e.claims.0.pending_pos.store(0, Ordering::Release);
+                    e.claims.pending_pos.store(0, Ordering::Release);
                     return Ok(None);
                 }
             }
-            e.claims.0.pending_units.store(total, Ordering::Relaxed);
+            e.claims.pending_units.store(total, Ordering::Relaxed);
             e.claims
-                .0
                 .pending_pos
                 .store(pos | PENDING_VALID, Ordering::Relaxed);
             let next = tail.advance(total, 1).0;
@@ -203,53 +195,56 @@ impl Producer {
                 // One producer slot: no other producer can move the tail, so a plain store
                 // claims (no locked instruction on the hot path). The pending claim was
                 // published first, as for the CAS, in case this process dies here.
-                h.tail.0.store(next, Ordering::Release);
+                h.tail.store(next, Ordering::Release);
                 Ok(tail.0)
             } else {
                 h.tail
-                    .0
                     .compare_exchange_weak(tail.0, next, Ordering::AcqRel, Ordering::Relaxed)
             };
             match claimed {
                 Ok(_) => {
                     e.claims
-                        .0
                         .claimed_end
                         .store(Cursor(next).pos(), Ordering::Release);
                     let mut rec_pos = pos;
                     if total != units {
-                        self.write_header(pos, contiguous, 0, kind::PAD, state::COMMITTED);
+                        self.shared.write_header(
+                            pos,
+                            contiguous,
+                            0,
+                            kind::PAD,
+                            (self.index, self.generation),
+                            state::COMMITTED,
+                        );
                         rec_pos = (pos + contiguous) & POS_MASK;
                     }
                     if let Some(desc) = desc {
                         // Before the WRITING stamp: a consumer passing over this record after
                         // our death reads the descriptor to remove the blob.
-                        // SAFETY: the record has room for the descriptor (planned by the
-                        // caller) and is ours until committed; write_unaligned needs no
-                        // alignment.
+                        // SAFETY: the record has room for the descriptor (its units were
+                        // planned from the process-local ring size and checked to fit before
+                        // the ring's end above), so the write stays inside the ring whatever a
+                        // peer wrote into shared memory; the record is ours until committed (a
+                        // peer breaking the protocol can only race on the bytes' values), and
+                        // write_unaligned needs no alignment.
                         unsafe {
                             (s.payload(rec_pos) as *mut BlobDescriptor).write_unaligned(*desc)
                         };
                     }
-                    self.write_header(rec_pos, units, len, record_kind, state::WRITING);
-                    e.claims.0.pending_pos.store(0, Ordering::Release);
+                    self.shared.write_header(
+                        rec_pos,
+                        units,
+                        len,
+                        record_kind,
+                        (self.index, self.generation),
+                        state::WRITING,
+                    );
+                    e.claims.pending_pos.store(0, Ordering::Release);
                     return Ok(Some(rec_pos));
                 }
                 Err(actual) => tail = Cursor(actual),
             }
         }
-    }
-
-    #[inline(always)]
-    fn write_header(&self, pos: u64, units: u64, len: u64, record_kind: u32, st: u64) {
-        let rec = self.shared.record(pos);
-        rec.len.store(len, Ordering::Relaxed);
-        rec.units.store(units as u32, Ordering::Relaxed);
-        rec.kind.store(record_kind, Ordering::Relaxed);
-        rec.producer.store(self.index, Ordering::Relaxed);
-        rec.generation.store(self.generation, Ordering::Relaxed);
-        rec.stamp
-            .store(self.shared.stamp(pos, st), Ordering::Release);
     }
 
     /// Reserves room for a message of `len` bytes, waiting while the queue is full.
@@ -304,7 +299,7 @@ impl Producer {
         }
         let shared = &self.shared;
         wait_until(
-            &shared.header().space_event.0,
+            &shared.header().space_event,
             wait,
             || {
                 self.check_consumer()?;
@@ -325,17 +320,13 @@ impl Producer {
                 seg.disown(); // the consumer removes it once it has mapped it
             }
         }
-        let rec = self.shared.record(c.pos);
-        rec.stamp.store(
-            self.shared.stamp(c.pos, state::COMMITTED),
-            Ordering::Release,
-        );
+        self.shared.set_state(c.pos, state::COMMITTED);
         self.shared.publish(c.end, c.end == self.latest_end);
         if let Some(seg) = c.target.blob() {
             // A consumer that closes removes the blobs it finds committed; one that closed just
             // before our commit may have missed ours, so remove it here (removal is idempotent).
             fence(Ordering::SeqCst);
-            let consumer = self.shared.header().consumer.0.state.load(Ordering::SeqCst);
+            let consumer = self.shared.header().consumer.state.load(Ordering::SeqCst);
             if consumer_state(consumer) == entry::CLOSED {
                 let _ = crate::segment::unlink(seg.name());
             }
@@ -355,10 +346,9 @@ impl Producer {
         self.committed += 1;
         self.entry()
             .claims
-            .0
             .committed
             .store(self.committed, Ordering::Release);
-        self.shared.header().data_event.0.notify();
+        self.shared.header().data_event.notify();
     }
 
     /// The common send, small enough to inline, with nothing but integers in flight: an inline
@@ -377,20 +367,20 @@ impl Producer {
         }
         let h = s.header();
         if matches!(
-            consumer_state(h.consumer.0.state.load(Ordering::Acquire)),
+            consumer_state(h.consumer.state.load(Ordering::Acquire)),
             entry::CLOSED | entry::DEAD
         ) {
             return false;
         }
         let units = (1 + len.div_ceil(UNIT)).next_multiple_of(2);
-        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
+        let tail = Cursor(h.tail.load(Ordering::Acquire));
         let pos = tail.pos();
         let fresh_cache = tail.msgs_since(self.head_cache_tail) <= HEAD_CACHE_MSGS
             && tail.units_since(self.head_cache_tail) <= HEAD_CACHE_UNITS;
         if units > s.contiguous(pos) || !fresh_cache || !self.fits(tail, self.head_cache, units) {
             return false;
         }
-        let claims = &s.producer_entry(self.index).claims.0;
+        let claims = &s.producer_entry(self.index).claims;
         // The same claim protocol as `try_claim`, without padding.
         claims.pending_units.store(units, Ordering::Relaxed);
         claims
@@ -398,10 +388,9 @@ impl Producer {
             .store(pos | PENDING_VALID, Ordering::Relaxed);
         let next = tail.advance(units, 1);
         if s.max_producers == 1 {
-            h.tail.0.store(next.0, Ordering::Release);
+            h.tail.store(next.0, Ordering::Release);
         } else if h
             .tail
-            .0
             .compare_exchange(tail.0, next.0, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
@@ -410,17 +399,24 @@ impl Producer {
         }
         let end = next.pos();
         claims.claimed_end.store(end, Ordering::Release);
-        self.write_header(pos, units, len, kind::INLINE, state::WRITING);
+        self.shared.write_header(
+            pos,
+            units,
+            len,
+            kind::INLINE,
+            (self.index, self.generation),
+            state::WRITING,
+        );
         claims.pending_pos.store(0, Ordering::Release);
         self.latest_end = end;
-        // SAFETY: the record at `pos` is ours (claimed, WRITING) and has `units - 1` units of
-        // payload room before the ring's end (checked against `contiguous`), at least `len`;
-        // nothing else reads or writes it until the stamp below commits it.
+        // SAFETY: the record at `pos` has `units - 1` units of payload room before the ring's
+        // end (checked against `contiguous`, from the process-local ring size), at least `len`,
+        // so the slice lies inside the mapping. The record is ours (claimed, WRITING) until the
+        // stamp below commits it; a peer breaking the protocol can only change the bytes' values
+        // (any bytes are a valid `[u8]`), never the slice's bounds.
         let payload = unsafe { std::slice::from_raw_parts_mut(s.payload(pos), bytes.len()) };
         copy_to_shared(payload, bytes, s.data_bytes());
-        s.record(pos)
-            .stamp
-            .store(s.stamp(pos, state::COMMITTED), Ordering::Release);
+        s.set_state(pos, state::COMMITTED);
         s.publish(end, true);
         self.count_commit();
         true
@@ -463,7 +459,7 @@ impl Producer {
                 let shared = self.shared.clone();
                 let me = &mut *self;
                 wait_until(
-                    &shared.header().space_event.0,
+                    &shared.header().space_event,
                     opts,
                     || me.try_claim(units, record_len, record_kind, desc.as_ref()),
                     || consumer_health(&shared),
@@ -482,14 +478,14 @@ impl Producer {
                 }
                 drop(target);
                 if fresh {
-                    self.entry().claims.0.clear_blob_name();
+                    self.entry().claims.clear_blob_name();
                 }
                 return failed.map(|_| None);
             }
         };
         if fresh {
             // The record's descriptor names the blob now.
-            self.entry().claims.0.clear_blob_name();
+            self.entry().claims.clear_blob_name();
         }
         let ptr = match target.blob() {
             None => self.shared.payload(pos),
@@ -508,13 +504,7 @@ impl Producer {
 
     /// The blob for a message of `len` bytes: a kept one the consumer released, else a fresh one.
     fn blob_target(&mut self, len: u64) -> Result<Target> {
-        let consumer = self
-            .shared
-            .header()
-            .consumer
-            .0
-            .state
-            .load(Ordering::Acquire);
+        let consumer = self.shared.header().consumer.state.load(Ordering::Acquire);
         let generation = consumer_generation(consumer);
         if let Some(seg) = self.kept.reuse(len, generation) {
             return Ok(Target::Reused(seg));
@@ -522,7 +512,7 @@ impl Producer {
         // Named in our entry first: if we die before the blob is in a record, whoever finds us
         // dead removes it.
         let name = crate::name::random_name();
-        let claims = &self.entry().claims.0;
+        let claims = &self.entry().claims;
         claims.set_blob_name(&name);
         match Segment::create_named(&name, SegmentKind::Blob, len) {
             Ok(seg) => {
@@ -586,8 +576,8 @@ impl Producer {
     pub fn has_space(&self, len: u64) -> bool {
         let (units, _) = self.plan(len);
         let h = self.shared.header();
-        let tail = Cursor(h.tail.0.load(Ordering::Acquire));
-        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let tail = Cursor(h.tail.load(Ordering::Acquire));
+        let head = Cursor(h.head.load(Ordering::Acquire));
         let contiguous = self.shared.contiguous(tail.pos());
         let total = if units <= contiguous {
             units
@@ -604,14 +594,14 @@ impl Producer {
 
     /// Messages of this producer the consumer has released.
     pub fn acked(&self) -> u64 {
-        self.entry().consumed.0.total()
+        self.entry().consumed.total()
     }
 
     /// Waits until the consumer has released every message this producer sent.
     pub fn wait_for_all_ack(&self, wait: &WaitOptions) -> Result<()> {
         let shared = &self.shared;
         wait_until(
-            &shared.header().space_event.0,
+            &shared.header().space_event,
             wait,
             || {
                 if self.acked() >= self.committed {
@@ -636,7 +626,7 @@ impl Producer {
         self.closed = true;
         self.kept.clear();
         let h = self.shared.header();
-        let identity = &self.entry().identity.0;
+        let identity = &self.entry().identity;
         let word = identity.load();
         // Only our own registration is closed: the word names our generation and pid.
         if word.state == entry::ACTIVE && word.generation == self.generation {
@@ -648,8 +638,8 @@ impl Producer {
                 },
             );
         }
-        crate::queue::bump_membership(h, false);
-        h.data_event.0.wake();
+        self.shared.count_membership(false);
+        h.data_event.wake();
     }
 
     /// This producer's slot index in the queue (stable while it is registered).
@@ -667,30 +657,26 @@ impl Drop for Producer {
 /// The producer side's view of the consumer: an error once it closed or died.
 /// Whether the queue's consumer is this process: registered here, or not registered yet while
 /// this process holds the role ([`crate::Queue::hold_receiver_role`]).
-fn consumer_is_this_process(shared: &QueueShared) -> bool {
-    let c = &shared.header().consumer.0;
+fn consumer_is_this_process(shared: &Ring) -> bool {
+    let c = &shared.header().consumer;
     match consumer_state(c.state.load(Ordering::Acquire)) {
         entry::ACTIVE => {
-            c.pid.load(Ordering::Relaxed) == std::process::id()
-                && c.start.load(Ordering::Relaxed) == ProcessIdentity::current().start
+            let consumer = shared.consumer_process();
+            consumer.pid == std::process::id() && consumer.start == ProcessIdentity::current().start
         }
         entry::FREE => shared.receiver_held_here.load(Ordering::Acquire),
         _ => false,
     }
 }
 
-pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
-    let c = &shared.header().consumer.0;
+pub(crate) fn consumer_health<T>(shared: &Ring) -> Result<Option<T>> {
+    let c = &shared.header().consumer;
     let packed = c.state.load(Ordering::Acquire);
     match consumer_state(packed) {
         entry::CLOSED => Err(Error::Closed),
         entry::DEAD => Err(Error::PeerGone),
         entry::ACTIVE => {
-            let id = ProcessIdentity {
-                pid: c.pid.load(Ordering::Relaxed),
-                start: c.start.load(Ordering::Relaxed),
-            };
-            if id.is_alive() {
+            if shared.consumer_process().is_alive() {
                 return Ok(None);
             }
             // The CAS fails if a new consumer registered meanwhile (the generation changed):
@@ -703,7 +689,7 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
                 return Ok(None);
             }
             // The dead consumer will never map the blobs still queued: remove them.
-            let head = Cursor(shared.header().head.0.load(Ordering::Acquire));
+            let head = Cursor(shared.header().head.load(Ordering::Acquire));
             shared.remove_undelivered_blobs(head.pos());
             Err(Error::PeerGone)
         }
@@ -714,7 +700,7 @@ pub(crate) fn consumer_health<T>(shared: &QueueShared) -> Result<Option<T>> {
 impl Claimed {
     /// The memory that messages like this one cycle through: the ring's data area for an inline
     /// record; for a blob, twice its size (the next message goes into another).
-    fn footprint(&self, shared: &QueueShared) -> u64 {
+    fn footprint(&self, shared: &Ring) -> u64 {
         match self.target {
             Target::Inline => shared.data_bytes(),
             Target::Fresh(..) | Target::Reused(_) => 2 * self.len as u64,
@@ -722,7 +708,7 @@ impl Claimed {
     }
 
     /// Copies `bytes` into the reserved bytes from `offset` (see [`copy_to_shared`]).
-    fn copy_from(&mut self, shared: &QueueShared, offset: usize, bytes: &[u8]) {
+    fn copy_from(&mut self, shared: &Ring, offset: usize, bytes: &[u8]) {
         let footprint = self.footprint(shared);
         let end = offset
             .checked_add(bytes.len())
@@ -738,9 +724,12 @@ impl Claimed {
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points at `len` bytes that this claim owns exclusively until commit or
-        // abort: the ring record is in WRITING state (the consumer does not read it) or the blob
-        // segment is not yet named anywhere the consumer can see.
+        // SAFETY: `ptr` points at `len` bytes inside a mapping this claim keeps alive: the ring
+        // record's payload (checked to fit before the ring's end when claimed) or the blob
+        // segment's body (created, or picked for reuse, at least `len` long). The claim owns
+        // them until commit or abort: the ring record is in WRITING state (the consumer does not
+        // read it) or the blob is not yet named in any record. A peer breaking the protocol can
+        // only change the bytes' values (any bytes are a valid `[u8]`), never the bounds.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
@@ -750,17 +739,14 @@ impl Claimed {
 
     /// Marks the record to be passed over. A fresh blob segment is removed as the claim drops; a
     /// reused one is free for the next message again.
-    fn abort(&self, shared: &QueueShared) {
+    fn abort(&self, shared: &Ring) {
         if let Target::Reused(seg) = &self.target {
             blob::release(seg);
         }
-        shared
-            .record(self.pos)
-            .stamp
-            .store(shared.stamp(self.pos, state::SKIP), Ordering::Release);
+        shared.set_state(self.pos, state::SKIP);
         // Not necessarily the latest claim, nor on the producer's thread (a dropped RawLoan).
         shared.publish(self.end, false);
-        shared.header().data_event.0.notify();
+        shared.header().data_event.notify();
     }
 }
 

@@ -1,16 +1,15 @@
 //! The receiving side: read committed records in place, release them in any order, and pass
 //! over what dead or aborting producers left behind.
 
+use super::layout::{
+    consumer_generation, entry, kind, pack_consumer, pos_distance, state, Cursor, EntryWord,
+    MEMBERSHIP_ENDED, PENDING_VALID, POS_MASK, UNIT,
+};
+use super::ring::{descriptor_name, Ring};
 use crate::blob::{self, BlobCache};
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
-use crate::layout::{
-    consumer_generation, entry, kind, pack_consumer, pos_distance, state, BlobDescriptor, Cursor,
-    EntryWord, BLOB_DESCRIPTOR_SIZE, MEMBERSHIP_ENDED, PENDING_VALID, POS_MASK, UNIT,
-};
-use crate::name::{generated_bits, validate_name};
 use crate::process::ProcessIdentity;
-use crate::queue::{stamp_state, QueueShared};
 use crate::segment::{Segment, SegmentKind};
 use std::collections::HashSet;
 use std::sync::atomic::{fence, Ordering};
@@ -29,17 +28,18 @@ use std::time::Duration;
 /// on every receiving call fails with [`Error::Closed`] at once, and
 /// [`Queue::producer`](crate::Queue::producer) refuses new producers with [`Error::StreamEnded`]
 /// (registration and the end are decided on one word, so a producer either registers first and
-/// is read, or is refused). A producer that died is not an end: waits report [`Error::PeerGone`] (at their
-/// next health check) while no producer is live, and a new producer may still register.
+/// is read, or is refused). A producer that died is not an end: waits report
+/// [`Error::PeerGone`] (at their next health check) while no producer is live, and a new
+/// producer may still register.
 ///
 /// Aligned to 128 bytes: the fields it updates per message never share a cache line (or an
 /// adjacent-line prefetch pair) with a [`Producer`](crate::Producer) stored next to it.
 #[repr(align(128))]
 pub struct Consumer {
-    shared: Arc<QueueShared>,
+    shared: Arc<Ring>,
     /// Next position to read (records before it were delivered or passed over).
     read_pos: u64,
-    /// [`QueueHeader::published`](crate::layout::QueueHeader::published) as last read
+    /// [`QueueHeader::published`](super::layout::QueueHeader::published) as last read
     /// (single-producer queues).
     published: u64,
     /// Membership counter as of the last health check.
@@ -63,7 +63,7 @@ pub struct Message {
 enum Body {
     /// In the ring: keeps the queue mapped until released.
     Inline {
-        shared: Arc<QueueShared>,
+        shared: Arc<Ring>,
         pos: u64,
         ptr: *const u8,
         len: usize,
@@ -77,20 +77,26 @@ enum Body {
 }
 
 // SAFETY: an inline message's bytes are owned by the message until it is dropped (the record is
-// COMMITTED and only its release lets producers reuse it); releasing is atomic and may happen on
-// any thread of the consumer's process.
+// COMMITTED and only its release lets producers reuse it), and its bounds are process-local
+// copies; releasing is atomic and may happen on any thread of the consumer's process.
 unsafe impl Send for Message {}
-// SAFETY: `&Message` only allows reading the bytes, which nobody writes while it lives.
+// SAFETY: `&Message` only allows reading the bytes, which no peer following the protocol writes
+// while it lives (one breaking it can only change their values, never their bounds).
 unsafe impl Sync for Message {}
 
 impl Message {
     /// The message's bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.body {
-            // SAFETY: see the `Send` impl: the bytes are ours until drop.
+            // SAFETY: `ptr`/`len` were checked, when the record was taken, to lie in its
+            // payload before the ring's end, and are process-local copies; the `Arc<Ring>` keeps
+            // the mapping alive, and the bytes are ours until drop (see the `Send` impl). A peer
+            // writing them anyway can only change their values (any bytes are a valid `[u8]`).
             Body::Inline { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
-            // SAFETY: the blob segment's body is `body_len` bytes, mapped while `seg` lives,
-            // and its producer committed it before the consumer could see it.
+            // SAFETY: `len` was checked at receipt against the segment's body length (a
+            // process-local value, checked against the mapping on open), which stays mapped
+            // while `seg` lives; its producer filled it before committing the record. A peer
+            // writing it anyway can only change the bytes' values.
             Body::Blob(seg, len) => unsafe { std::slice::from_raw_parts(seg.body_ptr(), *len) },
         }
     }
@@ -145,23 +151,22 @@ impl Drop for Message {
 /// In-order releases (the record is at the head) just move the head with a CAS, without writing
 /// the record's line; out-of-order ones mark the record RELEASED for the head to pass later.
 /// Stamps are keyed by position, so a stale RELEASED stamp never matches a later lap.
-fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
+fn release(shared: &Ring, pos: u64, producer: Option<(u32, u32)>) {
     if let Some((index, generation)) = producer {
         if index < shared.max_producers {
             let e = shared.producer_entry(index);
-            if e.identity.0.load().generation == generation {
-                e.consumed.0.by_handle.fetch_add(1, Ordering::AcqRel);
+            if e.identity.load().generation == generation {
+                e.consumed.by_handle.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
     let h = shared.header();
-    let head = Cursor(h.head.0.load(Ordering::Acquire));
+    let head = Cursor(h.head.load(Ordering::Acquire));
     if head.pos() == pos {
         if let Some(next) = passed(shared, head) {
             // SeqCst: also orders our head store before the RELEASED checks in `advance_head`
             // against other threads marking records (they fence after marking).
             if h.head
-                .0
                 .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
@@ -169,17 +174,14 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
                     advance_head(shared);
                 } else {
                     // The CAS was SeqCst: it orders the head move before the sleeper check.
-                    h.space_event.0.notify_after_fence();
+                    h.space_event.notify_after_fence();
                 }
                 return;
             }
         }
     }
     shared.out_of_order.fetch_add(1, Ordering::SeqCst);
-    shared
-        .record(pos)
-        .stamp
-        .store(shared.stamp(pos, state::RELEASED), Ordering::Release);
+    shared.set_state(pos, state::RELEASED);
     advance_head(shared);
 }
 
@@ -188,7 +190,7 @@ fn release(shared: &QueueShared, pos: u64, producer: Option<(u32, u32)>) {
 /// record at the head (the usual case) plain stores do: no locked instruction, which would wait
 /// for this core's pending stores to reach the producers' cores.
 #[inline(always)]
-fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
+fn release_in_place(shared: &Ring, r: &InlineRecord) {
     let alone = shared.held.load(Ordering::Acquire) == 0
         && shared.out_of_order.load(Ordering::Relaxed) == 0;
     if !alone {
@@ -196,8 +198,8 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
     }
     if r.producer < shared.max_producers {
         let e = shared.producer_entry(r.producer);
-        if e.identity.0.load().generation == r.generation {
-            let counter = &e.consumed.0.in_place;
+        if e.identity.load().generation == r.generation {
+            let counter = &e.consumed.in_place;
             counter.store(
                 counter.load(Ordering::Relaxed).wrapping_add(1),
                 Ordering::Release,
@@ -205,11 +207,11 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
         }
     }
     let h = shared.header();
-    let head = Cursor(h.head.0.load(Ordering::Relaxed));
+    let head = Cursor(h.head.load(Ordering::Relaxed));
     match passed(shared, head) {
         Some(next) if head.pos() == r.pos => {
-            h.head.0.store(next.0, Ordering::Release);
-            h.space_event.0.notify();
+            h.head.store(next.0, Ordering::Release);
+            h.space_event.notify();
         }
         // Not at the head (a previous consumer left records behind), or corrupt: the general
         // path copes.
@@ -218,7 +220,7 @@ fn release_in_place(shared: &QueueShared, r: &InlineRecord) {
 }
 
 /// The head moved past the record at `head`, or `None` if that record is corrupt.
-fn passed(shared: &QueueShared, head: Cursor) -> Option<Cursor> {
+fn passed(shared: &Ring, head: Cursor) -> Option<Cursor> {
     let rec = shared.record(head.pos());
     let units = shared.checked_units(head.pos(), rec).ok()?;
     let is_message = rec.kind.load(Ordering::Relaxed) != kind::PAD;
@@ -227,13 +229,13 @@ fn passed(shared: &QueueShared, head: Cursor) -> Option<Cursor> {
 
 /// Moves the head past every RELEASED record at its front. Safe from any thread of the
 /// consumer's process: the head only moves by CAS, so each record is passed exactly once.
-fn advance_head(shared: &QueueShared) {
+fn advance_head(shared: &Ring) {
     let h = shared.header();
     loop {
         // Pairs with other releasing threads: either we see their RELEASED stamp at our head,
         // or they see the head we moved and move it on themselves.
         fence(Ordering::SeqCst);
-        let head = Cursor(h.head.0.load(Ordering::Acquire));
+        let head = Cursor(h.head.load(Ordering::Acquire));
         let pos = head.pos();
         if shared.record(pos).stamp.load(Ordering::Acquire) != shared.stamp(pos, state::RELEASED) {
             break;
@@ -242,7 +244,6 @@ fn advance_head(shared: &QueueShared) {
             break; // corrupt: left for the consumer's read path to report
         };
         if h.head
-            .0
             .compare_exchange(head.0, next.0, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
         {
@@ -250,7 +251,7 @@ fn advance_head(shared: &QueueShared) {
         }
     }
     // The last iteration's fence follows our last head move: no second fence is needed.
-    h.space_event.0.notify_after_fence();
+    h.space_event.notify_after_fence();
 }
 
 /// What the consumer found at its read position.
@@ -275,9 +276,9 @@ struct InlineRecord {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<QueueShared>) -> Self {
-        let read_pos = Cursor(shared.header().head.0.load(Ordering::Acquire)).pos();
-        let published = shared.header().published.0.load(Ordering::Acquire);
+    pub(crate) fn new(shared: Arc<Ring>) -> Self {
+        let read_pos = Cursor(shared.header().head.load(Ordering::Acquire)).pos();
+        let published = shared.header().published.load(Ordering::Acquire);
         Self {
             shared,
             read_pos,
@@ -386,15 +387,18 @@ impl Consumer {
     fn read_in_place<R>(&mut self, r: InlineRecord, read: impl FnOnce(&[u8]) -> R) -> R {
         /// Releases the record however `read` ends, so that a panic in it does not leave the
         /// record taken for ever (the head could never pass it).
-        struct ReleaseOnDrop<'a>(&'a QueueShared, &'a InlineRecord);
+        struct ReleaseOnDrop<'a>(&'a Ring, &'a InlineRecord);
         impl Drop for ReleaseOnDrop<'_> {
             fn drop(&mut self) {
                 release_in_place(self.0, self.1);
             }
         }
         let _release = ReleaseOnDrop(&self.shared, &r);
-        // SAFETY: the record is COMMITTED and taken by us: nobody writes it until it is
-        // released, when `_release` drops after `read` has returned (and the borrow with it).
+        // SAFETY: `r.ptr`/`r.len` were checked, when the record was taken, to lie in its payload
+        // before the ring's end, and the shared `Ring` keeps the mapping alive. The record is
+        // COMMITTED and taken by us: no peer following the protocol writes it until it is
+        // released, when `_release` drops after `read` has returned (and the borrow with it);
+        // one breaking it can only change the bytes' values (any bytes are a valid `[u8]`).
         read(unsafe { std::slice::from_raw_parts(r.ptr, r.len) })
     }
 
@@ -428,7 +432,7 @@ impl Consumer {
         let shared = self.shared.clone();
         let me = std::cell::RefCell::new(self);
         wait_until(
-            &shared.header().data_event.0,
+            &shared.header().data_event,
             wait,
             || {
                 let mut me = me.borrow_mut();
@@ -437,7 +441,7 @@ impl Consumer {
                     found => return Ok(Some(found)),
                 }
                 // A producer joined or left: check at once rather than at the next slice.
-                let membership = shared.header().membership.0.load(Ordering::Acquire);
+                let membership = shared.header().membership.load(Ordering::Acquire);
                 if membership != me.seen_membership {
                     return me.health(take);
                 }
@@ -474,7 +478,7 @@ impl Consumer {
         if !s.uses_published() || self.read_pos != self.published {
             return false;
         }
-        self.published = s.header().published.0.load(Ordering::Acquire);
+        self.published = s.header().published.load(Ordering::Acquire);
         self.read_pos == self.published
     }
 
@@ -487,7 +491,7 @@ impl Consumer {
             let pos = self.read_pos;
             let rec = s.record(pos);
             let stamp_value = rec.stamp.load(Ordering::Acquire);
-            let st = match stamp_state(s, pos, stamp_value) {
+            let st = match s.stamp_state(pos, stamp_value) {
                 Some(st) if st != state::WRITING => st,
                 _ => return Ok(Found::Nothing),
             };
@@ -549,7 +553,7 @@ impl Consumer {
     fn end_of_stream(&mut self) -> Result<()> {
         let s = &*self.shared;
         let h = s.header();
-        let membership = h.membership.0.load(Ordering::Acquire);
+        let membership = h.membership.load(Ordering::Acquire);
         if membership & MEMBERSHIP_ENDED != 0 {
             // Every producer gave its blobs up when it closed: unmap those released since.
             self.blobs.sweep();
@@ -569,7 +573,6 @@ impl Consumer {
         // look again next time) or finds the end and is refused.
         let ended = h
             .membership
-            .0
             .compare_exchange(
                 membership,
                 membership | MEMBERSHIP_ENDED,
@@ -581,14 +584,14 @@ impl Consumer {
             return Ok(());
         }
         // Another thread of this process may be waiting for this consumer: let it see the end.
-        h.data_event.0.wake();
+        h.data_event.wake();
         self.blobs.sweep();
         Err(Error::Closed)
     }
 
     /// Whether every record claimed so far was read (or passed over).
     fn drained(&self) -> bool {
-        Cursor(self.shared.header().tail.0.load(Ordering::Acquire)).pos() == self.read_pos
+        Cursor(self.shared.header().tail.load(Ordering::Acquire)).pos() == self.read_pos
     }
 
     /// The slow check run while waiting: finds dead producers, passes over what they left at the
@@ -596,7 +599,7 @@ impl Consumer {
     fn health(&mut self, take: bool) -> Result<Option<Found>> {
         let shared = self.shared.clone();
         let s = &*shared;
-        self.seen_membership = s.header().membership.0.load(Ordering::Acquire);
+        self.seen_membership = s.header().membership.load(Ordering::Acquire);
         let read_pos = self.read_pos;
         self.blobs.sweep();
         self.blobs.sweep_dead(|| {
@@ -629,25 +632,25 @@ impl Consumer {
         let pos = self.read_pos;
         let rec = s.record(pos);
         let stamp_value = rec.stamp.load(Ordering::Acquire);
-        match stamp_state(s, pos, stamp_value) {
+        match s.stamp_state(pos, stamp_value) {
             Some(state::WRITING) => {
                 let index = rec.producer.load(Ordering::Relaxed);
                 if index >= s.max_producers {
                     return Err(s.corrupt());
                 }
                 let e = s.producer_entry(index);
-                let word = e.identity.0.load();
+                let word = e.identity.load();
                 let owner_alive = word.state == entry::ACTIVE
                     && word.generation == rec.generation.load(Ordering::Relaxed)
-                    && e.identity.0.process_alive(word);
+                    && e.identity.process_alive(word);
                 if owner_alive {
                     return Ok(false);
                 }
                 if rec.kind.load(Ordering::Relaxed) == kind::BLOB {
                     // The dead producer's half-written blob would leak: remove it.
                     let len = rec.len.load(Ordering::Relaxed);
-                    if let Some(name) = blob_name_at(s, pos, len) {
-                        let maker = record_maker(s, index, rec.generation.load(Ordering::Relaxed));
+                    if let Some(name) = s.blob_name_at(pos, len) {
+                        let maker = s.record_maker(index, rec.generation.load(Ordering::Relaxed));
                         blob::remove_if_made_by(&name, maker);
                     }
                 }
@@ -668,7 +671,7 @@ impl Consumer {
     /// before writing one, writes a header that passes over its whole claim.
     fn unblock_unwritten_claim(&self, pos: u64) -> Result<bool> {
         let s = &*self.shared;
-        let tail = Cursor(s.header().tail.0.load(Ordering::Acquire));
+        let tail = Cursor(s.header().tail.load(Ordering::Acquire));
         if tail.pos() == pos {
             return Ok(false); // nothing claimed
         }
@@ -677,20 +680,20 @@ impl Consumer {
         let mut orphans = Vec::new();
         for index in 0..s.max_producers {
             let e = s.producer_entry(index);
-            let pending = e.claims.0.pending_pos.load(Ordering::Acquire);
+            let pending = e.claims.pending_pos.load(Ordering::Acquire);
             if pending & PENDING_VALID == 0 {
                 continue;
             }
             let (start, units) = (
                 pending & POS_MASK,
-                e.claims.0.pending_units.load(Ordering::Acquire),
+                e.claims.pending_units.load(Ordering::Acquire),
             );
             if pos_distance(start, pos) >= units {
                 continue;
             }
-            let word = e.identity.0.load();
+            let word = e.identity.load();
             let alive = matches!(word.state, entry::ACTIVE | entry::REGISTERING)
-                && e.identity.0.process_alive(word);
+                && e.identity.process_alive(word);
             if alive {
                 return Ok(false); // a live producer may own it: it will write the header
             }
@@ -715,17 +718,19 @@ impl Consumer {
             return Err(s.corrupt());
         }
         // A header written meanwhile means a live owner after all.
-        if stamp_state(s, pos, s.record(pos).stamp.load(Ordering::Acquire)).is_some() {
+        if s.stamp_state(pos, s.record(pos).stamp.load(Ordering::Acquire))
+            .is_some()
+        {
             return Ok(true);
         }
         let mut at = pos;
         let contiguous = s.contiguous(at);
         if remaining > contiguous {
-            write_header(s, at, contiguous, kind::PAD, index, state::COMMITTED);
+            s.write_header(at, contiguous, 0, kind::PAD, (index, 0), state::COMMITTED);
             at = (at + contiguous) & POS_MASK;
             remaining -= contiguous;
         }
-        write_header(s, at, remaining, kind::INLINE, index, state::SKIP);
+        s.write_header(at, remaining, 0, kind::INLINE, (index, 0), state::SKIP);
         Ok(true)
     }
 
@@ -744,14 +749,14 @@ impl Consumer {
             return;
         }
         self.closed = true;
-        let c = &self.shared.header().consumer.0;
+        let c = &self.shared.header().consumer;
         let generation = consumer_generation(c.state.load(Ordering::Acquire));
         c.state
             .store(pack_consumer(entry::CLOSED, generation), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.shared.remove_undelivered_blobs(self.read_pos);
         self.blobs.clear();
-        self.shared.header().space_event.0.wake();
+        self.shared.header().space_event.wake();
     }
 }
 
@@ -773,7 +778,7 @@ struct ProducerScan {
 
 /// Looks at every producer slot. A producer found dead is marked DEAD, once per registration,
 /// and the blob it was making and had not queued is removed.
-fn scan_producers(s: &QueueShared) -> ProducerScan {
+fn scan_producers(s: &Ring) -> ProducerScan {
     let mut scan = ProducerScan {
         live: 0,
         dead: 0,
@@ -781,16 +786,16 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
     };
     for index in 0..s.max_producers {
         let e = s.producer_entry(index);
-        let word = e.identity.0.load();
+        let word = e.identity.load();
         match word.state {
             entry::ACTIVE => {
                 scan.ever = true;
-                if e.identity.0.process_alive(word) {
+                if e.identity.process_alive(word) {
                     scan.live += 1;
                 } else {
                     // Fails harmlessly if the slot changed hands meanwhile; succeeds once
                     // per dead registration.
-                    let marked = e.identity.0.replace(
+                    let marked = e.identity.replace(
                         word,
                         EntryWord {
                             state: entry::DEAD,
@@ -800,10 +805,10 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
                     if marked {
                         // A blob it was making and had not queued would leak. The name
                         // read now is this registration's: a new one needs the DEAD word.
-                        if let Some(name) = e.claims.0.blob_name() {
+                        if let Some(name) = e.claims.blob_name() {
                             let maker = ProcessIdentity {
                                 pid: word.pid,
-                                start: e.identity.0.start.load(Ordering::Relaxed),
+                                start: e.identity.start.load(Ordering::Relaxed),
                             };
                             blob::remove_abandoned(&name, maker);
                         }
@@ -822,35 +827,6 @@ fn scan_producers(s: &QueueShared) -> ProducerScan {
     scan
 }
 
-fn write_header(s: &QueueShared, pos: u64, units: u64, record_kind: u32, index: u32, st: u64) {
-    let rec = s.record(pos);
-    rec.len.store(0, Ordering::Relaxed);
-    rec.units.store(units as u32, Ordering::Relaxed);
-    rec.kind.store(record_kind, Ordering::Relaxed);
-    rec.producer.store(index, Ordering::Relaxed);
-    rec.generation.store(0, Ordering::Relaxed);
-    rec.stamp.store(s.stamp(pos, st), Ordering::Release);
-}
-
-/// The process that made the records of producer registration (`index`, `generation`), if that
-/// registration still holds its slot (as it does while any record of it is unreleased).
-pub(crate) fn record_maker(
-    s: &QueueShared,
-    index: u32,
-    generation: u32,
-) -> Option<ProcessIdentity> {
-    if index >= s.max_producers {
-        return None;
-    }
-    let e = s.producer_entry(index);
-    let word = e.identity.0.load();
-    let registered = matches!(word.state, entry::ACTIVE | entry::CLOSED | entry::DEAD);
-    (registered && word.generation == generation).then(|| ProcessIdentity {
-        pid: word.pid,
-        start: e.identity.0.start.load(Ordering::Relaxed),
-    })
-}
-
 /// Maps the blob described by the committed record at `pos` of producer registration
 /// `producer`: from `cache` if its producer reused a blob this consumer mapped before, else by
 /// name. Never waits: a committed record's blob was published ready before the record, so one
@@ -859,16 +835,16 @@ pub(crate) fn record_maker(
 /// of this process leaks nothing; a name the record gives is removed only if it verifiably is
 /// that producer's blob ([`blob::remove_if_made_by`]).
 fn open_blob(
-    s: &QueueShared,
+    s: &Ring,
     cache: &mut BlobCache,
     pos: u64,
     len: u64,
     producer: (u32, u32),
 ) -> Result<(Arc<Segment>, usize)> {
-    let desc = read_descriptor(s, pos, len)?;
+    let desc = s.read_descriptor(pos, len)?;
     let name = descriptor_name(&desc).ok_or_else(|| s.corrupt())?;
     let blob_len = usize::try_from(desc.len).map_err(|_| s.corrupt())?;
-    let maker = record_maker(s, producer.0, producer.1);
+    let maker = s.record_maker(producer.0, producer.1);
     // Made by the record's producer and filled for us: phase SENT (its producer may have given
     // it up since).
     let usable = |seg: &Segment| {
@@ -904,28 +880,4 @@ fn open_blob(
     // After the lookup: what it unmaps is never the blob just received (we hold it).
     cache.sweep();
     Ok((seg, blob_len))
-}
-
-fn read_descriptor(s: &QueueShared, pos: u64, len: u64) -> Result<BlobDescriptor> {
-    let units = s.checked_units(pos, s.record(pos))?;
-    if len != BLOB_DESCRIPTOR_SIZE || (units - 1) * UNIT < BLOB_DESCRIPTOR_SIZE {
-        return Err(s.corrupt());
-    }
-    // SAFETY: the record's payload holds at least a descriptor (checked above) inside the ring;
-    // any bit pattern is a valid BlobDescriptor; read_unaligned needs no alignment.
-    Ok(unsafe { (s.payload(pos) as *const BlobDescriptor).read_unaligned() })
-}
-
-fn descriptor_name(desc: &BlobDescriptor) -> Option<&str> {
-    let n = usize::try_from(desc.name_len)
-        .ok()
-        .filter(|&n| n <= desc.name.len())?;
-    let name = std::str::from_utf8(&desc.name[..n]).ok()?;
-    (validate_name(name).is_ok() && generated_bits(name).is_some()).then_some(name)
-}
-
-/// The name of the blob segment described by the record at `pos`, if the descriptor is valid.
-pub(crate) fn blob_name_at(s: &QueueShared, pos: u64, len: u64) -> Option<String> {
-    let desc = read_descriptor(s, pos, len).ok()?;
-    descriptor_name(&desc).map(str::to_owned)
 }
