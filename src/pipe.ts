@@ -69,7 +69,7 @@ export interface WaitOptions {
 const DEFAULT_CAPACITY = 1024
 const DEFAULT_BYTES = 16 * 1024 * 1024
 const DEFAULT_MAX_SENDERS = 64
-/** The ranges of the pipe's sizes (as in the native core, `crates/core/src/layout.rs`). */
+/** The ranges of the pipe's sizes (as in the native core, `crates/core/src/queue/layout.rs`). */
 const MAX_CAPACITY = 2 ** 23 - 1
 const MAX_SENDERS = 4096
 

@@ -1,6 +1,6 @@
 //! Writes records into a live queue as a hostile (or buggy) process of the same user could:
 //! validly stamped with the key from the queue's config, at the tail, and published by moving
-//! the tail. The offsets are the queue layout's (`layout.rs`), checked against the config.
+//! the tail. The offsets are the queue layout's (`crates/core/src/queue/layout.rs`), checked against the config.
 
 use shmpipe_core::{Segment, SegmentKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

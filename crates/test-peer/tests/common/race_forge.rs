@@ -10,7 +10,7 @@
 //!   unit count) is turned into a SKIP record once the receiver has refused it a few times, with
 //!   a stamp CAS that only succeeds while the record is still this forger's.
 //!
-//! The record layout is `layout.rs`'s: stamp, len (u64), units, kind, producer, generation
+//! The record layout is `crates/core/src/queue/layout.rs`'s: stamp, len (u64), units, kind, producer, generation
 //! (u32); the queue config's stamp key is at body offset 32.
 
 use shmpipe_core::{Queue, RawLoan, Segment, SegmentKind};
