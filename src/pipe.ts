@@ -78,9 +78,9 @@ const IN_PLACE_THRESHOLD = 64 * 1024
 
 /**
  * Binary parts at least this long are copied into a reservation by the addon, which streams a
- * large copy past the cache where that is faster (`crates/core/src/copy.rs`: about twice as fast
- * as `TypedArray.set` for a megabyte into a 64 MiB ring on this project's VM); shorter ones by
- * `set`, cheaper than a call into the addon.
+ * large copy past the cache where that is faster (`crates/core/src/copy.rs`; the measurements:
+ * `docs/decisions/2026-11-21-streaming-copies.md`); shorter ones by `set`, cheaper than a call
+ * into the addon.
  */
 const NATIVE_COPY_BYTES = 64 * 1024
 /**
