@@ -3,11 +3,17 @@
 // the working tree, side by side in one run: the way to check that a change to the core did not
 // slow its fast paths down.
 //
-// Usage: node scripts/bench-compare.mjs BASE [--rounds N] [--filter REGEX]
+// Usage: node scripts/bench-compare.mjs BASE [--rounds N] [--filter REGEX] [--suite queue|transport]
 //   BASE      a git revision (a commit, `main`, `HEAD~3`)
 //   --rounds  how many times each side runs (default 3)
-//   --filter  Criterion's benchmark filter, a regex on the benchmark ids (default: the queue's
-//             fast paths: `spsc_in_process|cross_process_ping_pong|stream_1MiB`)
+//   --filter  queue: Criterion's benchmark filter, a regex on the benchmark ids (default: the
+//             queue's fast paths: `spsc_in_process|cross_process_ping_pong|stream_1MiB`);
+//             transport: the sizes, as `benches/transport.ts --sizes` takes them (default
+//             `100,1e6,1e7,1e8`)
+//   --suite   `queue` (default): the core's Criterion benches. `transport`: the Node package end
+//             to end (`benches/transport.ts`, shmpipe's `get()` and `receive()` from one process
+//             to another, with the same ring on both sides), each tree's addon and dist/ built
+//             into its own target directory, with the repository's node_modules
 //
 // It checks BASE out in a temporary `git worktree`, builds the bench of both trees
 // (`cargo bench --workspace --bench queue --no-run`: whichever crate holds it in that tree; it
@@ -27,7 +33,15 @@
 // The crossbeam and rtrb benchmarks run the same code on both sides: their ratios show how much
 // two runs of identical code differ on this machine now.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -41,10 +55,16 @@ const option = (name, fallback) => {
   return value
 }
 const rounds = Number(option('--rounds', '3'))
-const filter = option('--filter', 'spsc_in_process|cross_process_ping_pong|stream_1MiB')
+const suite = option('--suite', 'queue')
+const filter = option(
+  '--filter',
+  suite === 'transport' ? '100,1e6,1e7,1e8' : 'spsc_in_process|cross_process_ping_pong|stream_1MiB',
+)
 const base = args[0]
-if (!base || args.length !== 1 || !(rounds >= 1)) {
-  console.error('usage: node scripts/bench-compare.mjs BASE [--rounds N] [--filter REGEX]')
+if (!base || args.length !== 1 || !(rounds >= 1) || !['queue', 'transport'].includes(suite)) {
+  console.error(
+    'usage: node scripts/bench-compare.mjs BASE [--rounds N] [--filter REGEX] [--suite queue|transport]',
+  )
   process.exit(2)
 }
 
@@ -61,7 +81,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exi
 git('worktree', 'add', '--detach', baseTree, baseCommit)
 
 /** Builds the queue bench of the tree at `src` into `targetDir`; returns the executable. */
-function build(src, targetDir) {
+function buildQueue(src, targetDir) {
   console.error(`building the bench of ${src} (target ${targetDir})…`)
   const out = execFileSync(
     'cargo',
@@ -95,13 +115,55 @@ function build(src, targetDir) {
 const targets = join(repo, 'target', 'bench-compare')
 const baseTarget = join(targets, 'base')
 const newTarget = join(targets, 'new')
+/**
+ * Builds the addon and `dist/` of the tree at `src` (`npm run build`, its Rust into `targetDir`),
+ * using the repository's `node_modules` in the base tree.
+ */
+function buildNode(src, targetDir) {
+  console.error(`building the addon and dist/ of ${src} (target ${targetDir})…`)
+  if (src !== repo && !existsSync(join(src, 'node_modules'))) {
+    symlinkSync(join(repo, 'node_modules'), join(src, 'node_modules'), 'dir')
+  }
+  execFileSync('npm', ['run', 'build'], {
+    cwd: src,
+    env: { ...process.env, CARGO_TARGET_DIR: targetDir },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+}
+
+const build = suite === 'queue' ? buildQueue : buildNode
 const sides = {
   base: { src: baseTree, exe: build(baseTree, baseTarget) },
 }
 sides.new = { src: repo, exe: build(repo, newTarget) }
 
+/** Runs one side's transport bench once; returns { "shmpipe get 1 MB" → ns per message }. */
+function runTransport(side, round) {
+  const out = join(work, `${side}-${round}.json`)
+  const cells = {}
+  for (const receive of ['get', 'receive']) {
+    execFileSync(
+      process.execPath,
+      [
+        '--import=tsx',
+        'benches/transport.ts',
+        '--transports=shmpipe',
+        `--shmpipe-receive=${receive}`,
+        `--sizes=${filter}`,
+        `--json=${out}`,
+      ],
+      { cwd: sides[side].src, stdio: ['ignore', 'ignore', 'inherit'] },
+    )
+    for (const r of JSON.parse(readFileSync(out, 'utf8')).results) {
+      if (r.error !== undefined) throw new Error(`${side}: ${receive} ${r.size} B: ${r.error}`)
+      cells[`shmpipe ${receive}() ${String(r.size).padStart(10)} B`] = r.nsPerMessage
+    }
+  }
+  return cells
+}
+
 /** Runs one side's bench once; returns { id → median ns } (Criterion's and round trips'). */
-function run(side, round) {
+function runQueue(side, round) {
   const home = join(work, 'criterion', `${side}-${round}`)
   return new Promise((resolve, reject) => {
     const child = spawn(sides[side].exe, ['--bench', '--noplot', filter], {
@@ -142,7 +204,7 @@ for (let round = 1; round <= rounds; round++) {
   const order = round % 2 ? ['base', 'new'] : ['new', 'base']
   for (const side of order) {
     console.error(`round ${round}/${rounds}: ${side}`)
-    results[side].push(await run(side, round))
+    results[side].push(suite === 'queue' ? await runQueue(side, round) : runTransport(side, round))
   }
 }
 
