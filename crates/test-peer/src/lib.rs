@@ -8,3 +8,4 @@
 //! benchmarks, and only a package's own.
 
 pub mod pattern;
+pub mod peer_io;

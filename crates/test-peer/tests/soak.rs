@@ -10,17 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Resident set of this process in KB (Linux), 0 elsewhere.
-fn own_rss_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use shmpipe_test_peer::peer_io::status_kb;
 
 #[test]
 fn four_producers_one_consumer_a_million_mixed_messages() {
@@ -60,11 +50,11 @@ fn four_producers_one_consumer_a_million_mixed_messages() {
         next[producer as usize] += 1;
         bytes += m.len() as u64;
         if n == 4 * per / 10 {
-            rss_at_tenth = own_rss_kb("VmRSS");
+            rss_at_tenth = status_kb("VmRSS");
         }
     }
     assert_eq!(next, [per; 4], "every message arrived once");
-    let consumer_end = own_rss_kb("VmRSS");
+    let consumer_end = status_kb("VmRSS");
     let mut report = Vec::new();
     for (child, out) in &mut producers {
         let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
@@ -83,7 +73,7 @@ fn four_producers_one_consumer_a_million_mixed_messages() {
         Err(Error::Closed)
     ));
     let elapsed = started.elapsed();
-    let peak_all: u64 = own_rss_kb("VmHWM") + report.iter().map(|r| r.2).sum::<u64>();
+    let peak_all: u64 = status_kb("VmHWM") + report.iter().map(|r| r.2).sum::<u64>();
     eprintln!(
         "soak: {} messages, {:.1} GB, {elapsed:.1?}, 0 lost; consumer RSS {} KB at 10% -> {} KB \
          at end; producers (10% -> end, peak KB) {report:?}; peak RSS of all processes {} MB",

@@ -12,19 +12,8 @@
 //! - `write NAME INDEX VALUE`: writes the f64 VALUE at INDEX of a float64 array, prints `ok`.
 
 use shmpipe_core::{Dtype, SharedArray, WaitOptions};
-use std::io::Write;
 
-fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
-    args.get(i)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("argument {i} missing or invalid: {args:?}"))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
+use shmpipe_test_peer::peer_io::{arg, say};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -17,15 +17,10 @@
 #[cfg(unix)]
 fn main() {
     use shmpipe_core::{Dtype, Queue, QueueOptions, Segment, SegmentKind, SharedArray};
-    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
-    fn say(line: &str) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").unwrap();
-        out.flush().unwrap();
-    }
+    use shmpipe_test_peer::peer_io::say;
     fn chmod(name: &str, mode: &str) {
         let mode = u32::from_str_radix(mode, 8).expect("octal mode");
         let path = std::path::Path::new("/dev/shm").join(name);

@@ -67,20 +67,9 @@
 
 use shmpipe_core::{Error, Queue, QueueOptions, Segment, SegmentKind, WaitOptions};
 use shmpipe_test_peer::pattern;
-use std::io::Write;
 use std::time::Duration;
 
-fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
-    args.get(i)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("argument {i} missing or invalid: {args:?}"))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
+use shmpipe_test_peer::peer_io::{arg, say, status_kb};
 
 /// Installs the handler named by `SHMPIPE_PEER_PREV`, as another library would have.
 #[cfg(unix)]
@@ -572,18 +561,6 @@ fn soak_size(rng: &mut pattern::Rng) -> usize {
         990..999 => 4_000 + x % 1_000_000,
         _ => 1_000_000 + x % 9_000_000,
     }
-}
-
-/// A `kB` field of `/proc/self/status` (Linux), or 0 where there is none.
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Restricts this process to one CPU (Linux; elsewhere a no-op).
