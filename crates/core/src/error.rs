@@ -122,6 +122,22 @@ pub enum Error {
     /// A lock through a handle that already holds the lock or is waiting for it (the lock is not
     /// reentrant: waiting would deadlock).
     AlreadyLocked,
+    /// The name stands for sealed memory ([`crate::Backing::Memfd`]) that this process cannot
+    /// reach: its holders are alive, but not visible in this process's `/proc` (another PID
+    /// namespace) or not open to it (`denied`: another user, a non-dumpable process).
+    Unreachable {
+        /// The segment's name.
+        name: String,
+        /// Whether the kernel refused access (rather than showing no holder at all).
+        denied: bool,
+    },
+    /// Every holder slot of a sealed segment's record is taken by a live process.
+    TooManyHolders {
+        /// The segment's name.
+        name: String,
+        /// The record's slot count.
+        max: u32,
+    },
     /// The operation is not available on this platform.
     Unsupported {
         /// The operation.
@@ -207,6 +223,25 @@ impl fmt::Display for Error {
             Self::AlreadyLocked => {
                 f.write_str("this handle already holds the lock or is waiting for it")
             }
+            Self::Unreachable { name, denied } => {
+                let why = if *denied {
+                    "the kernel refused to open it through /proc (the holders run as another \
+                     user, or are not dumpable)"
+                } else {
+                    "none of its holders is visible in this process's /proc (they run in another \
+                     PID namespace, or /proc is mounted with hidepid)"
+                };
+                write!(
+                    f,
+                    "cannot attach '{name}': it lives in sealed memory (backing 'memfd') and {why}. \
+                     Processes that share only /dev/shm (docker --ipc=host, say) need the named \
+                     backing: create it with backing: 'shm', or set SHMPIPE_BACKING=shm"
+                )
+            }
+            Self::TooManyHolders { name, max } => write!(
+                f,
+                "all {max} holder slots of '{name}' are taken by live processes"
+            ),
             Self::Unsupported { op } => write!(f, "{op} is not supported on this platform"),
         }
     }

@@ -603,6 +603,8 @@ impl Context<'_> {
             },
             // A queue, or an array its creator died before finishing.
             (SegmentKind::Queue | SegmentKind::Array, _) => Status::OwnerDead,
+            // Judged by its holders, not its creator: kept until that is written.
+            (SegmentKind::SealedRecord, _) => Status::MaybeInUse,
         };
         info
     }

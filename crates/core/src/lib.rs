@@ -33,6 +33,7 @@
 
 mod array;
 mod array_lock;
+mod backing;
 mod blob;
 mod copy;
 /// The repository's Markdown files, whose ```rust blocks run as doctests.
@@ -43,10 +44,14 @@ mod event;
 mod futex;
 pub mod inventory;
 mod mapping;
+#[cfg(target_os = "linux")]
+mod memfd;
 mod name;
 mod process;
 mod queue;
 mod registry;
+#[cfg(target_os = "linux")]
+mod rendezvous;
 mod segment;
 mod shm_space;
 pub mod signals;
@@ -57,6 +62,7 @@ use queue::{consumer, producer};
 
 pub use array::{Dtype, SharedArray, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM};
 pub use array_lock::Acquired;
+pub use backing::{Backing, BACKING_ENV};
 pub use consumer::{Consumer, Message};
 pub use copy::copy_to_shared;
 pub use error::{BadSegmentReason, Error, Result};
@@ -73,4 +79,4 @@ pub use segment::{Segment, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZ
 pub use signals::{install_signal_cleanup, SignalSetup};
 
 /// Version of the shared-memory layout; bumped whenever any shared structure changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;

@@ -11,6 +11,8 @@
 
 use crate::error::{Error, Result};
 
+#[cfg(unix)]
+pub(crate) use imp::names_same_file;
 pub(crate) use imp::Mapping;
 
 #[cfg(unix)]
@@ -181,6 +183,16 @@ mod imp {
             Ok(Self { ptr, len, fd })
         }
 
+        /// Maps `len` bytes of `fd` (sealed memory this process holds), taking the descriptor.
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        pub(crate) fn from_fd(fd: OwnedFd, len: usize) -> Result<Self> {
+            let ptr = map(&fd, len).map_err(|code| Error::Os {
+                op: "mmap shared memory",
+                code,
+            })?;
+            Ok(Self { ptr, len, fd })
+        }
+
         /// The first byte of the mapping (page-aligned).
         pub(crate) fn as_ptr(&self) -> *mut u8 {
             self.ptr
@@ -200,6 +212,35 @@ mod imp {
         /// Whether dropping the mapping also frees the memory's name: on Unix never (the segment
         /// removes its name itself).
         pub(crate) fn set_owner(&mut self, _owner: bool) {}
+    }
+
+    fn fstat_id(fd: RawFd) -> Option<(u64, u64)> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `fd` is open for the duration of the call and `st` is a valid out pointer.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: fstat returned 0, so it initialised `st`.
+        let st = unsafe { st.assume_init() };
+        // The fields' widths vary between targets.
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    /// Whether the name `name` stands for the very file `map` was mapped from now (so that
+    /// removing the name removes that file's name, not a newer segment's of the same name).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn names_same_file(name: &str, map: &Mapping) -> bool {
+        let id = c_id(name);
+        // SAFETY: `id` is a valid NUL-terminated string for the duration of the call.
+        let raw = unsafe { libc::shm_open(id.as_ptr(), libc::O_RDONLY, 0) };
+        if raw < 0 {
+            return false;
+        }
+        // SAFETY: `raw` is a descriptor shm_open just returned, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let now = fstat_id(fd.as_raw_fd());
+        now.is_some() && now == fstat_id(map.fd.as_raw_fd())
     }
 
     impl Drop for Mapping {

@@ -8,6 +8,7 @@
 //! While this process owns a segment (it created it and has not handed it over), its name is in
 //! the table the SIGINT/SIGTERM cleanup reads ([`crate::signals`]).
 
+use crate::backing::Backing;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::mapping::Mapping;
 use crate::name::{os_id, random_name, validate_name};
@@ -31,6 +32,9 @@ pub enum SegmentKind {
     Blob = 2,
     /// A named shared array.
     Array = 3,
+    /// The named record through which a sealed segment is found ([`crate::Backing::Memfd`]):
+    /// it names the memory and lists the processes holding it.
+    SealedRecord = 4,
 }
 
 impl SegmentKind {
@@ -39,6 +43,7 @@ impl SegmentKind {
             1 => Some(Self::Queue),
             2 => Some(Self::Blob),
             3 => Some(Self::Array),
+            4 => Some(Self::SealedRecord),
             _ => None,
         }
     }
@@ -178,10 +183,12 @@ pub struct Segment {
     /// Whether dropping this handle removes the name.
     owner: bool,
     name: String,
-    kind: SegmentKind,
     /// The body size, as created or as checked against the mapping at open: never re-read from
     /// the shared header, which another process may rewrite.
     body_len: usize,
+    /// For sealed memory, this process's hold on it (its record slot and descriptor).
+    #[cfg(target_os = "linux")]
+    sealed: Option<std::sync::Arc<crate::rendezvous::Hold>>,
 }
 
 // SAFETY: `Mapping` is only `!Send` because it holds a raw pointer to the mapping. The mapping
@@ -192,19 +199,43 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// Creates a segment under a fresh random name with a body of `body_size` bytes.
+    /// Creates a segment under a fresh random name with a body of `body_size` bytes, in named
+    /// shared memory.
     pub fn create(kind: SegmentKind, body_size: u64) -> Result<Self> {
+        Self::create_in(kind, body_size, Backing::Shm, 0)
+    }
+
+    /// Creates a segment under a fresh random name in `backing`; `holders` is how many
+    /// processes at once a sealed segment's record makes room for (at least a page's worth).
+    pub fn create_in(
+        kind: SegmentKind,
+        body_size: u64,
+        backing: Backing,
+        holders: u32,
+    ) -> Result<Self> {
         loop {
-            match Self::create_named(&random_name(), kind, body_size) {
+            match Self::create_named_in(&random_name(), kind, body_size, backing, holders) {
                 Err(Error::AlreadyExists { .. }) => continue,
                 other => return other,
             }
         }
     }
 
-    /// Creates a segment named `name`; fails with [`Error::AlreadyExists`] if the name is taken.
-    /// Call [`publish_ready`](Self::publish_ready) once the body is initialised.
+    /// Creates a segment named `name` in named shared memory; fails with
+    /// [`Error::AlreadyExists`] if the name is taken. Call [`publish_ready`](Self::publish_ready)
+    /// once the body is initialised.
     pub fn create_named(name: &str, kind: SegmentKind, body_size: u64) -> Result<Self> {
+        Self::create_named_in(name, kind, body_size, Backing::Shm, 0)
+    }
+
+    /// Creates a segment named `name` in `backing` (see [`create_in`](Self::create_in)).
+    pub fn create_named_in(
+        name: &str,
+        kind: SegmentKind,
+        body_size: u64,
+        backing: Backing,
+        holders: u32,
+    ) -> Result<Self> {
         validate_name(name)?;
         let total = body_size
             .checked_add(SEGMENT_HEADER_SIZE as u64)
@@ -213,35 +244,84 @@ impl Segment {
                 requested: body_size,
                 limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
             })?;
-        let map = Mapping::create(name, total as usize)?;
-        let seg = Self {
+        match backing.check()? {
+            Backing::Shm => {
+                let map = make_named(name, kind, body_size, total)?;
+                Ok(Self {
+                    map,
+                    owner: true,
+                    name: name.to_owned(),
+                    body_len: body_size as usize,
+                    #[cfg(target_os = "linux")]
+                    sealed: None,
+                })
+            }
+            #[cfg(target_os = "linux")]
+            Backing::Memfd => Self::create_sealed(name, kind, body_size, total, holders),
+            #[cfg(not(target_os = "linux"))]
+            Backing::Memfd => unreachable!("checked above: memfd is Linux only"),
+        }
+    }
+
+    /// Creates sealed memory of `total` bytes and its record `name`, this process its first
+    /// holder. The record is made first (exclusive, so the name is taken before the long
+    /// reservation) and published ready last, once the memory's header names it.
+    #[cfg(target_os = "linux")]
+    fn create_sealed(
+        name: &str,
+        kind: SegmentKind,
+        body_size: u64,
+        total: u64,
+        holders: u32,
+    ) -> Result<Self> {
+        let record_body = crate::rendezvous::record_body_size(holders);
+        let record = make_named(
+            name,
+            SegmentKind::SealedRecord,
+            record_body,
+            record_body + SEGMENT_HEADER_SIZE as u64,
+        )?;
+        let made = (|| {
+            let fd = crate::memfd::create_sealed(&format!("shmpipe:{name}"), total)?;
+            let map = Mapping::from_fd(
+                fd.try_clone().map_err(|e| Error::Os {
+                    op: "dup memfd",
+                    code: e.raw_os_error().unwrap_or(0),
+                })?,
+                total as usize,
+            )?;
+            write_header(&map, kind, body_size);
+            Ok((fd, map))
+        })();
+        let (fd, map) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = unlink(name);
+                return Err(e);
+            }
+        };
+        // The record's header pointer, read before the mapping moves into the hold.
+        // SAFETY: the record mapping is at least a header long (made so above), page-aligned,
+        // and lives in the hold below as long as `record_header` is used; all atomics.
+        let record_header = unsafe { &*(record.as_ptr() as *const SegmentHeader) };
+        let hold = match crate::rendezvous::fill(name, record, fd, kind, holders) {
+            Ok(hold) => hold,
+            Err(e) => {
+                let _ = unlink(name);
+                return Err(e);
+            }
+        };
+        record_header.ready.store(1, Ordering::Release);
+        // From now on the record outlives this process if others hold the memory: a signal
+        // ending it must not remove the name (the record's last holder, or a sweep, does).
+        crate::signals::untrack(name);
+        Ok(Self {
             map,
             owner: true,
             name: name.to_owned(),
-            kind,
             body_len: body_size as usize,
-        };
-        // From here on, dropping `seg` on an error path removes the name again (we own it).
-        crate::signals::track(name);
-        crate::registry::add(name);
-        // The header's bytes first and the header written, so that it names its creator during
-        // the long reservation of the rest: whoever finds the creator dead meanwhile can tell
-        // that the segment is its ([`crate::blob::remove_if_made_by`]).
-        let header_end = SEGMENT_HEADER_SIZE as u64;
-        reserve_pages(&seg.map, 0..header_end, total)?;
-        let me = ProcessIdentity::current();
-        let h = seg.header();
-        h.magic.store(MAGIC, Ordering::Relaxed);
-        h.layout_version
-            .store(crate::LAYOUT_VERSION, Ordering::Relaxed);
-        h.kind.store(kind as u32, Ordering::Relaxed);
-        h.body_size.store(body_size, Ordering::Relaxed);
-        h.creator_pid.store(me.pid, Ordering::Relaxed);
-        h.creator_start.store(me.start, Ordering::Relaxed);
-        h.creator_pid_ns
-            .store(crate::process::pid_namespace(), Ordering::Relaxed);
-        reserve_pages(&seg.map, header_end..total, total)?;
-        Ok(seg)
+            sealed: Some(hold),
+        })
     }
 
     /// Publishes the ready flag: call once the body is initialised.
@@ -249,7 +329,8 @@ impl Segment {
         self.header().ready.store(1, Ordering::Release);
     }
 
-    /// Opens an existing segment and validates its header against `kind`.
+    /// Opens an existing segment and validates its header against `kind`. A name that stands for
+    /// sealed memory is followed to it through its record ([`crate::rendezvous`]).
     ///
     /// A segment whose ready flag is not yet set is waited for up to `ready_timeout`. On Unix a
     /// segment that is not ours (another user's, or open to group or others) is
@@ -257,15 +338,48 @@ impl Segment {
     pub fn open(name: &str, kind: SegmentKind, ready_timeout: Duration) -> Result<Self> {
         validate_name(name)?;
         let map = Mapping::open(name, SEGMENT_HEADER_SIZE)?;
-        let mut seg = Self {
+        #[cfg(target_os = "linux")]
+        if map.len() >= SEGMENT_HEADER_SIZE
+            && header_of(&map).kind.load(Ordering::Relaxed) == SegmentKind::SealedRecord as u32
+        {
+            validate(&map, name, SegmentKind::SealedRecord, ready_timeout)?;
+            let hold = crate::rendezvous::join(name, map)?;
+            let len = usize::try_from(hold.len()).map_err(|_| Error::BadSegment {
+                name: name.to_owned(),
+                reason: BadSegmentReason::TooSmall,
+            })?;
+            let fd = hold.fd().try_clone().map_err(|e| Error::Os {
+                op: "dup memfd",
+                code: e.raw_os_error().unwrap_or(0),
+            })?;
+            let map = Mapping::from_fd(fd, len)?;
+            let body_len = validate(&map, name, kind, ready_timeout)?;
+            return Ok(Self {
+                map,
+                owner: false,
+                name: name.to_owned(),
+                body_len,
+                sealed: Some(hold),
+            });
+        }
+        let body_len = validate(&map, name, kind, ready_timeout)?;
+        Ok(Self {
             map,
             owner: false,
             name: name.to_owned(),
-            kind,
-            body_len: 0,
-        };
-        seg.body_len = seg.validate(ready_timeout)?;
-        Ok(seg)
+            body_len,
+            #[cfg(target_os = "linux")]
+            sealed: None,
+        })
+    }
+
+    /// Whether the segment lives in sealed memory ([`Backing::Memfd`]).
+    pub fn backing(&self) -> Backing {
+        #[cfg(target_os = "linux")]
+        if self.sealed.is_some() {
+            return Backing::Memfd;
+        }
+        Backing::Shm
     }
 
     /// The header of segment `name` as it reads now, ready or not, without validating it; only
@@ -284,42 +398,6 @@ impl Segment {
         // page-aligned, and outlives this borrow; the header is all atomics, valid for any bits.
         let header = unsafe { &*(map.as_ptr() as *const SegmentHeader) };
         Ok(header.fields())
-    }
-
-    fn bad(&self, reason: BadSegmentReason) -> Error {
-        Error::BadSegment {
-            name: self.name.clone(),
-            reason,
-        }
-    }
-
-    /// Checks the header; returns the body size, which fits the mapping.
-    fn validate(&self, ready_timeout: Duration) -> Result<usize> {
-        if self.map.len() < SEGMENT_HEADER_SIZE {
-            return Err(self.bad(BadSegmentReason::TooSmall));
-        }
-        let h = self.header();
-        let deadline = Instant::now() + ready_timeout;
-        while h.ready.load(Ordering::Acquire) != 1 {
-            if Instant::now() >= deadline {
-                return Err(self.bad(BadSegmentReason::NotReady));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if h.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(self.bad(BadSegmentReason::BadMagic));
-        }
-        if h.layout_version.load(Ordering::Relaxed) != crate::LAYOUT_VERSION {
-            return Err(self.bad(BadSegmentReason::IncompatibleVersion));
-        }
-        if SegmentKind::from_u32(h.kind.load(Ordering::Relaxed)) != Some(self.kind) {
-            return Err(self.bad(BadSegmentReason::WrongKind));
-        }
-        let body = h.body_size();
-        if body > (self.map.len() - SEGMENT_HEADER_SIZE) as u64 {
-            return Err(self.bad(BadSegmentReason::TooSmall));
-        }
-        Ok(body as usize)
     }
 
     /// Removes the name `name` so that no new process can open it; existing mappings stay valid.
@@ -390,6 +468,11 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if self.sealed.is_some() {
+            // The record goes with its last holder ([`crate::rendezvous::Hold`]).
+            return;
+        }
         if self.owner {
             // On Unix the owner unlinks the name itself (the mapping only unmaps), so the name
             // leaves the signal handler's table only once it is gone.
@@ -401,6 +484,89 @@ impl Drop for Segment {
             crate::signals::untrack(&self.name);
         }
     }
+}
+
+fn header_of(map: &Mapping) -> &SegmentHeader {
+    debug_assert!(map.len() >= SEGMENT_HEADER_SIZE);
+    // SAFETY: callers pass mappings at least SEGMENT_HEADER_SIZE bytes long (checked or made
+    // so), page-aligned, outliving the borrow; the header is all atomics, valid for any bits.
+    unsafe { &*(map.as_ptr() as *const SegmentHeader) }
+}
+
+/// Creates the named segment `name` of `total` bytes exclusively, reserves its pages and writes
+/// its header (not yet ready); the name is removed again if a step fails.
+fn make_named(name: &str, kind: SegmentKind, body_size: u64, total: u64) -> Result<Mapping> {
+    let map = Mapping::create(name, total as usize)?;
+    crate::signals::track(name);
+    crate::registry::add(name);
+    let made = (|| {
+        // The header's bytes first and the header written, so that it names its creator during
+        // the long reservation of the rest: whoever finds the creator dead meanwhile can tell
+        // that the segment is its ([`crate::blob::remove_if_made_by`]).
+        let header_end = SEGMENT_HEADER_SIZE as u64;
+        reserve_pages(&map, 0..header_end, total)?;
+        write_header(&map, kind, body_size);
+        reserve_pages(&map, header_end..total, total)
+    })();
+    if let Err(e) = made {
+        let _ = unlink(name);
+        return Err(e);
+    }
+    Ok(map)
+}
+
+/// Writes a fresh segment's header, all but the ready flag.
+fn write_header(map: &Mapping, kind: SegmentKind, body_size: u64) {
+    let me = ProcessIdentity::current();
+    let h = header_of(map);
+    h.magic.store(MAGIC, Ordering::Relaxed);
+    h.layout_version
+        .store(crate::LAYOUT_VERSION, Ordering::Relaxed);
+    h.kind.store(kind as u32, Ordering::Relaxed);
+    h.body_size.store(body_size, Ordering::Relaxed);
+    h.creator_pid.store(me.pid, Ordering::Relaxed);
+    h.creator_start.store(me.start, Ordering::Relaxed);
+    h.creator_pid_ns
+        .store(crate::process::pid_namespace(), Ordering::Relaxed);
+}
+
+/// Checks the header of segment `name` in `map` against `kind`, waiting up to `ready_timeout`
+/// for its ready flag; returns the body size, which fits the mapping.
+fn validate(
+    map: &Mapping,
+    name: &str,
+    kind: SegmentKind,
+    ready_timeout: Duration,
+) -> Result<usize> {
+    let bad = |reason| Error::BadSegment {
+        name: name.to_owned(),
+        reason,
+    };
+    if map.len() < SEGMENT_HEADER_SIZE {
+        return Err(bad(BadSegmentReason::TooSmall));
+    }
+    let h = header_of(map);
+    let deadline = Instant::now() + ready_timeout;
+    while h.ready.load(Ordering::Acquire) != 1 {
+        if Instant::now() >= deadline {
+            return Err(bad(BadSegmentReason::NotReady));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if h.magic.load(Ordering::Relaxed) != MAGIC {
+        return Err(bad(BadSegmentReason::BadMagic));
+    }
+    if h.layout_version.load(Ordering::Relaxed) != crate::LAYOUT_VERSION {
+        return Err(bad(BadSegmentReason::IncompatibleVersion));
+    }
+    if SegmentKind::from_u32(h.kind.load(Ordering::Relaxed)) != Some(kind) {
+        return Err(bad(BadSegmentReason::WrongKind));
+    }
+    let body = h.body_size();
+    if body > (map.len() - SEGMENT_HEADER_SIZE) as u64 {
+        return Err(bad(BadSegmentReason::TooSmall));
+    }
+    Ok(body as usize)
 }
 
 /// Removes a name at the OS level (and from this process's signal cleanup, once it is gone).

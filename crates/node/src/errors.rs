@@ -84,7 +84,8 @@ impl ErrorCode {
             CoreError::TooManyProducers { .. } => Self::TooManySenders,
             CoreError::LockNotHeld => Self::LockNotHeld,
             CoreError::AlreadyLocked => Self::Busy,
-            CoreError::Unsupported { .. } => Self::Unsupported,
+            CoreError::Unsupported { .. } | CoreError::Unreachable { .. } => Self::Unsupported,
+            CoreError::TooManyHolders { .. } => Self::TooLarge,
             _ => Self::Os,
         }
     }

@@ -14,6 +14,7 @@ mod layout;
 pub(crate) mod producer;
 mod ring;
 
+use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::event::CancelToken;
 use crate::process::ProcessIdentity;
@@ -74,8 +75,14 @@ fn invalid(name: &'static str, expected: &'static str) -> Error {
 }
 
 impl Queue {
-    /// Creates a queue under a fresh random name.
+    /// Creates a queue under a fresh random name, in the default backing for pipes
+    /// ([`Backing::for_pipes`]: sealed memory on Linux unless `SHMPIPE_BACKING=shm`).
     pub fn create(opts: &QueueOptions) -> Result<Self> {
+        Self::create_in(opts, Backing::for_pipes()?)
+    }
+
+    /// Creates a queue under a fresh random name, its ring in `backing`.
+    pub fn create_in(opts: &QueueOptions, backing: Backing) -> Result<Self> {
         if opts.capacity == 0 || opts.capacity > MAX_CAPACITY {
             return Err(invalid("capacity", "1 to 8388607 messages"));
         }
@@ -91,7 +98,12 @@ impl Queue {
                 requested: opts.bytes,
                 limit: MAX_DATA_UNITS * UNIT,
             })?;
-        let ring = Ring::create(opts.capacity, opts.max_producers, data_bytes / UNIT)?;
+        let ring = Ring::create(
+            opts.capacity,
+            opts.max_producers,
+            data_bytes / UNIT,
+            backing,
+        )?;
         Ok(Self {
             shared: Arc::new(ring),
         })
@@ -119,6 +131,11 @@ impl Queue {
     /// The name to pass to other processes so they can [`open`](Self::open) this queue.
     pub fn name(&self) -> &str {
         self.shared.segment.name()
+    }
+
+    /// Where the ring's memory lives.
+    pub fn backing(&self) -> Backing {
+        self.shared.segment.backing()
     }
 
     /// Most messages in flight.

@@ -22,6 +22,7 @@ use super::layout::{
     ProducerEntry, QueueHeader, RecordHeader, BLOB_DESCRIPTOR_SIZE, MAX_CAPACITY, MAX_DATA_UNITS,
     MAX_PRODUCERS, MEMBERSHIP_ENDED, MIN_DATA_BYTES, POS_MASK, PRODUCER_ENTRY_SIZE, UNIT,
 };
+use crate::backing::Backing;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::EventWord;
 use crate::name::{generated_bits, validate_name};
@@ -67,9 +68,17 @@ unsafe impl Sync for Ring {}
 impl Ring {
     /// Creates a queue segment under a fresh random name, with the given sizes (already checked
     /// against the layout's limits by the caller), and maps it.
-    pub fn create(capacity: u32, max_producers: u32, data_units: u64) -> Result<Self> {
+    pub fn create(
+        capacity: u32,
+        max_producers: u32,
+        data_units: u64,
+        backing: Backing,
+    ) -> Result<Self> {
         let geometry = Geometry::new(max_producers, data_units);
-        let segment = Segment::create(SegmentKind::Queue, geometry.body_size)?;
+        // Room in a sealed ring's record for every producer in a process of its own, the
+        // consumer, the creator and a few more holders.
+        let holders = max_producers.saturating_add(8);
+        let segment = Segment::create_in(SegmentKind::Queue, geometry.body_size, backing, holders)?;
         let key = rand::random::<u64>() | (1 << 63);
         // SAFETY: the body is at least `geometry.body_size` bytes and aligned to a page, and the
         // mapping lives as long as `segment`; QueueHeader is all atomics (any bits a peer writes
