@@ -169,8 +169,14 @@ export declare class NativeProducer {
 
 /** A handle on a queue segment. */
 export declare class NativeQueue {
-  /** Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots. */
-  static create(capacity: number, bytes: number, maxSenders: number): NativeQueue
+  /**
+   * Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots,
+   * its ring in `backing` (`'shm'` or `'memfd'`; absent: the default for pipes, which the
+   * `SHMPIPE_BACKING` environment variable can set).
+   */
+  static create(capacity: number, bytes: number, maxSenders: number, backing?: string | undefined | null): NativeQueue
+  /** Where the ring's memory lives: `'shm'` or `'memfd'`. */
+  get backing(): string
   /**
    * Whether this process holds the receiver role while no receiver has registered (the
    * unused receiver of a pair); see `Queue::hold_receiver_role`.

@@ -16,7 +16,7 @@
  * @module
  */
 export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
-export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export type { Backing, PipeOptions, WaitOptions } from './src/pipe.js'
 export { SharedArray } from './src/shared-array.js'
 export type {
   ArrayOf,

@@ -17,7 +17,7 @@
 import { native } from './src/native.js'
 
 export { createSharedMemoryPair, ReceivedMessage, Receiver, Sender } from './src/pipe.js'
-export type { PipeOptions, WaitOptions } from './src/pipe.js'
+export type { Backing, PipeOptions, WaitOptions } from './src/pipe.js'
 export { SharedArray } from './src/shared-array.js'
 export type {
   ArrayOf,

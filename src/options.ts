@@ -117,6 +117,18 @@ export function checkString(value: unknown, where: string, what: string): string
   throw invalidArgument(`${where}: ${what} must be a non-empty string, got ${describe(value)}`)
 }
 
+/** `value` if it is one of `choices` (or undefined), the `what` of the call `where`. */
+export function checkChoice<T extends string>(
+  value: unknown,
+  where: string,
+  what: string,
+  choices: readonly T[],
+): T | undefined {
+  if (value === undefined || choices.includes(value as T)) return value as T | undefined
+  const list = choices.map((c) => `'${c}'`).join(' or ')
+  throw invalidArgument(`${where}: ${what} must be ${list}, got ${describe(value)}`)
+}
+
 /** The options of a call that may wait: `timeout` (ms) and, where `withSignal`, `signal`. */
 export interface CheckedWait {
   timeout: number | undefined

@@ -35,7 +35,13 @@ import {
   type NativeQueue,
 } from './native.js'
 import { registerOpenEnd, unregisterOpenEnd } from './lifecycle.js'
-import { checkOptions, checkString, checkWaitOptions, checkWholeNumber } from './options.js'
+import {
+  checkChoice,
+  checkOptions,
+  checkString,
+  checkWaitOptions,
+  checkWholeNumber,
+} from './options.js'
 
 /**
  * Sizes of a pipe, chosen when it is created. Each is a whole number in its range; another value,
@@ -53,7 +59,22 @@ export interface PipeOptions {
   bytes?: number
   /** Most senders attached at once, 1 to 4096. Default 64. */
   maxSenders?: number
+  /**
+   * Where the pipe's memory lives. `'memfd'` (the default on Linux): sealed anonymous memory that
+   * the kernel frees when the last process holding it exits, however it exits, that nobody can
+   * truncate, and that `/dev/shm`'s size does not limit; it is found by name through `/proc`, so
+   * every process of the pipe must see the others there (the same PID namespace). `'shm'` (the
+   * default elsewhere): a named segment in `/dev/shm`, for processes that share only `/dev/shm`
+   * (containers started with `--ipc=host`, say). The `SHMPIPE_BACKING` environment variable sets
+   * the default.
+   */
+  backing?: Backing
 }
+
+/** Where a pipe's memory lives: see {@link PipeOptions.backing}. */
+export type Backing = 'shm' | 'memfd'
+
+const BACKINGS: readonly Backing[] = ['shm', 'memfd']
 
 /** Options of a call that may wait. */
 export interface WaitOptions {
@@ -328,6 +349,8 @@ export class Sender implements Disposable {
    * `Receiver.attach(name)`.
    */
   readonly name: string
+  /** Where the pipe's memory lives ({@link PipeOptions.backing}). */
+  readonly backing: Backing
   #end: EndState<NativeProducer>
   #handle: NativeProducerHandle | null = null
 
@@ -339,6 +362,7 @@ export class Sender implements Disposable {
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name
+    this.backing = queue.queue.backing as Backing
     this.#end = new EndState(queue, 'sender', (q) => q.producer(), eager)
     registerOpenEnd(this)
   }
@@ -574,6 +598,8 @@ export class ReceivedMessage implements Disposable {
 export class Receiver implements Disposable, AsyncIterable<unknown> {
   /** The pipe's name. */
   readonly name: string
+  /** Where the pipe's memory lives ({@link PipeOptions.backing}). */
+  readonly backing: Backing
   #end: EndState<NativeConsumer>
   #handle: NativeConsumerHandle | null = null
   /** Bytes of the last message taken (how long the next wait may spin depends on it). */
@@ -587,6 +613,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    */
   constructor(queue: QueueRef, eager: boolean) {
     this.name = queue.queue.name
+    this.backing = queue.queue.backing as Backing
     this.#end = new EndState(queue, 'receiver', (q) => q.consumer(), eager)
     registerOpenEnd(this)
   }
@@ -755,11 +782,12 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
  */
 export function createSharedMemoryPair(options: PipeOptions = {}): [Sender, Receiver] {
   const where = 'createSharedMemoryPair'
-  const o = checkOptions(options, where, ['capacity', 'bytes', 'maxSenders'])
+  const o = checkOptions(options, where, ['capacity', 'bytes', 'maxSenders', 'backing'])
   const capacity = checkWholeNumber(o.capacity, `${where}: capacity`, 1, MAX_CAPACITY, DEFAULT_CAPACITY) // prettier-ignore
   const bytes = checkWholeNumber(o.bytes, `${where}: bytes`, 1, Number.MAX_SAFE_INTEGER, DEFAULT_BYTES) // prettier-ignore
   const maxSenders = checkWholeNumber(o.maxSenders, `${where}: maxSenders`, 1, MAX_SENDERS, DEFAULT_MAX_SENDERS) // prettier-ignore
-  const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders)))
+  const backing = checkChoice(o.backing, where, 'backing', BACKINGS)
+  const ref = new QueueRef(call(() => native.NativeQueue.create(capacity, bytes, maxSenders, backing))) // prettier-ignore
   ref.acquire() // held until both ends exist, so a failure below cannot close it early
   try {
     const sender = new Sender(ref, true)

@@ -232,6 +232,7 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        crate::signals::untrack_sealed(&self.name);
         if let Ok(mut holds) = holds().lock() {
             if holds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
                 holds.remove(&self.name);
@@ -317,6 +318,7 @@ pub(crate) fn fill(
     if let Ok(mut map) = holds().lock() {
         map.insert(name.to_owned(), Arc::downgrade(&hold));
     }
+    crate::signals::track_sealed(name);
     Ok(hold)
 }
 
@@ -396,6 +398,7 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
     if let Ok(mut map) = holds().lock() {
         map.insert(name.to_owned(), Arc::downgrade(&hold));
     }
+    crate::signals::track_sealed(name);
     Ok(hold)
 }
 
@@ -407,4 +410,102 @@ pub(crate) fn info(map: &Mapping) -> Option<RecordInfo> {
 /// Whether the record in `map` has no live holder.
 pub(crate) fn is_unheld(map: &Mapping) -> bool {
     Record::new(map).is_ok_and(|r| !r.any_alive())
+}
+
+/// Removes the record at `path` (`/dev/shm/<name>`, NUL-terminated) unless a live process other
+/// than this one holds a slot in it: what a signal handler does for the records of this dying
+/// process. Async-signal-safe: stack buffers, `open`, `pread`, `read`, `getpid`, `unlink` and
+/// `close` only. A holder counts as live if its pid runs and is not a zombie
+/// ([`runs_in_handler`]; the start time is not compared): a recycled pid keeps the record, for
+/// the sweep to remove.
+pub(crate) fn remove_if_unheld_in_handler(path: *const libc::c_char) {
+    // SAFETY: `path` is a NUL-terminated string on the caller's stack.
+    let fd = unsafe { libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let read_at = |buf: &mut [u8], at: usize| -> usize {
+        // SAFETY: `fd` is open, `buf` is a writable stack buffer of the given length.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), at as libc::off_t) };
+        usize::try_from(n).unwrap_or(0)
+    };
+    let fixed = SEGMENT_HEADER_SIZE + BODY_SIZE;
+    let mut held = true;
+    if read_at(&mut buf[..fixed], 0) == fixed {
+        let u64_at = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+        let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+        let is_record = u64_at(&buf, 0) == crate::segment::MAGIC
+            && u32_at(&buf, crate::segment::KIND_OFFSET) == SegmentKind::SealedRecord as u32;
+        let slots = u32_at(
+            &buf,
+            SEGMENT_HEADER_SIZE + std::mem::offset_of!(RecordBody, slot_count),
+        ) as usize;
+        if is_record {
+            held = false;
+            // SAFETY: getpid has no preconditions and is async-signal-safe.
+            let me = unsafe { libc::getpid() } as u32;
+            let end = fixed.saturating_add(slots.saturating_mul(SLOT_SIZE));
+            let mut at = fixed;
+            'chunks: while at < end && !held {
+                let want = (end - at).min(buf.len());
+                let n = read_at(&mut buf[..want], at);
+                if n < SLOT_SIZE {
+                    break;
+                }
+                for slot in buf[..n - n % SLOT_SIZE].chunks_exact(SLOT_SIZE) {
+                    let (pid, _) = unpack(u64_at(slot, 0));
+                    if pid != 0 && pid != me && runs_in_handler(pid) {
+                        held = true;
+                        break 'chunks;
+                    }
+                }
+                at += n - n % SLOT_SIZE;
+            }
+        }
+    }
+    // SAFETY: `fd` is the descriptor opened above; close is async-signal-safe.
+    unsafe { libc::close(fd) };
+    if !held {
+        // SAFETY: `path` is NUL-terminated; unlink is async-signal-safe.
+        unsafe { libc::unlink(path) };
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie, from `/proc/<pid>/stat`, without
+/// allocating (for [`remove_if_unheld_in_handler`]).
+fn runs_in_handler(pid: u32) -> bool {
+    let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0/stat\0";
+    let mut digits = [0u8; 10];
+    let (mut n, mut rest) = (0, pid);
+    loop {
+        digits[n] = b'0' + (rest % 10) as u8;
+        n += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut at = 6;
+    for i in (0..n).rev() {
+        path[at] = digits[i];
+        at += 1;
+    }
+    path[at..at + 6].copy_from_slice(b"/stat\0");
+    // SAFETY: `path` is NUL-terminated (written just above) and lives on our stack.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: `fd` is open and `buf` a writable stack buffer of its length.
+    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `fd` was opened above; close is async-signal-safe.
+    unsafe { libc::close(fd) };
+    let text = &buf[..usize::try_from(len).unwrap_or(0)];
+    // The state follows the last ')' (the command name may hold any bytes) and a space.
+    match text.iter().rposition(|&b| b == b')') {
+        Some(close) => !matches!(text.get(close + 2), Some(b'Z' | b'X') | None),
+        None => false,
+    }
 }

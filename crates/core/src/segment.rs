@@ -70,6 +70,10 @@ pub struct SegmentHeader {
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZE);
 
+/// Where the kind word lies in a header (for readers that cannot map it: a signal handler).
+#[cfg(target_os = "linux")]
+pub(crate) const KIND_OFFSET: usize = std::mem::offset_of!(SegmentHeader, kind);
+
 impl SegmentHeader {
     /// The creator process recorded in the header.
     pub fn creator(&self) -> ProcessIdentity {

@@ -376,6 +376,8 @@ fn remove_owned() {
         return; // a forked child: the names belong to its parent
     }
     TERMINATING.store(true, Ordering::SeqCst);
+    #[cfg(target_os = "linux")]
+    remove_sealed();
     for slot in &OWNED {
         let bits = slot.swap(0, Ordering::AcqRel);
         if bits != 0 {
@@ -384,9 +386,64 @@ fn remove_owned() {
     }
 }
 
-/// Unlinks the generated name for `bits` without allocating.
+/// Sealed memory this process holds, by the random bits of its generated name (0 = free slot):
+/// the records the handler removes if no other live process holds them.
+#[cfg(target_os = "linux")]
+static SEALED: [AtomicU64; OWNED_SLOTS] = [const { AtomicU64::new(0) }; OWNED_SLOTS];
+
+/// Registers the record `name` of sealed memory this process holds: if a signal ends the
+/// process, the handler removes the record unless another live process holds it too. Only
+/// generated names are tracked (a record of a chosen name is left to the sweep).
+#[cfg(target_os = "linux")]
+pub(crate) fn track_sealed(name: &str) {
+    let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
+        return;
+    };
+    TABLE_PID.store(std::process::id(), Ordering::Relaxed);
+    for slot in &SEALED {
+        if slot
+            .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    UNTRACKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Unregisters the record `name` (this process no longer holds its memory).
+#[cfg(target_os = "linux")]
+pub(crate) fn untrack_sealed(name: &str) {
+    let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
+        return;
+    };
+    for slot in &SEALED {
+        if slot
+            .compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Removes the records of sealed memory this process holds that no other live process holds.
+/// Async-signal-safe (see [`crate::rendezvous::remove_if_unheld_in_handler`]).
+#[cfg(target_os = "linux")]
+fn remove_sealed() {
+    for slot in &SEALED {
+        let bits = slot.swap(0, Ordering::AcqRel);
+        if bits != 0 {
+            with_generated_path(bits, |path| {
+                crate::rendezvous::remove_if_unheld_in_handler(path)
+            });
+        }
+    }
+}
+
+/// Calls `f` with the NUL-terminated path of the generated name for `bits`, without allocating.
 #[cfg(unix)]
-fn unlink_generated(bits: u64) {
+fn with_generated_path(bits: u64, f: impl FnOnce(*const libc::c_char)) {
     use crate::name::{write_generated, NAME_PREFIX};
     #[cfg(target_os = "linux")]
     const DIR: &[u8] = b"/dev/shm/";
@@ -398,17 +455,24 @@ fn unlink_generated(bits: u64) {
     path[..DIR.len()].copy_from_slice(DIR);
     path[DIR.len()..DIR.len() + name.len()].copy_from_slice(&name);
     // path[DIR.len() + name.len()] is already the terminating NUL.
-    let path = path.as_ptr() as *const libc::c_char;
-    #[cfg(target_os = "linux")]
-    // SAFETY: `path` is a NUL-terminated string on our stack; unlink is async-signal-safe.
-    unsafe {
-        libc::unlink(path);
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: as above; shm_unlink is a plain system call on macOS and the BSDs.
-    unsafe {
-        libc::shm_unlink(path);
-    }
+    f(path.as_ptr() as *const libc::c_char);
+}
+
+/// Unlinks the generated name for `bits` without allocating.
+#[cfg(unix)]
+fn unlink_generated(bits: u64) {
+    with_generated_path(bits, |path| {
+        #[cfg(target_os = "linux")]
+        // SAFETY: `path` is a NUL-terminated string on our stack; unlink is async-signal-safe.
+        unsafe {
+            libc::unlink(path);
+        }
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: as above; shm_unlink is a plain system call on macOS and the BSDs.
+        unsafe {
+            libc::shm_unlink(path);
+        }
+    });
 }
 
 /// What [`install_signal_cleanup`] did for one signal.

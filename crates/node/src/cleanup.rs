@@ -27,6 +27,8 @@ impl From<SegmentKind> for Kind {
             SegmentKind::Queue => Self::Queue,
             SegmentKind::Blob => Self::Blob,
             SegmentKind::Array => Self::Array,
+            // The inventory lists a record as the kind of memory it stands for.
+            SegmentKind::SealedRecord => Self::Queue,
         }
     }
 }

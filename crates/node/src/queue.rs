@@ -2,10 +2,10 @@
 
 use crate::args::byte_count;
 use crate::consumer::NativeConsumer;
-use crate::errors::{closed, IntoNapi, Result};
+use crate::errors::{closed, invalid, IntoNapi, Result};
 use crate::producer::NativeProducer;
 use napi_derive::napi;
-use shmpipe_core::{Queue, QueueOptions};
+use shmpipe_core::{Backing, Queue, QueueOptions};
 
 /// A handle on a queue segment.
 #[napi]
@@ -21,17 +21,37 @@ impl NativeQueue {
 
 #[napi]
 impl NativeQueue {
-    /// Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots.
+    /// Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots,
+    /// its ring in `backing` (`'shm'` or `'memfd'`; absent: the default for pipes, which the
+    /// `SHMPIPE_BACKING` environment variable can set).
     #[napi(factory, catch_unwind)]
-    pub fn create(capacity: u32, bytes: f64, max_senders: u32) -> Result<Self> {
+    pub fn create(
+        capacity: u32,
+        bytes: f64,
+        max_senders: u32,
+        backing: Option<String>,
+    ) -> Result<Self> {
         let opts = QueueOptions {
             capacity,
             bytes: byte_count(bytes, "bytes")?,
             max_producers: max_senders,
         };
+        let backing = match backing.as_deref() {
+            None => Backing::for_pipes().napi()?,
+            Some(text) => Backing::parse(text)
+                .ok_or_else(|| invalid("backing must be 'shm' or 'memfd'"))?
+                .check()
+                .napi()?,
+        };
         Ok(Self {
-            queue: Some(Queue::create(&opts).napi()?),
+            queue: Some(Queue::create_in(&opts, backing).napi()?),
         })
+    }
+
+    /// Where the ring's memory lives: `'shm'` or `'memfd'`.
+    #[napi(getter, catch_unwind)]
+    pub fn backing(&self) -> Result<String> {
+        Ok(self.queue()?.backing().as_str().to_owned())
     }
 
     /// Whether this process holds the receiver role while no receiver has registered (the

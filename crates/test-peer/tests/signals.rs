@@ -16,13 +16,16 @@ use std::process::Command;
 use std::time::Duration;
 
 const SIGNALS_ON: (&str, &str) = ("SHMPIPE_PEER_SIGNALS", "1");
+/// The named backing, whose names the handler removes: a sealed pipe's memory is freed by the
+/// kernel however its holders die, and its record is swept (`sealed_records.rs`).
+const NAMED: (&str, &str) = ("SHMPIPE_BACKING", "shm");
 const SOON: Duration = Duration::from_secs(5);
 const INSTALLED: &str = "signals [Installed, Installed, Installed]";
 
 #[test]
 fn sigint_and_sigterm_remove_the_queue_an_owner_holds_and_it_still_dies_of_the_signal() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        let mut peer = Peer::spawn(&["own-queue"], &[SIGNALS_ON]);
+        let mut peer = Peer::spawn(&["own-queue"], &[SIGNALS_ON, NAMED]);
         assert_eq!(peer.line(), INSTALLED);
         let name = peer.line();
         let _cleanup = RemoveOnDrop(name.clone());
@@ -36,7 +39,7 @@ fn sigint_and_sigterm_remove_the_queue_an_owner_holds_and_it_still_dies_of_the_s
 #[test]
 fn without_the_handler_a_signalled_owner_leaves_its_queue_behind() {
     // The control case: what the handler is for (and proof the other tests can fail).
-    let mut peer = Peer::spawn(&["own-queue"], &[]);
+    let mut peer = Peer::spawn(&["own-queue"], &[NAMED]);
     let name = peer.line();
     let _cleanup = RemoveOnDrop(name.clone());
     peer.signal(libc::SIGTERM);
@@ -57,7 +60,7 @@ fn a_blob_being_written_is_removed_and_a_committed_one_kept_for_its_live_receive
 
     let mut writer = Peer::spawn(
         &["produce-huge", q.name(), "1", bytes, "stall"],
-        &[SIGNALS_ON],
+        &[SIGNALS_ON, NAMED],
     );
     assert_eq!(writer.line(), INSTALLED);
     let writing = writer.line();
@@ -66,7 +69,10 @@ fn a_blob_being_written_is_removed_and_a_committed_one_kept_for_its_live_receive
     assert_eq!(writer.line(), "stalled");
     assert!(shm_exists(&writing));
 
-    let mut sender = Peer::spawn(&["produce-huge", q.name(), "2", bytes], &[SIGNALS_ON]);
+    let mut sender = Peer::spawn(
+        &["produce-huge", q.name(), "2", bytes],
+        &[SIGNALS_ON, NAMED],
+    );
     assert_eq!(sender.line(), INSTALLED);
     let committed = sender.line();
     let committed = committed.strip_prefix("writing ").unwrap().to_owned();
@@ -96,7 +102,7 @@ fn a_blob_being_written_is_removed_and_a_committed_one_kept_for_its_live_receive
 fn a_previous_handler_that_keeps_the_process_alive_keeps_its_segments() {
     let mut peer = Peer::spawn(
         &["own-queue"],
-        &[SIGNALS_ON, ("SHMPIPE_PEER_PREV", "swallow")],
+        &[SIGNALS_ON, NAMED, ("SHMPIPE_PEER_PREV", "swallow")],
     );
     assert_eq!(peer.line(), INSTALLED);
     let name = peer.line();
@@ -116,7 +122,7 @@ fn a_previous_one_shot_handler_that_re_raises_runs_and_the_queue_is_removed() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut peer = Peer::spawn(
             &["own-queue"],
-            &[SIGNALS_ON, ("SHMPIPE_PEER_PREV", "node-like")],
+            &[SIGNALS_ON, NAMED, ("SHMPIPE_PEER_PREV", "node-like")],
         );
         assert_eq!(peer.line(), INSTALLED);
         let name = peer.line();
@@ -131,7 +137,8 @@ fn a_previous_one_shot_handler_that_re_raises_runs_and_the_queue_is_removed() {
 fn an_ignored_signal_stays_ignored() {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "trap '' INT; exec \"$0\" own-queue", PEER])
-        .env(SIGNALS_ON.0, SIGNALS_ON.1);
+        .env(SIGNALS_ON.0, SIGNALS_ON.1)
+        .env(NAMED.0, NAMED.1);
     let mut peer = Peer::start(cmd);
     assert_eq!(peer.line(), "signals [LeftIgnored, Installed, Installed]");
     let name = peer.line();
@@ -162,7 +169,7 @@ fn installing_twice_is_harmless() {
 #[test]
 fn sigabrt_removes_the_queue_an_owner_holds_and_it_still_dies_of_it() {
     // abort(), and V8's out-of-memory end: no handler of Node's, so ours meets the default.
-    let mut peer = Peer::spawn(&["own-queue"], &[SIGNALS_ON]);
+    let mut peer = Peer::spawn(&["own-queue"], &[SIGNALS_ON, NAMED]);
     assert_eq!(peer.line(), INSTALLED);
     let name = peer.line();
     let _cleanup = RemoveOnDrop(name.clone());
@@ -175,7 +182,7 @@ fn sigabrt_removes_the_queue_an_owner_holds_and_it_still_dies_of_it() {
 #[test]
 fn a_blob_sent_to_a_consumer_in_the_same_process_is_removed_with_it() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGABRT] {
-        let mut peer = Peer::spawn(&["self-send", "100000"], &[SIGNALS_ON]);
+        let mut peer = Peer::spawn(&["self-send", "100000"], &[SIGNALS_ON, NAMED]);
         assert_eq!(peer.line(), INSTALLED);
         let blob = peer.line();
         assert!(blob.starts_with("shmpipe_"), "a blob, not {blob}");
@@ -191,7 +198,7 @@ fn a_blob_sent_to_a_consumer_in_the_same_process_is_removed_with_it() {
 fn a_registered_named_segment_is_removed_unless_it_was_made_anew() {
     let name = format!("shmpipe_t_named_{}", std::process::id());
     let _cleanup = RemoveOnDrop(name.clone());
-    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON]);
+    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON, NAMED]);
     assert_eq!(peer.line(), INSTALLED);
     assert_eq!(peer.line(), "registered true");
     peer.signal(libc::SIGTERM);
@@ -199,7 +206,7 @@ fn a_registered_named_segment_is_removed_unless_it_was_made_anew() {
     assert!(!shm_exists(&name), "the registered segment was left");
 
     // Removed and made again by someone else after it was registered: not the same file.
-    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON]);
+    let mut peer = Peer::spawn(&["own-named", &name], &[SIGNALS_ON, NAMED]);
     assert_eq!(peer.line(), INSTALLED);
     assert_eq!(peer.line(), "registered true");
     let path = std::path::Path::new("/dev/shm").join(&name);

@@ -19,12 +19,12 @@
 //! - `soak NAME ID COUNT SEED`: sends COUNT pattern messages of mixed sizes (mostly under 4 KB,
 //!   some up to 1 MB, one in a thousand up to 10 MB), printing `rss KB` (resident set) after a
 //!   tenth of them, then waits for all acks and prints `acked rss KB peak KB`.
-//! - `no-space`: run on a small `/dev/shm` (16 MB): checks that a queue too big for it and a
+//! - `no-space`: run on a small `/dev/shm` (16 MB): checks that a named (`shm`) queue too big for it and a
 //!   message too big for it are `NoSpace` errors (not SIGBUS), that the failed send left the queue
 //!   unchanged, and prints one line per check, then `ok`.
 //! - `default-queues`: run on a 64 MB `/dev/shm`: creates two queues with the default options
 //!   and sends a small and a 20 MiB message through each, printing `defaults ok`; then asks for a
-//!   queue larger than `/dev/shm` and prints `no-space NEEDED FREE` from the error's fields and
+//!   named (`shm`) queue larger than `/dev/shm` and prints `no-space NEEDED FREE` from the error's fields and
 //!   `message MESSAGE` (its Display), then `free FREE` as `statvfs` says after the failure.
 //! - `register NAME producer|consumer`: tries to register on the queue NAME and prints
 //!   `registered`, or `refused ERROR: MESSAGE`; a producer that registered sends `late`, prints
@@ -509,23 +509,29 @@ fn main() {
 
 /// The `no-space` role (see the module docs). Panics (a non-zero exit) on the first failed check.
 fn no_space() {
-    use shmpipe_core::QueueOptions;
-    let too_big = Queue::create(&QueueOptions {
-        capacity: 16,
-        bytes: 64 << 20,
-        max_producers: 2,
-    });
+    use shmpipe_core::{Backing, QueueOptions};
+    let too_big = Queue::create_in(
+        &QueueOptions {
+            capacity: 16,
+            bytes: 64 << 20,
+            max_producers: 2,
+        },
+        Backing::Shm,
+    );
     assert!(
         matches!(too_big, Err(Error::NoSpace { .. })),
         "a 64 MiB queue on a 16 MB /dev/shm: {:?}",
         too_big.err()
     );
     say("queue too big: NoSpace");
-    let q = Queue::create(&QueueOptions {
-        capacity: 16,
-        bytes: 4 << 20,
-        max_producers: 2,
-    })
+    let q = Queue::create_in(
+        &QueueOptions {
+            capacity: 16,
+            bytes: 4 << 20,
+            max_producers: 2,
+        },
+        Backing::Shm,
+    )
     .unwrap();
     let mut p = q.producer().unwrap();
     let mut c = q.consumer().unwrap();
@@ -604,10 +610,13 @@ fn default_queues() {
         assert!(m.is_blob() && m.as_slice() == &large[..]);
     }
     say("defaults ok");
-    let too_big = Queue::create(&QueueOptions {
-        bytes: 128 << 20,
-        ..QueueOptions::default()
-    });
+    let too_big = Queue::create_in(
+        &QueueOptions {
+            bytes: 128 << 20,
+            ..QueueOptions::default()
+        },
+        shmpipe_core::Backing::Shm,
+    );
     match too_big {
         Err(e @ Error::NoSpace { needed, free }) => {
             say(&format!("no-space {needed} {}", free.unwrap()));
