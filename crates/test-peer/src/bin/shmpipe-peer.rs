@@ -609,7 +609,7 @@ fn default_queues() {
         ..QueueOptions::default()
     });
     match too_big {
-        Err(e @ Error::NoSpace { needed, free }) => {
+        Err(e @ Error::NoSpace { needed, free, .. }) => {
             say(&format!("no-space {needed} {}", free.unwrap()));
             say(&format!("message {e}"));
         }
