@@ -51,7 +51,7 @@ mod linux {
     pub(super) fn check_headroom_in(bytes: u64, root: &Path) -> Result<()> {
         let mut tightest: Option<(u64, SpaceLimit)> = None;
         let mut consider = |room: u64, limit: SpaceLimit| {
-            if tightest.as_ref().is_none_or(|(least, _)| room < *least) {
+            if !matches!(&tightest, Some((least, _)) if room >= *least) {
                 tightest = Some((room, limit));
             }
         };
