@@ -18,7 +18,8 @@
 //!   can be swapped out, so with swap the OOM killer comes only after both are used up). With
 //!   `vm.overcommit_memory = 2` the kernel itself refuses the reservation past its commit limit.
 //!
-//! The check reads a few small files (tens of microseconds). It is advice taken at one instant:
+//! The check reads two small files per cgroup level and `/proc/meminfo` (about 0.1 ms); where
+//! the process sits in the hierarchies is looked up once. It is advice taken at one instant:
 //! another process can take the memory between the check and the reservation.
 //!
 //! Elsewhere than on Linux every reservation passes the check. The measurements behind these
@@ -32,7 +33,7 @@ use crate::error::Result;
 pub fn check_headroom(bytes: u64) -> Result<()> {
     #[cfg(target_os = "linux")]
     {
-        linux::check_headroom_in(bytes, std::path::Path::new("/"))
+        linux::check_headroom(bytes)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -45,17 +46,27 @@ pub fn check_headroom(bytes: u64) -> Result<()> {
 mod linux {
     use crate::error::{Error, Result, SpaceLimit};
     use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
 
-    /// [`super::check_headroom`] with every file read under `root` (`/` for the real files,
-    /// a directory laid out the same way in the tests).
-    pub(super) fn check_headroom_in(bytes: u64, root: &Path) -> Result<()> {
+    /// [`super::check_headroom`] on Linux. Where this process sits in the cgroup hierarchies is
+    /// looked up once per process (a process moved to another cgroup later is still checked
+    /// against the first one's limits).
+    pub(super) fn check_headroom(bytes: u64) -> Result<()> {
+        static DIRS: OnceLock<Vec<LevelDir>> = OnceLock::new();
+        let root = Path::new("/");
+        check_headroom_in(bytes, root, DIRS.get_or_init(|| cgroup_dirs(root)))
+    }
+
+    /// [`check_headroom`] against the cgroup directories `dirs`, with every file read under
+    /// `root` (`/` for the real files, a directory laid out the same way in the tests).
+    fn check_headroom_in(bytes: u64, root: &Path, dirs: &[LevelDir]) -> Result<()> {
         let mut tightest: Option<(u64, SpaceLimit)> = None;
         let mut consider = |room: u64, limit: SpaceLimit| {
             if !matches!(&tightest, Some((least, _)) if room >= *least) {
                 tightest = Some((room, limit));
             }
         };
-        for level in cgroup_levels(root) {
+        for level in dirs.iter().filter_map(|dir| read_level(root, dir)) {
             consider(level.max.saturating_sub(level.current), level.into_limit());
         }
         if let Some(available) = machine_available(root) {
@@ -97,10 +108,18 @@ mod linux {
     const V2_FILES: (&str, &str) = ("memory.max", "memory.current");
     const V1_FILES: (&str, &str) = ("memory.limit_in_bytes", "memory.usage_in_bytes");
 
-    /// Every cgroup level with a memory limit that applies to this process: its own cgroup and
+    /// A cgroup directory whose memory limit applies to this process, with the names of its
+    /// limit and usage files.
+    #[derive(Debug)]
+    struct LevelDir {
+        dir: PathBuf,
+        files: (&'static str, &'static str),
+    }
+
+    /// Every cgroup directory whose memory limit applies to this process: its own cgroup and
     /// its ancestors, in the v2 hierarchy and in a v1 hierarchy that holds the memory
     /// controller (a machine has one or the other for memory).
-    fn cgroup_levels(root: &Path) -> Vec<Level> {
+    fn cgroup_dirs(root: &Path) -> Vec<LevelDir> {
         let read = |p: &str| std::fs::read_to_string(under(root, Path::new(p))).ok();
         let (Some(membership), Some(mountinfo)) =
             (read("/proc/self/cgroup"), read("/proc/self/mountinfo"))
@@ -137,7 +156,10 @@ mod linux {
             };
             let mut at = dir.as_path();
             loop {
-                levels.extend(read_level(root, at, files));
+                levels.push(LevelDir {
+                    dir: at.to_owned(),
+                    files,
+                });
                 if at == mount_point {
                     break;
                 }
@@ -207,13 +229,17 @@ mod linux {
     }
 
     /// The memory limit and use of the cgroup directory `dir`, if it has a limit that parses.
-    fn read_level(
-        root: &Path,
-        dir: &Path,
-        (limit_file, usage_file): (&str, &str),
-    ) -> Option<Level> {
+    /// A limit of 2^62 bytes or more is none: cgroup v1 writes "no limit" as about 2^63.
+    fn read_level(root: &Path, dir: &LevelDir) -> Option<Level> {
+        let LevelDir {
+            dir,
+            files: (limit_file, usage_file),
+        } = dir;
         let read = |name: &str| std::fs::read_to_string(under(root, &dir.join(name))).ok();
         let max: u64 = read(limit_file)?.trim().parse().ok()?; // "max": no limit
+        if max >= 1 << 62 {
+            return None;
+        }
         let current: u64 = read(usage_file)?.trim().parse().ok()?;
         Some(Level {
             file: dir.join(limit_file).to_string_lossy().into_owned(),
@@ -276,7 +302,7 @@ mod linux {
             }
 
             fn check(&self, bytes: u64) -> Result<()> {
-                check_headroom_in(bytes, &self.0)
+                check_headroom_in(bytes, &self.0, &cgroup_dirs(&self.0))
             }
         }
 
