@@ -1,5 +1,5 @@
 //! Whether a new reservation of shared memory fits the memory this process may still take, so
-//! that a reservation too large is a [`Error::NoSpace`] naming the limit instead of a kill by
+//! that a reservation too large is a [`crate::Error::NoSpace`] naming the limit instead of a kill by
 //! the OOM killer.
 //!
 //! Reserving the pages of anonymous shared memory (`posix_fallocate` of a `memfd`) past a
