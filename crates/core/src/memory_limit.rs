@@ -1,6 +1,6 @@
 //! Whether a new reservation of shared memory fits the memory this process may still take, so
-//! that a reservation too large is a [`crate::Error::NoSpace`] naming the limit instead of a kill by
-//! the OOM killer.
+//! that a reservation too large is a [`crate::Error::NoSpace`] naming the limit instead of a
+//! kill by the OOM killer.
 //!
 //! Reserving the pages of anonymous shared memory (`posix_fallocate` of a `memfd`) past a
 //! cgroup's limit or past the machine's memory does not fail: the kernel's OOM killer ends a
