@@ -32,6 +32,30 @@ impl fmt::Display for BadSegmentReason {
     }
 }
 
+/// The limit that stopped a reservation of shared memory ([`Error::NoSpace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpaceLimit {
+    /// The shared-memory filesystem (`/dev/shm` on Linux, a tmpfs of fixed size) is full.
+    SharedMemoryFilesystem,
+    /// A cgroup's memory limit, this process's own or an ancestor's, would be exceeded.
+    Cgroup {
+        /// The file that sets the limit (`/sys/fs/cgroup/…/memory.max`, or
+        /// `…/memory.limit_in_bytes` where the memory controller is on cgroup v1).
+        file: String,
+        /// The limit in bytes.
+        max: u64,
+        /// The bytes the cgroup used when the reservation was checked.
+        current: u64,
+    },
+    /// The machine's memory would be exceeded.
+    Machine {
+        /// Bytes available when the reservation was checked (`MemAvailable` plus `SwapFree` of
+        /// `/proc/meminfo`).
+        available: u64,
+    },
+}
+
 /// Every failure the core reports.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -44,14 +68,17 @@ pub enum Error {
     PeerGone,
     /// The wait was interrupted through a [`crate::CancelToken`].
     Interrupted,
-    /// Shared memory could not be reserved: the shared-memory filesystem (`/dev/shm` on Linux)
-    /// has less room than the segment needs. Made with `Error::no_space`.
+    /// Shared memory could not be reserved: `limit` leaves less room than the segment needs
+    /// (the shared-memory filesystem, `/dev/shm` on Linux: made with `Error::no_space`; a
+    /// cgroup's memory limit or the machine's available memory: found before reserving).
     NoSpace {
         /// Bytes the segment needed.
         needed: u64,
-        /// Bytes free on the shared-memory filesystem when the reservation failed, if known
-        /// (`statvfs` of `/dev/shm` on Linux).
+        /// Bytes free under `limit` when the reservation failed, if known (for the
+        /// shared-memory filesystem, `statvfs` of `/dev/shm` on Linux).
         free: Option<u64>,
+        /// The limit that has no room for the segment.
+        limit: SpaceLimit,
     },
     /// The segment is not a valid shmpipe segment of the expected kind and version.
     BadSegment {
@@ -152,8 +179,33 @@ impl fmt::Display for Error {
             Self::Closed => f.write_str("the other side closed"),
             Self::PeerGone => f.write_str("the peer process died"),
             Self::Interrupted => f.write_str("the wait was interrupted"),
-            Self::NoSpace { needed, free } => {
-                let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+            Self::NoSpace {
+                needed,
+                free: _,
+                limit: SpaceLimit::Cgroup { file, max, current },
+            } => write!(
+                f,
+                "not enough memory for {needed} bytes ({:.1} MiB) of shared memory: the cgroup \
+                 limit {file} is {max} bytes ({:.1} MiB), {current} in use ({:.1} MiB); a \
+                 container's memory limit (`docker run --memory`, a Kubernetes memory limit) \
+                 sets it",
+                mib(*needed),
+                mib(*max),
+                mib(*current)
+            ),
+            Self::NoSpace {
+                needed,
+                free: _,
+                limit: SpaceLimit::Machine { available },
+            } => write!(
+                f,
+                "not enough memory for {needed} bytes ({:.1} MiB) of shared memory: the machine \
+                 has {available} bytes ({:.1} MiB) available (MemAvailable + SwapFree in \
+                 /proc/meminfo)",
+                mib(*needed),
+                mib(*available)
+            ),
+            Self::NoSpace { needed, free, .. } => {
                 write!(
                     f,
                     "not enough shared memory: {needed} bytes needed ({:.1} MiB)",
@@ -247,6 +299,11 @@ impl fmt::Display for Error {
     }
 }
 
+/// `bytes` in MiB, for messages.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 impl std::error::Error for Error {}
 
 /// The core's result type.
@@ -260,6 +317,7 @@ impl Error {
         Self::NoSpace {
             needed,
             free: crate::shm_space::shm_space().map(|s| s.free.saturating_add(held)),
+            limit: SpaceLimit::SharedMemoryFilesystem,
         }
     }
 

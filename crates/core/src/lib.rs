@@ -46,6 +46,7 @@ pub mod inventory;
 mod mapping;
 #[cfg(target_os = "linux")]
 mod memfd;
+mod memory_limit;
 mod name;
 mod process;
 mod queue;
@@ -65,12 +66,16 @@ pub use array_lock::Acquired;
 pub use backing::{Backing, BACKING_ENV};
 pub use consumer::{Consumer, Message};
 pub use copy::copy_to_shared;
-pub use error::{BadSegmentReason, Error, Result};
+pub use error::{BadSegmentReason, Error, Result, SpaceLimit};
 pub use event::{CancelToken, WaitOptions};
 pub use inventory::{
     clean, clean_dead, list_segments, list_segments_with, CleanOptions, CleanReport, ListOptions,
     ProcessRef, SegmentInfo, Status,
 };
+/// Whether `bytes` more of shared memory fit this process's cgroup limits and the machine's
+/// memory (the check made before reserving a pipe's memory); exposed for the cross-process tests.
+#[doc(hidden)]
+pub use memory_limit::check_headroom as check_memory_headroom;
 pub use name::{MAX_NAME_LEN, NAME_PREFIX};
 pub use process::{pid_namespace, ProcessIdentity};
 pub use producer::{Loan, Producer, RawLoan};

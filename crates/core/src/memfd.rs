@@ -62,7 +62,8 @@ pub(crate) fn identify(fd: &OwnedFd) -> Result<(FileId, u64)> {
 /// `/proc/<pid>/fd` and `/proc/<pid>/maps` as `memfd:<label>`, for people reading them.
 ///
 /// Fails with [`Error::NoSpace`] when the reservation does not fit: checked against the memory
-/// limits first, and again by the kernel as the pages are reserved.
+/// limits first ([`crate::memory_limit`]): past a cgroup's limit the kernel does not fail the
+/// reservation but OOM-kills a process, so the check is what turns that into an error.
 pub(crate) fn create_sealed(label: &str, len: u64) -> Result<OwnedFd> {
     let label = std::ffi::CString::new(label).map_err(|_| Error::InvalidArgument {
         name: "name",
@@ -72,6 +73,7 @@ pub(crate) fn create_sealed(label: &str, len: u64) -> Result<OwnedFd> {
         requested: len,
         limit: libc::off_t::MAX as u64,
     })?;
+    crate::memory_limit::check_headroom(len)?;
     // SAFETY: `label` is a valid NUL-terminated string for the duration of the call.
     let raw =
         unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -118,10 +120,7 @@ pub(crate) fn create_sealed(label: &str, len: u64) -> Result<OwnedFd> {
 }
 
 fn no_memory(len: u64) -> Error {
-    Error::NoSpace {
-        needed: len,
-        free: None,
-    }
+    crate::memory_limit::refused(len)
 }
 
 /// Why [`open_held`] refused or failed.

@@ -58,6 +58,9 @@
 //! - `try-access NAME`: prints `uid N` (its effective uid), then tries to open the queue NAME, to
 //!   read its file in `/dev/shm` and to remove it, printing one line per attempt:
 //!   `open ok|error …`, `read ok|error …`, `remove ok|error …`.
+//! - `memory-headroom BYTES…`: for each BYTES, asks whether that much more shared memory fits
+//!   this process's cgroup and machine (`check_memory_headroom`) and prints `ok BYTES`,
+//!   `no-space BYTES MESSAGE` or `error BYTES DEBUG`.
 //!
 //! Environment, applied before the role runs (for the signal-cleanup tests):
 //! - `SHMPIPE_PEER_PREV=node-like|swallow`: first installs a SIGINT/SIGTERM handler of its own:
@@ -258,6 +261,15 @@ fn main() {
             say(&format!("wrote {wrote}"));
         }
         "no-space" => no_space(),
+        "memory-headroom" => {
+            for bytes in args[1..].iter().map(|a| a.parse::<u64>().unwrap()) {
+                match shmpipe_core::check_memory_headroom(bytes) {
+                    Ok(()) => say(&format!("ok {bytes}")),
+                    Err(e @ Error::NoSpace { .. }) => say(&format!("no-space {bytes} {e}")),
+                    Err(e) => say(&format!("error {bytes} {e:?}")),
+                }
+            }
+        }
         "soak" => {
             let q = Queue::open(&args[1]).unwrap();
             let (id, count, seed): (u32, u64, u64) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
@@ -618,7 +630,7 @@ fn default_queues() {
         shmpipe_core::Backing::Shm,
     );
     match too_big {
-        Err(e @ Error::NoSpace { needed, free }) => {
+        Err(e @ Error::NoSpace { needed, free, .. }) => {
             say(&format!("no-space {needed} {}", free.unwrap()));
             say(&format!("message {e}"));
         }
