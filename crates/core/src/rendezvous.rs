@@ -15,8 +15,10 @@
 //! page of the memory is the kernel's to free when the last descriptor and mapping close,
 //! whoever closes last and however it ends. What a killed process cannot do is clear its slot
 //! or remove the record: a slot whose process is dead (pid and start time) counts as free, and a
-//! record with no live holder is removed by the next [`sweep`] (every queue creation runs one,
-//! and `shmpipe clean`).
+//! record with no live holder is removed by the next [`sweep`] (a queue creation runs one, at
+//! most once per [`SWEEP_INTERVAL`] in a process) or `shmpipe clean` ([`remove_if_abandoned`]).
+//! Both judge a record only in its creator's PID namespace: a holder's pid means nothing in
+//! another.
 //!
 //! Removal and entry race: a leaver marks the record [`REMOVING`] before its final scan, an
 //! enterer takes its slot before checking the mark (both sequentially consistent), so either the
@@ -107,22 +109,9 @@ pub(crate) struct RecordInfo {
 /// against `bytes`, so a record claiming any number of slots, or holding any words, reads as
 /// what fits; a holder is live only if its pid runs with the start time its slot records.
 pub(crate) fn read_record(bytes: &[u8]) -> Option<RecordInfo> {
-    let bytes = &bytes[..bytes.len().min(MAX_RECORD_LEN)];
-    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
-    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
     use std::mem::offset_of;
-    let room = (bytes.len() - SEGMENT_HEADER_SIZE - BODY_SIZE) / SLOT_SIZE;
-    let count = (u32_at(body, offset_of!(RecordBody, slot_count)) as usize).min(room);
-    let slots = &bytes[SEGMENT_HEADER_SIZE + BODY_SIZE..][..count * SLOT_SIZE];
-    let mut holders: Vec<u32> = slots
-        .chunks_exact(SLOT_SIZE)
-        .map(|s| {
-            (
-                u64_at(s, offset_of!(Slot, word)),
-                u64_at(s, offset_of!(Slot, start)),
-            )
-        })
+    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
+    let mut holders: Vec<u32> = slot_words(bytes)?
         .filter(|&(word, start)| holder_alive(word, start))
         .map(|(word, _)| unpack(word).0)
         .collect();
@@ -133,6 +122,49 @@ pub(crate) fn read_record(bytes: &[u8]) -> Option<RecordInfo> {
         target_len: u64_at(body, offset_of!(RecordBody, target_len)),
         holders,
     })
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// The `(word, start)` of every slot of the record whose first bytes are `bytes` (up to
+/// [`MAX_RECORD_LEN`]), as many as it claims and as fit; `None` if they are too short for a body.
+fn slot_words(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
+    use std::mem::offset_of;
+    let bytes = &bytes[..bytes.len().min(MAX_RECORD_LEN)];
+    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
+    let room = (bytes.len() - SEGMENT_HEADER_SIZE - BODY_SIZE) / SLOT_SIZE;
+    let count = (u32_at(body, offset_of!(RecordBody, slot_count)) as usize).min(room);
+    let slots = &bytes[SEGMENT_HEADER_SIZE + BODY_SIZE..][..count * SLOT_SIZE];
+    Some(slots.chunks_exact(SLOT_SIZE).map(|s| {
+        (
+            u64_at(s, offset_of!(Slot, word)),
+            u64_at(s, offset_of!(Slot, start)),
+        )
+    }))
+}
+
+/// The first `len` bytes of `file` (a record `len` bytes long), at most [`MAX_RECORD_LEN`].
+pub(crate) fn read_prefix(file: &std::fs::File, len: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; len.min(MAX_RECORD_LEN)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    bytes.truncate(filled);
+    Some(bytes)
 }
 
 /// A view of a mapped record. Every read is bounds-checked against the mapping, since another
@@ -404,7 +436,8 @@ pub(crate) fn sweep() -> usize {
 }
 
 /// [`sweep`], now. Looks only at names of the generated shape whose file is small enough for a
-/// record and ours; reads their header before mapping any.
+/// record and ours, reads them, and maps (to remove) only those that read as unheld; a process
+/// holding many pipes is looked up once.
 fn sweep_now() -> usize {
     use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
     let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
@@ -413,6 +446,7 @@ fn sweep_now() -> usize {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     let our_ns = crate::process::pid_namespace();
+    let mut seen: HashMap<(u32, u64, bool), bool> = HashMap::new();
     let mut removed = 0;
     for item in dir.flatten() {
         let Ok(name) = item.file_name().into_string() else {
@@ -439,16 +473,28 @@ fn sweep_now() -> usize {
         else {
             continue;
         };
-        let mut bytes = [0u8; SEGMENT_HEADER_SIZE];
-        if file.read_exact_at(&mut bytes, 0).is_err() {
+        let mut header = [0u8; SEGMENT_HEADER_SIZE];
+        if file.read_exact_at(&mut header, 0).is_err() {
             continue;
         }
-        let h = HeaderFields::decode(&bytes);
-        if h.magic == MAGIC
-            && h.kind == SegmentKind::SealedRecord as u32
-            && h.creator_pid_ns == our_ns
-            && remove_if_abandoned(&name).unwrap_or(false)
+        let h = HeaderFields::decode(&header);
+        if h.magic != MAGIC
+            || h.kind != SegmentKind::SealedRecord as u32
+            || h.creator_pid_ns != our_ns
         {
+            continue;
+        }
+        let Some(bytes) = read_prefix(&file, len) else {
+            continue;
+        };
+        let mut alive = |(word, start): (u64, u64)| {
+            let (pid, fd) = unpack(word);
+            *seen
+                .entry((pid, start, fd == WRITING))
+                .or_insert_with(|| holder_alive(word, start))
+        };
+        let held = slot_words(&bytes).is_some_and(|mut slots| slots.any(&mut alive));
+        if !held && remove_if_abandoned(&name).unwrap_or(false) {
             removed += 1;
         }
     }

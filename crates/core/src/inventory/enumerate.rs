@@ -153,21 +153,10 @@ mod imp {
         })
     }
 
-    /// Reads the bytes of a record `len` bytes long (at most `rendezvous::MAX_RECORD_LEN`) and
-    /// what they say.
+    /// What the record `file`, `len` bytes long, says.
     fn read_record(file: &std::fs::File, len: u64) -> Option<RecordRead> {
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        let mut bytes = vec![0u8; len.min(crate::rendezvous::MAX_RECORD_LEN)];
-        let mut filled = 0;
-        while filled < bytes.len() {
-            match file.read_at(&mut bytes[filled..], filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        let info = crate::rendezvous::read_record(&bytes[..filled])?;
+        let bytes = crate::rendezvous::read_prefix(file, len)?;
+        let info = crate::rendezvous::read_record(&bytes)?;
         Some(RecordRead {
             target_kind: info.target_kind,
             target_len: info.target_len,
