@@ -1071,6 +1071,9 @@ mod tests {
         assert_eq!((i.backing, i.kind, i.size), (Backing::Memfd, None, 0));
         assert_eq!((i.status, i.owner), (Status::Creating, Liveness::Alive));
         assert!(clean(&only(record.name())).unwrap().removed.is_empty());
+        // Its slots are empty until its creator fills it: what the sweep removes, it keeps.
+        assert!(!crate::rendezvous::remove_if_abandoned(record.name()).unwrap());
+        assert!(exists(record.name()));
         kill_creator(&record);
         assert_eq!(info(record.name()).status, Status::OwnerDead);
         assert_eq!(

@@ -626,6 +626,28 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::Segment;
+
+    #[test]
+    fn a_record_is_removed_only_while_its_name_still_stands_for_it() {
+        let body = record_body_size(1);
+        let mut judged = Segment::create(SegmentKind::SealedRecord, body).unwrap();
+        judged.publish_ready();
+        judged.disown();
+        let name = judged.name().to_owned();
+        let exists = || std::path::Path::new(SHM_DIR).join(&name).exists();
+        let judged_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
+        // Removed and made again under the same name, after it was judged unheld.
+        crate::segment::unlink(&name).unwrap();
+        let mut again = Segment::create_named(&name, SegmentKind::SealedRecord, body).unwrap();
+        again.publish_ready();
+        again.disown();
+        assert!(!remove_if_unheld(&name, &judged_map));
+        assert!(exists(), "removed a newer record of the same name");
+        let again_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
+        assert!(remove_if_unheld(&name, &again_map));
+        assert!(!exists());
+    }
 
     #[test]
     fn a_record_is_read_only_as_far_as_its_bytes_go() {
