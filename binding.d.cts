@@ -354,14 +354,22 @@ export declare function producerTrySendParts(handle: ExternalObject<ProducerHand
  */
 export declare function removeArrayOnSignal(name: string): boolean
 
+/** Where a segment's memory lives. */
+export type SegmentBacking = 'shm' | 'memfd'
+
 /** One shared-memory segment found on this machine. */
 export interface SegmentInfo {
   /** Its name (a pipe's name is the name of its queue segment; an array's is `shmpipe_a_<name>`). */
   readonly name: string
   /** What it holds; `null` when its header is not valid. */
   readonly kind: SegmentKind | null
-  /** Bytes of shared memory it occupies. */
+  /** Bytes of shared memory it occupies (for `memfd`, the sealed memory's, not its record's). */
   readonly size: number
+  /**
+   * Where its memory lives: `shm`, a named file in `/dev/shm`; `memfd` (Linux), sealed memory
+   * that the record bearing the name stands for, freed with its last holder.
+   */
+  readonly backing: SegmentBacking
   /** The pid of the process that created (and owns) it; `null` when the header does not say. */
   readonly ownerPid: number | null
   /** Whether that process is still running. */
@@ -381,7 +389,10 @@ export interface SegmentInfo {
   readonly ready: boolean | null
   /** The user owning it; `null` where the platform does not say. */
   readonly uid: number | null
-  /** Pids of the processes that have it open or mapped; `null` where that cannot be told. */
+  /**
+   * Pids of the processes that have it open or mapped (for `memfd`: that hold the memory, as
+   * its record lists them); `null` where that cannot be told.
+   */
   readonly heldBy: readonly number[] | null
   /**
    * When it was created, in milliseconds since 1970 (its age is `Date.now() - createdAt`);

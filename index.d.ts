@@ -50,6 +50,7 @@ export type {
   CleanReport,
   ListOptions,
   ProcessInfo,
+  SegmentBacking,
   SegmentInfo,
   SegmentKind,
   SegmentStatus,

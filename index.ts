@@ -51,6 +51,7 @@ export type {
   CleanReport,
   ListOptions,
   ProcessInfo,
+  SegmentBacking,
   SegmentInfo,
   SegmentKind,
   SegmentStatus,

@@ -71,9 +71,15 @@ async function lsJson(t: ExecutionContext, viaNpx = false): Promise<SegmentInfo[
   return JSON.parse(run.stdout) as SegmentInfo[]
 }
 
-/** A child that creates a pipe, reports its name and stays alive (blocked) until killed. */
-async function pipeOwner(t: ExecutionContext) {
-  const child = startChild(t, 'blocked', ['pair-atomics'])
+/**
+ * A child that creates a pipe, reports its name and stays alive (blocked) until killed; its
+ * pipe's memory in `backing` (`SHMPIPE_BACKING`), or by default in the platform's default.
+ *
+ * A sealed pipe (`memfd`) whose every holder is killed leaves only its record, which any process
+ * of this user creating a pipe meanwhile removes: tests that list a killed owner's pipe use `shm`.
+ */
+async function pipeOwner(t: ExecutionContext, backing?: 'shm' | 'memfd') {
+  const child = startChild(t, 'blocked', ['pair-atomics'], { SHMPIPE_BACKING: backing })
   const { name } = (await child.next()) as { name: string }
   // A SIGKILLed owner leaves its pipe: remove it whatever the test did.
   t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true }))
@@ -81,12 +87,13 @@ async function pipeOwner(t: ExecutionContext) {
 }
 
 test('shmpipe ls and clean: a live owner’s pipe is listed alive and never removed; once the owner is SIGKILLed it is listed dead and removed', async (t) => {
-  const { child, name } = await pipeOwner(t)
+  const { child, name } = await pipeOwner(t, 'shm')
   const pid = child.process.pid!
 
   const live = (await lsJson(t)).find((s) => s.name === name)
   t.like(live, {
     kind: 'queue',
+    backing: 'shm',
     ownerPid: pid,
     owner: 'alive',
     status: 'owner-alive',
@@ -97,8 +104,8 @@ test('shmpipe ls and clean: a live owner’s pipe is listed alive and never remo
   t.deepEqual(live!.heldBy, [pid])
   const text = await shmpipe(['ls'])
   t.is(text.status, 0)
-  t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
-  t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s+16\\.\\d MiB\\s+${pid}\\s+alive\\s+`, 'm'))
+  t.regex(text.stdout, /^NAME\s+KIND\s+BACKING\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
+  t.regex(text.stdout, new RegExp(`^${name}\\s+queue\\s+shm\\s+16\\.\\d MiB\\s+${pid}\\s+alive\\s+`, 'm')) // prettier-ignore
 
   for (const args of [
     ['clean', name],
@@ -141,6 +148,32 @@ test('shmpipe ls and clean: a live owner’s pipe is listed alive and never remo
   const again = await shmpipe(['clean', name])
   t.is(again.status, 0)
   t.regex(again.stderr, new RegExp(`^shmpipe: no shmpipe segment named ${name}$`, 'm'))
+})
+
+test('listSegments() and shmpipe ls show where a pipe’s memory lives: sealed memory (memfd) by default on Linux, named /dev/shm memory with SHMPIPE_BACKING=shm', async (t) => {
+  const byDefault = process.platform === 'linux' ? 'memfd' : 'shm'
+  const sealed = await pipeOwner(t, undefined)
+  const named = await pipeOwner(t, 'shm')
+  const listed = listSegments()
+  for (const [{ child, name }, backing] of [
+    [sealed, byDefault],
+    [named, 'shm'],
+  ] as const) {
+    const pid = child.process.pid!
+    const shown = listed.find((s) => s.name === name)
+    t.like(shown, { kind: 'queue', backing, ownerPid: pid, owner: 'alive', status: 'owner-alive' })
+    t.true(shown!.size >= 16 << 20, `${backing}: the ring's size, ${shown?.size}`)
+    t.deepEqual(shown!.heldBy, [pid], backing)
+  }
+  const text = await shmpipe(['ls'])
+  t.is(text.status, 0, text.stderr)
+  for (const [{ child, name }, backing] of [
+    [sealed, byDefault],
+    [named, 'shm'],
+  ] as const) {
+    const row = new RegExp(`^${name}\\s+queue\\s+${backing}\\s+16\\.\\d MiB\\s+${child.process.pid}\\s+alive\\s`, 'm') // prettier-ignore
+    t.regex(text.stdout, row)
+  }
 })
 
 test('npx shmpipe runs the package’s command', async (t) => {
@@ -203,7 +236,7 @@ test('listSegments() and cleanSegments(): this process’s own pipe is alive and
 })
 
 test('cleanSegments(): a SIGKILLed owner’s pipe is removed; a dry run only reports it', async (t) => {
-  const { child, name } = await pipeOwner(t)
+  const { child, name } = await pipeOwner(t, 'shm')
   await child.kill()
   const dry = cleanSegments({ names: [name], dryRun: true })
   t.deepEqual(
@@ -220,31 +253,46 @@ test('cleanSegments(): a SIGKILLed owner’s pipe is removed; a dry run only rep
   t.false(shmExists(name))
 })
 
-test('the creator SIGKILLed: the other ends keep working until they close, then clean removes the pipe', async (t) => {
-  const { child: creator, name } = await pipeOwner(t)
-  const receiver = Receiver.attach(name)
-  t.teardown(() => receiver.close())
-  const producer = forkChild(t, 'produce', [name, '1', '200'])
-  t.is(await producer.next(), 'ready')
-  await creator.kill() // SIGKILL, with its own sender still open
-  t.true(shmExists(name), 'the pipe outlives its creator')
-  producer.process.send('go')
-  for (let seq = 0; seq < 200; seq++) {
-    const value = await receiver.get({ timeout: 10_000 })
-    t.is(difference(value, mpscValue(1, seq)), null, `value ${seq}`)
-  }
-  t.is(await producer.next(), 'done')
-  // The creator's sender died open: once drained, the stream ends with PEER_GONE, not CLOSED.
-  const end = await t.throwsAsync(receiver.get({ timeout: 5000 }), { instanceOf: ShmpipeError })
-  t.is(end?.code, ERR_SHMPIPE_PEER_GONE)
-  receiver.close()
-  const report = cleanSegments({ names: [name] })
-  t.deepEqual(
-    report.removed.map((s) => [s.name, s.status]),
-    [[name, 'owner-dead']],
-  )
-  t.false(shmExists(name), 'clean removed what the dead creator left')
+const otherEndsOutliveTheCreator = test.macro({
+  async exec(t, backing: 'shm' | 'memfd') {
+    const { child: creator, name } = await pipeOwner(t, backing)
+    const receiver = Receiver.attach(name)
+    t.teardown(() => receiver.close())
+    const producer = forkChild(t, 'produce', [name, '1', '200'])
+    t.is(await producer.next(), 'ready')
+    await creator.kill() // SIGKILL, with its own sender still open
+    t.true(shmExists(name), 'the pipe outlives its creator')
+    producer.process.send('go')
+    for (let seq = 0; seq < 200; seq++) {
+      const value = await receiver.get({ timeout: 10_000 })
+      t.is(difference(value, mpscValue(1, seq)), null, `value ${seq}`)
+    }
+    t.is(await producer.next(), 'done')
+    // The creator's sender died open: once drained, the stream ends with PEER_GONE, not CLOSED.
+    const end = await t.throwsAsync(receiver.get({ timeout: 5000 }), { instanceOf: ShmpipeError })
+    t.is(end?.code, ERR_SHMPIPE_PEER_GONE)
+    receiver.close()
+    const report = cleanSegments({ names: [name] })
+    if (backing === 'memfd') {
+      // The last holder to close removed the record; the kernel freed the memory.
+      t.deepEqual(report.removed, [])
+      t.false(shmExists(name), 'the last holder removed the record')
+    } else {
+      t.deepEqual(
+        report.removed.map((s) => [s.name, s.status]),
+        [[name, 'owner-dead']],
+      )
+      t.false(shmExists(name), 'clean removed what the dead creator left')
+    }
+  },
+  title: (_, backing) =>
+    backing === 'memfd'
+      ? 'the creator SIGKILLed: the other ends keep working until they close, and the last of them removes the sealed pipe’s record'
+      : 'the creator SIGKILLed: the other ends keep working until they close, then clean removes the named pipe',
 })
+
+test(otherEndsOutliveTheCreator, 'shm')
+test(otherEndsOutliveTheCreator, 'memfd')
 
 // ---------------------------------------------------------------------------------------------
 // Other users' segments, shared arrays, and the processes that keep a segment
@@ -355,7 +403,7 @@ test('an array left by a SIGKILLed process is listed with its owner and age, kep
   t.deepEqual(listed!.heldBy, [])
   t.true(listed!.createdAt! >= before && listed!.createdAt! <= Date.now() - 1000, `createdAt ${listed?.createdAt}`) // prettier-ignore
   const text = await shmpipe(['ls'])
-  t.regex(text.stdout, /^NAME\s+KIND\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
+  t.regex(text.stdout, /^NAME\s+KIND\s+BACKING\s+SIZE\s+PID\s+OWNER\s+AGE\s+STATUS$/m)
   t.regex(text.stdout, new RegExp(`^${segment}\\s+array\\s.*\\s${pid}\\s+dead\\s+[1-9]\\d*s\\s+shared array, open in no process$`, 'm')) // prettier-ignore
 
   // Unrestricted, but only dry runs (other runs share /dev/shm).

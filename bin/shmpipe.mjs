@@ -15,8 +15,10 @@ const USAGE = `Usage: shmpipe <command> [options]
 
 Commands:
   ls [--json] [--all-users]   List the shmpipe shared-memory segments on this machine, shared
-                              arrays included: name, kind, size, owner pid, owner alive/dead,
-                              age, and what clean would do.
+                              arrays included: name, kind, backing (shm: a file in /dev/shm;
+                              memfd: sealed memory found through a small record there), size,
+                              owner pid, owner alive/dead, age, and what clean would do
+                              (--json adds the processes holding each).
   clean [options] [NAME...]   Remove the segments whose owner is dead (only NAMEs, if given).
                               Never removes a pipe or message whose owner is alive, nor, unless
                               asked, one a live process may still need: those are kept, with the
@@ -92,6 +94,7 @@ function row(s, action) {
   return [
     s.name,
     s.kind ?? '-',
+    s.backing,
     formatSize(s.size),
     s.ownerPid === null ? '-' : String(s.ownerPid),
     s.owner,
@@ -100,7 +103,7 @@ function row(s, action) {
   ]
 }
 
-const HEADER = ['NAME', 'KIND', 'SIZE', 'PID', 'OWNER', 'AGE', 'STATUS']
+const HEADER = ['NAME', 'KIND', 'BACKING', 'SIZE', 'PID', 'OWNER', 'AGE', 'STATUS']
 
 /** What to ask for to remove kept segments of each status (printed once per status kept). */
 const HINTS = {

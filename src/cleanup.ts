@@ -21,7 +21,13 @@ import { call, native } from './native.js'
 
 // One segment record, defined by the native addon (`crates/node/src/cleanup.rs`), whose
 // declarations document each field and state.
-export type { ProcessInfo, SegmentInfo, SegmentKind, SegmentStatus } from '../binding.cjs'
+export type {
+  ProcessInfo,
+  SegmentBacking,
+  SegmentInfo,
+  SegmentKind,
+  SegmentStatus,
+} from '../binding.cjs'
 import type { SegmentInfo } from '../binding.cjs'
 
 /** Options of {@link listSegments}. */

@@ -102,10 +102,19 @@ function track(t: ExecutionContext, proc: ChildProcess): Child {
   }
 }
 
-/** Spawns `node --import=tsx child.ts role ...args` (reports on stdout). */
-export function startChild(t: ExecutionContext, role: string, args: string[] = []): Child {
+/**
+ * Spawns `node --import=tsx child.ts role ...args` (reports on stdout), with `env` over this
+ * process's environment (a variable set to `undefined` is left out).
+ */
+export function startChild(
+  t: ExecutionContext,
+  role: string,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Child {
   const proc = spawn(process.execPath, ['--import=tsx', childScript, role, ...args], {
     cwd: repoRoot,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   return track(t, proc)

@@ -15,6 +15,13 @@
 //!   alive does not decide. Open or mapped by no process: [`Status::Array`]; by some (or where
 //!   that cannot be told): [`Status::ArrayInUse`]. Kept, unless named in [`CleanOptions::only`]
 //!   or [`CleanOptions::arrays`]; one in use only with [`CleanOptions::force`] too;
+//! - sealed memory ([`Backing::Memfd`], Linux), listed by its name's record as what the memory
+//!   holds, with the memory's size and the record's live holders: ready and held by a live
+//!   process (the creator or not) is [`Status::OwnerAlive`] ([`Status::ArrayInUse`] for an
+//!   array): kept; ready and held by none is [`Status::OwnerDead`] (the kernel freed the memory
+//!   with its last holder; only the record is left): removed; not ready is
+//!   [`Status::Creating`] while its creator lives, [`Status::OwnerDead`] after. The record is
+//!   read, never joined, and removed only while still unheld and still the name's;
 //! - owned by another user than the caller's effective uid: [`Status::OtherUser`] (in any state
 //!   but [`Status::OtherPidNamespace`]): kept, unless [`CleanOptions::all_users`], which judges
 //!   it like one's own (root, common in containers and CI, can read every user's segments);
@@ -43,11 +50,12 @@ mod enumerate;
 mod holders;
 mod names;
 
+use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::name::validate_name;
 use crate::process::{pid_namespace, ProcessIdentity};
 use crate::segment::{HeaderFields, SegmentKind, MAGIC};
-use enumerate::{Entry, HeaderRead};
+use enumerate::{Entry, HeaderRead, RecordRead};
 use holders::Holders;
 use names::is_listed;
 use std::collections::HashSet;
@@ -83,12 +91,15 @@ pub enum InvalidHeader {
 /// A segment's state, and with it what [`clean`] does with it (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// The creator is alive and the segment ready. Kept.
+    /// The creator is alive and the segment ready; for sealed memory, a live process holds it
+    /// (the creator or another). Kept.
     OwnerAlive,
     /// Being created: not ready yet and the creator alive, or the header only half written.
     /// Kept.
     Creating,
-    /// A queue or array whose creator is dead. Removed.
+    /// A queue or array whose creator is dead; for sealed memory, no live process holds it (the
+    /// kernel has freed the memory: only its record is left), or its creator died before it
+    /// was ready. Removed.
     OwnerDead,
     /// A blob whose creator died before committing it: never readable. Removed.
     AbandonedBlob,
@@ -109,8 +120,9 @@ pub enum Status {
     /// [`CleanOptions::arrays`] (arrays outlive their creator by design).
     Array,
     /// A shared array that live processes have open or mapped (see
-    /// [`SegmentInfo::may_be_used_by`]), or where that cannot be told. Kept unless named or
-    /// [`CleanOptions::arrays`], and [`CleanOptions::force`].
+    /// [`SegmentInfo::may_be_used_by`]), or where that cannot be told; in sealed memory, one
+    /// that live processes hold. Kept unless named or [`CleanOptions::arrays`], and
+    /// [`CleanOptions::force`].
     ArrayInUse,
     /// Owned by another user (this uid), in any state but [`Status::OtherPidNamespace`]. Kept
     /// unless [`CleanOptions::all_users`].
@@ -197,10 +209,15 @@ impl fmt::Display for ProcessRef {
 pub struct SegmentInfo {
     /// Its name, as passed to `Queue::open` (a shared array's: `shmpipe_a_<array name>`).
     pub name: String,
-    /// What it holds, if the header says (and is valid).
+    /// What it holds, if the header says (and is valid); for sealed memory, what the memory
+    /// holds (its record says; never [`SegmentKind::SealedRecord`]), once the record is filled.
     pub kind: Option<SegmentKind>,
-    /// Bytes it occupies.
+    /// Bytes it occupies; for sealed memory, the memory's length (0 until the record is filled),
+    /// not its record's.
     pub size: u64,
+    /// Where its memory lives: a named file ([`Backing::Shm`]), or sealed memory
+    /// ([`Backing::Memfd`]) that the name's record stands for.
+    pub backing: Backing,
     /// Its creator, from the header (when the header is valid).
     pub creator: Option<ProcessIdentity>,
     /// Whether the creator is alive.
@@ -214,7 +231,8 @@ pub struct SegmentInfo {
     /// When it was created: the file's birth time where the file system records it (Linux
     /// tmpfs), else its last modification (its sizing, at creation); `None` where unknown.
     pub created: Option<SystemTime>,
-    /// Pids of the processes holding it open or mapped; `None` where that cannot be told.
+    /// Pids of the processes holding it open or mapped; `None` where that cannot be told. For
+    /// sealed memory: its record's live holders, and whoever else has the record open or mapped.
     pub held_by: Option<Vec<u32>>,
     /// For a segment kept because live processes may still use it, those processes: for
     /// [`Status::MaybeInUse`], the ones that could receive the blob (they hold a pipe or a
@@ -380,6 +398,22 @@ pub fn clean(opts: &CleanOptions) -> Result<CleanReport> {
 }
 
 fn remove(info: SegmentInfo, report: &mut CleanReport, removed: &mut HashSet<String>) {
+    #[cfg(target_os = "linux")]
+    if info.backing == Backing::Memfd {
+        // Only while nothing holds it still, and the name still stands for that record.
+        match crate::rendezvous::remove_if_abandoned(&info.name) {
+            Ok(true) => {
+                removed.insert(info.name.clone());
+                report.removed.push(info);
+            }
+            Ok(false) => report.kept.push(info), // held (or replaced) meanwhile
+            Err(Error::NotFound { .. }) => {
+                removed.insert(info.name.clone());
+            }
+            Err(e) => report.failed.push((info, e)),
+        }
+        return;
+    }
     match crate::segment::unlink(&info.name) {
         Ok(()) => {
             removed.insert(info.name.clone());
@@ -401,15 +435,17 @@ fn list(wanted: &dyn Fn(&str) -> bool, all_users: bool) -> Result<Vec<SegmentInf
     // Segments that cannot make their holder a receiver: blobs and arrays.
     let not_queues: HashSet<u64> = entries
         .iter()
-        .filter(|e| match &e.header {
-            HeaderRead::Fields(h) => {
-                h.magic == MAGIC
-                    && matches!(
-                        SegmentKind::from_u32(h.kind),
-                        Some(SegmentKind::Blob | SegmentKind::Array)
-                    )
-            }
-            _ => false,
+        .filter(|e| {
+            let kind = match (&e.header, &e.record) {
+                // Sealed memory: what its record stands for.
+                (_, Some(record)) => record.target_kind,
+                (HeaderRead::Fields(h), None) if h.magic == MAGIC => h.kind,
+                _ => return false,
+            };
+            matches!(
+                SegmentKind::from_u32(kind),
+                Some(SegmentKind::Blob | SegmentKind::Array)
+            )
         })
         .filter_map(|e| e.inode)
         .collect();
@@ -509,6 +545,7 @@ impl Context<'_> {
             name: e.name,
             kind: None,
             size: e.size,
+            backing: Backing::Shm,
             creator: None,
             owner: Liveness::Unknown,
             layout_version: None,
@@ -552,6 +589,24 @@ impl Context<'_> {
         };
         info.kind = Some(kind);
         info.ready = Some(h.ready);
+        let record = if kind == SegmentKind::SealedRecord {
+            let Some(record) = e.record else {
+                info.kind = None;
+                info.status = Status::Invalid(InvalidHeader::TooSmall);
+                return info;
+            };
+            info.backing = Backing::Memfd;
+            info.kind = SegmentKind::from_u32(record.target_kind)
+                .filter(|&k| k != SegmentKind::SealedRecord);
+            info.size = record.target_len;
+            let held_by = info.held_by.get_or_insert_with(Vec::new);
+            held_by.extend_from_slice(&record.holders);
+            held_by.sort_unstable();
+            held_by.dedup();
+            Some(record)
+        } else {
+            None
+        };
         if h.creator.pid == 0 {
             info.status = Status::Creating; // the header is being written
             return info;
@@ -561,6 +616,14 @@ impl Context<'_> {
         if linux && h.creator_pid_ns != 0 && h.creator_pid_ns != self.our_pid_ns {
             info.status = Status::OtherPidNamespace;
             return info;
+        }
+        if let Some(record) = record {
+            if linux && h.creator_pid_ns == 0 {
+                // Its holders' pids are only known to be this namespace's if its creator's is.
+                info.status = Status::OtherPidNamespace;
+                return info;
+            }
+            return self.classify_record(info, &h, record);
         }
         let alive = h.creator.is_alive();
         if kind == SegmentKind::Array && h.ready {
@@ -601,10 +664,45 @@ impl Context<'_> {
                     Status::MaybeInUse
                 }
             },
-            // A queue, or an array its creator died before finishing.
-            (SegmentKind::Queue | SegmentKind::Array, _) => Status::OwnerDead,
-            // Judged by its holders, not its creator: kept until that is written.
-            (SegmentKind::SealedRecord, _) => Status::MaybeInUse,
+            // A queue, or an array its creator died before finishing (a record is judged
+            // above, by its holders).
+            (SegmentKind::Queue | SegmentKind::Array | SegmentKind::SealedRecord, _) => {
+                Status::OwnerDead
+            }
+        };
+        info
+    }
+
+    /// Judges sealed memory by its record (`info` filled from it, `h` its header): by its live
+    /// holders once ready (the kernel frees the memory with its last holder, whoever created
+    /// it), by its creator before.
+    fn classify_record(
+        &self,
+        mut info: SegmentInfo,
+        h: &HeaderFields,
+        record: RecordRead,
+    ) -> SegmentInfo {
+        let alive = h.creator.is_alive();
+        info.owner = if alive {
+            Liveness::Alive
+        } else {
+            Liveness::Dead
+        };
+        info.status = if !h.ready {
+            if alive {
+                Status::Creating
+            } else {
+                Status::OwnerDead
+            }
+        } else if info.kind.is_none() {
+            Status::Invalid(InvalidHeader::UnknownKind(record.target_kind))
+        } else if record.holders.is_empty() {
+            Status::OwnerDead
+        } else if info.kind == Some(SegmentKind::Array) {
+            info.may_be_used_by = processes(&record.holders);
+            Status::ArrayInUse
+        } else {
+            Status::OwnerAlive
         };
         info
     }
@@ -905,6 +1003,132 @@ mod tests {
         };
         assert_eq!(ctx.could_receive(Some(0)), Some(false));
         assert!(ctx.possible_receivers(Some(0)).is_empty());
+    }
+
+    /// Writes `bytes` at `offset` of the file of segment `name` (as any process of its user may).
+    fn write_at(name: &str, offset: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        file.write_all_at(bytes, offset).unwrap();
+    }
+
+    /// Where a record's body and its slot `index` start (`rendezvous::RecordBody`, `Slot`).
+    const BODY_AT: u64 = 128;
+    fn slot_at(index: u64) -> u64 {
+        BODY_AT + 64 + index * 16
+    }
+
+    /// A record body: target kind, state, target length, device, inode, slot count.
+    fn record_body(kind: u32, len: u64, slot_count: u32) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend(kind.to_ne_bytes());
+        body.extend(0u32.to_ne_bytes());
+        body.extend(len.to_ne_bytes());
+        body.extend([0u8; 16]);
+        body.extend(slot_count.to_ne_bytes());
+        body
+    }
+
+    /// A slot naming process `pid` (descriptor 3) started at `start`.
+    fn slot(pid: u32, start: u64) -> Vec<u8> {
+        let mut slot = (u64::from(pid) << 32 | 3).to_ne_bytes().to_vec();
+        slot.extend(start.to_ne_bytes());
+        slot
+    }
+
+    #[test]
+    fn sealed_memory_lists_as_its_memory_and_is_removable_once_no_live_process_holds_it() {
+        let seg = Segment::create_in(SegmentKind::Queue, 4096, Backing::Memfd, 1).unwrap();
+        seg.publish_ready();
+        let i = info(seg.name());
+        assert_eq!(i.backing, Backing::Memfd);
+        assert_eq!(i.kind, Some(SegmentKind::Queue), "what the memory holds");
+        assert_eq!(i.size, 4096 + 128, "the memory's size, not the record's");
+        assert_eq!(i.held_by, Some(vec![std::process::id()]));
+        assert_eq!((i.status, i.owner), (Status::OwnerAlive, Liveness::Alive));
+        assert!(clean(&only(seg.name())).unwrap().removed.is_empty());
+        assert!(exists(seg.name()));
+        // Its one holder (this process) now reads as dead: same pid, another start time.
+        let me = ProcessIdentity::current();
+        write_at(seg.name(), slot_at(0) + 8, &(me.start + 1).to_ne_bytes());
+        let i = info(seg.name());
+        assert_eq!(i.status, Status::OwnerDead, "{i:?}");
+        assert_eq!(
+            names(&clean(&only(seg.name())).unwrap().removed),
+            [seg.name()]
+        );
+        assert!(!exists(seg.name()));
+    }
+
+    #[test]
+    fn a_record_not_ready_is_being_created_while_its_creator_lives() {
+        let body = crate::rendezvous::record_body_size(1);
+        let record = Segment::create(SegmentKind::SealedRecord, body).unwrap();
+        let i = info(record.name());
+        assert_eq!((i.backing, i.kind, i.size), (Backing::Memfd, None, 0));
+        assert_eq!((i.status, i.owner), (Status::Creating, Liveness::Alive));
+        assert!(clean(&only(record.name())).unwrap().removed.is_empty());
+        // Its slots are empty until its creator fills it: what the sweep removes, it keeps.
+        assert!(!crate::rendezvous::remove_if_abandoned(record.name()).unwrap());
+        assert!(exists(record.name()));
+        kill_creator(&record);
+        assert_eq!(info(record.name()).status, Status::OwnerDead);
+        assert_eq!(
+            names(&clean(&only(record.name())).unwrap().removed),
+            [record.name()]
+        );
+        assert!(!exists(record.name()));
+    }
+
+    #[test]
+    fn a_hostile_record_lists_as_what_fits_its_file_and_no_more() {
+        let me = ProcessIdentity::current();
+        let body = crate::rendezvous::record_body_size(1);
+        let record = Segment::create(SegmentKind::SealedRecord, body).unwrap();
+        record.publish_ready();
+        let name = record.name().to_owned();
+        let file_len = 128 + body;
+        let slots = (file_len - slot_at(0)) / 16;
+        // Claims 4 billion slots; every one in the file holds garbage but the last, which is us.
+        write_at(&name, BODY_AT, &record_body(1, u64::MAX, u32::MAX));
+        let garbage: Vec<u8> = (0..slots - 1)
+            .flat_map(|i| slot(0xdead_0000 + i as u32, 0xffff_ffff_ffff_ffff - i))
+            .collect();
+        write_at(&name, slot_at(0), &garbage);
+        write_at(&name, slot_at(slots - 1), &slot(me.pid, me.start));
+        let i = info(&name);
+        assert_eq!(
+            (i.status, i.kind),
+            (Status::OwnerAlive, Some(SegmentKind::Queue))
+        );
+        assert_eq!((i.size, i.held_by), (u64::MAX, Some(vec![me.pid])));
+        assert!(clean(&only(&name)).unwrap().removed.is_empty());
+        // A kind the memory cannot hold.
+        write_at(&name, BODY_AT, &77u32.to_ne_bytes());
+        assert_eq!(
+            info(&name).status,
+            Status::Invalid(InvalidHeader::UnknownKind(77))
+        );
+        write_at(&name, BODY_AT, &1u32.to_ne_bytes());
+        // A gigabyte long (sparse), its only live holder past what a record can be: not read.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        file.set_len(1 << 30).unwrap();
+        write_at(&name, slot_at(slots - 1), &[0; 16]);
+        let far = (crate::rendezvous::MAX_RECORD_LEN as u64).next_multiple_of(16) + 64;
+        write_at(&name, far, &slot(me.pid, me.start));
+        let i = info(&name);
+        assert_eq!(i.status, Status::OwnerDead, "{i:?}");
+        assert_eq!(
+            names(&clean(&only(&name)).unwrap().removed),
+            [name.as_str()]
+        );
+        assert!(!exists(&name));
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! page of the memory is the kernel's to free when the last descriptor and mapping close,
 //! whoever closes last and however it ends. What a killed process cannot do is clear its slot
 //! or remove the record: a slot whose process is dead (pid and start time) counts as free, and a
-//! record with no live holder is removed by the next [`sweep`] (every queue creation runs one,
-//! and `shmpipe clean`).
+//! record with no live holder is removed by the next [`sweep`] (a queue creation runs one, at
+//! most once per [`SWEEP_INTERVAL`] in a process) or `shmpipe clean` ([`remove_if_abandoned`]).
+//! Both judge a record only in its creator's PID namespace: a holder's pid means nothing in
+//! another.
 //!
 //! Removal and entry race: a leaver marks the record [`REMOVING`] before its final scan, an
 //! enterer takes its slot before checking the mark (both sequentially consistent), so either the
@@ -31,11 +33,12 @@ use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::memfd::{self, FileId, OpenHeldError};
 use crate::process::ProcessIdentity;
-use crate::segment::{SegmentKind, SEGMENT_HEADER_SIZE};
+use crate::segment::{HeaderFields, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 /// Record state: holders may enter.
 const OPEN: u32 = 0;
@@ -83,15 +86,85 @@ fn unpack(word: u64) -> (u32, u32) {
     ((word >> 32) as u32, word as u32)
 }
 
-/// What a record says about the memory it names, as read now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The most of a record that is read or mapped when judging it from outside ([`read_record`],
+/// [`remove_if_unheld_by_name`]): a record of the most holders a queue has room for is about
+/// 66 KiB; a longer file's tail is not looked at, so that a hostile one cannot make a reader map
+/// or scan more.
+pub(crate) const MAX_RECORD_LEN: usize = 256 << 10;
+
+/// What a record says about the memory it names, read from a copy of its bytes
+/// ([`read_record`]), without joining it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordInfo {
-    /// The kind of segment in the memory (a [`SegmentKind`] value, unchecked).
+    /// The kind of segment in the memory (a [`SegmentKind`] value, unchecked; 0 until filled).
     pub target_kind: u32,
-    /// The memory's length, header included.
+    /// The memory's length, header included (0 until filled).
     pub target_len: u64,
-    /// Live holders.
-    pub holders: usize,
+    /// The pids of its live holders (pid and start time), sorted, each once.
+    pub holders: Vec<u32>,
+}
+
+/// Reads the record whose first bytes (header included, up to [`MAX_RECORD_LEN`]) are
+/// `bytes`: `None` if they are too short for a record's body. Every field is bounds-checked
+/// against `bytes`, so a record claiming any number of slots, or holding any words, reads as
+/// what fits; a holder is live only if its pid runs with the start time its slot records.
+pub(crate) fn read_record(bytes: &[u8]) -> Option<RecordInfo> {
+    use std::mem::offset_of;
+    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
+    let mut holders: Vec<u32> = slot_words(bytes)?
+        .filter(|&(word, start)| holder_alive(word, start))
+        .map(|(word, _)| unpack(word).0)
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    Some(RecordInfo {
+        target_kind: u32_at(body, offset_of!(RecordBody, target_kind)),
+        target_len: u64_at(body, offset_of!(RecordBody, target_len)),
+        holders,
+    })
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// The `(word, start)` of every slot of the record whose first bytes are `bytes` (up to
+/// [`MAX_RECORD_LEN`]), as many as it claims and as fit; `None` if they are too short for a body.
+fn slot_words(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
+    use std::mem::offset_of;
+    let bytes = &bytes[..bytes.len().min(MAX_RECORD_LEN)];
+    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
+    let room = (bytes.len() - SEGMENT_HEADER_SIZE - BODY_SIZE) / SLOT_SIZE;
+    let count = (u32_at(body, offset_of!(RecordBody, slot_count)) as usize).min(room);
+    let slots = &bytes[SEGMENT_HEADER_SIZE + BODY_SIZE..][..count * SLOT_SIZE];
+    Some(slots.chunks_exact(SLOT_SIZE).map(|s| {
+        (
+            u64_at(s, offset_of!(Slot, word)),
+            u64_at(s, offset_of!(Slot, start)),
+        )
+    }))
+}
+
+/// The first `len` bytes of `file` (a record `len` bytes long), at most [`MAX_RECORD_LEN`].
+pub(crate) fn read_prefix(file: &std::fs::File, len: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; len.min(MAX_RECORD_LEN)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    bytes.truncate(filled);
+    Some(bytes)
 }
 
 /// A view of a mapped record. Every read is bounds-checked against the mapping, since another
@@ -138,14 +211,6 @@ impl<'a> Record<'a> {
         }
     }
 
-    fn info(&self) -> RecordInfo {
-        RecordInfo {
-            target_kind: self.body().target_kind.load(Ordering::Relaxed),
-            target_len: self.body().target_len.load(Ordering::Relaxed),
-            holders: self.slots().iter().filter(|s| slot_alive(s)).count(),
-        }
-    }
-
     /// Takes a slot for this process's descriptor `fd`, reusing one of a dead holder if none is
     /// free. Returns its index, or `None` if every slot is held by a live process.
     fn enter(&self, fd: u32) -> Option<usize> {
@@ -189,11 +254,18 @@ impl<'a> Record<'a> {
 /// being written counts as alive if its pid runs at all).
 fn slot_alive(slot: &Slot) -> bool {
     let word = slot.word.load(Ordering::SeqCst);
+    holder_alive(word, slot.start.load(Ordering::SeqCst))
+}
+
+/// Whether a slot's `word` and `start` name a live process (see [`slot_alive`]).
+fn holder_alive(word: u64, start: u64) -> bool {
     if word == 0 {
         return false;
     }
     let (pid, fd) = unpack(word);
-    let start = slot.start.load(Ordering::SeqCst);
+    if pid == 0 {
+        return false;
+    }
     if fd == WRITING || start == 0 {
         return crate::process::start_time(pid).is_some();
     }
@@ -254,27 +326,180 @@ impl Drop for Hold {
 }
 
 /// Removes the record `name` (mapped as `record`) if no live process holds it and the name
-/// still stands for this very record.
-fn remove_if_unheld(name: &str, record: &Mapping) {
+/// still stands for this very record. Returns whether it removed it.
+fn remove_if_unheld(name: &str, record: &Mapping) -> bool {
     let Ok(view) = Record::new(record) else {
-        return;
+        return false;
     };
-    let body = view.body();
-    if view.any_alive()
-        || body
-            .state
-            .compare_exchange(OPEN, REMOVING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
+    if !mark_removing(&view) || !crate::mapping::names_same_file(name, record) {
+        return false;
+    }
+    crate::segment::unlink(name).is_ok()
+}
+
+/// Marks the record [`REMOVING`] if no live process holds it, and checks again after the mark
+/// (an enterer takes its slot before it checks the mark). Returns whether it is marked and
+/// still unheld. A record already marked by a leaver (one still removing it, or one killed
+/// before it could) stays marked.
+fn mark_removing(view: &Record<'_>) -> bool {
+    if view.any_alive() {
+        return false;
+    }
+    let state = &view.body().state;
+    let before = state.load(Ordering::SeqCst);
+    if before == REMOVING {
+        return !view.any_alive();
+    }
+    if state
+        .compare_exchange(before, REMOVING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
     {
-        return;
+        return false;
     }
     if view.any_alive() {
-        body.state.store(OPEN, Ordering::SeqCst);
-        return;
+        let _ = state.compare_exchange(REMOVING, before, Ordering::SeqCst, Ordering::SeqCst);
+        return false;
     }
-    if crate::mapping::names_same_file(name, record) {
-        let _ = crate::segment::unlink(name);
+    true
+}
+
+/// Where records live (glibc and musl put POSIX shared memory there).
+const SHM_DIR: &str = "/dev/shm";
+
+/// Removes the record named `name` if nothing holds the memory it stands for: ready with no
+/// live holder, or never made ready by a creator that is dead. Returns whether it removed it
+/// (`false` also for a name that is not a record, or a record made in another PID namespace,
+/// whose pids mean nothing here). The record is judged as mapped (at most [`MAX_RECORD_LEN`]),
+/// never joined, and its name unlinked only while it still stands for the record judged.
+/// Whose record it is, is the caller's rule: root can open every user's.
+pub(crate) fn remove_if_abandoned(name: &str) -> Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::name::validate_name(name)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(std::path::Path::new(SHM_DIR).join(name));
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                name: name.to_owned(),
+            })
+        }
+        Err(e) => {
+            return Err(Error::Os {
+                op: "open a rendezvous record",
+                code: e.raw_os_error().unwrap_or(0),
+            })
+        }
+    };
+    let Ok(meta) = file.metadata() else {
+        return Ok(false);
+    };
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if !meta.file_type().is_file() || len < SEGMENT_HEADER_SIZE + BODY_SIZE {
+        return Ok(false);
     }
+    let map = Mapping::from_fd(OwnedFd::from(file), len.min(MAX_RECORD_LEN))?;
+    // SAFETY: the mapping is at least a header and a body long (checked above), page-aligned
+    // and outlives `header`; the header is all atomics, valid for any bit pattern.
+    let header = unsafe { &*(map.as_ptr() as *const SegmentHeader) }.fields();
+    let is_record = header.magic == MAGIC
+        && header.layout_version == crate::LAYOUT_VERSION
+        && header.kind == SegmentKind::SealedRecord as u32
+        && header.creator_pid_ns == crate::process::pid_namespace();
+    if !is_record || (!header.ready && header.creator.is_alive()) {
+        return Ok(false);
+    }
+    Ok(remove_if_unheld(name, &map))
+}
+
+/// How often a process sweeps at most ([`sweep`]).
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Removes the records that killed processes left: this user's, made in this PID namespace, that
+/// nothing holds ([`remove_if_abandoned`]). At most once per [`SWEEP_INTERVAL`] in a process
+/// (queue creation calls it); returns how many it removed.
+pub(crate) fn sweep() -> usize {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let Ok(mut last) = LAST.lock() else {
+            return 0;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < SWEEP_INTERVAL) {
+            return 0;
+        }
+        *last = Some(now);
+    }
+    sweep_now()
+}
+
+/// [`sweep`], now. Looks only at names of the generated shape whose file is small enough for a
+/// record and ours, reads them, and maps (to remove) only those that read as unheld; a process
+/// holding many pipes is looked up once.
+fn sweep_now() -> usize {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let our_ns = crate::process::pid_namespace();
+    let mut seen: HashMap<(u32, u64, bool), bool> = HashMap::new();
+    let mut removed = 0;
+    for item in dir.flatten() {
+        let Ok(name) = item.file_name().into_string() else {
+            continue;
+        };
+        if crate::name::generated_bits(&name).is_none() {
+            continue;
+        }
+        let Ok(meta) = item.metadata() else {
+            continue;
+        };
+        let len = meta.len();
+        if !meta.file_type().is_file()
+            || meta.uid() != euid
+            || len < (SEGMENT_HEADER_SIZE + BODY_SIZE) as u64
+            || len > MAX_RECORD_LEN as u64
+        {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(item.path())
+        else {
+            continue;
+        };
+        let mut header = [0u8; SEGMENT_HEADER_SIZE];
+        if file.read_exact_at(&mut header, 0).is_err() {
+            continue;
+        }
+        let h = HeaderFields::decode(&header);
+        if h.magic != MAGIC
+            || h.kind != SegmentKind::SealedRecord as u32
+            || h.creator_pid_ns != our_ns
+        {
+            continue;
+        }
+        let Some(bytes) = read_prefix(&file, len) else {
+            continue;
+        };
+        let mut alive = |(word, start): (u64, u64)| {
+            let (pid, fd) = unpack(word);
+            *seen
+                .entry((pid, start, fd == WRITING))
+                .or_insert_with(|| holder_alive(word, start))
+        };
+        let held = slot_words(&bytes).is_some_and(|mut slots| slots.any(&mut alive));
+        if !held && remove_if_abandoned(&name).unwrap_or(false) {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn holds() -> &'static Mutex<HashMap<String, Weak<Hold>>> {
@@ -375,7 +600,6 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
             name: name.to_owned(),
             max: view.slots().len() as u32,
         })?;
-    drop(view);
     let hold = Arc::new(Hold {
         name: name.to_owned(),
         record,
@@ -402,14 +626,60 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
     Ok(hold)
 }
 
-/// What the record in `map` says, if it is one (its header already validated by the caller).
-pub(crate) fn info(map: &Mapping) -> Option<RecordInfo> {
-    Record::new(map).ok().map(|r| r.info())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::Segment;
 
-/// Whether the record in `map` has no live holder.
-pub(crate) fn is_unheld(map: &Mapping) -> bool {
-    Record::new(map).is_ok_and(|r| !r.any_alive())
+    #[test]
+    fn a_record_is_removed_only_while_its_name_still_stands_for_it() {
+        let body = record_body_size(1);
+        let mut judged = Segment::create(SegmentKind::SealedRecord, body).unwrap();
+        judged.publish_ready();
+        judged.disown();
+        let name = judged.name().to_owned();
+        let exists = || std::path::Path::new(SHM_DIR).join(&name).exists();
+        let judged_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
+        // Removed and made again under the same name, after it was judged unheld.
+        crate::segment::unlink(&name).unwrap();
+        let mut again = Segment::create_named(&name, SegmentKind::SealedRecord, body).unwrap();
+        again.publish_ready();
+        again.disown();
+        assert!(!remove_if_unheld(&name, &judged_map));
+        assert!(exists(), "removed a newer record of the same name");
+        let again_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
+        assert!(remove_if_unheld(&name, &again_map));
+        assert!(!exists());
+    }
+
+    #[test]
+    fn a_record_is_read_only_as_far_as_its_bytes_go() {
+        let me = ProcessIdentity::current();
+        let mut bytes = vec![0u8; SEGMENT_HEADER_SIZE + BODY_SIZE + 3 * SLOT_SIZE + 5];
+        let body = SEGMENT_HEADER_SIZE;
+        bytes[body..body + 4].copy_from_slice(&1u32.to_ne_bytes());
+        bytes[body + 32..body + 36].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let slot = |i: usize| SEGMENT_HEADER_SIZE + BODY_SIZE + i * SLOT_SIZE;
+        // A garbage word, a live holder, the same holder again, and a truncated fourth slot.
+        bytes[slot(0)..slot(1)].fill(0xa5);
+        for i in [1, 2] {
+            bytes[slot(i)..slot(i) + 8].copy_from_slice(&pack(me.pid, 3).to_ne_bytes());
+            bytes[slot(i) + 8..slot(i) + 16].copy_from_slice(&me.start.to_ne_bytes());
+        }
+        let info = read_record(&bytes).unwrap();
+        assert_eq!((info.target_kind, info.holders), (1, vec![me.pid]));
+        assert_eq!(read_record(&bytes[..slot(2)]).unwrap().holders, [me.pid]);
+        assert!(read_record(&bytes[..slot(1)]).unwrap().holders.is_empty());
+        assert_eq!(
+            read_record(&bytes[..slot(0)]).unwrap().holders,
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            read_record(&bytes[..slot(0) - 1]),
+            None,
+            "shorter than a body"
+        );
+    }
 }
 
 /// Removes the record at `path` (`/dev/shm/<name>`, NUL-terminated) unless a live process other

@@ -7,7 +7,7 @@
 use crate::errors::{ErrorCode, IntoNapi, Result};
 use napi_derive::napi;
 use shmpipe_core::inventory::{Liveness, SegmentInfo as Found, Status};
-use shmpipe_core::{CleanOptions, ListOptions, SegmentKind, SignalSetup};
+use shmpipe_core::{Backing, CleanOptions, ListOptions, SegmentKind, SignalSetup};
 use std::time::UNIX_EPOCH;
 
 /// What a segment holds.
@@ -21,14 +21,34 @@ pub enum Kind {
     Array,
 }
 
-impl From<SegmentKind> for Kind {
-    fn from(kind: SegmentKind) -> Self {
+impl Kind {
+    /// What a listed segment holds (a sealed memory's record is listed as what the memory
+    /// holds, so a record kind of its own is never shown).
+    fn of(kind: SegmentKind) -> Option<Self> {
         match kind {
-            SegmentKind::Queue => Self::Queue,
-            SegmentKind::Blob => Self::Blob,
-            SegmentKind::Array => Self::Array,
-            // The inventory lists a record as the kind of memory it stands for.
-            SegmentKind::SealedRecord => Self::Queue,
+            SegmentKind::Queue => Some(Self::Queue),
+            SegmentKind::Blob => Some(Self::Blob),
+            SegmentKind::Array => Some(Self::Array),
+            SegmentKind::SealedRecord => None,
+        }
+    }
+}
+
+/// Where a segment's memory lives.
+#[napi(string_enum = "lowercase", js_name = "SegmentBacking")]
+pub enum BackingKind {
+    /// A named file in `/dev/shm` (POSIX shared memory): what it occupies there is its size.
+    Shm,
+    /// Linux: sealed anonymous memory, found through the small record in `/dev/shm` that bears
+    /// the name; freed by the kernel with its last holder.
+    Memfd,
+}
+
+impl From<Backing> for BackingKind {
+    fn from(backing: Backing) -> Self {
+        match backing {
+            Backing::Shm => Self::Shm,
+            Backing::Memfd => Self::Memfd,
         }
     }
 }
@@ -135,9 +155,13 @@ pub struct SegmentInfo {
     /// What it holds; `null` when its header is not valid.
     #[napi(readonly)]
     pub kind: Option<Kind>,
-    /// Bytes of shared memory it occupies.
+    /// Bytes of shared memory it occupies (for `memfd`, the sealed memory's, not its record's).
     #[napi(readonly)]
     pub size: f64,
+    /// Where its memory lives: `shm`, a named file in `/dev/shm`; `memfd` (Linux), sealed memory
+    /// that the record bearing the name stands for, freed with its last holder.
+    #[napi(readonly)]
+    pub backing: BackingKind,
     /// The pid of the process that created (and owns) it; `null` when the header does not say.
     #[napi(readonly)]
     pub owner_pid: Option<u32>,
@@ -163,7 +187,8 @@ pub struct SegmentInfo {
     /// The user owning it; `null` where the platform does not say.
     #[napi(readonly)]
     pub uid: Option<u32>,
-    /// Pids of the processes that have it open or mapped; `null` where that cannot be told.
+    /// Pids of the processes that have it open or mapped (for `memfd`: that hold the memory, as
+    /// its record lists them); `null` where that cannot be told.
     #[napi(readonly, ts_type = "readonly number[]")]
     pub held_by: Option<Vec<u32>>,
     /// When it was created, in milliseconds since 1970 (its age is `Date.now() - createdAt`);
@@ -201,8 +226,9 @@ pub struct CleanResult {
 
 fn record(info: Found, removable: bool) -> SegmentInfo {
     SegmentInfo {
-        kind: info.kind.map(Kind::from),
+        kind: info.kind.and_then(Kind::of),
         size: info.size as f64,
+        backing: info.backing.into(),
         owner_pid: info.creator.map(|c| c.pid),
         owner: info.owner.into(),
         status: (&info.status).into(),

@@ -3,7 +3,9 @@
 //!
 //! Other test runs may share this machine's `/dev/shm`, so outside a namespace of its own every
 //! clean here is limited to the test's own names; the unrestricted `clean_dead` runs inside a
-//! fresh PID namespace, where everything created outside it reads as "another namespace".
+//! fresh PID namespace, where everything created outside it reads as "another namespace". So do
+//! the tests that need a sealed pipe's record to stay after every holder is killed: any other
+//! process of this user creating a pipe in this namespace sweeps such records away.
 
 #![cfg(target_os = "linux")]
 
@@ -13,8 +15,8 @@ use common::peer::{shm_exists, Peer, RemoveOnDrop, PEER};
 use common::skip::cannot_run;
 use shmpipe_core::inventory::Liveness;
 use shmpipe_core::{
-    clean, clean_dead, list_segments, CleanOptions, Queue, QueueOptions, SegmentInfo, SegmentKind,
-    Status,
+    clean, clean_dead, list_segments, Backing, CleanOptions, Queue, QueueOptions, SegmentInfo,
+    SegmentKind, Status,
 };
 use std::collections::HashSet;
 use std::process::Command;
@@ -44,33 +46,138 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// In both backings (sealed: what the record stands for, judged by its holders; named: the ring
+/// itself, judged by its creator).
 #[test]
-fn a_live_owners_queue_is_never_cleaned_a_killed_ones_is() {
-    let mut peer = Peer::spawn(&["own-queue"], &[]);
-    let name = peer.line();
+fn in_its_own_pid_namespace_a_live_owners_queue_is_never_cleaned_a_killed_ones_is() {
+    if !rerun_in_own_pid_namespace(
+        "in_its_own_pid_namespace_a_live_owners_queue_is_never_cleaned_a_killed_ones_is",
+    ) {
+        return;
+    }
+    for backing in [Backing::Memfd, Backing::Shm] {
+        let mut peer = Peer::spawn(&["own-queue"], &[("SHMPIPE_BACKING", backing.as_str())]);
+        let name = peer.line();
+        let _cleanup = RemoveOnDrop(name.clone());
+        let live = info(&name);
+        assert_eq!(live.status, Status::OwnerAlive, "{backing:?}");
+        assert_eq!(live.owner, Liveness::Alive);
+        assert_eq!(
+            (live.kind, live.backing),
+            (Some(SegmentKind::Queue), backing)
+        );
+        assert!(live.size > 64 << 10, "the ring's size: {}", live.size);
+        assert_eq!(live.creator.map(|c| c.pid), Some(peer.pid()));
+        assert_eq!(live.held_by, Some(vec![peer.pid()]));
+        for _ in 0..3 {
+            let report = clean(&only(&[&name])).unwrap();
+            assert!(report.removed.is_empty() && report.failed.is_empty());
+            assert!(shm_exists(&name), "a live owner's queue was removed");
+        }
+        peer.kill(); // SIGKILL: no cleanup of its own
+        assert!(
+            shm_exists(&name),
+            "SIGKILL leaves the queue (or its record) behind"
+        );
+        let dead = info(&name);
+        assert_eq!(
+            (dead.status, dead.owner),
+            (Status::OwnerDead, Liveness::Dead),
+            "{backing:?}"
+        );
+        assert_eq!(dead.creator, live.creator);
+        assert_eq!(dead.held_by, Some(vec![]));
+        let report = clean(&only(&[&name])).unwrap();
+        assert_eq!(names(&report.removed), HashSet::from([name.as_str()]));
+        assert!(!shm_exists(&name));
+    }
+}
+
+/// A sealed pipe whose creator was SIGKILLed is alive while another process holds it.
+#[test]
+fn a_sealed_pipe_whose_creator_was_killed_is_alive_while_another_process_holds_it() {
+    let sealed = [("SHMPIPE_BACKING", "memfd")];
+    let mut owner = Peer::spawn(&["own-queue"], &sealed);
+    let name = owner.line();
     let _cleanup = RemoveOnDrop(name.clone());
-    let live = info(&name);
-    assert_eq!(live.status, Status::OwnerAlive);
-    assert_eq!(live.owner, Liveness::Alive);
-    assert_eq!(live.kind, Some(SegmentKind::Queue));
-    assert_eq!(live.creator.map(|c| c.pid), Some(peer.pid()));
-    assert_eq!(live.held_by, Some(vec![peer.pid()]));
+    let mut holder = Peer::spawn(&["consume-hold", &name], &sealed);
+    assert_eq!(holder.line(), "ready");
+    let creator = owner.pid();
+    owner.kill();
+    let shown = info(&name);
+    assert_eq!(
+        (shown.status, shown.owner, shown.backing),
+        (Status::OwnerAlive, Liveness::Dead, Backing::Memfd)
+    );
+    assert_eq!(shown.kind, Some(SegmentKind::Queue));
+    assert_eq!(shown.creator.map(|c| c.pid), Some(creator));
+    assert_eq!(shown.held_by, Some(vec![holder.pid()]));
+    assert!(shown.size > 64 << 10, "the ring's size: {}", shown.size);
     for _ in 0..3 {
         let report = clean(&only(&[&name])).unwrap();
         assert!(report.removed.is_empty() && report.failed.is_empty());
-        assert!(shm_exists(&name), "a live owner's queue was removed");
+        assert!(shm_exists(&name), "a held sealed pipe's record was removed");
     }
-    peer.kill(); // SIGKILL: no cleanup of its own
-    assert!(shm_exists(&name), "SIGKILL leaves the queue behind");
-    let dead = info(&name);
+    // Still reachable by its name through the holder.
+    let mut producer = Peer::spawn(&["register", &name, "producer"], &sealed);
+    assert_eq!(producer.line(), "registered");
+    assert_eq!(producer.line(), "sent");
+    holder.kill();
+}
+
+#[test]
+fn in_its_own_pid_namespace_a_sealed_pipe_nobody_holds_is_removed_by_clean_and_the_next_create() {
+    if !rerun_in_own_pid_namespace(
+        "in_its_own_pid_namespace_a_sealed_pipe_nobody_holds_is_removed_by_clean_and_the_next_create",
+    ) {
+        return;
+    }
+    let sealed = [("SHMPIPE_BACKING", "memfd")];
+    // A sealed pipe, attached by a second process; then the creator SIGKILLed, and with `both`
+    // the second process too.
+    let pipe = |both: bool| {
+        let mut owner = Peer::spawn(&["own-queue"], &sealed);
+        let name = owner.line();
+        let mut holder = Peer::spawn(&["consume-hold", &name], &sealed);
+        assert_eq!(holder.line(), "ready");
+        let mut pids = vec![owner.pid(), holder.pid()];
+        pids.sort_unstable();
+        assert_eq!(info(&name).held_by, Some(pids));
+        owner.kill();
+        if both {
+            holder.kill();
+        }
+        (name, holder)
+    };
+    let (abandoned, _) = pipe(true);
+    let _cleanup = RemoveOnDrop(abandoned.clone());
+    assert!(shm_exists(&abandoned), "SIGKILL leaves the record");
+    let left = info(&abandoned);
     assert_eq!(
-        (dead.status, dead.owner),
-        (Status::OwnerDead, Liveness::Dead)
+        (left.status, left.backing, left.held_by),
+        (Status::OwnerDead, Backing::Memfd, Some(vec![]))
     );
-    assert_eq!(dead.creator, live.creator);
-    let report = clean(&only(&[&name])).unwrap();
-    assert_eq!(names(&report.removed), HashSet::from([name.as_str()]));
-    assert!(!shm_exists(&name));
+    let report = clean(&only(&[&abandoned])).unwrap();
+    assert_eq!(names(&report.removed), HashSet::from([abandoned.as_str()]));
+    assert!(!shm_exists(&abandoned));
+
+    // (The held one first: creating a pipe sweeps.)
+    let (held, _holder) = pipe(false);
+    let _cleanup_held = RemoveOnDrop(held.clone());
+    let (abandoned, _) = pipe(true);
+    let _cleanup = RemoveOnDrop(abandoned.clone());
+    assert!(shm_exists(&abandoned) && shm_exists(&held));
+    // A new process: its first pipe sweeps.
+    let mut creator = Peer::spawn(&["own-queue"], &sealed);
+    let fresh = creator.line();
+    let _cleanup_fresh = RemoveOnDrop(fresh.clone());
+    assert!(
+        !shm_exists(&abandoned),
+        "the next create removes a record nobody holds"
+    );
+    assert!(shm_exists(&held), "the sweep removed a held pipe's record");
+    assert_eq!(info(&held).status, Status::OwnerAlive);
+    assert_eq!(info(&fresh).status, Status::OwnerAlive);
 }
 
 /// `unshare … CMD` running CMD as pid 1 of a new PID namespace (with its own /proc), killed with

@@ -32,6 +32,20 @@ pub(super) struct Entry {
     pub created: Option<SystemTime>,
     /// Its first bytes.
     pub header: HeaderRead,
+    /// For the record of a sealed memory (Linux), what it says; `None` for any other segment,
+    /// or a record too short for its body.
+    pub record: Option<RecordRead>,
+}
+
+/// What the record of a sealed memory says (Linux; read by `rendezvous::read_record`, without
+/// joining it).
+pub(super) struct RecordRead {
+    /// The kind of segment in the memory (unchecked; 0 until the record is filled).
+    pub target_kind: u32,
+    /// The memory's length, header included (0 until the record is filled).
+    pub target_len: u64,
+    /// The pids of its live holders, sorted, each once.
+    pub holders: Vec<u32>,
 }
 
 /// What reading a segment's header gave.
@@ -51,8 +65,9 @@ pub(super) fn entries(wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use super::{Entry, HeaderFields, HeaderRead, SystemTime, SEGMENT_HEADER_SIZE};
+    use super::{Entry, HeaderFields, HeaderRead, RecordRead, SystemTime, SEGMENT_HEADER_SIZE};
     use crate::error::{Error, Result};
+    use crate::segment::{SegmentKind, MAGIC};
     use std::io::ErrorKind;
     use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
@@ -107,6 +122,7 @@ mod imp {
                     inode: Some(meta.ino()),
                     created: created(&meta),
                     header: HeaderRead::Unreadable,
+                    record: None,
                 })
             }
         };
@@ -118,6 +134,14 @@ mod imp {
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => HeaderRead::TooSmall,
             Err(_) => HeaderRead::Unreadable,
         };
+        let record = match &header {
+            HeaderRead::Fields(h)
+                if h.magic == MAGIC && h.kind == SegmentKind::SealedRecord as u32 =>
+            {
+                read_record(&file, meta.len())
+            }
+            _ => None,
+        };
         Some(Entry {
             name,
             size: meta.len(),
@@ -125,6 +149,18 @@ mod imp {
             inode: Some(meta.ino()),
             created: created(&meta),
             header,
+            record,
+        })
+    }
+
+    /// What the record `file`, `len` bytes long, says.
+    fn read_record(file: &std::fs::File, len: u64) -> Option<RecordRead> {
+        let bytes = crate::rendezvous::read_prefix(file, len)?;
+        let info = crate::rendezvous::read_record(&bytes)?;
+        Some(RecordRead {
+            target_kind: info.target_kind,
+            target_len: info.target_len,
+            holders: info.holders,
         })
     }
 
@@ -170,6 +206,7 @@ mod imp {
                 inode: None,
                 created: None,
                 header: HeaderRead::Unreadable,
+                record: None,
             });
         }
         // SAFETY: `stat` is plain data, valid when zeroed.
@@ -193,6 +230,7 @@ mod imp {
             inode: None,
             created: None,
             header,
+            record: None,
         })
     }
 

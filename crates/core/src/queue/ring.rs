@@ -67,7 +67,8 @@ unsafe impl Sync for Ring {}
 
 impl Ring {
     /// Creates a queue segment under a fresh random name, with the given sizes (already checked
-    /// against the layout's limits by the caller), and maps it.
+    /// against the layout's limits by the caller), and maps it. In sealed memory, first sweeps
+    /// the records that killed pipes left ([`crate::rendezvous::sweep`], throttled).
     pub fn create(
         capacity: u32,
         max_producers: u32,
@@ -75,6 +76,11 @@ impl Ring {
         backing: Backing,
     ) -> Result<Self> {
         let geometry = Geometry::new(max_producers, data_units);
+        // What killed pipes left: their records (their memory went with their last holder).
+        #[cfg(target_os = "linux")]
+        if backing == Backing::Memfd {
+            crate::rendezvous::sweep();
+        }
         // Room in a sealed ring's record for every producer in a process of its own, the
         // consumer, the creator and a few more holders.
         let holders = max_producers.saturating_add(8);
