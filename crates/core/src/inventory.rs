@@ -1065,7 +1065,7 @@ mod tests {
 
     #[test]
     fn a_record_not_ready_is_being_created_while_its_creator_lives() {
-        let body = crate::rendezvous::record_body_size(1);
+        let body = crate::record::record_body_size(1);
         let record = Segment::create(SegmentKind::SealedRecord, body).unwrap();
         let i = info(record.name());
         assert_eq!((i.backing, i.kind, i.size), (Backing::Memfd, None, 0));
@@ -1086,7 +1086,7 @@ mod tests {
     #[test]
     fn a_hostile_record_lists_as_what_fits_its_file_and_no_more() {
         let me = ProcessIdentity::current();
-        let body = crate::rendezvous::record_body_size(1);
+        let body = crate::record::record_body_size(1);
         let record = Segment::create(SegmentKind::SealedRecord, body).unwrap();
         record.publish_ready();
         let name = record.name().to_owned();
@@ -1120,7 +1120,7 @@ mod tests {
             .unwrap();
         file.set_len(1 << 30).unwrap();
         write_at(&name, slot_at(slots - 1), &[0; 16]);
-        let far = (crate::rendezvous::MAX_RECORD_LEN as u64).next_multiple_of(16) + 64;
+        let far = (crate::record::MAX_RECORD_LEN as u64).next_multiple_of(16) + 64;
         write_at(&name, far, &slot(me.pid, me.start));
         let i = info(&name);
         assert_eq!(i.status, Status::OwnerDead, "{i:?}");

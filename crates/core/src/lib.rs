@@ -42,6 +42,7 @@ mod doc_blocks;
 mod error;
 mod event;
 mod futex;
+mod header;
 pub mod inventory;
 mod mapping;
 #[cfg(target_os = "linux")]
@@ -50,6 +51,8 @@ mod memory_limit;
 mod name;
 mod process;
 mod queue;
+#[cfg(target_os = "linux")]
+mod record;
 mod registry;
 #[cfg(target_os = "linux")]
 mod rendezvous;

@@ -10,6 +10,7 @@
 //! Windows keeps the `shared_memory` crate: named mappings there carry no owner to check.
 
 use crate::error::{Error, Result};
+use crate::name::os_id;
 
 #[cfg(unix)]
 pub(crate) use imp::names_same_file;
@@ -18,7 +19,6 @@ pub(crate) use imp::Mapping;
 #[cfg(unix)]
 mod imp {
     use super::*;
-    use crate::name::os_id;
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -334,5 +334,46 @@ mod imp {
         pub(crate) fn set_owner(&mut self, owner: bool) {
             self.shmem.set_owner(owner);
         }
+    }
+}
+
+/// Removes a name at the OS level (and from this process's signal cleanup, once it is gone).
+pub(crate) fn unlink(name: &str) -> Result<()> {
+    crate::registry::remove(name);
+    #[cfg(unix)]
+    {
+        let id = std::ffi::CString::new(os_id(name)).expect("validated names have no NUL");
+        // SAFETY: `id` is a valid NUL-terminated string for the duration of the call.
+        let failed = unsafe { libc::shm_unlink(id.as_ptr()) } != 0;
+        let code = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if !failed || code == libc::ENOENT {
+            crate::signals::untrack(name);
+        }
+        if failed {
+            return Err(if code == libc::ENOENT {
+                Error::NotFound {
+                    name: name.to_owned(),
+                }
+            } else {
+                Error::Os {
+                    op: "shm_unlink",
+                    code,
+                }
+            });
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows removes a mapping when its last handle closes: opening it as owner and
+        // dropping it is all `shared_memory` offers.
+        let mut shmem = shared_memory::ShmemConf::new()
+            .os_id(os_id(name))
+            .open()
+            .map_err(|_| Error::NotFound {
+                name: name.to_owned(),
+            })?;
+        shmem.set_owner(true);
+        Ok(())
     }
 }

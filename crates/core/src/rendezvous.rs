@@ -30,142 +30,19 @@
 //! the named `/dev/shm` backing ([`crate::Backing::Shm`]) is the way.
 
 use crate::error::{Error, Result};
+use crate::header::{HeaderFields, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
 use crate::mapping::Mapping;
 use crate::memfd::{self, FileId, OpenHeldError};
 use crate::process::ProcessIdentity;
-use crate::segment::{HeaderFields, SegmentHeader, SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
+use crate::record::{
+    holder_alive, pack, read_prefix, slot_words, unpack, RecordBody, Slot, BODY_SIZE,
+    MAX_RECORD_LEN, OPEN, REMOVING, SLOT_SIZE, WRITING,
+};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-
-/// Record state: holders may enter.
-const OPEN: u32 = 0;
-/// Record state: a leaver found no live holder and is about to remove the record.
-const REMOVING: u32 = 1;
-/// A slot's descriptor half while its holder is still writing the slot.
-const WRITING: u32 = u32::MAX;
-
-/// The record's fixed part, after the segment header.
-#[repr(C)]
-struct RecordBody {
-    target_kind: AtomicU32,
-    state: AtomicU32,
-    target_len: AtomicU64,
-    dev: AtomicU64,
-    ino: AtomicU64,
-    slot_count: AtomicU32,
-    _pad: AtomicU32,
-    _reserved: [AtomicU64; 3],
-}
-
-/// One holder: `word` is `pid << 32 | fd` (0: free; fd [`WRITING`]: being written).
-#[repr(C)]
-struct Slot {
-    word: AtomicU64,
-    start: AtomicU64,
-}
-
-const BODY_SIZE: usize = std::mem::size_of::<RecordBody>();
-const SLOT_SIZE: usize = std::mem::size_of::<Slot>();
-const _: () = assert!(BODY_SIZE == 64 && SLOT_SIZE == 16);
-
-/// The body size of a record with at least `holders` slots, filling its last page.
-pub(crate) fn record_body_size(holders: u32) -> u64 {
-    let page = 4096u64;
-    let min = (SEGMENT_HEADER_SIZE + BODY_SIZE) as u64 + u64::from(holders) * SLOT_SIZE as u64;
-    min.next_multiple_of(page) - SEGMENT_HEADER_SIZE as u64
-}
-
-fn pack(pid: u32, fd: u32) -> u64 {
-    u64::from(pid) << 32 | u64::from(fd)
-}
-
-fn unpack(word: u64) -> (u32, u32) {
-    ((word >> 32) as u32, word as u32)
-}
-
-/// The most of a record that is read or mapped when judging it from outside ([`read_record`],
-/// [`remove_if_unheld_by_name`]): a record of the most holders a queue has room for is about
-/// 66 KiB; a longer file's tail is not looked at, so that a hostile one cannot make a reader map
-/// or scan more.
-pub(crate) const MAX_RECORD_LEN: usize = 256 << 10;
-
-/// What a record says about the memory it names, read from a copy of its bytes
-/// ([`read_record`]), without joining it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RecordInfo {
-    /// The kind of segment in the memory (a [`SegmentKind`] value, unchecked; 0 until filled).
-    pub target_kind: u32,
-    /// The memory's length, header included (0 until filled).
-    pub target_len: u64,
-    /// The pids of its live holders (pid and start time), sorted, each once.
-    pub holders: Vec<u32>,
-}
-
-/// Reads the record whose first bytes (header included, up to [`MAX_RECORD_LEN`]) are
-/// `bytes`: `None` if they are too short for a record's body. Every field is bounds-checked
-/// against `bytes`, so a record claiming any number of slots, or holding any words, reads as
-/// what fits; a holder is live only if its pid runs with the start time its slot records.
-pub(crate) fn read_record(bytes: &[u8]) -> Option<RecordInfo> {
-    use std::mem::offset_of;
-    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
-    let mut holders: Vec<u32> = slot_words(bytes)?
-        .filter(|&(word, start)| holder_alive(word, start))
-        .map(|(word, _)| unpack(word).0)
-        .collect();
-    holders.sort_unstable();
-    holders.dedup();
-    Some(RecordInfo {
-        target_kind: u32_at(body, offset_of!(RecordBody, target_kind)),
-        target_len: u64_at(body, offset_of!(RecordBody, target_len)),
-        holders,
-    })
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
-}
-
-/// The `(word, start)` of every slot of the record whose first bytes are `bytes` (up to
-/// [`MAX_RECORD_LEN`]), as many as it claims and as fit; `None` if they are too short for a body.
-fn slot_words(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
-    use std::mem::offset_of;
-    let bytes = &bytes[..bytes.len().min(MAX_RECORD_LEN)];
-    let body = bytes.get(SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + BODY_SIZE)?;
-    let room = (bytes.len() - SEGMENT_HEADER_SIZE - BODY_SIZE) / SLOT_SIZE;
-    let count = (u32_at(body, offset_of!(RecordBody, slot_count)) as usize).min(room);
-    let slots = &bytes[SEGMENT_HEADER_SIZE + BODY_SIZE..][..count * SLOT_SIZE];
-    Some(slots.chunks_exact(SLOT_SIZE).map(|s| {
-        (
-            u64_at(s, offset_of!(Slot, word)),
-            u64_at(s, offset_of!(Slot, start)),
-        )
-    }))
-}
-
-/// The first `len` bytes of `file` (a record `len` bytes long), at most [`MAX_RECORD_LEN`].
-pub(crate) fn read_prefix(file: &std::fs::File, len: u64) -> Option<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    let mut bytes = vec![0u8; len.min(MAX_RECORD_LEN)];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        match file.read_at(&mut bytes[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    bytes.truncate(filled);
-    Some(bytes)
-}
 
 /// A view of a mapped record. Every read is bounds-checked against the mapping, since another
 /// process of the same user may write anything into it.
@@ -257,21 +134,6 @@ fn slot_alive(slot: &Slot) -> bool {
     holder_alive(word, slot.start.load(Ordering::SeqCst))
 }
 
-/// Whether a slot's `word` and `start` name a live process (see [`slot_alive`]).
-fn holder_alive(word: u64, start: u64) -> bool {
-    if word == 0 {
-        return false;
-    }
-    let (pid, fd) = unpack(word);
-    if pid == 0 {
-        return false;
-    }
-    if fd == WRITING || start == 0 {
-        return crate::process::start_time(pid).is_some();
-    }
-    ProcessIdentity { pid, start }.is_alive()
-}
-
 /// This process's hold on one named sealed memory: its descriptor, the record's mapping and its
 /// slot there. Shared by every handle of this process on the name; dropping the last one leaves.
 pub(crate) struct Hold {
@@ -334,7 +196,7 @@ fn remove_if_unheld(name: &str, record: &Mapping) -> bool {
     if !mark_removing(&view) || !crate::mapping::names_same_file(name, record) {
         return false;
     }
-    crate::segment::unlink(name).is_ok()
+    crate::mapping::unlink(name).is_ok()
 }
 
 /// Marks the record [`REMOVING`] if no live process holds it, and checks again after the mark
@@ -629,22 +491,19 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segment;
+    use crate::record::{read_record, record_body_size};
 
     #[test]
     fn a_record_is_removed_only_while_its_name_still_stands_for_it() {
-        let body = record_body_size(1);
-        let mut judged = Segment::create(SegmentKind::SealedRecord, body).unwrap();
-        judged.publish_ready();
-        judged.disown();
-        let name = judged.name().to_owned();
+        // Records with no slot: unheld. Plain mappings stand in for them (only the slots count).
+        let len = SEGMENT_HEADER_SIZE + record_body_size(1) as usize;
+        let name = crate::name::random_name();
+        drop(Mapping::create(&name, len).unwrap());
         let exists = || std::path::Path::new(SHM_DIR).join(&name).exists();
         let judged_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
         // Removed and made again under the same name, after it was judged unheld.
-        crate::segment::unlink(&name).unwrap();
-        let mut again = Segment::create_named(&name, SegmentKind::SealedRecord, body).unwrap();
-        again.publish_ready();
-        again.disown();
+        crate::mapping::unlink(&name).unwrap();
+        drop(Mapping::create(&name, len).unwrap());
         assert!(!remove_if_unheld(&name, &judged_map));
         assert!(exists(), "removed a newer record of the same name");
         let again_map = Mapping::open(&name, SEGMENT_HEADER_SIZE).unwrap();
@@ -679,103 +538,5 @@ mod tests {
             None,
             "shorter than a body"
         );
-    }
-}
-
-/// Removes the record at `path` (`/dev/shm/<name>`, NUL-terminated) unless a live process other
-/// than this one holds a slot in it: what a signal handler does for the records of this dying
-/// process. Async-signal-safe: stack buffers, `open`, `pread`, `read`, `getpid`, `unlink` and
-/// `close` only. A holder counts as live if its pid runs and is not a zombie
-/// ([`runs_in_handler`]; the start time is not compared): a recycled pid keeps the record, for
-/// the sweep to remove.
-pub(crate) fn remove_if_unheld_in_handler(path: *const libc::c_char) {
-    // SAFETY: `path` is a NUL-terminated string on the caller's stack.
-    let fd = unsafe { libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return;
-    }
-    let mut buf = [0u8; 4096];
-    let read_at = |buf: &mut [u8], at: usize| -> usize {
-        // SAFETY: `fd` is open, `buf` is a writable stack buffer of the given length.
-        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), at as libc::off_t) };
-        usize::try_from(n).unwrap_or(0)
-    };
-    let fixed = SEGMENT_HEADER_SIZE + BODY_SIZE;
-    let mut held = true;
-    if read_at(&mut buf[..fixed], 0) == fixed {
-        let u64_at = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
-        let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
-        let is_record = u64_at(&buf, 0) == crate::segment::MAGIC
-            && u32_at(&buf, crate::segment::KIND_OFFSET) == SegmentKind::SealedRecord as u32;
-        let slots = u32_at(
-            &buf,
-            SEGMENT_HEADER_SIZE + std::mem::offset_of!(RecordBody, slot_count),
-        ) as usize;
-        if is_record {
-            held = false;
-            // SAFETY: getpid has no preconditions and is async-signal-safe.
-            let me = unsafe { libc::getpid() } as u32;
-            let end = fixed.saturating_add(slots.saturating_mul(SLOT_SIZE));
-            let mut at = fixed;
-            'chunks: while at < end && !held {
-                let want = (end - at).min(buf.len());
-                let n = read_at(&mut buf[..want], at);
-                if n < SLOT_SIZE {
-                    break;
-                }
-                for slot in buf[..n - n % SLOT_SIZE].chunks_exact(SLOT_SIZE) {
-                    let (pid, _) = unpack(u64_at(slot, 0));
-                    if pid != 0 && pid != me && runs_in_handler(pid) {
-                        held = true;
-                        break 'chunks;
-                    }
-                }
-                at += n - n % SLOT_SIZE;
-            }
-        }
-    }
-    // SAFETY: `fd` is the descriptor opened above; close is async-signal-safe.
-    unsafe { libc::close(fd) };
-    if !held {
-        // SAFETY: `path` is NUL-terminated; unlink is async-signal-safe.
-        unsafe { libc::unlink(path) };
-    }
-}
-
-/// Whether process `pid` exists and is not a zombie, from `/proc/<pid>/stat`, without
-/// allocating (for [`remove_if_unheld_in_handler`]).
-fn runs_in_handler(pid: u32) -> bool {
-    let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0/stat\0";
-    let mut digits = [0u8; 10];
-    let (mut n, mut rest) = (0, pid);
-    loop {
-        digits[n] = b'0' + (rest % 10) as u8;
-        n += 1;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut at = 6;
-    for i in (0..n).rev() {
-        path[at] = digits[i];
-        at += 1;
-    }
-    path[at..at + 6].copy_from_slice(b"/stat\0");
-    // SAFETY: `path` is NUL-terminated (written just above) and lives on our stack.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return false;
-    }
-    let mut buf = [0u8; 512];
-    // SAFETY: `fd` is open and `buf` a writable stack buffer of its length.
-    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    // SAFETY: `fd` was opened above; close is async-signal-safe.
-    unsafe { libc::close(fd) };
-    let text = &buf[..usize::try_from(len).unwrap_or(0)];
-    // The state follows the last ')' (the command name may hold any bytes) and a space.
-    match text.iter().rposition(|&b| b == b')') {
-        Some(close) => !matches!(text.get(close + 2), Some(b'Z' | b'X') | None),
-        None => false,
     }
 }

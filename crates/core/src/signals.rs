@@ -428,14 +428,14 @@ pub(crate) fn untrack_sealed(name: &str) {
 }
 
 /// Removes the records of sealed memory this process holds that no other live process holds.
-/// Async-signal-safe (see [`crate::rendezvous::remove_if_unheld_in_handler`]).
+/// Async-signal-safe (see [`crate::record::remove_if_unheld_in_handler`]).
 #[cfg(target_os = "linux")]
 fn remove_sealed() {
     for slot in &SEALED {
         let bits = slot.swap(0, Ordering::AcqRel);
         if bits != 0 {
             with_generated_path(bits, |path| {
-                crate::rendezvous::remove_if_unheld_in_handler(path)
+                crate::record::remove_if_unheld_in_handler(path)
             });
         }
     }

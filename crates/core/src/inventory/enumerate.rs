@@ -155,8 +155,8 @@ mod imp {
 
     /// What the record `file`, `len` bytes long, says.
     fn read_record(file: &std::fs::File, len: u64) -> Option<RecordRead> {
-        let bytes = crate::rendezvous::read_prefix(file, len)?;
-        let info = crate::rendezvous::read_record(&bytes)?;
+        let bytes = crate::record::read_prefix(file, len)?;
+        let info = crate::record::read_record(&bytes)?;
         Some(RecordRead {
             target_kind: info.target_kind,
             target_len: info.target_len,
