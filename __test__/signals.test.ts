@@ -112,12 +112,19 @@ test('SIGTERM to a pipe’s owner: its receiver in another process drains what w
   t.is(await child.next(), 'sent')
   child.process.kill('SIGTERM')
   t.deepEqual(await exitWithin(child, 3000), { code: null, signal: 'SIGTERM' })
-  t.false(shmExists(name), 'the owner removed the pipe’s name, as a normal exit would')
-  t.throws(() => Receiver.attach(name), { instanceOf: ShmpipeError, code: 'ERR_SHMPIPE_NOT_FOUND' })
+  // A sealed pipe (the default) is found by name while any process holds it: the receiver here.
+  t.true(shmExists(name), 'the pipe’s name stays while its receiver holds it')
+  // Found by name: a second receiver is refused as such, not as a missing pipe.
+  t.throws(() => Receiver.attach(name), {
+    instanceOf: ShmpipeError,
+    code: 'ERR_SHMPIPE_RECEIVER_TAKEN',
+  })
   for (let k = 0; k < 3; k++) {
     const value = (await receiver.get({ timeout: 5000 })) as Uint8Array
     t.is(checkPattern(value, k), -1, `value ${k} intact`)
   }
   const err = await t.throwsAsync(receiver.get({ timeout: 5000 }), { instanceOf: ShmpipeError })
   t.is(err?.code, ERR_SHMPIPE_PEER_GONE)
+  receiver.close()
+  t.false(shmExists(name), 'its last holder closed: the name is gone')
 })

@@ -248,7 +248,7 @@ test('every bad argument is ERR_SHMPIPE_INVALID_ARGUMENT in the API’s own word
     { call: 'maxSenders 0', run: pair({ maxSenders: 0 }), message: whole('maxSenders', 4096, '0') },
     { call: 'maxSenders 4097', run: pair({ maxSenders: 4097 }), message: whole('maxSenders', 4096, '4097') }, // prettier-ignore
     { call: 'maxSenders 2.5', run: pair({ maxSenders: 2.5 }), message: whole('maxSenders', 4096, '2.5') }, // prettier-ignore
-    { call: 'capcity', run: pair({ capcity: 5 }), message: 'createSharedMemoryPair: unknown option "capcity" (the options are capacity, bytes, maxSenders)' }, // prettier-ignore
+    { call: 'capcity', run: pair({ capcity: 5 }), message: 'createSharedMemoryPair: unknown option "capcity" (the options are capacity, bytes, maxSenders, backing)' }, // prettier-ignore
     { call: 'options null', run: pair(null), message: 'createSharedMemoryPair: options must be an object, got null' }, // prettier-ignore
     { call: 'options 5', run: pair(5), message: 'createSharedMemoryPair: options must be an object, got 5' }, // prettier-ignore
     { call: 'Sender.attach(42)', run: () => Sender.attach(42 as never), message: 'Sender.attach: name must be a non-empty string, got 42' }, // prettier-ignore
