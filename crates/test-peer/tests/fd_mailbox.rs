@@ -175,3 +175,48 @@ fn another_user_can_neither_hand_over_nor_receive_a_descriptor() {
         "{r:?}"
     );
 }
+
+#[test]
+fn descriptors_in_flight_past_the_users_limit_make_the_sender_wait() {
+    let _serial = serial();
+    if !is_root() {
+        return cannot_run("needs root, to run a process as another user (nobody)");
+    }
+    // Root is not limited: its queue fills (EAGAIN) first.
+    let root = run_peer(&["fill", &address("fill-root")], None);
+    let root_queued: u64 = root
+        .strip_prefix("queued ")
+        .and_then(|r| r.lines().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{root}"));
+    assert!(root.ends_with("\ntimeout\n"), "{root}");
+    assert!(root_queued > 64, "{root}");
+    // Another user may have at most RLIMIT_NOFILE descriptors in flight (the kernel's
+    // ETOOMANYREFS): past them a send waits as for a full queue, it does not fail.
+    let mut cmd = Command::new("prlimit");
+    cmd.args([
+        "--nofile=64:64",
+        MAILBOX_PEER,
+        "fill",
+        &address("fill-nobody"),
+    ])
+    .uid(65534)
+    .gid(65534);
+    let out = cmd.output().unwrap();
+    let nobody = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}: {nobody}", out.status);
+    assert!(nobody.ends_with("\ntimeout\n"), "{nobody}");
+    let nobody_queued: u64 = nobody
+        .strip_prefix("queued ")
+        .and_then(|r| r.lines().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{nobody}"));
+    // 65 (the kernel refuses once more than the limit are in flight), fewer if other processes
+    // of that user have descriptors in flight.
+    assert!(
+        (1..=65).contains(&nobody_queued),
+        "{nobody_queued} queued under a limit of 64 (root: {root_queued})"
+    );
+    println!(
+        "fd_mailbox: queued before a wait: {root_queued} as root, {nobody_queued} as a user with \
+         RLIMIT_NOFILE 64"
+    );
+}

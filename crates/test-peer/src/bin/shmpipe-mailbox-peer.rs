@@ -11,6 +11,9 @@
 //!   `error ERRNO`.
 //! - `hold ADDRESS`: binds a mailbox at ADDRESS, prints `bound` and sleeps until killed, taking
 //!   nothing.
+//! - `fill ADDRESS`: binds a mailbox at ADDRESS and sends it one memfd again and again with a
+//!   deadline already passed, taking nothing, until a send fails; prints `queued N` and the
+//!   failure (`timeout`, or `error ERROR`).
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -55,6 +58,23 @@ fn main() {
             loop {
                 std::thread::sleep(Duration::from_secs(60));
             }
+        }
+        "fill" => {
+            let _mailbox = Mailbox::bind(address).unwrap();
+            let blob = memfd::filled("mailbox-peer-fill", 4096, 1, 0);
+            let mut sender = MailboxSender::new();
+            let mut queued = 0u64;
+            let failure = loop {
+                match sender.send(address, queued, blob.as_fd(), Some(Instant::now()), &|| {
+                    true
+                }) {
+                    Ok(()) => queued += 1,
+                    Err(SendError::Timeout) => break "timeout".to_owned(),
+                    Err(e) => break format!("error {e}"),
+                }
+            };
+            say(&format!("queued {queued}"));
+            say(&failure);
         }
         other => panic!("unknown role {other}"),
     }
