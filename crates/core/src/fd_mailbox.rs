@@ -19,14 +19,16 @@
 //! - **Same user only.** Anyone may connect to an abstract address, whatever their uid. The
 //!   mailbox closes, unread, every connection whose peer (`SO_PEERCRED`, taken at `connect`) is
 //!   not of its effective uid, and a sender refuses a listener of another uid
-//!   ([`SendError::ForeignListener`]), so that no memory reaches another user.
+//!   ([`SendError::ForeignListener`]), so that no memory reaches another user. Abstract names
+//!   have no permissions either: another user can bind an address first, and [`Mailbox::bind`]
+//!   then fails ([`Error::AlreadyExists`]), so addresses should not be guessable.
 //! - **`SOCK_SEQPACKET`, not `SOCK_DGRAM`.** An unconnected datagram receiver queues at most
-//!   `net.unix.max_dgram_qlen` + 1 datagrams from all its senders together (11: the sysctl is 10
-//!   by default), then every sender waits. A connected sequenced-packet socket keeps message boundaries but has no
-//!   such count: each connection is bounded by its sender's send buffer (`SO_SNDBUF`,
-//!   `net.core.wmem_default`, 212 992 bytes by default), which every queued message is charged
-//!   to until it is read: 278 messages with the default sysctls on Linux 6.18
-//!   (measurements: `docs/decisions/2026-12-07-fd-mailbox.md`).
+//!   `net.unix.max_dgram_qlen` + 1 datagrams from all its senders together (11: the sysctl is
+//!   10 by default), then every sender waits. A connected sequenced-packet socket keeps message
+//!   boundaries but has no such count: each connection is bounded by its sender's send buffer
+//!   (`SO_SNDBUF`, `net.core.wmem_default`, 212 992 bytes by default), which every queued
+//!   message is charged to until it is read: 278 messages with the default sysctls on Linux
+//!   6.18 (measurements: `docs/decisions/2026-12-07-fd-mailbox.md`).
 //! - **A full queue makes the sender wait** in slices of at most [`SEND_SLICE`] (`poll` for
 //!   `POLLOUT`), asking between slices whether the receiver is still alive; it gives up at its
 //!   deadline ([`SendError::Timeout`]) or when the receiver is dead ([`SendError::PeerGone`]).
@@ -849,7 +851,10 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        println!("fd_mailbox: {queued} messages queued on one connection before EAGAIN (net.unix.max_dgram_qlen = {qlen})");
+        println!(
+            "fd_mailbox: {queued} messages queued on one connection before EAGAIN \
+             (net.unix.max_dgram_qlen = {qlen})"
+        );
         assert!(
             queued > qlen,
             "{queued} queued: bounded by max_dgram_qlen {qlen}"
