@@ -24,6 +24,8 @@
 //!   is told).
 //! - [`tuning`]: the constants and environment variables behind the rules above (how long waits
 //!   spin and sleep, when copies stream, how much blob memory is kept), in one place.
+//! - `fd_mailbox` (Linux): descriptors handed from producers to a consumer over an abstract Unix
+//!   socket, so that a blob's memory outlives its sender and dies with its receiver.
 //!
 //! No Node.js here: the bindings live in `crates/node`.
 
@@ -41,6 +43,8 @@ mod copy;
 mod doc_blocks;
 mod error;
 mod event;
+#[cfg(target_os = "linux")]
+pub mod fd_mailbox;
 mod futex;
 mod header;
 pub mod inventory;

@@ -7,5 +7,7 @@
 //! `env!("CARGO_BIN_EXE_…")`: Cargo builds a package's binaries before its integration tests and
 //! benchmarks, and only a package's own.
 
+#[cfg(target_os = "linux")]
+pub mod memfd;
 pub mod pattern;
 pub mod peer_io;
