@@ -387,9 +387,10 @@ pub(crate) fn fill(
     body.target_len.store(len, Ordering::Relaxed);
     body.dev.store(id.dev, Ordering::Relaxed);
     body.ino.store(id.ino, Ordering::Relaxed);
+    // Every slot that fits: the record was sized for at least `holders` of them.
     let room = (record.len() - SEGMENT_HEADER_SIZE - BODY_SIZE) / SLOT_SIZE;
-    body.slot_count
-        .store(room.min(holders.max(1) as usize) as u32, Ordering::Relaxed);
+    debug_assert!(room >= holders as usize);
+    body.slot_count.store(room as u32, Ordering::Relaxed);
     body.state.store(OPEN, Ordering::Relaxed);
     let slot = view
         .enter(fd.as_raw_fd() as u32)
