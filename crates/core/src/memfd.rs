@@ -123,6 +123,23 @@ fn no_memory(len: u64) -> Error {
     crate::memory_limit::refused(len)
 }
 
+/// The size of the memfd `fd` if it is ours (owned by our effective uid, a regular file) and
+/// carries all of [`SEALS`]: what a descriptor received from another process must show.
+pub(crate) fn verify(fd: &OwnedFd) -> Option<u64> {
+    let st = fstat(fd).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    // SAFETY: `fd` is open; F_GET_SEALS takes no argument and only reads.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    let ok = st.st_uid == euid
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && seals >= 0
+        && seals & SEALS == SEALS;
+    // The field's width varies between targets.
+    #[allow(clippy::unnecessary_cast)]
+    ok.then_some(st.st_size as u64)
+}
+
 /// Why [`open_held`] refused or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenHeldError {

@@ -33,6 +33,10 @@ pub struct Segment {
     /// For sealed memory, this process's hold on it (its record slot and descriptor).
     #[cfg(target_os = "linux")]
     sealed: Option<std::sync::Arc<crate::rendezvous::Hold>>,
+    /// Sealed memory without a record: reachable only through its descriptor (a blob passed to
+    /// its receiver over a socket); its name is only an identity, never in `/dev/shm`.
+    #[cfg(target_os = "linux")]
+    anonymous: bool,
 }
 
 // SAFETY: `Mapping` is only `!Send` because it holds a raw pointer to the mapping. The mapping
@@ -98,6 +102,8 @@ impl Segment {
                     body_len: body_size as usize,
                     #[cfg(target_os = "linux")]
                     sealed: None,
+                    #[cfg(target_os = "linux")]
+                    anonymous: false,
                 })
             }
             #[cfg(target_os = "linux")]
@@ -165,6 +171,7 @@ impl Segment {
             name: name.to_owned(),
             body_len: body_size as usize,
             sealed: Some(hold),
+            anonymous: false,
         })
     }
 
@@ -204,6 +211,7 @@ impl Segment {
                 name: name.to_owned(),
                 body_len,
                 sealed: Some(hold),
+                anonymous: false,
             });
         }
         let body_len = validate(&map, name, kind, ready_timeout)?;
@@ -214,16 +222,81 @@ impl Segment {
             body_len,
             #[cfg(target_os = "linux")]
             sealed: None,
+            #[cfg(target_os = "linux")]
+            anonymous: false,
         })
     }
 
     /// Whether the segment lives in sealed memory ([`Backing::Memfd`]).
     pub fn backing(&self) -> Backing {
         #[cfg(target_os = "linux")]
-        if self.sealed.is_some() {
+        if self.sealed.is_some() || self.anonymous {
             return Backing::Memfd;
         }
         Backing::Shm
+    }
+
+    /// Creates sealed memory with a body of `body_size` bytes and no record: nothing can open it
+    /// by name, only through its descriptor ([`fd`](Self::fd)). It carries a fresh generated name
+    /// as its identity (in its header's place of a name: the records that name it).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn create_anonymous(kind: SegmentKind, body_size: u64) -> Result<Self> {
+        let name = random_name();
+        let total = body_size
+            .checked_add(SEGMENT_HEADER_SIZE as u64)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or(Error::TooLarge {
+                requested: body_size,
+                limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
+            })?;
+        let fd = crate::memfd::create_sealed(&format!("shmpipe:{name}"), total)?;
+        let map = Mapping::from_fd(fd, total as usize)?;
+        write_header(&map, kind, body_size);
+        Ok(Self {
+            map,
+            owner: false,
+            name,
+            body_len: body_size as usize,
+            sealed: None,
+            anonymous: true,
+        })
+    }
+
+    /// Maps sealed memory received as `fd` (a blob from its producer), under the identity `name`,
+    /// if it is ours, sealed, and holds a valid ready segment of `kind`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn from_sealed_fd(
+        name: &str,
+        fd: std::os::fd::OwnedFd,
+        kind: SegmentKind,
+    ) -> Result<Self> {
+        let bad = |reason| Error::BadSegment {
+            name: name.to_owned(),
+            reason,
+        };
+        let len = crate::memfd::verify(&fd).ok_or_else(|| bad(BadSegmentReason::Corrupt))?;
+        let len = usize::try_from(len).map_err(|_| bad(BadSegmentReason::TooSmall))?;
+        if len < SEGMENT_HEADER_SIZE {
+            return Err(bad(BadSegmentReason::TooSmall));
+        }
+        let map = Mapping::from_fd(fd, len)?;
+        let body_len = validate(&map, name, kind, Duration::ZERO)?;
+        Ok(Self {
+            map,
+            owner: false,
+            name: name.to_owned(),
+            body_len,
+            sealed: None,
+            anonymous: true,
+        })
+    }
+
+    /// The descriptor of the segment's memory (to pass it to another process).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the mapping's descriptor stays open as long as `self.map`, which outlives the
+        // borrow.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.map.fd()) }
     }
 
     /// The header of segment `name` as it reads now, ready or not, without validating it; only
@@ -313,8 +386,9 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
-        if self.sealed.is_some() {
-            // The record goes with its last holder ([`crate::rendezvous::Hold`]).
+        if self.sealed.is_some() || self.anonymous {
+            // The record goes with its last holder ([`crate::rendezvous::Hold`]); anonymous
+            // memory has no name to remove.
             return;
         }
         if self.owner {

@@ -19,6 +19,16 @@ fn small_queue(capacity: u32, bytes: u64) -> Queue {
     queue_of(capacity, bytes, 8)
 }
 
+/// A queue in the named backing, whose blobs are named segments in `/dev/shm`.
+fn small_named_queue(capacity: u32, bytes: u64) -> Queue {
+    let opts = QueueOptions {
+        capacity,
+        bytes,
+        max_producers: 8,
+    };
+    Queue::create_in(&opts, shmpipe_core::Backing::Shm).unwrap()
+}
+
 // Wake-up latency. A blocked wait sleeps in bounded slices: the first at most 20 ms
 // (`FIRST_SLEEP` in event.rs), then until `HEALTH_SLICE` (100 ms) after the wait began, then
 // every `HEALTH_SLICE`. A wake-up that is lost is therefore made up for at the end of the
@@ -609,7 +619,7 @@ fn waiting_for_readiness_takes_nothing() {
 
 #[test]
 fn undelivered_blobs_are_removed_when_the_consumer_closes() {
-    let q = small_queue(4, 4096);
+    let q = small_named_queue(4, 4096);
     let mut p = q.producer().unwrap();
     let c = q.consumer().unwrap();
     let mut names = Vec::new();
@@ -624,7 +634,7 @@ fn undelivered_blobs_are_removed_when_the_consumer_closes() {
     drop(c);
     assert!(names.iter().all(|n| !shm(n)), "blob segments left behind");
     // A blob reserved before the consumer closed and committed after is removed by its producer.
-    let q = small_queue(4, 4096);
+    let q = small_named_queue(4, 4096);
     let mut p = q.producer().unwrap();
     let c = q.consumer().unwrap();
     let loan = p.reserve(3000, &WaitOptions::forever()).unwrap();
@@ -939,5 +949,46 @@ fn single_producer_an_aborted_last_record_frees_its_slot() {
         // The consumer passed over the aborted record: its slot is free again.
         assert!(p.try_send(b"after").unwrap(), "round {round}");
         assert_eq!(c.try_recv_with(|b| b.to_vec()).unwrap().unwrap(), b"after");
+    }
+}
+
+/// In a sealed queue a large message travels in sealed memory passed to the registered
+/// consumer (nothing of it in `/dev/shm`); before a consumer registers, in a named segment that
+/// the consumer to come can open.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_sealed_queues_blobs_are_sealed_once_a_consumer_is_registered() {
+    let q = small_queue(4, 4096);
+    assert_eq!(q.backing(), shmpipe_core::Backing::Memfd);
+    let in_shm = |n: &str| std::path::Path::new("/dev/shm").join(n).exists();
+    let mut p = q.producer().unwrap();
+    let mut early = p.reserve(100_000, &WaitOptions::forever()).unwrap();
+    let early_name = early.blob_name().unwrap().to_owned();
+    early.as_mut_slice().fill(0xEE);
+    early.commit().unwrap();
+    assert!(in_shm(&early_name), "no consumer yet: a named blob");
+    let mut c = q.consumer().unwrap();
+    let wait = WaitOptions::timeout(Duration::from_secs(5));
+    let m = c.recv(&wait).unwrap();
+    assert!(m.is_blob() && m.len() == 100_000 && m.as_slice().iter().all(|&b| b == 0xEE));
+    drop(m);
+    assert!(!in_shm(&early_name), "mapped: its name is gone");
+    for round in 0..4u8 {
+        let mut loan = p
+            .reserve(100_000 + u64::from(round), &WaitOptions::forever())
+            .unwrap();
+        let name = loan.blob_name().unwrap().to_owned();
+        assert!(
+            !in_shm(&name),
+            "round {round}: a sealed blob has no name in /dev/shm"
+        );
+        loan.as_mut_slice().fill(round);
+        loan.commit().unwrap();
+        let m = c.recv(&wait).unwrap();
+        assert!(m.is_blob() && m.len() == 100_000 + usize::from(round));
+        assert!(
+            m.as_slice().iter().all(|&b| b == round),
+            "round {round}: intact"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub struct Consumer {
     all_closed: bool,
     /// Mappings of blobs that their producers keep for reuse.
     blobs: BlobCache,
+    /// Where producers pass sealed blobs (a sealed queue's consumer; `None` otherwise).
+    mailbox: Option<Mailbox>,
     closed: bool,
 }
 
@@ -287,8 +289,14 @@ impl Consumer {
             scanned_membership: None,
             all_closed: false,
             blobs: BlobCache::default(),
+            mailbox: None,
             closed: false,
         }
+    }
+
+    /// Sets the mailbox through which producers pass this consumer sealed blobs.
+    pub(crate) fn set_mailbox(&mut self, mailbox: Option<Mailbox>) {
+        self.mailbox = mailbox;
     }
 
     /// Takes the next message if one is ready, without waiting.
@@ -506,6 +514,15 @@ impl Consumer {
                 continue;
             }
             if st == state::SKIP || record_kind == kind::PAD {
+                if record_kind == kind::BLOB {
+                    // An aborted blob may have been passed to us already: close it.
+                    forget_passed_blob(
+                        s,
+                        self.mailbox.as_mut(),
+                        pos,
+                        rec.len.load(Ordering::Relaxed),
+                    );
+                }
                 self.read_pos = next;
                 release(s, pos, None);
                 continue;
@@ -531,7 +548,8 @@ impl Consumer {
                     generation: producer.1,
                 })),
                 kind::BLOB => {
-                    let opened = open_blob(s, &mut self.blobs, pos, len, producer);
+                    let mailbox = self.mailbox.as_mut();
+                    let opened = open_blob(s, &mut self.blobs, mailbox, pos, len, producer);
                     release(s, pos, Some(producer));
                     opened.map(|(seg, blob_len)| {
                         Found::Blob(Message {
@@ -828,8 +846,8 @@ fn scan_producers(s: &Ring) -> ProducerScan {
 }
 
 /// Maps the blob described by the committed record at `pos` of producer registration
-/// `producer`: from `cache` if its producer reused a blob this consumer mapped before, else by
-/// name. Never waits: a committed record's blob was published ready before the record, so one
+/// `producer`: from `cache` if its producer reused a blob this consumer mapped before, else from
+/// `mailbox` if its producer passed it there (a sealed blob), else by name. Never waits: a committed record's blob was published ready before the record, so one
 /// that is not ready (or not a blob its producer made, or too short) makes the record bad. A
 /// name is removed as soon as it is mapped (on Unix the mapping outlives the name), so a crash
 /// of this process leaks nothing; a name the record gives is removed only if it verifiably is
@@ -837,6 +855,7 @@ fn scan_producers(s: &Ring) -> ProducerScan {
 fn open_blob(
     s: &Ring,
     cache: &mut BlobCache,
+    mailbox: Option<&mut Mailbox>,
     pos: u64,
     len: u64,
     producer: (u32, u32),
@@ -855,6 +874,13 @@ fn open_blob(
             return Err(s.corrupt());
         }
         seg
+    } else if let Some(seg) = mailbox.and_then(|m| take_passed(m, name)) {
+        // A sealed blob, passed to us over the mailbox: it has no name to remove.
+        let seg = seg?;
+        if !usable(&seg) {
+            return Err(s.corrupt());
+        }
+        cache.insert(seg)
     } else {
         let mut seg = match Segment::open(name, SegmentKind::Blob, Duration::ZERO) {
             Ok(seg) if usable(&seg) => seg,
@@ -880,4 +906,40 @@ fn open_blob(
     // After the lookup: what it unmaps is never the blob just received (we hold it).
     cache.sweep();
     Ok((seg, blob_len))
+}
+
+/// Closes the sealed blob that an aborted blob record at `pos` (payload `len`) names, if its
+/// producer passed it to `mailbox` before aborting.
+fn forget_passed_blob(s: &Ring, mailbox: Option<&mut Mailbox>, pos: u64, len: u64) {
+    let Some(mailbox) = mailbox else {
+        return;
+    };
+    if let Ok(desc) = s.read_descriptor(pos, len) {
+        if let Some(name) = descriptor_name(&desc) {
+            drop(take_passed(mailbox, name));
+        }
+    }
+}
+
+/// Where sealed blobs arrive: a [`crate::fd_mailbox::Mailbox`] on Linux; none elsewhere.
+#[cfg(target_os = "linux")]
+pub(crate) type Mailbox = crate::fd_mailbox::Mailbox;
+/// Where sealed blobs arrive: nowhere off Linux (no value of this type exists).
+#[cfg(not(target_os = "linux"))]
+pub(crate) enum Mailbox {}
+
+/// The sealed blob identified by `name` if its producer passed it to `mailbox`: `None` if it
+/// did not (a named blob), else the mapping or why it is not a valid blob of ours.
+#[cfg(target_os = "linux")]
+fn take_passed(mailbox: &mut Mailbox, name: &str) -> Option<Result<Segment>> {
+    let token = crate::name::generated_bits(name)?;
+    match mailbox.take(token) {
+        Ok(Some(fd)) => Some(Segment::from_sealed_fd(name, fd, SegmentKind::Blob)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn take_passed(mailbox: &mut Mailbox, _name: &str) -> Option<Result<Segment>> {
+    match *mailbox {}
 }

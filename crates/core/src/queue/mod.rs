@@ -304,6 +304,13 @@ impl Queue {
         }
         c.pid.store(me.pid, Ordering::Relaxed);
         c.start.store(me.start, Ordering::Relaxed);
+        // The mailbox for sealed blobs listens before producers can see us active. Without one
+        // (its address taken), producers fall back to named blobs.
+        #[cfg(target_os = "linux")]
+        let mailbox = s
+            .sealed_blobs()
+            .then(|| crate::fd_mailbox::Mailbox::bind(&s.mailbox_address(generation)).ok())
+            .flatten();
         c.state
             .store(pack_consumer(entry::ACTIVE, generation), Ordering::Release);
         if st != entry::FREE {
@@ -312,7 +319,10 @@ impl Queue {
             s.out_of_order.store(isize::MAX / 2, Ordering::SeqCst);
         }
         s.header().space_event.wake();
-        Ok(Consumer::new(s.clone()))
+        let mut consumer = Consumer::new(s.clone());
+        #[cfg(target_os = "linux")]
+        consumer.set_mailbox(mailbox);
+        Ok(consumer)
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Producer {
     latest_end: u64,
     /// Blobs sent before, kept for the next large messages.
     kept: KeptBlobs,
+    /// The connection to the consumer's mailbox, for sealed blobs.
+    #[cfg(target_os = "linux")]
+    mailbox: crate::fd_mailbox::MailboxSender,
     closed: bool,
 }
 
@@ -110,6 +113,8 @@ impl Producer {
             committed: 0,
             latest_end: u64::MAX,
             kept: KeptBlobs::new(),
+            #[cfg(target_os = "linux")]
+            mailbox: crate::fd_mailbox::MailboxSender::new(),
             closed: false,
         }
     }
@@ -493,13 +498,16 @@ impl Producer {
         };
         let end = (pos + units) & POS_MASK;
         self.latest_end = end;
-        Ok(Some(Claimed {
+        let mut claimed = Claimed {
             pos,
             end,
             ptr,
             len: len as usize,
             target,
-        }))
+        };
+        #[cfg(target_os = "linux")]
+        self.pass_sealed_blob(&mut claimed, wait)?;
+        Ok(Some(claimed))
     }
 
     /// The blob for a message of `len` bytes: a kept one the consumer released, else a fresh one.
@@ -508,6 +516,19 @@ impl Producer {
         let generation = consumer_generation(consumer);
         if let Some(seg) = self.kept.reuse(len, generation) {
             return Ok(Target::Reused(seg));
+        }
+        // A sealed queue with a registered consumer: sealed memory, passed to the consumer's
+        // mailbox once the record is claimed. Otherwise (no consumer yet, to take it over when
+        // it comes, or the named backing) a named segment.
+        #[cfg(target_os = "linux")]
+        if self.shared.sealed_blobs() && consumer_state(consumer) == entry::ACTIVE {
+            return match Segment::create_anonymous(SegmentKind::Blob, len) {
+                Ok(seg) => {
+                    blob::init(&seg, self.kept.would_keep(len));
+                    Ok(Target::Fresh(Box::new(seg), generation))
+                }
+                Err(e) => self.short_of_memory(e, len, generation),
+            };
         }
         // Named in our entry first: if we die before the blob is in a record, whoever finds us
         // dead removes it.
@@ -521,17 +542,75 @@ impl Producer {
             }
             Err(e) => {
                 claims.clear_blob_name();
-                if matches!(e, Error::NoSpace { .. }) {
-                    // Shared memory is short: a larger idle blob will do after all, and the
-                    // idle ones are given up so that the consumer frees them.
-                    if let Some(seg) = self.kept.reuse_any(len, generation) {
-                        return Ok(Target::Reused(seg));
-                    }
-                    self.kept.give_up_idle();
-                }
-                Err(e)
+                self.short_of_memory(e, len, generation)
             }
         }
+    }
+
+    /// After failing to make a blob of `len` bytes with `e`: if shared memory is short, a larger
+    /// idle blob will do after all, and the idle ones are given up so that the consumer frees
+    /// them. Else fails with `e`.
+    fn short_of_memory(&mut self, e: Error, len: u64, generation: u32) -> Result<Target> {
+        if matches!(e, Error::NoSpace { .. }) {
+            if let Some(seg) = self.kept.reuse_any(len, generation) {
+                return Ok(Target::Reused(seg));
+            }
+            self.kept.give_up_idle();
+        }
+        Err(e)
+    }
+
+    /// Passes a fresh sealed blob to the consumer's mailbox, for the record just claimed at
+    /// `pos`; if the mailbox cannot take it (no listener there, a full one past the deadline),
+    /// swaps it for a named blob of the same name. Fails, the record aborted, only if neither
+    /// works or the consumer is gone.
+    #[cfg(target_os = "linux")]
+    fn pass_sealed_blob(
+        &mut self,
+        claimed: &mut Claimed,
+        wait: Option<&WaitOptions>,
+    ) -> Result<()> {
+        use crate::fd_mailbox::SendError;
+        let Target::Fresh(seg, generation) = &claimed.target else {
+            return Ok(());
+        };
+        if seg.backing() != crate::Backing::Memfd {
+            return Ok(());
+        }
+        let token = crate::name::generated_bits(seg.name()).expect("a generated name");
+        // A full mailbox (hundreds of unread blobs) is waited for as the put would wait for
+        // space: up to its timeout, not at all for a try, and no longer than the consumer lives.
+        let now = std::time::Instant::now();
+        let deadline = match wait {
+            None => Some(now),
+            Some(w) => w.timeout.and_then(|t| now.checked_add(t)),
+        };
+        let shared = self.shared.clone();
+        let alive = || shared.consumer_process().is_alive();
+        let address = self.shared.mailbox_address(*generation);
+        let failed = match self
+            .mailbox
+            .send(&address, token, seg.fd(), deadline, &alive)
+        {
+            Ok(()) => return Ok(()),
+            Err(SendError::PeerGone) => Error::PeerGone,
+            Err(_) => {
+                let (name, len, generation) =
+                    (seg.name().to_owned(), seg.body_len() as u64, *generation);
+                match Segment::create_named(&name, SegmentKind::Blob, len) {
+                    Ok(named) => {
+                        blob::init(&named, self.kept.would_keep(len));
+                        claimed.ptr = named.body_ptr();
+                        claimed.target = Target::Fresh(Box::new(named), generation);
+                        return Ok(());
+                    }
+                    Err(e) => e,
+                }
+            }
+        };
+        claimed.abort(&self.shared);
+        claimed.target = Target::Inline;
+        Err(failed)
     }
 
     /// Sets how many bytes of sent blobs this producer keeps for reuse (see the `blob` module);

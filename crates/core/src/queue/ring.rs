@@ -291,6 +291,20 @@ impl Ring {
     }
 
     /// The process registered as the consumer (meaningful while its state is ACTIVE).
+    /// The abstract socket address of the mailbox through which producers pass sealed blobs to
+    /// the consumer of `generation` ([`crate::fd_mailbox`]): unguessable to other users, since
+    /// it carries the queue's stamp key, which only processes that map the queue can read.
+    #[cfg(target_os = "linux")]
+    pub fn mailbox_address(&self, generation: u32) -> Vec<u8> {
+        let key = self.header().config.stamp_key.load(Ordering::Relaxed);
+        format!("shmpipe/{}/{generation}/{key:016x}", self.segment.name()).into_bytes()
+    }
+
+    /// Whether large messages travel in sealed memory: the ring does ([`crate::Backing::Memfd`]).
+    pub fn sealed_blobs(&self) -> bool {
+        self.segment.backing() == crate::Backing::Memfd
+    }
+
     pub fn consumer_process(&self) -> ProcessIdentity {
         let c = &self.header().consumer;
         ProcessIdentity {
