@@ -18,6 +18,16 @@ fn queue(capacity: u32, bytes: u64) -> Queue {
     .unwrap()
 }
 
+/// A queue in the named backing, whose large messages are named segments in `/dev/shm`.
+fn named_queue(capacity: u32, bytes: u64) -> Queue {
+    let opts = QueueOptions {
+        capacity,
+        bytes,
+        max_producers: 16,
+    };
+    Queue::create_in(&opts, shmpipe_core::Backing::Shm).unwrap()
+}
+
 fn within(d: Duration) -> WaitOptions {
     WaitOptions::timeout(d)
 }
@@ -290,7 +300,7 @@ fn consumer_killed_while_producers_wait_gives_peer_gone_within_a_second() {
 
 #[test]
 fn blobs_queued_for_a_killed_consumer_are_removed_by_the_producer_that_finds_it_dead() {
-    let q = queue(2, 4096);
+    let q = named_queue(2, 4096);
     let mut consumer = Peer::run(&["consume-hold", q.name()]);
     assert_eq!(consumer.line(), "ready");
     let mut p = q.producer().unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 const SIGNALS_ON: (&str, &str) = ("SHMPIPE_PEER_SIGNALS", "1");
 /// The named backing, whose names the handler removes: a sealed pipe's memory is freed by the
-/// kernel however its holders die, and its record is swept (`sealed_records.rs`).
+/// kernel however its holders die, and its record is swept (`sealed_memory.rs`).
 const NAMED: (&str, &str) = ("SHMPIPE_BACKING", "shm");
 const SOON: Duration = Duration::from_secs(5);
 const INSTALLED: &str = "signals [Installed, Installed, Installed]";
@@ -49,11 +49,16 @@ fn without_the_handler_a_signalled_owner_leaves_its_queue_behind() {
 
 #[test]
 fn a_blob_being_written_is_removed_and_a_committed_one_kept_for_its_live_receiver() {
-    let q = Queue::create(&QueueOptions {
-        capacity: 4,
-        bytes: 4096, // so 100 kB messages travel as blobs
-        max_producers: 4,
-    })
+    // The named backing: its blobs are named segments, which the handler must remove (a sealed
+    // blob's memory goes with its process, or lives on in its receiver's mailbox).
+    let q = Queue::create_in(
+        &QueueOptions {
+            capacity: 4,
+            bytes: 4096, // so 100 kB messages travel as blobs
+            max_producers: 4,
+        },
+        shmpipe_core::Backing::Shm,
+    )
     .unwrap();
     let mut consumer = q.consumer().unwrap();
     let bytes = "100000";
