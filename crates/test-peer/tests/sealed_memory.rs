@@ -231,6 +231,7 @@ fn sigkill_of_every_process_of_a_sealed_pipe_frees_its_memory_and_leaves_a_small
                 // A fresh process: its first create sweeps.
                 let mut creator = Peer::spawn(&["own-queue"], &[SEALED]);
                 let fresh = creator.line();
+                let _cleanup_fresh = RemoveOnDrop(fresh.clone());
                 assert!(record_len(&name).is_none(), "the next create removes it");
                 drop(creator);
                 let report = clean(&only(&fresh)).unwrap();
