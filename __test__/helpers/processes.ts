@@ -130,10 +130,14 @@ export function forkChild(t: ExecutionContext, role: string, args: string[] = []
   return track(t, proc)
 }
 
-/** Spawns `node ...args` (reports, if any, as JSON lines on stdout). */
-export function spawnNode(t: ExecutionContext, args: string[]): Child {
+/**
+ * Spawns `node ...args` (reports, if any, as JSON lines on stdout), with `env` over this
+ * process's environment.
+ */
+export function spawnNode(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Child {
   const proc = spawn(process.execPath, args, {
     cwd: repoRoot,
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   return track(t, proc)

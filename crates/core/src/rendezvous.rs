@@ -446,7 +446,13 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
         }
     }
     let Some((fd, len)) = opened else {
-        return Err(if denied || view.any_alive() {
+        // A record made in another PID namespace names holders this process cannot see, alive
+        // or not: their memory is out of reach, not gone.
+        // SAFETY: the mapping holds a header (checked by `Record::new`), page-aligned, mapped
+        // while `record` lives; the header is all atomics, valid for any bit pattern.
+        let header = unsafe { &*(record.as_ptr() as *const SegmentHeader) }.fields();
+        let elsewhere = header.creator_pid_ns != crate::process::pid_namespace();
+        return Err(if denied || elsewhere || view.any_alive() {
             Error::Unreachable {
                 name: name.to_owned(),
                 denied,

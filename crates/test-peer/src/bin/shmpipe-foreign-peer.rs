@@ -10,6 +10,11 @@
 //!   producer leaves a sent blob in, and published ready.
 //! - `truncate NAME`: prints `uid N`, then tries to truncate `/dev/shm/NAME` to 0 bytes and
 //!   prints `truncate ok` or `truncate error KIND`.
+//! - `truncate-memfd PID NAME` (Linux): finds the sealed memory of the pipe NAME among process
+//!   PID's descriptors (`/proc/PID/fd/N` linking to `/memfd:shmpipe:NAME (deleted)`), opens it
+//!   read-write (or prints `no memfd`), prints `found LEN`, tries `ftruncate` to 0, LEN - 4096 and
+//!   LEN + 4096, printing `ftruncate LEN ok|EPERM|errno N` for each, then `seals LIST` (of
+//!   shrink, grow, seal, write, as `F_GET_SEALS` says) and `size LEN` (its size afterwards).
 //! - `map NAME`: maps the queue NAME, prints `mapped`, waits (up to 10 s) until the file in
 //!   `/dev/shm` is shorter than the mapping, then reads every byte of the segment's body and
 //!   prints `read N` (a truncated segment kills it with SIGBUS first).
@@ -108,8 +113,61 @@ fn main() {
             std::hint::black_box(sum);
             say(&format!("read {}", body.len()));
         }
+        #[cfg(target_os = "linux")]
+        ("truncate-memfd", Some(pid)) => truncate_memfd(pid, arg(2)),
         _ => panic!("unknown role: {args:?}"),
     }
+}
+
+/// The `truncate-memfd` role (see the module docs).
+#[cfg(target_os = "linux")]
+fn truncate_memfd(pid: &str, name: &str) {
+    use shmpipe_test_peer::peer_io::say;
+    use std::os::fd::AsRawFd;
+    let label = format!("/memfd:shmpipe:{name} (deleted)");
+    let fds = std::path::Path::new("/proc").join(pid).join("fd");
+    let found = std::fs::read_dir(&fds)
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == label.as_str()));
+    let Some(entry) = found else {
+        say("no memfd");
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(entry.path())
+        .unwrap();
+    let fd = file.as_raw_fd();
+    let len = file.metadata().unwrap().len() as i64;
+    say(&format!("found {len}"));
+    for new_len in [0, len - 4096, len + 4096] {
+        // SAFETY: `fd` is open for writing; this is the attack the role plays (a refused
+        // ftruncate changes nothing; an allowed one is what the test looks for).
+        let rc = unsafe { libc::ftruncate(fd, new_len) };
+        let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        match (rc, err) {
+            (0, _) => say(&format!("ftruncate {new_len} ok")),
+            (_, libc::EPERM) => say(&format!("ftruncate {new_len} EPERM")),
+            (_, code) => say(&format!("ftruncate {new_len} errno {code}")),
+        }
+    }
+    // SAFETY: `fd` is open; F_GET_SEALS takes no argument and only reads.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    let mut names = Vec::new();
+    for (bit, what) in [
+        (libc::F_SEAL_SHRINK, "shrink"),
+        (libc::F_SEAL_GROW, "grow"),
+        (libc::F_SEAL_SEAL, "seal"),
+        (libc::F_SEAL_WRITE, "write"),
+    ] {
+        if seals >= 0 && seals & bit != 0 {
+            names.push(what);
+        }
+    }
+    say(&format!("seals {}", names.join(",")));
+    say(&format!("size {}", file.metadata().unwrap().len()));
 }
 
 #[cfg(not(unix))]

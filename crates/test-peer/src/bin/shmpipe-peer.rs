@@ -40,7 +40,24 @@
 //! - `echo IN OUT [SPIN [CPU]]`: receives from IN and sends each message back on OUT until IN
 //!   closes, spinning SPIN polls before each sleep (default 0: purely blocking waits); with CPU,
 //!   it runs on that CPU only (Linux).
-//! - `own-queue`: creates a queue (it owns it), prints its name, and sleeps until killed.
+//! - `own-queue [BYTES]`: creates a queue (it owns it) of a BYTES ring (64 KiB), prints its
+//!   name, and sleeps until killed.
+//! - `idle NAME`: registers a producer on the queue NAME, prints `ready`, and sleeps until
+//!   killed.
+//! - `attach-send NAME ID BYTES`: opens the queue NAME by its name; if that fails, prints
+//!   `open-error MILLIS ms DEBUG | MESSAGE` (how long the open took, the error) and exits;
+//!   else prints `opened BACKING`, sends one pattern message of BYTES payload as producer ID
+//!   and prints `acked` once it is acknowledged (waiting at most 10 s for either).
+//! - `create-until-attached`: creates a queue, prints its name, waits (up to 10 s) until
+//!   another process holds it too (`list_segments`), prints `attached`, and exits normally
+//!   (closing everything).
+//! - `sealed-pair RING COUNT MIN MAX` (Linux; run on a small `/dev/shm`): creates a default
+//!   (sealed) queue of a RING-byte ring, prints `record LEN` (its record's size in
+//!   `/dev/shm`), runs a child of itself that sends COUNT pattern messages of MIN..=MAX bytes
+//!   (`produce`), receives and checks each (inline, not a blob), and prints `received COUNT`.
+//! - `sealed-huge BYTES` (Linux; run on a small `/dev/shm`): creates a default queue, runs a
+//!   child of itself that sends one pattern message of BYTES (`produce-huge`), receives and
+//!   checks it, and prints `received BYTES`.
 //! - `map-inode INODE` (Linux; run in a private mount namespace with a fresh tmpfs on
 //!   `/dev/shm`): creates empty `shmpipe_*` files there until one has inode INODE, maps that
 //!   one, prints `mapped`, and sleeps until killed.
@@ -373,9 +390,10 @@ fn main() {
             }
         }
         "own-queue" => {
+            let bytes: u64 = args.get(1).map_or(64 << 10, |a| a.parse().unwrap());
             let q = Queue::create(&QueueOptions {
                 capacity: 16,
-                bytes: 64 << 10,
+                bytes,
                 max_producers: 4,
             })
             .unwrap();
@@ -420,6 +438,40 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         }
+        "idle" => {
+            let q = Queue::open(&args[1]).unwrap();
+            let _p = q.producer().unwrap();
+            say("ready");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "attach-send" => attach_send(&args[1], arg(&args, 2), arg(&args, 3)),
+        "create-until-attached" => {
+            let q = Queue::create(&QueueOptions {
+                capacity: 16,
+                bytes: 64 << 10,
+                max_producers: 4,
+            })
+            .unwrap();
+            say(q.name());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let held_by_two = || {
+                shmpipe_core::list_segments()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.name == q.name() && s.held_by.as_ref().is_some_and(|h| h.len() >= 2))
+            };
+            while !held_by_two() {
+                assert!(std::time::Instant::now() < deadline, "nobody attached");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            say("attached");
+        }
+        #[cfg(target_os = "linux")]
+        "sealed-pair" => sealed_pair(arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4)),
+        #[cfg(target_os = "linux")]
+        "sealed-huge" => sealed_huge(arg(&args, 1)),
         "own-array" => {
             let _array =
                 shmpipe_core::SharedArray::create(&args[1], shmpipe_core::Dtype::Float64, &[16])
@@ -569,6 +621,84 @@ fn no_space() {
         .unwrap_or_default();
     assert!(left.is_empty(), "segments left: {left:?}");
     say("ok");
+}
+
+/// The `attach-send` role (see the module docs).
+fn attach_send(name: &str, id: u32, bytes: usize) {
+    let began = std::time::Instant::now();
+    let q = match Queue::open(name) {
+        Ok(q) => q,
+        Err(e) => {
+            say(&format!(
+                "open-error {} ms {e:?} | {e}",
+                began.elapsed().as_millis()
+            ));
+            return;
+        }
+    };
+    say(&format!("opened {}", q.backing().as_str()));
+    let mut p = q.producer().unwrap();
+    let wait = WaitOptions::timeout(Duration::from_secs(10));
+    let mut msg = vec![0u8; pattern::HEADER + bytes];
+    pattern::write(id, 0, &mut msg);
+    p.send(&msg, &wait).unwrap();
+    p.wait_for_all_ack(&wait).unwrap();
+    say("acked");
+}
+
+/// The `sealed-pair` role (see the module docs). Panics (a non-zero exit) on a failed check.
+#[cfg(target_os = "linux")]
+fn sealed_pair(ring: u64, count: u64, min: usize, max: usize) {
+    let q = Queue::create(&QueueOptions {
+        capacity: 64,
+        bytes: ring,
+        max_producers: 2,
+    })
+    .unwrap();
+    assert_eq!(q.backing(), shmpipe_core::Backing::Memfd, "the default");
+    let record = std::fs::metadata(std::path::Path::new("/dev/shm").join(q.name()))
+        .unwrap()
+        .len();
+    say(&format!("record {record}"));
+    let mut c = q.consumer().unwrap();
+    let sender = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["produce", q.name(), "1"])
+        .args([count, min as u64, max as u64, 7].map(|v| v.to_string()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = WaitOptions::timeout(Duration::from_secs(60));
+    for seq in 0..count {
+        let m = c.recv(&wait).unwrap();
+        assert!(!m.is_blob(), "message {seq} travelled inline");
+        assert!(m.len() >= pattern::HEADER + min);
+        assert_eq!(pattern::check(m.as_slice()).unwrap(), (1, seq));
+    }
+    let out = sender.wait_with_output().unwrap();
+    assert!(out.status.success(), "sender: {}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "acked");
+    say(&format!("received {count}"));
+}
+
+/// The `sealed-huge` role (see the module docs). Panics (a non-zero exit) on a failed check.
+#[cfg(target_os = "linux")]
+fn sealed_huge(bytes: u64) {
+    let q = Queue::create(&QueueOptions::default()).unwrap();
+    let mut c = q.consumer().unwrap();
+    let mut sender = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["produce-huge", q.name(), "1", &bytes.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let m = c
+        .recv(&WaitOptions::timeout(Duration::from_secs(120)))
+        .unwrap();
+    assert_eq!(m.len() as u64, pattern::HEADER as u64 + bytes);
+    assert_eq!(pattern::check(m.as_slice()).unwrap(), (1, 0));
+    drop(m);
+    let _ = sender.kill();
+    let _ = sender.wait();
+    say(&format!("received {bytes}"));
 }
 
 /// A soak message's payload size: 99% in 10 B..4 KB, 0.9% up to 1 MB, 0.1% up to 10 MB.
