@@ -18,6 +18,11 @@
 //!   processes to CPU 0. Then `…/round_trip` lines: 20,000 blocking round trips timed one by one,
 //!   their median (the bar) and spread.
 //!
+//! - Linux: `stream_1MiB/cross_process_stream_1MiB_{shm,memfd}` and
+//!   `cross_process_ping_pong/default_spin_{shm,memfd}`: the same stream and default-spin round
+//!   trip with the queues' memory in each backing (a named `/dev/shm` segment, sealed memfd memory);
+//!   the ids without a suffix use the default backing ([`Backing::for_pipes`]).
+//!
 //! Set `SHMPIPE_BENCH_STREAM_SWEEP=1` to also measure the stream with other queue sizes (4 to
 //! 64 MiB), and `SHMPIPE_STREAM_COPIES=always` or `never` to override when the producer streams
 //! its copies past the cache (`crates/core/src/copy.rs`; by default only into a ring larger than
@@ -28,7 +33,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
-use shmpipe_core::{Consumer, Producer, Queue, QueueOptions, WaitOptions};
+use shmpipe_core::{Backing, Consumer, Producer, Queue, QueueOptions, WaitOptions};
 use std::hint::spin_loop;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -101,13 +106,27 @@ impl Drop for Peer {
 }
 
 fn queue(capacity: u32, bytes: u64, max_producers: u32) -> Queue {
-    Queue::create(&QueueOptions {
+    queue_in(capacity, bytes, max_producers, default_backing())
+}
+
+/// A queue whose memory is in `backing`.
+fn queue_in(capacity: u32, bytes: u64, max_producers: u32, backing: Backing) -> Queue {
+    let opts = QueueOptions {
         capacity,
         bytes,
         max_producers,
-    })
-    .expect("create queue")
+    };
+    Queue::create_in(&opts, backing).expect("create queue")
 }
+
+/// The backing a queue gets by default (`SHMPIPE_BACKING`, else the platform's).
+fn default_backing() -> Backing {
+    Backing::for_pipes().expect("SHMPIPE_BACKING")
+}
+
+/// The backings compared by the `…_shm` / `…_memfd` benchmarks (Linux only: memfd is Linux's).
+#[cfg(target_os = "linux")]
+const BACKINGS: [Backing; 2] = [Backing::Shm, Backing::Memfd];
 
 // ---------------------------------------------------------------------------------------------
 // 1. In-process SPSC throughput.
@@ -278,8 +297,8 @@ struct Stream {
 }
 
 impl Stream {
-    fn start(capacity: u32, bytes: u64) -> Self {
-        let queue = queue(capacity, bytes, 1);
+    fn start(capacity: u32, bytes: u64, backing: Backing) -> Self {
+        let queue = queue_in(capacity, bytes, 1, backing);
         let consumer = queue.consumer().unwrap();
         let peer = Peer::spawn(&["stream", queue.name(), &MIB.to_string()], false);
         Self {
@@ -300,12 +319,12 @@ impl Drop for Stream {
     }
 }
 
-fn bench_stream(group: &mut Group<'_>, id: &str, capacity: u32, bytes: u64) {
+fn bench_stream(group: &mut Group<'_>, id: &str, capacity: u32, bytes: u64, backing: Backing) {
     let mut stream: Option<Stream> = None;
     let mut dst = vec![0xA5u8; MIB];
     let wait = WaitOptions::forever();
     group.bench_function(id, |b| {
-        let s = stream.get_or_insert_with(|| Stream::start(capacity, bytes));
+        let s = stream.get_or_insert_with(|| Stream::start(capacity, bytes, backing));
         let consumer = s.consumer.as_mut().unwrap();
         b.iter(|| {
             let m = consumer.recv(&wait).unwrap();
@@ -329,14 +348,26 @@ fn stream_1mib(c: &mut Criterion) {
         "cross_process_stream_1MiB",
         STREAM_CAPACITY,
         STREAM_BYTES,
+        default_backing(),
     );
+    #[cfg(target_os = "linux")]
+    for backing in BACKINGS {
+        let id = format!("cross_process_stream_1MiB_{}", backing.as_str());
+        bench_stream(&mut group, &id, STREAM_CAPACITY, STREAM_BYTES, backing);
+    }
     if std::env::var_os("SHMPIPE_BENCH_STREAM_SWEEP").is_some() {
         // Not swept: under 4 MiB of data a 1 MiB message no longer fits inline and takes the blob
         // path (about 20x slower here), and blobs still queued when the consumer closes leave
         // their segments in /dev/shm.
         for (capacity, mib) in [(2u32, 4u64), (4, 8), (8, 8), (8, 16), (16, 32), (32, 64)] {
             let id = format!("cross_process_stream_1MiB_cap{capacity}_{mib}MiB");
-            bench_stream(&mut group, &id, capacity, mib * MIB as u64);
+            bench_stream(
+                &mut group,
+                &id,
+                capacity,
+                mib * MIB as u64,
+                default_backing(),
+            );
         }
     }
 
@@ -418,9 +449,9 @@ struct Echo {
 }
 
 impl Echo {
-    fn start(peer_spin: u32, cpu: Option<usize>) -> Self {
-        let a = queue(64, 64 << 10, 1);
-        let b = queue(64, 64 << 10, 1);
+    fn start(peer_spin: u32, cpu: Option<usize>, backing: Backing) -> Self {
+        let a = queue_in(64, 64 << 10, 1, backing);
+        let b = queue_in(64, 64 << 10, 1, backing);
         let producer = a.producer().unwrap();
         let spin = peer_spin.to_string();
         let cpu = cpu.map(|c| c.to_string());
@@ -487,11 +518,12 @@ fn bench_ping_pong(
     peer_spin: u32,
     wait: WaitOptions,
     cpu: Option<usize>,
+    backing: Backing,
 ) {
     let mut echo: Option<Echo> = None;
     let msg = [0x5Au8; 64];
     group.bench_function(id, |b| {
-        let e = echo.get_or_insert_with(|| Echo::start(peer_spin, cpu));
+        let e = echo.get_or_insert_with(|| Echo::start(peer_spin, cpu, backing));
         let (p, c) = (e.producer.as_mut().unwrap(), e.consumer.as_mut().unwrap());
         b.iter(|| {
             p.send(&msg, &wait).unwrap();
@@ -516,6 +548,7 @@ fn cross_process_ping_pong(c: &mut Criterion) {
         0,
         WaitOptions::forever().with_spin(0),
         None,
+        default_backing(),
     );
     // The same with both processes on one CPU: a wake-up then needs no inter-processor
     // interrupt to a halted vCPU (on this VM the dominant cost of a cross-CPU futex wake-up),
@@ -528,6 +561,7 @@ fn cross_process_ping_pong(c: &mut Criterion) {
             0,
             WaitOptions::forever().with_spin(0),
             Some(0),
+            default_backing(),
         )
     });
     // For comparison: the crate's default spin (WaitOptions spin None) on both sides.
@@ -537,7 +571,19 @@ fn cross_process_ping_pong(c: &mut Criterion) {
         shmpipe_core::tuning::DEFAULT_SPIN,
         WaitOptions::forever(),
         None,
+        default_backing(),
     );
+    #[cfg(target_os = "linux")]
+    for backing in BACKINGS {
+        bench_ping_pong(
+            &mut group,
+            &format!("default_spin_{}", backing.as_str()),
+            shmpipe_core::tuning::DEFAULT_SPIN,
+            WaitOptions::forever(),
+            None,
+            backing,
+        );
+    }
     group.finish();
     if selected("cross_process_ping_pong") {
         // Criterion reports means over batches; the bar is on the median round trip.
@@ -562,7 +608,7 @@ fn selected(group: &str) -> bool {
 /// Times 20,000 blocking round trips one by one and prints their median and spread.
 fn ping_pong_distribution(id: &str, cpu: Option<usize>) {
     const ROUND_TRIPS: usize = 20_000;
-    let mut echo = Echo::start(0, cpu);
+    let mut echo = Echo::start(0, cpu, default_backing());
     let (p, c) = (
         echo.producer.as_mut().unwrap(),
         echo.consumer.as_mut().unwrap(),

@@ -16,6 +16,7 @@ export const BENCHMARKS_DOC = fileURLToPath(new URL('../docs/benchmarks.md', imp
 export const BENCHMARK_SECTIONS = {
   'benches/transport.ts': 'transport-bench',
   'benches/pool.ts': 'pool-bench',
+  'benches/backing.ts': 'backing-bench',
   'benches/seed003.ts': 'seed003',
   'benches/seed004.ts': 'seed004',
 } as const
