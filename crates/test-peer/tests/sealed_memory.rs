@@ -278,7 +278,6 @@ fn a_256_mib_ring_works_between_two_processes_on_a_16_mb_dev_shm() {
 }
 
 #[test]
-#[ignore = "enabled once blobs are sealed"]
 fn a_1_gib_message_travels_between_two_processes_on_a_16_mb_dev_shm() {
     if !is_root() {
         return cannot_run("a private mount namespace (unshare -m) needs root");
