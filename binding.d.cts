@@ -28,8 +28,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** A handle on a shared array. */
 export declare class NativeArray {
-  /** Creates the array `name` of `dtype` (`"float64"`, `"int32"`…) and `shape`, zero-filled. */
-  static create(name: string, dtype: string, shape: Array<number>): NativeArray
+  /**
+   * Creates the array `name` of `dtype` (`"float64"`, `"int32"`…) and `shape`, zero-filled,
+   * in `backing` (`'shm'` or `'memfd'`; absent: `'shm'`, whatever `SHMPIPE_BACKING` says).
+   */
+  static create(name: string, dtype: string, shape: Array<number>, backing?: string | undefined | null): NativeArray
   /** Attaches to the array `name`. */
   static open(name: string): NativeArray
   /** Removes the array `name` (handles already open keep working). */
@@ -45,6 +48,8 @@ export declare class NativeArray {
   get name(): string
   /** The name of the segment behind it (the file in `/dev/shm` on Linux). */
   get segmentName(): string
+  /** Where the array's memory lives: `'shm'` or `'memfd'`. */
+  get backing(): string
   /** The dtype's name (`"float64"`…). */
   get dtype(): string
   /** The shape. */
@@ -74,7 +79,8 @@ export declare class NativeArray {
   /**
    * Closes the handle: detaches `buffer` (every view of it becomes empty), interrupts a
    * pending `lockAsync`, and releases the lock if this handle holds it (the next holder is
-   * told it was recovered). The array itself stays until it is removed.
+   * told it was recovered). A named array stays until it is removed; a sealed one until its
+   * last holder closes.
    */
   close(buffer?: ArrayBuffer | undefined | null): void
 }

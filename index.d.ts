@@ -26,6 +26,7 @@ export type {
   LockInfo,
   LockOptions,
   Shape,
+  SharedArrayOptions,
   SharedTypedArray,
   SharedTypedArrayConstructor,
   WithLockOptions,

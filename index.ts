@@ -27,6 +27,7 @@ export type {
   LockInfo,
   LockOptions,
   Shape,
+  SharedArrayOptions,
   SharedTypedArray,
   SharedTypedArrayConstructor,
   WithLockOptions,

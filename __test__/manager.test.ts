@@ -100,6 +100,25 @@ test('dispose closes the handles it returned and removes its arrays and pipes', 
   manager.dispose() // again: nothing
 })
 
+test("createArray passes its options on: a 'memfd' array, whose name dispose removes though it is held", (t) => {
+  const [name] = arrayNames(t, 1)
+  const manager = new SharedMemoryManager()
+  t.teardown(() => manager.dispose())
+  if (process.platform !== 'linux') {
+    t.throws(() => manager.createArray(name!, Float64Array, 4, { backing: 'memfd' }), { code: 'ERR_SHMPIPE_UNSUPPORTED' }) // prettier-ignore
+    return
+  }
+  const a = manager.createArray(name!, Float64Array, 4, { backing: 'memfd' })
+  t.is(a.backing, 'memfd')
+  const outside = SharedArray.attach(name!) // holds the sealed memory past the manager's end
+  t.teardown(() => outside.close())
+  t.is(outside.backing, 'memfd')
+  a.data[2] = 4.5
+  manager.dispose()
+  t.deepEqual(existing([name!]), [], 'the name is removed')
+  t.is(outside.data[2], 4.5, 'a holder keeps the memory')
+})
+
 test('using: the manager ends with its block; an array re-created by someone else is spared', (t) => {
   const [mine, recreated] = arrayNames(t, 2)
   {

@@ -21,6 +21,7 @@ import {
   ERR_SHMPIPE_NOT_FOUND,
   ERR_SHMPIPE_TIMEOUT,
   ERR_SHMPIPE_TOO_LARGE,
+  ERR_SHMPIPE_UNSUPPORTED,
   layoutVersion,
   SharedArray,
   ShmpipeError,
@@ -329,6 +330,71 @@ test('attach of a non-array segment or another array version is BAD_SEGMENT', (t
   const a = SharedArray.attach(good)
   t.teardown(() => a.close())
   t.deepEqual([a.dtype, a.shape], ['float64', [1]], 'the crafted header is otherwise right')
+})
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Backing: named (the default) or sealed
+
+test("backing 'memfd': children attach and write in place; the name goes with the last holder", async (t) => {
+  const name = arrayName(t)
+  if (process.platform !== 'linux') {
+    throwsWith(t, () => SharedArray.create(name, Float64Array, 4, { backing: 'memfd' }), ERR_SHMPIPE_UNSUPPORTED) // prettier-ignore
+    t.false(SharedArray.list().includes(name))
+    return
+  }
+  const a = SharedArray.create(name, Float64Array, [100, 200], { backing: 'memfd' })
+  t.teardown(() => a.close())
+  t.is(a.backing, 'memfd')
+  a.data[0] = 0.5
+  const child = startArrayChild(t, 'inspect', [name, '19999', '-2.25'])
+  const [seen] = (await child.next()) as Record<string, unknown>[]
+  t.like(seen, { name, dtype: 'float64', shape: [100, 200], first: '0.5' })
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+  t.is(a.data[19_999], -2.25, 'the child’s write is seen in place')
+  const b = SharedArray.attach(name)
+  t.teardown(() => b.close())
+  t.is(b.backing, 'memfd', 'an attached handle tells the backing too')
+  // An array that a child creates and holds alone: once the child exits, the name is gone,
+  // without any delete.
+  const other = arrayName(t)
+  const creator = startArrayChild(t, 'create-sealed', [other, '4.5'])
+  t.deepEqual(await creator.next(), { backing: 'memfd' })
+  t.true(SharedArray.list().includes(other))
+  const writer = startArrayChild(t, 'inspect', [other, '1', '1']) // the creator's signal to exit
+  const [read] = (await writer.next()) as Record<string, unknown>[]
+  t.is(read?.first, '4.5', 'a second process reads the creator’s write')
+  t.deepEqual(await writer.exited, { code: 0, signal: null }, writer.stderr())
+  t.deepEqual(await creator.exited, { code: 0, signal: null }, creator.stderr())
+  t.false(SharedArray.list().includes(other), 'the name went with its last holder')
+  throwsWith(t, () => SharedArray.attach(other), ERR_SHMPIPE_NOT_FOUND)
+})
+
+test("backing: 'shm' by default whatever SHMPIPE_BACKING says; a bad value is INVALID_ARGUMENT", (t) => {
+  const name = arrayName(t)
+  const before = process.env.SHMPIPE_BACKING
+  process.env.SHMPIPE_BACKING = 'memfd'
+  try {
+    const a = SharedArray.create(name, Uint8Array, 4)
+    t.teardown(() => a.close())
+    t.is(a.backing, 'shm')
+  } finally {
+    if (before === undefined) delete process.env.SHMPIPE_BACKING
+    else process.env.SHMPIPE_BACKING = before
+  }
+  const explicit = SharedArray.create(arrayName(t), Uint8Array, 4, { backing: 'shm' })
+  t.teardown(() => explicit.close())
+  t.is(explicit.backing, 'shm')
+  const bad = arrayName(t)
+  const cases: unknown[] = [{ backing: 'tmpfs' }, { backing: 1 }, { size: 4 }, 'memfd']
+  for (const options of cases) {
+    const err = throwsWith(
+      t,
+      () => SharedArray.create(bad, Uint8Array, 4, options as { backing: 'memfd' }),
+      ERR_SHMPIPE_INVALID_ARGUMENT,
+    )
+    t.regex(err.message, /SharedArray\.create/)
+  }
+  t.false(SharedArray.list().includes(bad), 'nothing is created for bad options')
 })
 
 // ---------------------------------------------------------------------------------------------

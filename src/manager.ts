@@ -25,6 +25,7 @@ import {
   type ArrayOf,
   type DType,
   type Shape,
+  type SharedArrayOptions,
   type SharedTypedArrayConstructor,
 } from './shared-array.js'
 
@@ -83,9 +84,10 @@ export class SharedMemoryManager implements Disposable {
     name: string,
     type: C,
     shape: Shape,
+    options?: SharedArrayOptions,
   ): SharedArray<ArrayOf<C>> {
     this.#check()
-    const array = SharedArray.create(name, type, shape)
+    const array = SharedArray.create(name, type, shape, options)
     this.#arrays.push({ array, ...arrayIdentity(array) })
     // Removed by the native signal cleanup too, for the signals no JavaScript sees (SIGABRT).
     native.removeArrayOnSignal(arrayIdentity(array).name)

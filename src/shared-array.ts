@@ -25,7 +25,8 @@ import {
   ShmpipeError,
 } from './errors.js'
 import { call, callAsync, native, type NativeArray, type NativeLockInfo } from './native.js'
-import { checkWaitOptions } from './options.js'
+import { checkChoice, checkOptions, checkWaitOptions } from './options.js'
+import type { Backing } from './pipe.js'
 
 /** The TypedArray of each dtype. */
 export interface DTypeArrays {
@@ -100,6 +101,22 @@ export interface WithLockOptions extends LockOptions {
   /** Aborts the wait for the lock; the call then rejects with the signal's reason. */
   signal?: AbortSignal
 }
+
+/** Options of `SharedArray.create()`. */
+export interface SharedArrayOptions {
+  /**
+   * Where the array's memory lives. `'shm'` (the default): a named segment in `/dev/shm` that
+   * stays until `SharedArray.delete(name)`, so an array outlives the program that wrote it.
+   * `'memfd'` (Linux only, else `ERR_SHMPIPE_UNSUPPORTED`): sealed memory that lives while some
+   * process holds it (any process of the same user can attach it by name meanwhile) and is freed,
+   * name included, when the last holder closes or exits, however it exits; at most 1024 processes
+   * hold it at once. The `SHMPIPE_BACKING` environment variable does not change this default: it
+   * is for pipes.
+   */
+  backing?: Backing
+}
+
+const BACKINGS: readonly Backing[] = ['shm', 'memfd']
 
 const CONSTRUCTORS: DTypeConstructors = {
   int8: Int8Array,
@@ -276,7 +293,8 @@ export function removeIfSame(name: string, nonce: string): boolean {
  * An array lives until `SharedArray.delete(name)` (or the end of the
  * {@link SharedMemoryManager} that created it): closing handles, the creator's included, only
  * unmaps it. Names are 1 to 20 characters of `[A-Za-z0-9_.-]`; the memory is the file
- * `/dev/shm/shmpipe_a_<name>` on Linux.
+ * `/dev/shm/shmpipe_a_<name>` on Linux. An array created with `{ backing: 'memfd' }` instead
+ * lives while some process holds it ({@link SharedArrayOptions.backing}).
  */
 export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implements Disposable {
   /** The array's name. */
@@ -290,6 +308,8 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
    * (length 0): a closed handle never reads memory that may have been freed.
    */
   readonly data: T
+  /** Where the memory lives ({@link SharedArrayOptions.backing}). */
+  readonly backing: Backing
   #native: NativeArray | null
   #buffer: ArrayBuffer
   /** Settles when the last `withLock` queued on this handle is done with the lock. */
@@ -301,6 +321,7 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
     this.name = handle.name
     this.dtype = dtypeOf(handle.dtype)
     this.shape = Object.freeze(handle.shape)
+    this.backing = handle.backing as Backing
     checkShape(this.shape, this.dtype)
     this.#buffer = call(() => handle.buffer())
     this.data = new CONSTRUCTORS[this.dtype](this.#buffer) as T
@@ -312,18 +333,22 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
    * `Float64Array`, or its dtype name such as `'float64'`) and shape, filled with zeros.
    *
    * Throws `ERR_SHMPIPE_EXISTS` if the name is taken, `ERR_SHMPIPE_INVALID_ARGUMENT` for a bad
-   * name, dtype or shape, `ERR_SHMPIPE_TOO_LARGE` if the size overflows, `ERR_SHMPIPE_NO_SPACE`
-   * if the system cannot reserve the memory.
+   * name, dtype, shape or option, `ERR_SHMPIPE_TOO_LARGE` if the size overflows,
+   * `ERR_SHMPIPE_NO_SPACE` if the system cannot reserve the memory. `options.backing` chooses
+   * where the memory lives ({@link SharedArrayOptions.backing}; default `'shm'`).
    */
   static create<C extends DType | SharedTypedArrayConstructor>(
     name: string,
     type: C,
     shape: Shape,
+    options?: SharedArrayOptions,
   ): SharedArray<ArrayOf<C>> {
     checkName(name)
     const dtype = dtypeOf(type)
     const dims = checkShape(shape, dtype)
-    const handle = byName(name, () => native.NativeArray.create(name, dtype, dims))
+    const o = checkOptions(options, 'SharedArray.create', ['backing'])
+    const backing = checkChoice(o.backing, 'SharedArray.create', 'backing', BACKINGS)
+    const handle = byName(name, () => native.NativeArray.create(name, dtype, dims, backing))
     try {
       return new SharedArray<ArrayOf<C>>(handle)
     } catch (err) {
@@ -366,7 +391,7 @@ export class SharedArray<T extends SharedTypedArray = SharedTypedArray> implemen
   /**
    * Removes the array `name`: no process can attach to it any more, and its memory is freed
    * once every handle on it is closed (open handles keep working). Throws `ERR_SHMPIPE_NOT_FOUND`
-   * if it does not exist.
+   * if it does not exist. A `'memfd'` array needs no delete: its name goes with its last holder.
    */
   static delete(name: string): void {
     checkName(name)

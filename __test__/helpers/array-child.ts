@@ -203,6 +203,18 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     }
   },
 
+  /**
+   * Creates a float64 array of 4 elements in sealed memory (`{ backing: 'memfd' }`), writes
+   * `value` at 0, reports its `backing`, waits until element 1 is non-zero, and exits normally.
+   */
+  async 'create-sealed'(name, value) {
+    const a = SharedArray.create(name!, Float64Array, 4, { backing: 'memfd' })
+    a.data[0] = Number(value)
+    report({ backing: a.backing })
+    await waitForFlag(a.data, 1)
+    a.close()
+  },
+
   /** (In a Worker.) Takes the lock and hangs, holding it, until the worker is terminated. */
   async 'worker-hold'(name) {
     const a = SharedArray.attach(name!)

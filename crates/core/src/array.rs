@@ -12,23 +12,28 @@
 //!
 //! Names: the user chooses them (1 to [`MAX_ARRAY_NAME_LEN`] characters of `[A-Za-z0-9_.-]`),
 //! and the segment is called [`ARRAY_NAME_PREFIX`] + name, so that the OS name fits macOS's
-//! 30-character limit and never collides with shmpipe's random names. An array stays until it
-//! is removed ([`SharedArray::remove`]): handles, the creator's included, only map it.
+//! 30-character limit and never collides with shmpipe's random names.
+//!
+//! Lifetime, by backing ([`SharedArray::create_in`]):
+//! - [`Backing::Shm`] (the default, whatever `SHMPIPE_BACKING` says: that variable is for
+//!   pipes): a named segment that stays until it is removed ([`SharedArray::remove`]); handles,
+//!   the creator's included, only map it. So an array outlives the program that wrote it.
+//! - [`Backing::Memfd`] (Linux): sealed memory found through a record of the same name
+//!   ([`crate::rendezvous`]). It lives while some process holds it; when the last holder closes
+//!   its handles or dies, however, the memory is freed and the record goes with it (a record
+//!   that a killed last holder left is removed by the next sealed array creation of that name,
+//!   the next sweep, or `shmpipe clean`). Removing the name works as for the other backing.
 
 use crate::array_lock::{Acquired, LockHolder, LockWord};
+use crate::backing::Backing;
 use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::{CancelToken, WaitOptions};
-use crate::name::MAX_NAME_LEN;
 use crate::segment::{Segment, SegmentKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Prefix of a shared array's segment name; the user's name follows it.
-pub const ARRAY_NAME_PREFIX: &str = "shmpipe_a_";
-
-/// Longest user name: the segment name (prefix + name) must fit [`MAX_NAME_LEN`].
-pub const MAX_ARRAY_NAME_LEN: usize = MAX_NAME_LEN - ARRAY_NAME_PREFIX.len();
+pub use crate::name::{validate_array_name, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN};
 
 /// Most dimensions an array may have.
 pub const MAX_NDIM: usize = 32;
@@ -44,6 +49,9 @@ const LOCK_OFFSET: usize = 384;
 
 /// Where the data starts in the body.
 pub const DATA_OFFSET: u64 = 512;
+
+/// How many processes at once may hold a sealed array (its record's slots: a 20 KiB record).
+pub const MAX_SEALED_ARRAY_HOLDERS: u32 = 1024;
 
 /// How long `open` waits for a creator to finish initialising a segment it just created.
 const OPEN_READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -161,16 +169,35 @@ pub fn array_segment_name(name: &str) -> Result<String> {
     Ok(format!("{ARRAY_NAME_PREFIX}{name}"))
 }
 
-/// Checks a user's array name: 1 to [`MAX_ARRAY_NAME_LEN`] characters of `[A-Za-z0-9_.-]`.
-pub fn validate_array_name(name: &str) -> Result<()> {
-    crate::name::check_portable(
-        name,
-        MAX_ARRAY_NAME_LEN,
-        "1 to 20 characters of [A-Za-z0-9_.-]",
-    )
+/// Creates the segment `seg_name` of an array with a body of `body_size` bytes in `backing`.
+fn create_segment(seg_name: &str, body_size: u64, backing: Backing) -> Result<Segment> {
+    let create = || {
+        Segment::create_named_in(
+            seg_name,
+            SegmentKind::Array,
+            body_size,
+            backing,
+            MAX_SEALED_ARRAY_HOLDERS,
+        )
+    };
+    #[cfg(target_os = "linux")]
+    if backing == Backing::Memfd {
+        crate::rendezvous::sweep();
+    }
+    match create() {
+        // A sealed array's record outlives a last holder killed by a signal it cannot catch:
+        // such a record (only a record, nothing holding it, its name still standing for it)
+        // does not keep the name from a new array.
+        #[cfg(target_os = "linux")]
+        Err(Error::AlreadyExists { .. })
+            if backing == Backing::Memfd
+                && crate::rendezvous::remove_if_abandoned(seg_name).unwrap_or(false) =>
+        {
+            create()
+        }
+        made => made,
+    }
 }
-
-const _: () = assert!(MAX_ARRAY_NAME_LEN == 20, "update the message above");
 
 /// Elements and bytes of an array of `dtype` and `shape`, after checking the shape.
 fn size_of_array(dtype: Dtype, shape: &[u64]) -> Result<(u64, u64)> {
@@ -244,16 +271,25 @@ pub struct SharedArray {
 }
 
 impl SharedArray {
-    /// Creates the array `name` of `dtype` and `shape` (row-major), filled with zeros.
+    /// Creates the array `name` of `dtype` and `shape` (row-major), filled with zeros, in a
+    /// named segment that stays until it is removed ([`Backing::Shm`]).
     ///
     /// Fails with [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidArgument`] for a
     /// bad name or shape, [`Error::TooLarge`] if the size overflows, [`Error::NoSpace`] if the
     /// system cannot reserve the memory.
     pub fn create(name: &str, dtype: Dtype, shape: &[u64]) -> Result<Self> {
+        Self::create_in(name, dtype, shape, Backing::Shm)
+    }
+
+    /// Creates the array as [`create`](Self::create) does, its memory in `backing`: with
+    /// [`Backing::Memfd`] (Linux only, else [`Error::Unsupported`]) the array is freed when its
+    /// last holder closes or dies, at most [`MAX_SEALED_ARRAY_HOLDERS`] processes hold it at
+    /// once, and a record of the name that only dead processes held is removed first.
+    pub fn create_in(name: &str, dtype: Dtype, shape: &[u64], backing: Backing) -> Result<Self> {
         let seg_name = array_segment_name(name)?;
         let (len, byte_len) = size_of_array(dtype, shape)?;
-        let mut segment =
-            Segment::create_named(&seg_name, SegmentKind::Array, DATA_OFFSET + byte_len)?;
+        let backing = backing.check()?;
+        let mut segment = create_segment(&seg_name, DATA_OFFSET + byte_len, backing)?;
         let nonce = rand::random::<u64>() | 1;
         // SAFETY: the body is DATA_OFFSET + byte_len bytes, zero-filled by the OS and aligned to
         // 128 bytes; the header is all atomics and fits before LOCK_OFFSET.
@@ -269,8 +305,10 @@ impl SharedArray {
             slot.store(d, Ordering::Relaxed);
         }
         segment.publish_ready();
-        // The array outlives its creator's handle: it is removed by name, not on drop.
-        segment.disown();
+        if backing == Backing::Shm {
+            // The array outlives its creator's handle: it is removed by name, not on drop.
+            segment.disown();
+        }
         Ok(Self::from_parts(
             segment,
             name,
@@ -456,6 +494,11 @@ impl SharedArray {
         self.nonce
     }
 
+    /// Where the array's memory lives.
+    pub fn backing(&self) -> Backing {
+        self.map.segment.backing()
+    }
+
     /// Pointer to the first element: [`byte_len`](Self::byte_len) bytes, aligned to 64 bytes,
     /// valid while this handle (or a clone of the mapping held elsewhere) lives.
     ///
@@ -638,7 +681,10 @@ mod tests {
         let max = "m".repeat(MAX_ARRAY_NAME_LEN);
         let _cleanup = Name(max.clone());
         SharedArray::create(&max, Dtype::Uint8, &[1]).unwrap();
-        assert_eq!(array_segment_name(&max).unwrap().len(), MAX_NAME_LEN);
+        assert_eq!(
+            array_segment_name(&max).unwrap().len(),
+            crate::name::MAX_NAME_LEN
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub mod tuning;
 // The queue's two sides, where their types are re-exported below.
 use queue::{consumer, producer};
 
-pub use array::{Dtype, SharedArray, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM};
+pub use array::{
+    Dtype, SharedArray, ARRAY_NAME_PREFIX, MAX_ARRAY_NAME_LEN, MAX_NDIM, MAX_SEALED_ARRAY_HOLDERS,
+};
 pub use array_lock::Acquired;
 pub use backing::{Backing, BACKING_ENV};
 pub use consumer::{Consumer, Message};

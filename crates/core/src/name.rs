@@ -40,6 +40,31 @@ pub(crate) fn write_generated(bits: u64, out: &mut [u8; NAME_PREFIX.len() + GENE
     }
 }
 
+/// Prefix of a shared array's segment name; the user's name follows it.
+pub const ARRAY_NAME_PREFIX: &str = "shmpipe_a_";
+
+/// Longest user name of a shared array: the segment name (prefix + name) must fit
+/// [`MAX_NAME_LEN`].
+pub const MAX_ARRAY_NAME_LEN: usize = MAX_NAME_LEN - ARRAY_NAME_PREFIX.len();
+
+/// Checks a user's array name: 1 to [`MAX_ARRAY_NAME_LEN`] characters of `[A-Za-z0-9_.-]`.
+pub fn validate_array_name(name: &str) -> Result<()> {
+    check_portable(
+        name,
+        MAX_ARRAY_NAME_LEN,
+        "1 to 20 characters of [A-Za-z0-9_.-]",
+    )
+}
+
+const _: () = assert!(MAX_ARRAY_NAME_LEN == 20, "update the message above");
+
+/// Whether `name` is a shared array's segment name: [`ARRAY_NAME_PREFIX`] and a valid array
+/// name.
+pub fn is_array_segment_name(name: &str) -> bool {
+    name.strip_prefix(ARRAY_NAME_PREFIX)
+        .is_some_and(|n| validate_array_name(n).is_ok())
+}
+
 /// Checks that `name` is 1 to 30 characters of `[A-Za-z0-9_.-]`, so that it is valid on every OS.
 pub fn validate_name(name: &str) -> Result<()> {
     check_portable(name, MAX_NAME_LEN, "1 to 30 characters of [A-Za-z0-9_.-]")

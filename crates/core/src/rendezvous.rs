@@ -15,8 +15,8 @@
 //! page of the memory is the kernel's to free when the last descriptor and mapping close,
 //! whoever closes last and however it ends. What a killed process cannot do is clear its slot
 //! or remove the record: a slot whose process is dead (pid and start time) counts as free, and a
-//! record with no live holder is removed by the next [`sweep`] (a queue creation runs one, at
-//! most once per [`SWEEP_INTERVAL`] in a process) or `shmpipe clean` ([`remove_if_abandoned`]).
+//! record with no live holder is removed by the next [`sweep`] (a queue or sealed array creation
+//! runs one, at most once per [`SWEEP_INTERVAL`] in a process) or `shmpipe clean` ([`remove_if_abandoned`]).
 //! Both judge a record only in its creator's PID namespace: a holder's pid means nothing in
 //! another.
 //!
@@ -282,7 +282,7 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Removes the records that killed processes left: this user's, made in this PID namespace, that
 /// nothing holds ([`remove_if_abandoned`]). At most once per [`SWEEP_INTERVAL`] in a process
-/// (queue creation calls it); returns how many it removed.
+/// (queue and sealed array creation call it); returns how many it removed.
 pub(crate) fn sweep() -> usize {
     static LAST: Mutex<Option<Instant>> = Mutex::new(None);
     {
@@ -298,7 +298,8 @@ pub(crate) fn sweep() -> usize {
     sweep_now()
 }
 
-/// [`sweep`], now. Looks only at names of the generated shape whose file is small enough for a
+/// [`sweep`], now. Looks only at names of the generated shape or a shared array's
+/// ([`crate::name::is_array_segment_name`]) whose file is small enough for a
 /// record and ours, reads them, and maps (to remove) only those that read as unheld; a process
 /// holding many pipes is looked up once.
 fn sweep_now() -> usize {
@@ -315,7 +316,9 @@ fn sweep_now() -> usize {
         let Ok(name) = item.file_name().into_string() else {
             continue;
         };
-        if crate::name::generated_bits(&name).is_none() {
+        if crate::name::generated_bits(&name).is_none()
+            && !crate::name::is_array_segment_name(&name)
+        {
             continue;
         }
         let Ok(meta) = item.metadata() else {

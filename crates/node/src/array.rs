@@ -10,7 +10,7 @@ use crate::errors::{closed, error, invalid, poisoned, ErrorCode, IntoNapi, Resul
 use crate::waiter::{settle, Settle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use shmpipe_core::{Acquired, CancelToken, Dtype, SharedArray, WaitOptions};
+use shmpipe_core::{Acquired, Backing, CancelToken, Dtype, SharedArray, WaitOptions};
 use std::sync::{Arc, Mutex};
 
 /// How a lock was obtained, as JavaScript sees it.
@@ -56,13 +56,27 @@ impl NativeArray {
 
 #[napi]
 impl NativeArray {
-    /// Creates the array `name` of `dtype` (`"float64"`, `"int32"`…) and `shape`, zero-filled.
+    /// Creates the array `name` of `dtype` (`"float64"`, `"int32"`…) and `shape`, zero-filled,
+    /// in `backing` (`'shm'` or `'memfd'`; absent: `'shm'`, whatever `SHMPIPE_BACKING` says).
     #[napi(factory, catch_unwind)]
-    pub fn create(name: String, dtype: String, shape: Vec<f64>) -> Result<Self> {
+    pub fn create(
+        name: String,
+        dtype: String,
+        shape: Vec<f64>,
+        backing: Option<String>,
+    ) -> Result<Self> {
         let dtype =
             Dtype::from_name(&dtype).ok_or_else(|| invalid(&format!("unknown dtype {dtype:?}")))?;
         let dims = dimensions(&shape)?;
-        Ok(Self::new(SharedArray::create(&name, dtype, &dims).napi()?))
+        let backing = match backing.as_deref() {
+            None => Backing::Shm,
+            Some(text) => {
+                Backing::parse(text).ok_or_else(|| invalid("backing must be 'shm' or 'memfd'"))?
+            }
+        };
+        Ok(Self::new(
+            SharedArray::create_in(&name, dtype, &dims, backing).napi()?,
+        ))
     }
 
     /// Attaches to the array `name`.
@@ -101,6 +115,12 @@ impl NativeArray {
     #[napi(getter, catch_unwind)]
     pub fn segment_name(&self) -> Result<String> {
         Ok(self.array()?.segment_name().to_owned())
+    }
+
+    /// Where the array's memory lives: `'shm'` or `'memfd'`.
+    #[napi(getter, catch_unwind)]
+    pub fn backing(&self) -> Result<String> {
+        Ok(self.array()?.backing().as_str().to_owned())
     }
 
     /// The dtype's name (`"float64"`…).
@@ -232,7 +252,8 @@ impl NativeArray {
 
     /// Closes the handle: detaches `buffer` (every view of it becomes empty), interrupts a
     /// pending `lockAsync`, and releases the lock if this handle holds it (the next holder is
-    /// told it was recovered). The array itself stays until it is removed.
+    /// told it was recovered). A named array stays until it is removed; a sealed one until its
+    /// last holder closes.
     #[napi(catch_unwind)]
     pub fn close(&mut self, buffer: Option<ArrayBuffer>) -> Result<()> {
         if let Some(buffer) = buffer {

@@ -1,7 +1,7 @@
 //! Cross-process tests of shared arrays and their lock: every peer is a real child process
 //! (`shmpipe-array-peer`) mapping the same shared memory as this test process.
 
-use shmpipe_core::{Dtype, Error, SharedArray, WaitOptions};
+use shmpipe_core::{Backing, Dtype, Error, SharedArray, WaitOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,13 @@ struct TestArray {
 
 impl TestArray {
     fn new(tag: &str, dtype: Dtype, shape: &[u64]) -> Self {
+        Self::new_in(tag, dtype, shape, Backing::Shm)
+    }
+
+    fn new_in(tag: &str, dtype: Dtype, shape: &[u64], backing: Backing) -> Self {
         let name = format!("{tag}{:08x}", rand::random::<u32>());
-        let array = SharedArray::create(&name, dtype, shape).unwrap();
+        let array = SharedArray::create_in(&name, dtype, shape, backing).unwrap();
+        assert_eq!(array.backing(), backing);
         Self { name, array }
     }
 
@@ -79,7 +84,17 @@ fn eight_processes_incrementing_under_the_lock_lose_no_update() {
 
 #[test]
 fn a_holder_killed_while_holding_is_recovered_and_the_next_holder_is_told() {
-    let t = TestArray::new("kill", Dtype::BigUint64, &[2]);
+    holder_killed_while_holding(Backing::Shm);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sealed_array_recovers_a_holder_killed_while_holding() {
+    holder_killed_while_holding(Backing::Memfd);
+}
+
+fn holder_killed_while_holding(backing: Backing) {
+    let t = TestArray::new_in("kill", Dtype::BigUint64, &[2], backing);
     let mut holder = array_peer(&["hold", &t.name]);
     assert_eq!(holder.line(), "held");
     assert_eq!(t.array.lock_holder_pid(), holder.pid());

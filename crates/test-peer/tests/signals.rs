@@ -223,6 +223,32 @@ fn a_registered_named_segment_is_removed_unless_it_was_made_anew() {
 }
 
 #[test]
+fn a_sealed_array_registered_for_removal_loses_its_name_on_a_signal_and_holders_keep_it() {
+    use shmpipe_core::{Backing, SharedArray, ARRAY_NAME_PREFIX};
+    let name = format!("sig{:08x}", rand::random::<u32>());
+    let segment = format!("{ARRAY_NAME_PREFIX}{name}");
+    let mut peer = Peer::spawn(&["own-sealed-array", &name], &[SIGNALS_ON]);
+    assert_eq!(peer.line(), INSTALLED);
+    assert_eq!(peer.line(), "registered true");
+    let held = SharedArray::open(&name).unwrap();
+    assert_eq!(held.backing(), Backing::Memfd);
+    peer.signal(libc::SIGTERM);
+    assert_eq!(peer.killed_by(SOON), Some(libc::SIGTERM));
+    assert!(
+        !shm_exists(&segment),
+        "the registered array's name was left"
+    );
+    // SAFETY: element 0 of the 8-byte array; its only writer has exited.
+    assert_eq!(
+        unsafe { held.as_ptr().read() },
+        7,
+        "a holder keeps the memory"
+    );
+    drop(held);
+    assert!(!shm_exists(&segment));
+}
+
+#[test]
 fn a_signal_left_to_another_handler_interrupts_an_interruptible_wait() {
     // `swallow` stands for libuv's handler, which leaves the signal to a JavaScript listener.
     let env = [SIGNALS_ON, ("SHMPIPE_PEER_PREV", "swallow")];

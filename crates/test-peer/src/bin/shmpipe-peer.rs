@@ -68,6 +68,9 @@
 //!   killed.
 //! - `own-named NAME`: creates the segment NAME, gives up removing it on drop, registers it with
 //!   `signals::remove_on_signal`, prints `registered true|false` and sleeps until killed.
+//! - `own-sealed-array NAME`: creates the uint8 shared array NAME of 8 elements in sealed memory,
+//!   writes 7 at 0, registers its segment with `signals::remove_on_signal` (as a manager does),
+//!   prints `registered true|false` and sleeps until killed.
 //! - `interruptible-recv on|off`: creates a queue, becomes its consumer, turns
 //!   `signals::set_interrupt_sync_waits` on or off, prints the queue's name, then blocks in a
 //!   receive inside `signals::interruptible` and prints `returned RESULT SIGNAL` (its outcome and
@@ -505,6 +508,19 @@ fn main() {
             seg.publish_ready();
             seg.disown();
             let registered = shmpipe_core::signals::remove_on_signal(&args[1]);
+            say(&format!("registered {registered}"));
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "own-sealed-array" => {
+            use shmpipe_core::{Backing, Dtype, SharedArray, ARRAY_NAME_PREFIX};
+            let array =
+                SharedArray::create_in(&args[1], Dtype::Uint8, &[8], Backing::Memfd).unwrap();
+            // SAFETY: element 0 of the 8-byte array; nothing else writes it before we report.
+            unsafe { array.as_ptr().write(7) };
+            let segment = format!("{ARRAY_NAME_PREFIX}{}", args[1]);
+            let registered = shmpipe_core::signals::remove_on_signal(&segment);
             say(&format!("registered {registered}"));
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
