@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::name::os_id;
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub(crate) use imp::names_same_file;
 pub(crate) use imp::Mapping;
 

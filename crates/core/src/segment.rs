@@ -82,7 +82,7 @@ impl Segment {
         kind: SegmentKind,
         body_size: u64,
         backing: Backing,
-        holders: u32,
+        #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] holders: u32,
     ) -> Result<Self> {
         validate_name(name)?;
         let total = body_size

@@ -295,6 +295,7 @@ impl Consumer {
     }
 
     /// Sets the mailbox through which producers pass this consumer sealed blobs.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn set_mailbox(&mut self, mailbox: Option<Mailbox>) {
         self.mailbox = mailbox;
     }

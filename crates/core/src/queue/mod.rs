@@ -319,6 +319,7 @@ impl Queue {
             s.out_of_order.store(isize::MAX / 2, Ordering::SeqCst);
         }
         s.header().space_event.wake();
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut consumer = Consumer::new(s.clone());
         #[cfg(target_os = "linux")]
         consumer.set_mailbox(mailbox);

@@ -498,6 +498,7 @@ impl Producer {
         };
         let end = (pos + units) & POS_MASK;
         self.latest_end = end;
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut claimed = Claimed {
             pos,
             end,

@@ -301,6 +301,7 @@ impl Ring {
     }
 
     /// Whether large messages travel in sealed memory: the ring does ([`crate::Backing::Memfd`]).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn sealed_blobs(&self) -> bool {
         self.segment.backing() == crate::Backing::Memfd
     }
