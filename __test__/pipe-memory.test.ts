@@ -381,7 +381,9 @@ test.serial(
   'a receiver SIGKILLed with an unreceived own-segment message: closing the pipe removes that segment',
   async (t) => {
     const before = new Set(ownSegments())
-    const [sender, unusedReceiver] = pair(t, { capacity: 8, bytes: 64 << 10 })
+    // The named backing: its large messages are named segments, whose removal this checks (a
+    // sealed pipe's go with the receiver's process).
+    const [sender, unusedReceiver] = pair(t, { capacity: 8, bytes: 64 << 10, backing: 'shm' })
     unusedReceiver.close()
     const child = startChild(t, 'receiver-hang', [sender.name])
     t.is(await child.next(), 'ready')
@@ -405,7 +407,8 @@ test.serial(
   'a receiver SIGKILLed with an unreceived own-segment message: the sender that finds it dead removes that segment',
   async (t) => {
     const before = new Set(ownSegments())
-    const [sender, unusedReceiver] = pair(t, { capacity: 1, bytes: 64 << 10 })
+    // The named backing, as above.
+    const [sender, unusedReceiver] = pair(t, { capacity: 1, bytes: 64 << 10, backing: 'shm' })
     unusedReceiver.close()
     const child = startChild(t, 'receiver-hang', [sender.name])
     t.is(await child.next(), 'ready')

@@ -241,6 +241,7 @@ test('in a 64 MB /dev/shm (Docker’s) the defaults work and ERR_SHMPIPE_NO_SPAC
       'pipe too big',
       'value too big',
       'after',
+      'sealed value larger than /dev/shm',
     ],
     run.stdout + run.stderr,
   )
@@ -257,11 +258,15 @@ test('in a 64 MB /dev/shm (Docker’s) the defaults work and ERR_SHMPIPE_NO_SPAC
   }
   t.true(Number(/(\d+) bytes needed/.exec(String(steps[3]!.message))?.[1]) > 128 << 20)
   t.is(steps[5]!.value, 'after') // the failed put sent nothing: the pipe carries on
+  t.true(steps[6]!.ok, JSON.stringify(steps[6])) // 96 MB through a 64 MB /dev/shm
 })
 
 test('in a 64 MB /dev/shm a default pool of 8 workers runs, and a result with no room fails ERR_SHMPIPE_NO_SPACE', async (t) => {
   if (unavailable !== undefined) return cannotRun(t, unavailable)
-  const run = await inSmallShm(process.execPath, ['--import=tsx', streamChild, 'pool'], repoRoot)
+  // The named backing: a result larger than /dev/shm has no room there (a sealed pipe carries
+  // it, as the test above shows for a value).
+  const args = ['--import=tsx', streamChild, 'pool', 'shm']
+  const run = await inSmallShm(process.execPath, args, repoRoot)
   t.is(run.code, 0, run.stderr)
   const steps = jsonLines(run.stdout)
   t.deepEqual(

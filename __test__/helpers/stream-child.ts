@@ -77,9 +77,10 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
    * Run on a 64 MB /dev/shm: two pipes with the default options, each carrying a small value; a
    * stream of 20 values of 8 MB through one (stored inline), with the sender running ahead of the
    * receiver's `get()`; three values of 24 MB through the other (each in a segment of its own)
-   * taken with `receive()` and released, and one more taken with `get()`. Then a pipe larger than
-   * /dev/shm and a value larger than what is free, which must fail with ERR_SHMPIPE_NO_SPACE,
-   * leaving the pipe as it was. Reports each step.
+   * taken with `receive()` and released, and one more taken with `get()`. Then, in the named
+   * backing (bound by /dev/shm), a pipe larger than /dev/shm and a value larger than what is free,
+   * which must fail with ERR_SHMPIPE_NO_SPACE, leaving the pipe as it was; and in the default
+   * (sealed) backing a value larger than all of /dev/shm, which arrives. Reports each step.
    */
   async defaults() {
     const pairs = [createSharedMemoryPair(), createSharedMemoryPair()]
@@ -115,18 +116,25 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
     } catch (err) {
       report({ step: 'pipe too big', ...described(err), freeAfter: shmFree() })
     }
+    const [namedSender, namedReceiver] = createSharedMemoryPair({ bytes: 1 << 20, backing: 'shm' })
+    pairs.push([namedSender, namedReceiver])
     const free = shmFree()
     try {
-      await sender.put(new Uint8Array(free + (8 << 20)), { timeout: 10_000 })
+      await namedSender.put(new Uint8Array(free + (8 << 20)), { timeout: 10_000 })
       report({ step: 'value too big', sent: true })
     } catch (err) {
       report({ step: 'value too big', ...described(err), freeAfter: shmFree() })
     }
     // Nothing was half-sent: the pipe carries the next value.
-    await sender.put('after')
-    const after = await receiver.get({ timeout: 10_000 })
-    receiver.getNowait() // nothing more
+    await namedSender.put('after')
+    const after = await namedReceiver.get({ timeout: 10_000 })
+    namedReceiver.getNowait() // nothing more
     report({ step: 'after', value: after })
+    // The default pipe's receiver is registered: a large value is sealed memory, not /dev/shm's.
+    const huge = 96e6
+    await sender.put(numbered(huge, 7), { timeout: 30_000 })
+    const arrived = isNumbered(await receiver.get({ timeout: 30_000 }), huge, 7)
+    report({ step: 'sealed value larger than /dev/shm', ok: arrived, bytes: huge })
     for (const [s, r] of pairs) {
       s.close()
       r.close()
@@ -136,9 +144,12 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   /**
    * A default process pool of 8 workers (more than a 64 MB /dev/shm held at 8 MiB per pipe) runs
    * 16 tasks on 1 MB arrays; a task whose result has no room fails with ERR_SHMPIPE_NO_SPACE,
-   * and the pool carries on. Reports each step.
+   * and the pool carries on. Reports each step. With `backing` (`shm`), the pool's pipes are
+   * made in that backing (through SHMPIPE_BACKING, which its workers inherit): in the named
+   * backing a result larger than /dev/shm has no room.
    */
-  async pool() {
+  async pool(backing) {
+    if (backing !== undefined) process.env.SHMPIPE_BACKING = backing
     const pool = new ProcessPool({
       module: new URL('./pool-tasks.ts', import.meta.url),
       workers: 8,

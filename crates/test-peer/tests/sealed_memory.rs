@@ -130,7 +130,13 @@ enum KillPoint {
     MidSend,
     /// A receiver holding a message (unreleased), a sender waiting for its ack.
     Holding,
+    /// A registered receiver that never receives, and a large message ([`LEAK_BLOB`]) sent to
+    /// it: sealed memory passed to its mailbox, not yet taken.
+    BlobInFlight,
 }
+
+/// The large message of [`KillPoint::BlobInFlight`]: more than half the ring, so a blob.
+const LEAK_BLOB: u64 = 192 * MIB;
 
 /// Starts a pipe of a [`LEAK_RING`] ring in three processes (its creator, a sender and a
 /// receiver) at `point`; returns its name and the processes.
@@ -153,6 +159,22 @@ fn pipe_at(point: KillPoint) -> (String, Vec<Peer>) {
             );
             assert_eq!(s.line(), "ready");
             std::thread::sleep(Duration::from_millis(300));
+            (r, s)
+        }
+        KillPoint::BlobInFlight => {
+            let mut r = Peer::spawn(&["consume-hold", &name], &[SEALED]);
+            assert_eq!(r.line(), "ready");
+            let mut s = Peer::spawn(
+                &["produce-huge", &name, "1", &LEAK_BLOB.to_string()],
+                &[SEALED],
+            );
+            let writing = s.line();
+            let blob = writing.strip_prefix("writing ").expect("a blob").to_owned();
+            assert!(
+                record_len(&blob).is_none(),
+                "a sealed blob has no name in /dev/shm"
+            );
+            assert_eq!(s.line(), "sent");
             (r, s)
         }
         KillPoint::Holding => {
@@ -186,15 +208,25 @@ fn sigkill_of_every_process_of_a_sealed_pipe_frees_its_memory_and_leaves_a_small
     ) {
         return;
     }
-    for point in [KillPoint::Idle, KillPoint::MidSend, KillPoint::Holding] {
+    for point in [
+        KillPoint::Idle,
+        KillPoint::MidSend,
+        KillPoint::Holding,
+        KillPoint::BlobInFlight,
+    ] {
         let baseline = shmem();
         let began = Instant::now();
         let (name, mut peers) = pipe_at(point);
         let _cleanup = RemoveOnDrop(name.clone());
         let held = shmem();
+        let expected = match point {
+            KillPoint::BlobInFlight => LEAK_RING + LEAK_BLOB,
+            _ => LEAK_RING,
+        };
         assert!(
-            held + LEAK_TOLERANCE >= baseline + LEAK_RING,
-            "{point:?}: the ring is counted in Shmem: {held} against a baseline of {baseline}"
+            held + LEAK_TOLERANCE >= baseline + expected,
+            "{point:?}: the ring (and blob) are counted in Shmem: {held} against a baseline of \
+             {baseline}"
         );
         for peer in &mut peers {
             assert!(
@@ -237,7 +269,7 @@ fn sigkill_of_every_process_of_a_sealed_pipe_frees_its_memory_and_leaves_a_small
                 let report = clean(&only(&fresh)).unwrap();
                 assert_eq!(report.removed.len(), 1, "{report:?}");
             }
-            KillPoint::Idle | KillPoint::Holding => {
+            KillPoint::Idle | KillPoint::Holding | KillPoint::BlobInFlight => {
                 let report = clean(&only(&name)).unwrap();
                 assert_eq!(report.removed.len(), 1, "{report:?}");
                 assert!(record_len(&name).is_none(), "clean removes it");
