@@ -6,6 +6,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
+use common::memory::shmem_kib;
 
 use common::peer::Peer;
 use common::skip::{cannot_run, is_root};
@@ -55,16 +56,6 @@ fn run_peer(args: &[&str], as_uid: Option<u32>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `Shmem:` of /proc/meminfo, in KiB.
-fn shmem_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Shmem:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("Shmem: in /proc/meminfo")
 }
 
 #[test]

@@ -9,6 +9,7 @@ use shmpipe_core::{Backing, Dtype, Error, SharedArray, ARRAY_NAME_PREFIX};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::memory::shmem_kib;
 
 use common::peer::{shm_exists, Peer};
 
@@ -18,16 +19,6 @@ fn array_peer(args: &[&str]) -> Peer {
 
 fn fresh_name(tag: &str) -> String {
     format!("{tag}{:08x}", rand::random::<u32>())
-}
-
-/// `Shmem:` of `/proc/meminfo`, in KiB.
-fn shmem_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Shmem:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("Shmem: in /proc/meminfo")
 }
 
 /// Waits up to 10 s for `Shmem:` to come back within `slack_kib` of `baseline`; returns the

@@ -18,9 +18,9 @@ mod common;
 mod foreign;
 
 use common::peer::{run_in_private_shm, shm_exists, Peer, RemoveOnDrop, PEER};
+use common::pid_namespace::{in_new_pid_namespace, rerun_in_own_pid_namespace};
 use common::skip::{cannot_run, is_root};
 use shmpipe_core::{clean, Backing, CleanOptions, Queue, QueueOptions};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -96,16 +96,9 @@ fn no_peer_can_resize_a_sealed_pipe_and_it_goes_on_working() {
     assert!(running(&mut receiver) && running(&mut sender) && running(&mut owner));
 }
 
-/// `Shmem:` of `/proc/meminfo`, in bytes: all shared memory of the machine (tmpfs, memfd,
-/// shared anonymous mappings), whatever namespace it is used from.
+/// `Shmem:` of `/proc/meminfo`, in bytes.
 fn shmem() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kb: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Shmem:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("Shmem: in /proc/meminfo");
-    kb * 1024
+    common::memory::shmem_kib() * 1024
 }
 
 /// The ring of the leak test: a leak of it stands far above any noise.
@@ -353,57 +346,6 @@ fn a_sealed_pipe_is_attached_by_name_after_its_creator_exits_a_named_one_is_not(
         said.starts_with("open-error ") && said.contains(" NotFound {"),
         "{said}"
     );
-}
-
-/// `unshare --pid --fork --mount-proc PEER ARGS`: the peer as pid 1 of a new PID namespace
-/// with its own `/proc`, so that no process of this one is visible to it. Root only; where this
-/// machine cannot, the test fails, or with `SHMPIPE_TEST_ALLOW_SKIP=1` gets `None`.
-fn in_new_pid_namespace(program: &str, args: &[&str]) -> Option<Command> {
-    if !is_root() {
-        cannot_run("creating a PID namespace needs root");
-        return None;
-    }
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        cannot_run("`unshare --pid --fork --mount-proc` is not available here");
-        return None;
-    }
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", program])
-        .args(args);
-    Some(cmd)
-}
-
-const INNER: &str = "SHMPIPE_TEST_IN_OWN_PID_NAMESPACE";
-
-/// Runs the rest of the calling test inside a fresh PID namespace: returns `true` there, and
-/// `false` in the outer run (after running the inner one and checking it passed).
-fn rerun_in_own_pid_namespace(test: &str) -> bool {
-    if std::env::var_os(INNER).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let Some(mut cmd) = in_new_pid_namespace(
-        exe.to_str().unwrap(),
-        &["--exact", test, "--nocapture", "--test-threads=1"],
-    ) else {
-        return false;
-    };
-    let out = cmd.env(INNER, "1").output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "inner run failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the inner test did not run:\n{text}"
-    );
-    eprintln!("{text}");
-    false
 }
 
 /// The process of another PID namespace: attaches the queue `name` and sends it one message.

@@ -17,3 +17,12 @@ pub mod skip;
 // The queue's layout, for the tests that forge records.
 #[allow(dead_code)]
 pub mod queue_layout;
+
+// Shared memory in use on the machine (`Shmem:`).
+#[allow(dead_code)]
+pub mod memory;
+
+// Runs in a PID namespace of their own.
+#[cfg(target_os = "linux")]
+#[allow(dead_code)]
+pub mod pid_namespace;
