@@ -27,6 +27,15 @@ impl ProcessIdentity {
         }
         imp::is_alive(self.pid, self.start)
     }
+
+    /// Whether the process is running and not on its way out: on Linux one the kernel has begun
+    /// to tear down (`PF_EXITING`, set before it closes its files and before its children are
+    /// sent their parent-death signal) counts as gone, as a zombie does. For judging who will
+    /// still hold memory, where a process that is exiting never will.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn is_staying(&self) -> bool {
+        self.pid != 0 && imp::is_staying(self.pid, self.start)
+    }
 }
 
 /// The start stamp of `pid`, where the OS exposes one.
@@ -55,26 +64,42 @@ pub fn pid_namespace() -> u64 {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    /// Fields of `/proc/<pid>/stat` after the `(comm)` field: (state, starttime).
-    fn stat(pid: u32) -> Option<(u8, u64)> {
+    /// The kernel's flag of a process being torn down (`include/linux/sched.h`).
+    pub const PF_EXITING: u32 = 0x4;
+
+    /// Fields of `/proc/<pid>/stat` after the `(comm)` field: (state, flags, starttime).
+    fn stat(pid: u32) -> Option<(u8, u32, u64)> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // comm may contain spaces and parentheses: the fields resume after the last ')'.
         let rest = &text[text.rfind(')')? + 1..];
         let mut fields = rest.split_ascii_whitespace();
         let state = fields.next()?.bytes().next()?;
-        // starttime is field 22 of the file, the 20th after comm (state is the 1st).
-        let start = fields.nth(18)?.parse().ok()?;
-        Some((state, start))
+        // flags is field 9 of the file, the 7th after comm; starttime field 22, the 20th.
+        let flags = fields.nth(5)?.parse().ok()?;
+        let start = fields.nth(12)?.parse().ok()?;
+        Some((state, flags, start))
     }
 
     pub fn start_time(pid: u32) -> Option<u64> {
-        stat(pid).map(|(_, start)| start)
+        stat(pid).map(|(_, _, start)| start)
     }
 
     pub fn is_alive(pid: u32, start: u64) -> bool {
         match stat(pid) {
-            Some((state, now_start)) => {
+            Some((state, _, now_start)) => {
                 state != b'Z' && state != b'X' && (start == 0 || now_start == start)
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_staying(pid: u32, start: u64) -> bool {
+        match stat(pid) {
+            Some((state, flags, now_start)) => {
+                state != b'Z'
+                    && state != b'X'
+                    && flags & PF_EXITING == 0
+                    && (start == 0 || now_start == start)
             }
             None => false,
         }

@@ -7,6 +7,9 @@
 
 use crate::header::{SegmentKind, MAGIC, SEGMENT_HEADER_SIZE};
 use crate::process::ProcessIdentity;
+
+/// The kernel's flag of a process being torn down (`include/linux/sched.h`).
+const PF_EXITING: u32 = 0x4;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Record state: holders may enter.
@@ -148,18 +151,19 @@ pub(crate) fn holder_alive(word: u64, start: u64) -> bool {
     if fd == WRITING || start == 0 {
         return crate::process::start_time(pid).is_some();
     }
-    ProcessIdentity { pid, start }.is_alive()
+    ProcessIdentity { pid, start }.is_staying()
 }
 
 /// Removes the record at `path` (`/dev/shm/<name>`, NUL-terminated) unless a live process other
 /// than this one holds a slot in it: what a signal handler does for the records of this dying
-/// process. Async-signal-safe: stack buffers, `open`, `pread`, `read`, `getpid`, `unlink` and
-/// `close` only. A holder counts as live if its pid runs and is not a zombie
+/// process: it clears its own slots first (`pwrite`), then looks for other holders.
+/// Async-signal-safe: stack buffers, `open`, `pread`, `pwrite`, `read`, `getpid`, `unlink` and
+/// `close` only. A holder counts as live if its pid runs and is neither a zombie nor exiting
 /// ([`runs_in_handler`]; the start time is not compared): a recycled pid keeps the record, for
 /// the sweep to remove.
 pub(crate) fn remove_if_unheld_in_handler(path: *const libc::c_char) {
     // SAFETY: `path` is a NUL-terminated string on the caller's stack.
-    let fd = unsafe { libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    let fd = unsafe { libc::open(path, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
     if fd < 0 {
         return;
     }
@@ -181,10 +185,30 @@ pub(crate) fn remove_if_unheld_in_handler(path: *const libc::c_char) {
             SEGMENT_HEADER_SIZE + std::mem::offset_of!(RecordBody, slot_count),
         ) as usize;
         if is_record {
-            held = false;
             // SAFETY: getpid has no preconditions and is async-signal-safe.
             let me = unsafe { libc::getpid() } as u32;
             let end = fixed.saturating_add(slots.saturating_mul(SLOT_SIZE));
+            // First leave (clear our own slots), then look for other holders: a holder leaving
+            // at the same time then sees at least one of the two gone.
+            let mut at = fixed;
+            while at < end {
+                let want = (end - at).min(buf.len());
+                let n = read_at(&mut buf[..want], at);
+                if n < SLOT_SIZE {
+                    break;
+                }
+                for (i, slot) in buf[..n - n % SLOT_SIZE].chunks_exact(SLOT_SIZE).enumerate() {
+                    if unpack(u64_at(slot, 0)).0 == me {
+                        let zero = [0u8; 8];
+                        let offset = (at + i * SLOT_SIZE) as libc::off_t;
+                        // SAFETY: `fd` is open for writing; `zero` is an 8-byte stack buffer;
+                        // pwrite is async-signal-safe. Only our own slot's word is written.
+                        unsafe { libc::pwrite(fd, zero.as_ptr().cast(), 8, offset) };
+                    }
+                }
+                at += n - n % SLOT_SIZE;
+            }
+            held = false;
             let mut at = fixed;
             'chunks: while at < end && !held {
                 let want = (end - at).min(buf.len());
@@ -211,8 +235,8 @@ pub(crate) fn remove_if_unheld_in_handler(path: *const libc::c_char) {
     }
 }
 
-/// Whether process `pid` exists and is not a zombie, from `/proc/<pid>/stat`, without
-/// allocating (for [`remove_if_unheld_in_handler`]).
+/// Whether process `pid` exists and is neither a zombie nor being torn down, from
+/// `/proc/<pid>/stat`, without allocating (for [`remove_if_unheld_in_handler`]).
 fn runs_in_handler(pid: u32) -> bool {
     let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0/stat\0";
     let mut digits = [0u8; 10];
@@ -242,9 +266,57 @@ fn runs_in_handler(pid: u32) -> bool {
     // SAFETY: `fd` was opened above; close is async-signal-safe.
     unsafe { libc::close(fd) };
     let text = &buf[..usize::try_from(len).unwrap_or(0)];
-    // The state follows the last ')' (the command name may hold any bytes) and a space.
-    match text.iter().rposition(|&b| b == b')') {
-        Some(close) => !matches!(text.get(close + 2), Some(b'Z' | b'X') | None),
-        None => false,
+    // The fields follow the last ')' (the command name may hold any bytes): the state, then
+    // ppid, pgrp, session, tty, tpgid and the flags. A zombie, a dead task, or one the kernel is
+    // tearing down (`PF_EXITING`) is gone.
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    let mut fields = text[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = fields.next().and_then(|f| f.first().copied());
+    let flags = fields.nth(5).and_then(|f| {
+        f.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit()
+                .then(|| n.wrapping_mul(10).wrapping_add(u32::from(d - b'0')))
+        })
+    });
+    match (state, flags) {
+        (Some(b'Z' | b'X') | None, _) | (_, None) => false,
+        (_, Some(flags)) => flags & PF_EXITING == 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_stays_and_a_zombie_does_not() {
+        let me = ProcessIdentity::current();
+        assert!(runs_in_handler(me.pid));
+        assert!(me.is_staying());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = ProcessIdentity {
+            pid: child.id(),
+            start: crate::process::start_time(child.id()).unwrap_or(0),
+        };
+        let stat = format!("/proc/{}/stat", zombie.pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z ")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!runs_in_handler(zombie.pid), "a zombie holds nothing");
+        assert!(!zombie.is_staying());
+        child.wait().unwrap();
+        assert!(
+            !runs_in_handler(zombie.pid),
+            "a reaped process holds nothing"
+        );
     }
 }

@@ -164,14 +164,12 @@ impl Hold {
     }
 }
 
-impl Drop for Hold {
-    fn drop(&mut self) {
-        crate::signals::untrack_sealed(&self.name);
-        if let Ok(mut holds) = holds().lock() {
-            if holds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
-                holds.remove(&self.name);
-            }
-        }
+impl Hold {
+    /// Leaves: clears this process's slot, then removes the record if no live process holds it
+    /// any more. Clearing before scanning (both sequentially consistent) makes two holders that
+    /// leave at once see at least one of them gone, so one of them removes the record.
+    /// Idempotent.
+    fn leave(&self) {
         let Ok(record) = Record::new(&self.record) else {
             return;
         };
@@ -185,6 +183,42 @@ impl Drop for Hold {
         }
         remove_if_unheld(&self.name, &self.record);
     }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        crate::signals::untrack_sealed(&self.name);
+        if let Ok(mut holds) = holds().lock() {
+            if holds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
+                holds.remove(&self.name);
+            }
+        }
+        self.leave();
+    }
+}
+
+/// Leaves every sealed memory this process still holds, as its handles' drops would have: run
+/// when the process exits normally (`exit`, the end of `main`, Node's exit), which drops
+/// nothing. Without it, two processes that leave at about the same time can each see the other
+/// still holding and both keep the record (only a later sweep would remove it).
+extern "C" fn leave_all_at_exit() {
+    let held: Vec<Arc<Hold>> = match holds().try_lock() {
+        Ok(map) => map.values().filter_map(Weak::upgrade).collect(),
+        Err(_) => return, // another thread holds the table: its drops leave by themselves
+    };
+    for hold in &held {
+        hold.leave();
+    }
+}
+
+/// Registers [`leave_all_at_exit`] once per process.
+fn leave_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: `leave_all_at_exit` is an `extern "C" fn()` that lives as long as the program
+        // and never unwinds (it only locks without waiting, maps nothing new and makes syscalls).
+        unsafe { libc::atexit(leave_all_at_exit) };
+    });
 }
 
 /// Removes the record `name` (mapped as `record`) if no live process holds it and the name
@@ -410,6 +444,7 @@ pub(crate) fn fill(
         map.insert(name.to_owned(), Arc::downgrade(&hold));
     }
     crate::signals::track_sealed(name);
+    leave_at_exit();
     Ok(hold)
 }
 
@@ -495,6 +530,7 @@ pub(crate) fn join(name: &str, record: Mapping) -> Result<Arc<Hold>> {
         map.insert(name.to_owned(), Arc::downgrade(&hold));
     }
     crate::signals::track_sealed(name);
+    leave_at_exit();
     Ok(hold)
 }
 
