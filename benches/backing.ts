@@ -3,7 +3,7 @@
  * against sealed memfd memory (`backing: 'memfd'`), side by side in one run, the two interleaved
  * round by round (see `benches/backing/measure.ts`):
  *
- *     node --expose-gc --import=tsx benches/backing.ts [--write] [--quick] [--rounds=7]
+ *     node --expose-gc --import=tsx benches/backing.ts [--write] [--quick] [--rounds=15]
  *         [--parts=rtt,stream,create,pool]
  *
  * - `rtt`: round trip of a 100 B message to a child process and back (default 16 MiB pipes);
@@ -40,7 +40,7 @@ function option(name: string): string | undefined {
 
 const quick = process.argv.includes('--quick')
 const write = process.argv.includes('--write')
-const rounds = Number(option('rounds') ?? (quick ? 2 : 7))
+const rounds = Number(option('rounds') ?? (quick ? 2 : 15))
 const parts = option('parts')?.split(',') ?? [...PARTS]
 for (const p of parts)
   if (!(PARTS as readonly string[]).includes(p)) throw new Error(`unknown part ${p}`)
