@@ -172,18 +172,11 @@ pub(crate) fn open_held(
     }
     // SAFETY: `raw` is a descriptor open just returned, owned by nobody else.
     let opened = unsafe { OwnedFd::from_raw_fd(raw) };
-    let st = fstat(&opened).map_err(|_| OpenHeldError::NotIt)?;
-    let (id, size) = identify(&opened).map_err(|_| OpenHeldError::NotIt)?;
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if id != expected || st.st_uid != euid || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    let (id, _) = identify(&opened).map_err(|_| OpenHeldError::NotIt)?;
+    if id != expected {
         return Err(OpenHeldError::NotIt);
     }
-    // SAFETY: `opened` is open; F_GET_SEALS takes no argument and only reads.
-    let seals = unsafe { libc::fcntl(opened.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals < 0 || seals & SEALS != SEALS {
-        return Err(OpenHeldError::NotIt);
-    }
+    let size = verify(&opened).ok_or(OpenHeldError::NotIt)?;
     Ok((opened, size))
 }
 

@@ -85,13 +85,7 @@ impl Segment {
         #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] holders: u32,
     ) -> Result<Self> {
         validate_name(name)?;
-        let total = body_size
-            .checked_add(SEGMENT_HEADER_SIZE as u64)
-            .filter(|&t| t <= isize::MAX as u64 && usize::try_from(t).is_ok())
-            .ok_or(Error::TooLarge {
-                requested: body_size,
-                limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
-            })?;
+        let total = total_len(body_size)?;
         match backing.check()? {
             Backing::Shm => {
                 let map = make_named(name, kind, body_size, total)?;
@@ -242,13 +236,7 @@ impl Segment {
     #[cfg(target_os = "linux")]
     pub(crate) fn create_anonymous(kind: SegmentKind, body_size: u64) -> Result<Self> {
         let name = random_name();
-        let total = body_size
-            .checked_add(SEGMENT_HEADER_SIZE as u64)
-            .filter(|&t| t <= isize::MAX as u64)
-            .ok_or(Error::TooLarge {
-                requested: body_size,
-                limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
-            })?;
+        let total = total_len(body_size)?;
         let fd = crate::memfd::create_sealed(&format!("shmpipe:{name}"), total)?;
         let map = Mapping::from_fd(fd, total as usize)?;
         write_header(&map, kind, body_size);
@@ -402,6 +390,18 @@ impl Drop for Segment {
             crate::signals::untrack(&self.name);
         }
     }
+}
+
+/// The length of a segment with a body of `body_size` bytes: header included, and mappable on
+/// this platform (at most `isize::MAX` bytes, else [`Error::TooLarge`]).
+fn total_len(body_size: u64) -> Result<u64> {
+    body_size
+        .checked_add(SEGMENT_HEADER_SIZE as u64)
+        .filter(|&t| t <= isize::MAX as u64 && usize::try_from(t).is_ok())
+        .ok_or(Error::TooLarge {
+            requested: body_size,
+            limit: (isize::MAX as u64).saturating_sub(SEGMENT_HEADER_SIZE as u64),
+        })
 }
 
 fn header_of(map: &Mapping) -> &SegmentHeader {
