@@ -53,6 +53,7 @@ mod mapping;
 mod memfd;
 mod memory_limit;
 mod name;
+mod presence;
 mod process;
 mod queue;
 #[cfg(target_os = "linux")]

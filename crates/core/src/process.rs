@@ -62,6 +62,22 @@ pub fn pid_namespace() -> u64 {
     }
 }
 
+/// [`pid_namespace`] of the calling process as 32 bits (namespace inodes are 32-bit numbers),
+/// read once per process: the cache is keyed by pid, so a forked child reads its own.
+pub(crate) fn own_pid_namespace() -> u32 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// The pid (high half) and namespace (low half) last read; 0 before the first read.
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let seen = CACHED.load(Ordering::Relaxed);
+    if seen != 0 && (seen >> 32) as u32 == pid {
+        return seen as u32;
+    }
+    let ns = pid_namespace() as u32;
+    CACHED.store((u64::from(pid) << 32) | u64::from(ns), Ordering::Relaxed);
+    ns
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     /// The kernel's flag of a process being torn down (`include/linux/sched.h`).

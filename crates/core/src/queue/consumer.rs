@@ -9,6 +9,7 @@ use super::ring::{descriptor_name, Ring};
 use crate::blob::{self, BlobCache};
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
+use crate::presence::PresenceMark;
 use crate::process::ProcessIdentity;
 use crate::segment::{Segment, SegmentKind};
 use std::collections::HashSet;
@@ -53,6 +54,9 @@ pub struct Consumer {
     blobs: BlobCache,
     /// Where producers pass sealed blobs (a sealed queue's consumer; `None` otherwise).
     mailbox: Option<Mailbox>,
+    /// This registration's presence mark ([`crate::presence`]), dropped after its final state is
+    /// stored; `None` where marks are unavailable.
+    mark: Option<PresenceMark>,
     closed: bool,
 }
 
@@ -278,7 +282,7 @@ struct InlineRecord {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Ring>) -> Self {
+    pub(crate) fn new(shared: Arc<Ring>, mark: Option<PresenceMark>) -> Self {
         let read_pos = Cursor(shared.header().head.load(Ordering::Acquire)).pos();
         let published = shared.header().published.load(Ordering::Acquire);
         Self {
@@ -290,6 +294,7 @@ impl Consumer {
             all_closed: false,
             blobs: BlobCache::default(),
             mailbox: None,
+            mark,
             closed: false,
         }
     }
@@ -661,7 +666,7 @@ impl Consumer {
                 let word = e.identity.load();
                 let owner_alive = word.state == entry::ACTIVE
                     && word.generation == rec.generation.load(Ordering::Relaxed)
-                    && e.identity.process_alive(word);
+                    && s.producer_alive(index, word);
                 if owner_alive {
                     return Ok(false);
                 }
@@ -712,7 +717,7 @@ impl Consumer {
             }
             let word = e.identity.load();
             let alive = matches!(word.state, entry::ACTIVE | entry::REGISTERING)
-                && e.identity.process_alive(word);
+                && s.producer_alive(index, word);
             if alive {
                 return Ok(false); // a live producer may own it: it will write the header
             }
@@ -774,6 +779,7 @@ impl Consumer {
             .store(pack_consumer(entry::CLOSED, generation), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.shared.remove_undelivered_blobs(self.read_pos);
+        self.mark = None;
         self.blobs.clear();
         self.shared.header().space_event.wake();
     }
@@ -809,7 +815,7 @@ fn scan_producers(s: &Ring) -> ProducerScan {
         match word.state {
             entry::ACTIVE => {
                 scan.ever = true;
-                if e.identity.process_alive(word) {
+                if s.producer_alive(index, word) {
                     scan.live += 1;
                 } else {
                     // Fails harmlessly if the slot changed hands meanwhile; succeeds once

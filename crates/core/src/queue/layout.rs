@@ -143,8 +143,11 @@ pub struct ConsumerEntry {
     /// bits), changed together by CAS so that a stale observer cannot act on a newer consumer.
     pub state: AtomicU64,
     pub pid: AtomicU32,
-    pub _pad: AtomicU32,
+    /// The consumer's PID namespace ([`crate::process::own_pid_namespace`]); 0 if unknown.
+    pub pid_ns: AtomicU32,
     pub start: AtomicU64,
+    /// 1 if the consumer holds its presence mark ([`crate::presence`]), 0 if it could not.
+    pub marked: AtomicU32,
 }
 
 /// The state part of a packed consumer state.
@@ -263,6 +266,10 @@ pub struct ProducerIdentity {
     pub word: AtomicU64,
     /// Start stamp of the process named in `word`, written before the entry turns ACTIVE.
     pub start: AtomicU64,
+    /// The PID namespace of the process named in `word`, written with `start`; 0 if unknown.
+    pub pid_ns: AtomicU32,
+    /// 1 if the process named in `word` holds the slot's presence mark ([`crate::presence`]).
+    pub marked: AtomicU32,
 }
 
 /// Bits of an entry's generation (records carry it to tell registrations of one slot apart).
@@ -311,22 +318,6 @@ impl ProducerIdentity {
         self.word
             .compare_exchange(seen.pack(), new.pack(), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-    }
-
-    /// Whether the process registered as `word` is still running. A slot still REGISTERING has
-    /// no trustworthy start stamp yet, so only its pid is checked (a recycled pid then reads as
-    /// alive: the safe side).
-    pub fn process_alive(&self, word: EntryWord) -> bool {
-        let start = if word.state == entry::REGISTERING {
-            0
-        } else {
-            self.start.load(Ordering::Relaxed)
-        };
-        crate::process::ProcessIdentity {
-            pid: word.pid,
-            start,
-        }
-        .is_alive()
     }
 }
 

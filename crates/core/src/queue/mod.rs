@@ -17,6 +17,7 @@ mod ring;
 use crate::backing::Backing;
 use crate::error::{Error, Result};
 use crate::event::CancelToken;
+use crate::presence::Taken;
 use crate::process::ProcessIdentity;
 use crate::segment::{Segment, SegmentKind};
 use consumer::Consumer;
@@ -33,6 +34,19 @@ use std::time::Duration;
 
 /// How long `open` waits for a segment whose creator has not yet published it.
 const OPEN_READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times producer registration looks over the slots again when it found one whose
+/// state says free but whose presence mark its last owner had not yet dropped.
+const PASSES_OVER_HELD_MARKS: u32 = 3;
+
+/// What one attempt at a producer slot came to.
+enum Registration {
+    Done(Producer),
+    /// In use, or taken by someone else meanwhile.
+    Taken,
+    /// Free by its state, but its last owner still holds its presence mark.
+    HeldElsewhere,
+}
 
 /// Sizes chosen when a queue is created.
 #[derive(Debug, Clone, Copy)]
@@ -188,72 +202,114 @@ impl Queue {
         if h.membership.load(Ordering::Acquire) & MEMBERSHIP_ENDED != 0 {
             return Err(Error::StreamEnded);
         }
-        for index in 0..s.max_producers {
-            let e = s.producer_entry(index);
-            let seen = e.identity.load();
-            if !self.slot_reusable(e, seen) {
-                continue;
+        // A slot whose state says free while its mark is still held is being let go (its
+        // owner stores its final state before dropping the mark): look again, briefly, before
+        // calling the queue full.
+        for pass in 0..PASSES_OVER_HELD_MARKS {
+            if pass > 0 {
+                std::thread::yield_now();
             }
-            let generation = seen.generation.wrapping_add(1) & GENERATION_MASK;
-            let registering = EntryWord {
-                state: entry::REGISTERING,
-                generation,
-                pid: me.pid,
-            };
-            if !e.identity.replace(seen, registering) {
-                continue;
-            }
-            if let Some(name) = e.claims.blob_name() {
-                // A previous owner died while making a blob it never queued.
-                let previous = ProcessIdentity {
-                    pid: seen.pid,
-                    start: e.identity.start.load(Ordering::Relaxed),
-                };
-                crate::blob::remove_abandoned(&name, previous);
-                e.claims.clear_blob_name();
-            }
-            e.identity.start.store(me.start, Ordering::Relaxed);
-            e.claims.pending_pos.store(0, Ordering::Relaxed);
-            e.claims.committed.store(0, Ordering::Relaxed);
-            e.claims.claimed_end.store(0, Ordering::Relaxed);
-            e.consumed.reset();
-            e.identity.word.store(
-                EntryWord {
-                    state: entry::ACTIVE,
-                    ..registering
+            let mut held_elsewhere = false;
+            for index in 0..s.max_producers {
+                match self.register_producer(index, &me)? {
+                    Registration::Done(producer) => return Ok(producer),
+                    Registration::HeldElsewhere => held_elsewhere = true,
+                    Registration::Taken => {}
                 }
-                .pack(),
-                Ordering::Release,
-            );
-            if !s.count_membership(true) {
-                // The consumer found the stream ended since the check above: give the slot
-                // back (closed, with nothing sent, so reusable) and refuse.
-                e.identity.word.store(
-                    EntryWord {
-                        state: entry::CLOSED,
-                        ..registering
-                    }
-                    .pack(),
-                    Ordering::Release,
-                );
-                return Err(Error::StreamEnded);
             }
-            h.data_event.notify();
-            return Ok(Producer::new(s.clone(), index, generation));
+            if !held_elsewhere {
+                break;
+            }
         }
         Err(Error::TooManyProducers {
             max: s.max_producers,
         })
     }
 
-    /// Whether the producer slot `e`, seen as `word`, may be taken by a new registration.
-    fn slot_reusable(&self, e: &ProducerEntry, word: EntryWord) -> bool {
+    /// Tries to register a producer in slot `index`.
+    fn register_producer(&self, index: u32, me: &ProcessIdentity) -> Result<Registration> {
+        let s = &self.shared;
+        let h = s.header();
+        let e = s.producer_entry(index);
+        let seen = e.identity.load();
+        if !self.slot_reusable(index, e, seen) {
+            return Ok(Registration::Taken);
+        }
+        // The mark first: while a live process holds it, the slot is not free, and once we
+        // hold it, it proves us alive to every peer, from any PID namespace.
+        let mark = match s.take_mark(Ring::producer_mark(index)) {
+            Taken::Mark(mark) => Some(mark),
+            Taken::HeldElsewhere => return Ok(Registration::HeldElsewhere),
+            Taken::Unavailable => None,
+        };
+        let generation = seen.generation.wrapping_add(1) & GENERATION_MASK;
+        let registering = EntryWord {
+            state: entry::REGISTERING,
+            generation,
+            pid: me.pid,
+        };
+        if !e.identity.replace(seen, registering) {
+            return Ok(Registration::Taken);
+        }
+        if let Some(name) = e.claims.blob_name() {
+            // A previous owner died while making a blob it never queued.
+            let previous = ProcessIdentity {
+                pid: seen.pid,
+                start: e.identity.start.load(Ordering::Relaxed),
+            };
+            crate::blob::remove_abandoned(&name, previous);
+            e.claims.clear_blob_name();
+        }
+        e.identity.start.store(me.start, Ordering::Relaxed);
+        e.identity
+            .pid_ns
+            .store(crate::process::own_pid_namespace(), Ordering::Relaxed);
+        e.identity
+            .marked
+            .store(u32::from(mark.is_some()), Ordering::Relaxed);
+        e.claims.pending_pos.store(0, Ordering::Relaxed);
+        e.claims.committed.store(0, Ordering::Relaxed);
+        e.claims.claimed_end.store(0, Ordering::Relaxed);
+        e.consumed.reset();
+        e.identity.word.store(
+            EntryWord {
+                state: entry::ACTIVE,
+                ..registering
+            }
+            .pack(),
+            Ordering::Release,
+        );
+        if !s.count_membership(true) {
+            // The consumer found the stream ended since the check above: give the slot
+            // back (closed, with nothing sent, so reusable) and refuse.
+            e.identity.word.store(
+                EntryWord {
+                    state: entry::CLOSED,
+                    ..registering
+                }
+                .pack(),
+                Ordering::Release,
+            );
+            return Err(Error::StreamEnded);
+        }
+        h.data_event.notify();
+        Ok(Registration::Done(Producer::new(
+            s.clone(),
+            index,
+            generation,
+            mark,
+        )))
+    }
+
+    /// Whether the producer slot `index` (entry `e`), seen as `word`, may be taken by a new
+    /// registration.
+    fn slot_reusable(&self, index: u32, e: &ProducerEntry, word: EntryWord) -> bool {
         match word.state {
             entry::FREE => true,
             entry::CLOSED => e.consumed.total() == e.claims.committed.load(Ordering::Acquire),
             entry::DEAD => !self.claim_outstanding(e),
             entry::ACTIVE | entry::REGISTERING => {
-                !e.identity.process_alive(word) && !self.claim_outstanding(e)
+                !self.shared.producer_alive(index, word) && !self.claim_outstanding(e)
             }
             _ => false,
         }
@@ -287,9 +343,15 @@ impl Queue {
         match st {
             entry::CLOSED => return Err(Error::ConsumerClosed),
             entry::REGISTERING => return Err(Error::ConsumerTaken),
-            entry::ACTIVE if s.consumer_process().is_alive() => return Err(Error::ConsumerTaken),
+            entry::ACTIVE if s.consumer_alive(packed) => return Err(Error::ConsumerTaken),
             _ => {}
         }
+        // The mark first, as for producers: a live consumer's mark cannot be taken.
+        let mark = match s.take_mark(Ring::CONSUMER_MARK) {
+            Taken::Mark(mark) => Some(mark),
+            Taken::HeldElsewhere => return Err(Error::ConsumerTaken),
+            Taken::Unavailable => None,
+        };
         let generation = consumer_generation(packed).wrapping_add(1);
         if c.state
             .compare_exchange(
@@ -304,6 +366,9 @@ impl Queue {
         }
         c.pid.store(me.pid, Ordering::Relaxed);
         c.start.store(me.start, Ordering::Relaxed);
+        c.pid_ns
+            .store(crate::process::own_pid_namespace(), Ordering::Relaxed);
+        c.marked.store(u32::from(mark.is_some()), Ordering::Relaxed);
         // The mailbox for sealed blobs listens before producers can see us active. Without one
         // (its address taken), producers fall back to named blobs.
         #[cfg(target_os = "linux")]
@@ -320,7 +385,7 @@ impl Queue {
         }
         s.header().space_event.wake();
         #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
-        let mut consumer = Consumer::new(s.clone());
+        let mut consumer = Consumer::new(s.clone(), mark);
         #[cfg(target_os = "linux")]
         consumer.set_mailbox(mailbox);
         Ok(consumer)

@@ -10,6 +10,7 @@ use crate::blob::{self, KeptBlobs};
 use crate::copy::copy_to_shared;
 use crate::error::{Error, Result};
 use crate::event::{wait_until, WaitOptions};
+use crate::presence::PresenceMark;
 use crate::process::ProcessIdentity;
 use crate::segment::{Segment, SegmentKind};
 use std::sync::atomic::{fence, Ordering};
@@ -43,6 +44,9 @@ pub struct Producer {
     /// The connection to the consumer's mailbox, for sealed blobs.
     #[cfg(target_os = "linux")]
     mailbox: crate::fd_mailbox::MailboxSender,
+    /// This registration's presence mark ([`crate::presence`]), dropped after its final state is
+    /// stored; `None` where marks are unavailable.
+    mark: Option<PresenceMark>,
     closed: bool,
 }
 
@@ -101,7 +105,12 @@ struct Claimed {
 unsafe impl Send for RawLoan {}
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Ring>, index: u32, generation: u32) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Ring>,
+        index: u32,
+        generation: u32,
+        mark: Option<PresenceMark>,
+    ) -> Self {
         let head_cache = Cursor(shared.header().head.load(Ordering::Acquire));
         let head_cache_tail = Cursor(shared.header().tail.load(Ordering::Acquire));
         Self {
@@ -115,6 +124,7 @@ impl Producer {
             kept: KeptBlobs::new(),
             #[cfg(target_os = "linux")]
             mailbox: crate::fd_mailbox::MailboxSender::new(),
+            mark,
             closed: false,
         }
     }
@@ -587,7 +597,10 @@ impl Producer {
             Some(w) => w.timeout.and_then(|t| now.checked_add(t)),
         };
         let shared = self.shared.clone();
-        let alive = || shared.consumer_process().is_alive();
+        let alive = || {
+            let packed = shared.header().consumer.state.load(Ordering::Acquire);
+            consumer_state(packed) == entry::ACTIVE && shared.consumer_alive(packed)
+        };
         let address = self.shared.mailbox_address(*generation);
         let failed = match self
             .mailbox
@@ -719,6 +732,7 @@ impl Producer {
             );
         }
         self.shared.count_membership(false);
+        self.mark = None;
         h.data_event.wake();
     }
 
@@ -756,7 +770,7 @@ pub(crate) fn consumer_health<T>(shared: &Ring) -> Result<Option<T>> {
         entry::CLOSED => Err(Error::Closed),
         entry::DEAD => Err(Error::PeerGone),
         entry::ACTIVE => {
-            if shared.consumer_process().is_alive() {
+            if shared.consumer_alive(packed) {
                 return Ok(None);
             }
             // The CAS fails if a new consumer registered meanwhile (the generation changed):

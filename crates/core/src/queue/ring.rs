@@ -9,7 +9,8 @@
 //! - a record's header is written by [`Ring::write_header`] alone, its state then moved on by
 //!   [`Ring::set_state`], and its stamp read by [`Ring::stamp_state`];
 //! - the consumer's process is read by [`Ring::consumer_process`], a record's producer by
-//!   [`Ring::record_maker`];
+//!   [`Ring::record_maker`]; whether a registered process lives is judged by
+//!   [`Ring::consumer_alive`] and [`Ring::producer_alive`] alone;
 //! - a blob record's descriptor is read by [`Ring::read_descriptor`];
 //! - the membership word changes by [`Ring::count_membership`], the single-producer `published`
 //!   cursor by [`Ring::publish`].
@@ -18,9 +19,10 @@
 //! hostile or crashed peer can write any bits there.
 
 use super::layout::{
-    consumer_state, entry, kind, pos_distance, stamp, state, BlobDescriptor, Cursor, Geometry,
-    ProducerEntry, QueueHeader, RecordHeader, BLOB_DESCRIPTOR_SIZE, MAX_CAPACITY, MAX_DATA_UNITS,
-    MAX_PRODUCERS, MEMBERSHIP_ENDED, MIN_DATA_BYTES, POS_MASK, PRODUCER_ENTRY_SIZE, UNIT,
+    consumer_state, entry, kind, pos_distance, stamp, state, BlobDescriptor, Cursor, EntryWord,
+    Geometry, ProducerEntry, QueueHeader, RecordHeader, BLOB_DESCRIPTOR_SIZE, MAX_CAPACITY,
+    MAX_DATA_UNITS, MAX_PRODUCERS, MEMBERSHIP_ENDED, MIN_DATA_BYTES, POS_MASK, PRODUCER_ENTRY_SIZE,
+    UNIT,
 };
 use crate::backing::Backing;
 use crate::error::{BadSegmentReason, Error, Result};
@@ -306,6 +308,96 @@ impl Ring {
         self.segment.backing() == crate::Backing::Memfd
     }
 
+    /// The presence-mark slot of the consumer ([`crate::presence`]).
+    pub const CONSUMER_MARK: u32 = 0;
+
+    /// The presence-mark slot of producer slot `index`.
+    pub fn producer_mark(index: u32) -> u32 {
+        1 + index
+    }
+
+    /// Takes presence-mark `slot` for a registration about to claim its entry.
+    pub fn take_mark(&self, slot: u32) -> crate::presence::Taken {
+        #[cfg(target_os = "linux")]
+        {
+            crate::presence::take(self.segment.fd(), slot)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = slot;
+            crate::presence::Taken::Unavailable
+        }
+    }
+
+    /// Whether the consumer registered as `packed` (its state word as read) is alive, as far as
+    /// this process can tell ([`Ring::registrant_alive`]).
+    pub fn consumer_alive(&self, packed: u64) -> bool {
+        let c = &self.header().consumer;
+        self.registrant_alive(
+            Self::CONSUMER_MARK,
+            self.consumer_process(),
+            c.pid_ns.load(Ordering::Relaxed),
+            c.marked.load(Ordering::Relaxed) == 1,
+            || c.state.load(Ordering::Acquire) == packed,
+        )
+    }
+
+    /// Whether the producer registered in slot `index` as `word` is alive, as far as this process
+    /// can tell ([`Ring::registrant_alive`]). A slot still REGISTERING has no trustworthy start
+    /// stamp yet, so only its pid is checked there (a recycled pid then reads as alive: the safe
+    /// side).
+    pub fn producer_alive(&self, index: u32, word: EntryWord) -> bool {
+        let e = &self.producer_entry(index).identity;
+        let start = if word.state == entry::REGISTERING {
+            0
+        } else {
+            e.start.load(Ordering::Relaxed)
+        };
+        self.registrant_alive(
+            Self::producer_mark(index),
+            ProcessIdentity {
+                pid: word.pid,
+                start,
+            },
+            e.pid_ns.load(Ordering::Relaxed),
+            e.marked.load(Ordering::Relaxed) == 1,
+            || e.load() == word,
+        )
+    }
+
+    /// The one liveness rule for a registration (`who`, of PID namespace `pid_ns`, `marked` if
+    /// it took presence mark `slot`; `unchanged` says the registration is still the one seen):
+    ///
+    /// - a held mark means alive, in any namespace (the mark is taken before the entry is
+    ///   claimed and dropped after its last state is stored);
+    /// - in this PID namespace (or where either namespace is unknown), the pid and start time
+    ///   decide, as they always did;
+    /// - in another PID namespace the pid means nothing here. A registration that took a mark
+    ///   and no longer holds it is dead, unless it changed meanwhile (it closed: its final state
+    ///   is stored before the mark goes). One without a mark cannot be judged, and counts as
+    ///   alive: a crash over there then goes unnoticed until a timeout, which is why marks are
+    ///   taken wherever `/proc` allows.
+    fn registrant_alive(
+        &self,
+        slot: u32,
+        who: ProcessIdentity,
+        pid_ns: u32,
+        marked: bool,
+        unchanged: impl Fn() -> bool,
+    ) -> bool {
+        #[cfg(target_os = "linux")]
+        if crate::presence::is_held(self.segment.fd(), slot) == Some(true) {
+            return true;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = slot;
+        let ours = crate::process::own_pid_namespace();
+        if pid_ns == 0 || ours == 0 || pid_ns == ours {
+            return who.is_alive();
+        }
+        !marked || !unchanged()
+    }
+
     pub fn consumer_process(&self) -> ProcessIdentity {
         let c = &self.header().consumer;
         ProcessIdentity {
@@ -463,8 +555,8 @@ impl Drop for Ring {
         // its process died), nobody will map the blobs still queued, so remove them with the
         // queue. A live consumer elsewhere keeps receiving (its mapping outlives the name).
         let c = &self.header().consumer;
-        let live_consumer = consumer_state(c.state.load(Ordering::Acquire)) == entry::ACTIVE
-            && self.consumer_process().is_alive();
+        let packed = c.state.load(Ordering::Acquire);
+        let live_consumer = consumer_state(packed) == entry::ACTIVE && self.consumer_alive(packed);
         if self.segment.is_owner() && !live_consumer {
             let head = Cursor(self.header().head.load(Ordering::Acquire));
             self.remove_undelivered_blobs(head.pos());
