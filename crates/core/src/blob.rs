@@ -167,6 +167,32 @@ pub fn process_keep_budget() -> u64 {
     })
 }
 
+/// [`process_keep_budget`] for blobs in sealed memory ([`crate::Backing::Memfd`]), which
+/// `/dev/shm`'s size does not bound: the [`KEEP_BUDGET_ENV`] variable if it holds a number;
+/// else an eighth of the memory this process may use (its cgroup's limit, or the machine's),
+/// at most 1 GiB. Read once.
+pub fn sealed_keep_budget() -> u64 {
+    static BUDGET: OnceLock<u64> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        const CAP: u64 = 1 << 30;
+        if let Some(bytes) = std::env::var(KEEP_BUDGET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return bytes;
+        }
+        crate::memory_limit::memory_size().map_or(CAP, |bytes| (bytes / 8).min(CAP))
+    })
+}
+
+/// The keep budget of blobs of `backing`.
+fn keep_budget(backing: crate::Backing) -> u64 {
+    match backing {
+        crate::Backing::Memfd => sealed_keep_budget(),
+        _ => process_keep_budget(),
+    }
+}
+
 /// Bytes of blobs kept now by all the producers of this process.
 static KEPT_IN_PROCESS: AtomicU64 = AtomicU64::new(0);
 
@@ -183,18 +209,23 @@ struct Kept {
 }
 
 /// The blobs a producer keeps for reuse, oldest first, within its own limit and the process's
-/// budget ([`process_keep_budget`]). Dropping it gives them all up.
+/// budget for their backing ([`process_keep_budget`], [`sealed_keep_budget`]). Dropping it gives
+/// them all up.
 pub struct KeptBlobs {
     blobs: Vec<Kept>,
     limit: u64,
+    /// The process's budget for blobs of this producer's backing.
+    budget: u64,
 }
 
 impl KeptBlobs {
-    /// Keeps nothing yet; its own limit is the process's budget.
-    pub fn new() -> Self {
+    /// Keeps nothing yet, of blobs in `backing`; its own limit is the process's budget.
+    pub fn new(backing: crate::Backing) -> Self {
+        let budget = keep_budget(backing);
         Self {
             blobs: Vec::new(),
-            limit: process_keep_budget(),
+            limit: budget,
+            budget,
         }
     }
 
@@ -211,7 +242,7 @@ impl KeptBlobs {
 
     /// Whether a fresh blob of `len` bytes may be kept once sent.
     pub fn would_keep(&self, len: u64) -> bool {
-        len <= self.limit.min(process_keep_budget())
+        len <= self.limit.min(self.budget)
     }
 
     /// Takes back a blob that consumer `consumer` released and that has room for `len` bytes
@@ -260,7 +291,7 @@ impl KeptBlobs {
             return;
         }
         self.make_room(cap, 1);
-        let budget = process_keep_budget();
+        let budget = self.budget;
         loop {
             let before = KEPT_IN_PROCESS.fetch_add(cap, Ordering::Relaxed);
             if before + cap <= budget {
@@ -319,12 +350,6 @@ impl KeptBlobs {
     /// Gives up every kept blob (the producer closes).
     pub fn clear(&mut self) {
         self.forget_where(|_| true);
-    }
-}
-
-impl Default for KeptBlobs {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -42,6 +42,19 @@ pub fn check_headroom(bytes: u64) -> Result<()> {
     }
 }
 
+/// The memory this process may use at most: the tightest of its cgroups' limits and the
+/// machine's total memory (Linux); `None` where that cannot be read, or elsewhere.
+pub fn memory_size() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::memory_size()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// The error for a reservation of `bytes` that the kernel refused after the check passed.
 #[cfg(target_os = "linux")]
 pub(crate) use linux::refused;
@@ -56,9 +69,25 @@ mod linux {
     /// looked up once per process (a process moved to another cgroup later is still checked
     /// against the first one's limits).
     pub(super) fn check_headroom(bytes: u64) -> Result<()> {
-        static DIRS: OnceLock<Vec<LevelDir>> = OnceLock::new();
         let root = Path::new("/");
-        check_headroom_in(bytes, root, DIRS.get_or_init(|| cgroup_dirs(root)))
+        check_headroom_in(bytes, root, own_cgroup_dirs())
+    }
+
+    /// This process's cgroup directories, looked up once.
+    fn own_cgroup_dirs() -> &'static [LevelDir] {
+        static DIRS: OnceLock<Vec<LevelDir>> = OnceLock::new();
+        DIRS.get_or_init(|| cgroup_dirs(Path::new("/")))
+    }
+
+    /// [`super::memory_size`] on Linux.
+    pub(super) fn memory_size() -> Option<u64> {
+        let root = Path::new("/");
+        let cgroups = own_cgroup_dirs()
+            .iter()
+            .filter_map(|dir| read_level(root, dir))
+            .map(|level| level.max);
+        let machine = meminfo_field(root, "MemTotal");
+        cgroups.chain(machine).min()
     }
 
     /// [`check_headroom`] against the cgroup directories `dirs`, with every file read under
@@ -271,21 +300,26 @@ mod linux {
     /// Bytes the machine can still give: `MemAvailable` plus `SwapFree` (`None` if
     /// `/proc/meminfo` cannot be read or has no `MemAvailable`).
     fn machine_available(root: &Path) -> Option<u64> {
+        Some(
+            meminfo_field(root, "MemAvailable")?
+                .saturating_add(meminfo_field(root, "SwapFree").unwrap_or(0)),
+        )
+    }
+
+    /// Field `name` of `/proc/meminfo` under `root`, in bytes.
+    fn meminfo_field(root: &Path, name: &str) -> Option<u64> {
         let meminfo = std::fs::read_to_string(under(root, Path::new("/proc/meminfo"))).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let line = meminfo
-                .lines()
-                .find(|l| l.split(':').next() == Some(name))?;
-            let kib: u64 = line
-                .split(':')
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            Some(kib.saturating_mul(1024))
-        };
-        Some(field("MemAvailable")?.saturating_add(field("SwapFree").unwrap_or(0)))
+        let line = meminfo
+            .lines()
+            .find(|l| l.split(':').next() == Some(name))?;
+        let kib: u64 = line
+            .split(':')
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib.saturating_mul(1024))
     }
 
     /// The absolute path `path` under `root`.
@@ -605,5 +639,25 @@ mod linux {
             root.write("/proc/self/cgroup", "0::/elsewhere\n");
             assert!(root.check(MIB + 1).is_ok());
         }
+    }
+}
+
+#[cfg(test)]
+mod memory_size_tests {
+    #[test]
+    fn the_memory_size_is_at_most_the_machines() {
+        let found = super::memory_size();
+        if !cfg!(target_os = "linux") {
+            assert_eq!(found, None);
+            return;
+        }
+        let size = found.expect("Linux always has MemTotal");
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total_kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert!(size > 0 && size <= total_kib * 1024, "{size}");
     }
 }

@@ -36,14 +36,17 @@
 //! - [`process_keep_budget`]: at most this many bytes of blobs kept by all the producers of one
 //!   process ([`kept_in_process`] is what they keep now); a producer can be given a smaller
 //!   limit with [`Producer::set_blob_keep_limit`](crate::Producer::set_blob_keep_limit).
-//! - [`KEEP_BUDGET_ENV`] (`SHMPIPE_BLOB_KEEP_BYTES`): sets that budget in bytes; `0` turns reuse
+//!   That budget is for named blobs; sealed ones (Linux's default) have
+//!   [`sealed_keep_budget`], bounded by memory instead of `/dev/shm`.
+//! - [`KEEP_BUDGET_ENV`] (`SHMPIPE_BLOB_KEEP_BYTES`): sets both budgets in bytes; `0` turns reuse
 //!   off.
 //!
 //! Both environment variables are read once per process, the first time they matter.
 
 pub use crate::array_lock::LOCK_SPIN;
 pub use crate::blob::{
-    kept_in_process, process_keep_budget, KEEP_BUDGET_ENV, MAX_KEPT as MAX_KEPT_BLOBS,
+    kept_in_process, process_keep_budget, sealed_keep_budget, KEEP_BUDGET_ENV,
+    MAX_KEPT as MAX_KEPT_BLOBS,
 };
 pub use crate::copy::{
     last_level_cache_bytes, streams, DEFAULT_LAST_LEVEL_CACHE_BYTES, STREAM_COPIES_ENV,

@@ -314,6 +314,25 @@ fn a_1_gib_message_travels_between_two_processes_on_a_16_mb_dev_shm() {
 }
 
 #[test]
+fn on_a_16_mb_dev_shm_sealed_blobs_are_still_kept_for_reuse() {
+    if !is_root() {
+        return cannot_run("a private mount namespace (unshare -m) needs root");
+    }
+    // Named blobs may keep an eighth of /dev/shm (2 MiB here): a 4 MiB one is not kept. Sealed
+    // ones are bounded by memory, which /dev/shm's size says nothing about.
+    let kept = |backing: &str| -> u64 {
+        let out = run_in_private_shm("16m", &format!("kept-blob-bytes {backing}"));
+        out.trim()
+            .strip_prefix("kept ")
+            .unwrap_or_else(|| panic!("{out}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(kept("shm"), 0);
+    assert!(kept("memfd") >= 4 * MIB, "the sealed blob is kept");
+}
+
+#[test]
 fn a_sealed_pipe_is_attached_by_name_after_its_creator_exits_a_named_one_is_not() {
     // A creates, B attaches as receiver, A exits normally.
     let start = |backing: (&str, &str)| {

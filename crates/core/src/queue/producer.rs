@@ -113,6 +113,7 @@ impl Producer {
     ) -> Self {
         let head_cache = Cursor(shared.header().head.load(Ordering::Acquire));
         let head_cache_tail = Cursor(shared.header().tail.load(Ordering::Acquire));
+        let backing = shared.segment.backing();
         Self {
             shared,
             index,
@@ -121,7 +122,7 @@ impl Producer {
             head_cache_tail,
             committed: 0,
             latest_end: u64::MAX,
-            kept: KeptBlobs::new(),
+            kept: KeptBlobs::new(backing),
             #[cfg(target_os = "linux")]
             mailbox: crate::fd_mailbox::MailboxSender::new(),
             mark,
@@ -628,9 +629,11 @@ impl Producer {
     }
 
     /// Sets how many bytes of sent blobs this producer keeps for reuse (see the `blob` module);
-    /// 0 turns reuse off. Whatever this says, all the producers of a process keep at most
-    /// [`process_keep_budget`](crate::tuning::process_keep_budget) bytes in all (an eighth of `/dev/shm`,
-    /// at most 1 GiB, on Linux; 1 GiB elsewhere), which is also the default.
+    /// 0 turns reuse off. Whatever this says, the producers of a process keep at most their
+    /// backing's budget in all, which is also the default:
+    /// [`process_keep_budget`](crate::tuning::process_keep_budget) for named blobs (an eighth of
+    /// `/dev/shm`, at most 1 GiB, on Linux; 1 GiB elsewhere),
+    /// [`sealed_keep_budget`](crate::tuning::sealed_keep_budget) for sealed ones.
     pub fn set_blob_keep_limit(&mut self, bytes: u64) {
         self.kept.set_limit(bytes);
     }

@@ -475,6 +475,7 @@ fn main() {
         "sealed-pair" => sealed_pair(arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4)),
         #[cfg(target_os = "linux")]
         "sealed-huge" => sealed_huge(arg(&args, 1)),
+        "kept-blob-bytes" => kept_blob_bytes(&args[1]),
         "own-array" => {
             let _array =
                 shmpipe_core::SharedArray::create(&args[1], shmpipe_core::Dtype::Float64, &[16])
@@ -715,6 +716,31 @@ fn sealed_huge(bytes: u64) {
     let _ = sender.kill();
     let _ = sender.wait();
     say(&format!("received {bytes}"));
+}
+
+/// `kept-blob-bytes shm|memfd`: sends one 4 MiB message (a blob: the ring holds 1 MiB) to a
+/// consumer of this process, and says how many bytes of blobs the producer kept for reuse.
+fn kept_blob_bytes(backing: &str) {
+    let backing = match backing {
+        "shm" => shmpipe_core::Backing::Shm,
+        _ => shmpipe_core::Backing::Memfd,
+    };
+    let q = Queue::create_in(
+        &QueueOptions {
+            capacity: 4,
+            bytes: 1 << 20,
+            max_producers: 1,
+        },
+        backing,
+    )
+    .unwrap();
+    let mut c = q.consumer().unwrap();
+    let mut p = q.producer().unwrap();
+    let data = vec![7u8; 4 << 20];
+    let wait = WaitOptions::timeout(Duration::from_secs(10));
+    p.send(&data, &wait).unwrap();
+    assert_eq!(c.recv(&wait).unwrap().len(), data.len());
+    say(&format!("kept {}", p.kept_blob_bytes()));
 }
 
 /// A soak message's payload size: 99% in 10 B..4 KB, 0.9% up to 1 MB, 0.1% up to 10 MB.
