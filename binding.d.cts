@@ -257,6 +257,13 @@ export declare function consumerTryRecvInto(handle: ExternalObject<ConsumerHandl
 export declare function coreVersion(): string
 
 /**
+ * The backing a pipe gets when none is asked for: `'memfd'` on Linux and `'shm'` elsewhere,
+ * unless the `SHMPIPE_BACKING` environment variable says otherwise (an unknown value is an
+ * error naming it).
+ */
+export declare function defaultPipeBacking(): string
+
+/**
  * The `code` of an error raised by the native addon (`ShmpipeErrorCode` in
  * `src/errors.ts` lists every code, these and the TypeScript layer's own).
  */

@@ -276,7 +276,8 @@ test('every bad argument is ERR_SHMPIPE_INVALID_ARGUMENT in the API’s own word
     { call: 'manager pair capcity', run: () => manager.createSharedMemoryPair({ capcity: 1 } as never), message: 'createSharedMemoryPair: unknown option "capcity"' }, // prettier-ignore
     { call: 'manager createArray', run: () => manager.createArray('', 'int32', 1), message: 'name must be 1 to 20 characters of [A-Za-z0-9_.-], got ""' }, // prettier-ignore
     { call: 'withSharedMemory(42)', run: () => withSharedMemory(42 as never), message: 'withSharedMemory needs a function, got 42' }, // prettier-ignore
-    { call: 'ProcessPool wrkers', run: () => new ProcessPool({ module: poolTasks, wrkers: 2 } as never), message: 'new ProcessPool(): unknown option "wrkers" (the options are module, workers, execArgv, env, pipeBytes, copyArguments)' }, // prettier-ignore
+    { call: 'ProcessPool wrkers', run: () => new ProcessPool({ module: poolTasks, wrkers: 2 } as never), message: 'new ProcessPool(): unknown option "wrkers" (the options are module, workers, execArgv, env, backing, pipeBytes, copyArguments)' }, // prettier-ignore
+    { call: 'ProcessPool backing', run: () => new ProcessPool({ module: poolTasks, backing: 'tmpfs' as never }), message: "new ProcessPool(): backing must be 'shm' or 'memfd', got \"tmpfs\"" }, // prettier-ignore
     { call: 'ProcessPool workers 1.5', run: () => new ProcessPool({ module: poolTasks, workers: 1.5 }), message: 'options.workers must be a whole number of at least 1, got 1.5' }, // prettier-ignore
     { call: 'pool.run sgnal', run: () => pool.run('echo', [], { sgnal: 1 } as never), message: 'run: unknown option "sgnal" (the options are signal)' }, // prettier-ignore
     { call: 'pool.run signal', run: () => pool.run('echo', [], { signal: 'x' } as never), message: 'run: signal must be an AbortSignal, got "x"' }, // prettier-ignore

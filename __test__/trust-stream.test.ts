@@ -29,6 +29,16 @@ import { cannotRun } from './helpers/skip.js'
 
 checkNoSegmentLeaks(test)
 
+const MiB = 1 << 20
+
+/** Pipes as the pool child reports them, their sizes in whole MiB. */
+function wholeMiB(pipes: unknown): { MiB: number; backing: string }[] {
+  return (pipes as { size: number; backing: string }[]).map((p) => ({
+    MiB: Math.floor(p.size / MiB),
+    backing: p.backing,
+  }))
+}
+
 const streamChild = fileURLToPath(new URL('./helpers/stream-child.ts', import.meta.url))
 
 /** Runs a role of `helpers/stream-child.ts` and returns its first report. */
@@ -261,6 +271,20 @@ test('in a 64 MB /dev/shm (Docker’s) the defaults work and ERR_SHMPIPE_NO_SPAC
   t.true(steps[6]!.ok, JSON.stringify(steps[6])) // 96 MB through a 64 MB /dev/shm
 })
 
+test('in a 64 MB /dev/shm a default pool keeps 8 MiB pipes in sealed memory, which /dev/shm does not bound', async (t) => {
+  if (unavailable !== undefined) return cannotRun(t, unavailable)
+  const run = await inSmallShm(process.execPath, ['--import=tsx', streamChild, 'pool'], repoRoot)
+  t.is(run.code, 0, run.stderr)
+  const steps = jsonLines(run.stdout)
+  t.is(steps[0]!.step, 'started', run.stdout + run.stderr)
+  // 16 pipes of 8 MiB (and a page of header): twice the whole /dev/shm, none of it there.
+  t.deepEqual(
+    wholeMiB(steps[0]!.pipes),
+    Array.from({ length: 16 }, () => ({ MiB: 8, backing: 'memfd' })),
+  )
+  t.true(steps[1]!.ok, '16 tasks came back right')
+})
+
 test('in a 64 MB /dev/shm a default pool of 8 workers runs, and a result with no room fails ERR_SHMPIPE_NO_SPACE', async (t) => {
   if (unavailable !== undefined) return cannotRun(t, unavailable)
   // The named backing: a result larger than /dev/shm has no room there (a sealed pipe carries
@@ -275,6 +299,11 @@ test('in a 64 MB /dev/shm a default pool of 8 workers runs, and a result with no
     run.stdout + run.stderr,
   )
   t.is(steps[0]!.workers, 8)
+  // Two named pipes per worker, halved until they take a quarter of /dev/shm: 1 MiB each.
+  t.deepEqual(
+    wholeMiB(steps[0]!.pipes),
+    Array.from({ length: 16 }, () => ({ MiB: 1, backing: 'shm' })),
+  )
   t.true(steps[1]!.ok, '16 tasks came back right')
   t.is(steps[2]!.code, ERR_SHMPIPE_NO_SPACE, JSON.stringify(steps[2]))
   t.regex(

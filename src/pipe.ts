@@ -76,6 +76,17 @@ export type Backing = 'shm' | 'memfd'
 
 const BACKINGS: readonly Backing[] = ['shm', 'memfd']
 
+/**
+ * @internal The backing option `value` of `where` checked, or the default for pipes when it is
+ * `undefined` (`SHMPIPE_BACKING`, else `'memfd'` on Linux and `'shm'` elsewhere).
+ */
+export function pipeBacking(value: unknown, where: string): Backing {
+  return (
+    checkChoice(value, where, 'backing', BACKINGS) ??
+    (call(() => native.defaultPipeBacking()) as Backing)
+  )
+}
+
 /** Options of a call that may wait. */
 export interface WaitOptions {
   /**

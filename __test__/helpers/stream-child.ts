@@ -8,7 +8,15 @@
 
 import { statfsSync } from 'node:fs'
 
-import { createSharedMemoryPair, ProcessPool, Receiver, Sender, ShmpipeError } from '../../index.js'
+import {
+  createSharedMemoryPair,
+  listSegments,
+  ProcessPool,
+  Receiver,
+  Sender,
+  ShmpipeError,
+  type Backing,
+} from '../../index.js'
 
 /** Sends `message` to the parent as a stdout line. */
 function report(message: unknown): void {
@@ -144,20 +152,23 @@ const roles: Record<string, (...args: string[]) => Promise<void>> = {
   /**
    * A default process pool of 8 workers (more than a 64 MB /dev/shm held at 8 MiB per pipe) runs
    * 16 tasks on 1 MB arrays; a task whose result has no room fails with ERR_SHMPIPE_NO_SPACE,
-   * and the pool carries on. Reports each step. With `backing` (`shm`), the pool's pipes are
-   * made in that backing (through SHMPIPE_BACKING, which its workers inherit): in the named
-   * backing a result larger than /dev/shm has no room.
+   * and the pool carries on. Reports each step, the first with the size and backing of every
+   * pipe the pool made. With `backing` (`shm`), the pool's pipes are made in that backing (its
+   * `backing` option): in the named backing a result larger than /dev/shm has no room.
    */
   async pool(backing) {
-    if (backing !== undefined) process.env.SHMPIPE_BACKING = backing
     const pool = new ProcessPool({
       module: new URL('./pool-tasks.ts', import.meta.url),
       workers: 8,
       execArgv: ['--import=tsx'],
+      backing: backing as Backing | undefined,
     })
     try {
       await pool.ready()
-      report({ step: 'started', workers: pool.size })
+      const pipes = listSegments()
+        .filter((s) => s.kind === 'queue' && s.ownerPid === process.pid)
+        .map((s) => ({ size: s.size, backing: s.backing }))
+      report({ step: 'started', workers: pool.size, pipes })
       const x = numbered(1 << 20, 0)
       const ys = await Promise.all(Array.from({ length: 16 }, () => pool.run('addOne', [x])))
       report({ step: '16 tasks', ok: ys.every((y) => isNumbered(y, 1 << 20, 1)) })

@@ -11,6 +11,7 @@ import { resolve as resolvePath } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 import { ERR_SHMPIPE_INVALID_ARGUMENT, ShmpipeError } from '../errors.js'
+import type { Backing, PipeOptions } from '../pipe.js'
 /** A function a pool can run: any function (its arguments and result must be encodable). */
 export type TaskFunction = (...args: any[]) => unknown
 
@@ -55,8 +56,14 @@ export interface ProcessPoolOptions {
   /** Environment of the workers. Default `process.env`. */
   env?: NodeJS.ProcessEnv
   /**
-   * Bytes of each of the two pipes per worker (rounded up to a power of two), taken from
-   * `/dev/shm` when the worker starts. Default 8 MiB, or less where `/dev/shm` is small (64 MB
+   * Where the pool's pipes keep their memory, as {@link PipeOptions.backing} says: by default
+   * sealed memory on Linux (`'memfd'`, unless `SHMPIPE_BACKING` says `'shm'`), `/dev/shm`
+   * segments elsewhere.
+   */
+  backing?: Backing
+  /**
+   * Bytes of each of the two pipes per worker (rounded up to a power of two), taken when the
+   * worker starts. Default 8 MiB. With the `'shm'` backing, less where `/dev/shm` is small (64 MB
    * in a Docker container): halved, down to 1 MiB, until the pool's pipes take at most a
    * quarter of `/dev/shm`, leaving the rest to large values. A task (its arguments) or a result up to half
    * of this is copied through the pipe's ring; a larger one travels in a shared-memory segment
@@ -84,6 +91,7 @@ export const POOL_OPTIONS = [
   'workers',
   'execArgv',
   'env',
+  'backing',
   'pipeBytes',
   'copyArguments',
 ] as const
@@ -110,11 +118,13 @@ const DEFAULT_PIPE_BYTES = 8 * 1024 * 1024
 const MIN_DEFAULT_PIPE_BYTES = 1024 * 1024
 
 /**
- * @internal The default bytes of each pipe of a pool of `workers`: {@link DEFAULT_PIPE_BYTES}, halved down
- * to {@link MIN_DEFAULT_PIPE_BYTES} until the pool's two pipes per worker take at most a quarter
- * of `/dev/shm` (where there is one: Linux).
+ * @internal The default bytes of each pipe of a pool of `workers` whose pipes are in `backing`:
+ * {@link DEFAULT_PIPE_BYTES}; in `/dev/shm` segments, halved down to {@link MIN_DEFAULT_PIPE_BYTES}
+ * until the pool's two pipes per worker take at most a quarter of `/dev/shm` (where there is one:
+ * Linux). Sealed memory is not bound by `/dev/shm`.
  */
-export function defaultPipeBytes(workers: number): number {
+export function defaultPipeBytes(workers: number, backing: Backing): number {
+  if (backing === 'memfd') return DEFAULT_PIPE_BYTES
   let shmBytes: number
   try {
     const fs = statfsSync('/dev/shm')

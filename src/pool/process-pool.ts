@@ -37,6 +37,7 @@ import {
 } from '../errors.js'
 import { registerOpenEnd, unregisterOpenEnd, type Closable } from '../lifecycle.js'
 import { checkOptions, checkSignal } from '../options.js'
+import { pipeBacking } from '../pipe.js'
 import { mapConcurrently } from './map.js'
 import {
   defaultPipeBytes,
@@ -163,10 +164,11 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
     checkOptions(options, 'new ProcessPool()', POOL_OPTIONS)
     this.module = moduleUrl(options.module)
     this.size = positiveInteger(options.workers, 'options.workers', availableParallelism())
+    const backing = pipeBacking(options.backing, 'new ProcessPool()')
     const pipeBytes = positiveInteger(
       options.pipeBytes,
       'options.pipeBytes',
-      defaultPipeBytes(this.size),
+      defaultPipeBytes(this.size, backing),
     )
     if (options.execArgv !== undefined && !Array.isArray(options.execArgv))
       throw new ShmpipeError(ERR_SHMPIPE_INVALID_ARGUMENT, 'options.execArgv must be an array')
@@ -174,6 +176,7 @@ export class ProcessPool<M extends object = TaskModule> implements AsyncDisposab
       execArgv: options.execArgv ?? workerExecArgv(),
       env: { ...(options.env ?? process.env), [WORKER_ENV]: '1' },
       module: this.module,
+      backing,
       pipeBytes,
       copyArguments: options.copyArguments === true,
     }

@@ -16,7 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { createSharedMemoryPair, type Receiver, type Sender } from '../pipe.js'
+import { createSharedMemoryPair, type Backing, type Receiver, type Sender } from '../pipe.js'
 import type { ErrorInfo } from './protocol.js'
 import type { Task } from './task.js'
 
@@ -33,6 +33,8 @@ export interface WorkerConfig {
   env: NodeJS.ProcessEnv
   /** The task module, as a `file:` URL. */
   module: string
+  /** Where its two pipes keep their memory. */
+  backing: Backing
   /** Bytes of each of its two pipes. */
   pipeBytes: number
   /** Whether its tasks get arguments of their own (else views into the task pipe). */
@@ -90,6 +92,7 @@ export class PoolWorker {
       capacity: PIPE_CAPACITY,
       bytes: config.pipeBytes,
       maxSenders: 1,
+      backing: config.backing,
     })
     unused.close() // the worker attaches as the task pipe's receiver
     let results: Receiver
@@ -99,6 +102,7 @@ export class PoolWorker {
         capacity: PIPE_CAPACITY,
         bytes: config.pipeBytes,
         maxSenders: 2,
+        backing: config.backing,
       })
     } catch (err) {
       tasks.close()

@@ -52,7 +52,7 @@ pub use cleanup::{
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
 pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
-pub use queue::NativeQueue;
+pub use queue::{default_pipe_backing, NativeQueue};
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.
 ///

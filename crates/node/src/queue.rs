@@ -19,6 +19,14 @@ impl NativeQueue {
     }
 }
 
+/// The backing a pipe gets when none is asked for: `'memfd'` on Linux and `'shm'` elsewhere,
+/// unless the `SHMPIPE_BACKING` environment variable says otherwise (an unknown value is an
+/// error naming it).
+#[napi(catch_unwind)]
+pub fn default_pipe_backing() -> Result<String> {
+    Ok(Backing::for_pipes().napi()?.as_str().to_owned())
+}
+
 #[napi]
 impl NativeQueue {
     /// Creates a queue: `capacity` messages, `bytes` of inline data area, `maxSenders` slots,
