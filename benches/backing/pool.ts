@@ -3,10 +3,8 @@
  * elements, 160 MB, as `benches/pool.ts`) through a `ProcessPool` of one worker whose pipes are
  * of one backing.
  *
- * `ProcessPool` has no backing option: its pipes take the default, which the `SHMPIPE_BACKING`
- * environment variable sets. The pool creates its pipes in its constructor, in this process, so
- * {@link poolOn} sets the variable around the constructor only, and then checks the backing in
- * the worker's `/proc/<pid>/maps` (sealed memory shows as `memfd:`, a named segment as
+ * {@link poolOn} makes the pool with its `backing` option, and then checks the backing in the
+ * worker's `/proc/<pid>/maps` (sealed memory shows as `memfd:`, a named segment as
  * `/dev/shm/`).
  *
  * @module
@@ -27,15 +25,12 @@ export async function poolOn(
   backing: Backing,
   pipeBytes: number | undefined,
 ): Promise<ProcessPool<typeof tasks>> {
-  const saved = process.env.SHMPIPE_BACKING
-  process.env.SHMPIPE_BACKING = backing
-  let pool: ProcessPool<typeof tasks>
-  try {
-    pool = new ProcessPool<typeof tasks>({ module: tasksModule, workers: 1, pipeBytes })
-  } finally {
-    if (saved === undefined) delete process.env.SHMPIPE_BACKING
-    else process.env.SHMPIPE_BACKING = saved
-  }
+  const pool = new ProcessPool<typeof tasks>({
+    module: tasksModule,
+    workers: 1,
+    pipeBytes,
+    backing,
+  })
   await pool.ready()
   const maps = readFileSync(`/proc/${pool.pids[0]}/maps`, 'utf8')
   const seen = maps.includes('memfd:') ? 'memfd' : maps.includes('/dev/shm/') ? 'shm' : 'none'
