@@ -6,7 +6,7 @@
  *
  *     node --expose-gc --import=tsx napi-steps.ts <addon.node>
  *
- * Prints one JSON line: `{ steps: [{ step, finalized, externalMB, arrayBuffersMB }] }`.
+ * Prints one JSON line: `{ steps: [{ step, kind, finalized, externalMB, arrayBuffersMB }] }`.
  *
  * @module
  */
@@ -25,46 +25,63 @@ if (gc === undefined) throw new Error('run with --expose-gc')
 const immediate = () => new Promise<void>((resolve) => setImmediate(resolve))
 const SIZE = 10e6
 
-const steps: { step: string; finalized: number; externalMB: number; arrayBuffersMB: number }[] = []
-const note = (step: string) => {
+/** What a step did: made a Buffer, ran a collection, ran microtasks, or turned the event loop. */
+type Kind = 'made' | 'gc' | 'microtasks' | 'turn'
+const steps: {
+  step: string
+  kind: Kind
+  finalized: number
+  externalMB: number
+  arrayBuffersMB: number
+}[] = []
+const note = (step: string, kind: Kind) => {
   const mu = process.memoryUsage()
   steps.push({
     step,
+    kind,
     finalized: addon.stats()[1],
     externalMB: Math.round(mu.external / 1e6),
     arrayBuffersMB: Math.round(mu.arrayBuffers / 1e6),
   })
 }
+/** Runs microtasks only: a resolved promise's continuation, then a `process.nextTick`. */
+const microtasks = async () => {
+  await Promise.resolve()
+  await new Promise<void>((resolve) => process.nextTick(resolve))
+}
 
 let kept: Buffer | null = addon.external(SIZE, true)
-note('external made')
+note('external made', 'made')
 kept = null
 gc({ type: 'minor' })
-note('scavenge')
-await Promise.resolve()
-note('microtask')
-process.nextTick(() => {})
-await new Promise<void>((resolve) => process.nextTick(resolve))
-note('nextTick')
+note('scavenge', 'gc')
+await microtasks()
+note('microtasks', 'microtasks')
 await immediate()
-note('setImmediate')
+note('setImmediate', 'turn')
 
 kept = addon.external(SIZE, true)
-note('external made')
+note('external made', 'made')
 kept = null
 gc({ type: 'major' })
-note('mark-compact')
-await Promise.resolve()
-note('microtask')
-await immediate()
-note('setImmediate')
+note('mark-compact', 'gc')
+await microtasks()
+note('microtasks', 'microtasks')
+// Turns until both are finalized (the collection may leave the freeing of the memory to a
+// background thread, which queues the finalizer when it is done): at most 100.
+let turns = 0
+while (addon.stats()[1] < 2 && turns < 100) {
+  await immediate()
+  turns++
+}
+note(`setImmediate ×${turns}`, 'turn')
 
 kept = addon.copy(SIZE)
-note('copy made')
+note('copy made', 'made')
 kept = null
 gc({ type: 'minor' })
-note('scavenge')
+note('scavenge', 'gc')
 gc({ type: 'major' })
-note('mark-compact')
+note('mark-compact', 'gc')
 void kept
 process.stdout.write(JSON.stringify({ steps }) + '\n')

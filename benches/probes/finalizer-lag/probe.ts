@@ -147,7 +147,8 @@ try {
         steps: { step: string; finalized: number }[]
       }
       raw.push({ node: version, part: 'steps', ...r })
-      console.log(
+      const say = json ? console.error : console.log
+      say(
         `${version} steps (finalizers run so far): ` +
           r.steps.map((x) => `${x.step} ${x.finalized}`).join(' → '),
       )
