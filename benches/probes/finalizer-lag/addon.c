@@ -9,7 +9,8 @@
  *   itself (the way crates/node copies values under 32 MiB).
  *
  * `adjust` also reports the length with napi_adjust_external_memory (and takes it back in the
- * finalizer), as crates/node does. Every page is written, so the memory is resident.
+ * finalizer), as crates/node does. Built with NAPI_EXPERIMENTAL, the finalizer is a "basic" one
+ * (node_api_basic_env: it touches no JavaScript), the kind Node-API may run during a collection. Every page is written, so the memory is resident.
  * stats() returns [made, finalized, bytes still allocated by external buffers].
  */
 #include <node_api.h>
@@ -23,7 +24,13 @@ typedef struct {
   int adjust;
 } hint_t;
 
-static void finalize(napi_env env, void* data, void* hint) {
+#ifdef NAPI_EXPERIMENTAL
+typedef node_api_basic_env finalize_env;
+#else
+typedef napi_env finalize_env;
+#endif
+
+static void finalize(finalize_env env, void* data, void* hint) {
   hint_t* h = (hint_t*)hint;
   if (h->adjust) {
     int64_t ignored;

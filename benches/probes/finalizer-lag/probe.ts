@@ -11,7 +11,8 @@
  * - `steps` (`napi-steps.ts`): one dropped external Buffer, then one collection or event-loop turn
  *   at a time: which step runs its finalizer;
  * - `napi` (`napi-case.ts`): 300 Buffers of 10 MB (external with and without
- *   `napi_adjust_external_memory`, external ArrayBuffers, Node's allocator), dropped in loops that
+ *   `napi_adjust_external_memory`, external ArrayBuffers, external with a basic finalizer (a
+ *   second build of the addon), Node's allocator), dropped in loops that
  *   never yield (`sync`, `microtask`) or yield to the event loop (`immediate`, `immediate16`,
  *   `bounded`);
  * - `pipe` (`pipe-case.ts`): a real receiver taking values from a sender process with
@@ -55,11 +56,15 @@ const nodes = [process.execPath, ...options('node')]
 const oldSpace = options('max-old-space-size')[0]
 const nodeFlags = oldSpace === undefined ? [] : [`--max-old-space-size=${oldSpace}`]
 
-/** Builds the addon into a fresh temporary directory; returns its path. */
-function buildAddon(dir: string): string {
+/**
+ * Builds the addon into `dir` against this Node's headers; returns its path. `basic`: with
+ * `NAPI_EXPERIMENTAL`, so that its finalizer is a basic one (see `addon.c`).
+ */
+function buildAddon(dir: string, basic: boolean): string {
   const include = join(dirname(dirname(process.execPath)), 'include', 'node')
-  const out = join(dir, 'finalizer-probe.node')
-  execFileSync('cc', ['-O2', '-shared', '-fPIC', `-I${include}`, join(here, 'addon.c'), '-o', out])
+  const out = join(dir, basic ? 'finalizer-probe-basic.node' : 'finalizer-probe.node')
+  const flags = basic ? ['-DNAPI_EXPERIMENTAL', '-Wno-cpp'] : []
+  execFileSync('cc', ['-O2', '-shared', '-fPIC', ...flags, `-I${include}`, join(here, 'addon.c'), '-o', out]) // prettier-ignore
   return out
 }
 
@@ -132,7 +137,8 @@ function printTable(): void {
 
 const dir = mkdtempSync(join(os.tmpdir(), 'shmpipe-finalizer-probe-'))
 try {
-  const addon = buildAddon(dir)
+  const addon = buildAddon(dir, false)
+  const basicAddon = buildAddon(dir, true)
   const load = os
     .loadavg()
     .map((x) => x.toFixed(1))
@@ -155,14 +161,28 @@ try {
     }
     if (parts.includes('napi')) {
       const n = quick ? 30 : 300
-      const kinds = ['external', 'external-adjust', 'arraybuffer-adjust', 'copy']
       const loops = ['sync', 'microtask', 'immediate16', 'immediate', 'bounded']
-      for (const kind of kinds) {
-        for (const loop of loops) {
-          const r = runChild(node, nodeFlags, 'napi-case.ts', [addon, kind, loop, '10000000', String(n), '1200']) as CaseResult // prettier-ignore
-          raw.push({ node: version, part: 'napi', kind, loop, ...r })
-          addRow(version, `napi ${kind} 10MB, ${loop}`, r)
-          console.error(`${version} napi ${kind} ${loop}: done`)
+      const cases = [
+        ...['external', 'external-adjust', 'arraybuffer-adjust', 'copy'].map((kind) => ({
+          name: kind,
+          kind,
+          addon,
+          loops,
+        })),
+        // The same Buffers with a basic finalizer: Node-API defers it all the same.
+        {
+          name: 'external-adjust-basic',
+          kind: 'external-adjust',
+          addon: basicAddon,
+          loops: ['microtask', 'immediate'],
+        },
+      ]
+      for (const c of cases) {
+        for (const loop of c.loops) {
+          const r = runChild(node, nodeFlags, 'napi-case.ts', [c.addon, c.kind, loop, '10000000', String(n), '1200']) as CaseResult // prettier-ignore
+          raw.push({ node: version, part: 'napi', kind: c.name, loop, ...r })
+          addRow(version, `napi ${c.name} 10MB, ${loop}`, r)
+          console.error(`${version} napi ${c.name} ${loop}: done`)
         }
       }
     }
