@@ -68,13 +68,20 @@ note('mark-compact', 'gc')
 await microtasks()
 note('microtasks', 'microtasks')
 // Turns until both are finalized (the collection may leave the freeing of the memory to a
-// background thread, which queues the finalizer when it is done): at most 100.
-let turns = 0
-while (addon.stats()[1] < 2 && turns < 100) {
-  await immediate()
-  turns++
+// background thread, which queues the finalizer when it is done): at most 10, then another
+// mark-compact (a collection may still find the Buffer alive, rarely: seen once on Node 24), at
+// most 5 times.
+for (let round = 0; ; round++) {
+  let turns = 0
+  while (addon.stats()[1] < 2 && turns < 10) {
+    await immediate()
+    turns++
+  }
+  note(`setImmediate ×${turns}`, 'turn')
+  if (addon.stats()[1] >= 2 || round === 5) break
+  gc({ type: 'major' })
+  note('mark-compact', 'gc')
 }
-note(`setImmediate ×${turns}`, 'turn')
 
 kept = addon.copy(SIZE)
 note('copy made', 'made')
