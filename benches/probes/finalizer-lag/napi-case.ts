@@ -14,8 +14,9 @@
  *   its outstanding bytes can do; every loop counts its `setImmediate`s in `turns`);
  * - stops early, with `capped: true`, once RSS passes `capMB`.
  *
- * Prints one JSON line: `{ samples, capped, ms, turns }` (samples every n/10 values and at the end, then
- * one more after a `setImmediate`).
+ * Prints one JSON line: `{ samples, capped, ms, turns }` (samples every n/10 values and at the
+ * end, then one more after a `setImmediate`). With the addon built with `NAPI_EXPERIMENTAL`, the
+ * external kinds have basic finalizers (see `addon.c`).
  *
  * @module
  */

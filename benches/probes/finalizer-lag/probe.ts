@@ -10,11 +10,10 @@
  *
  * - `steps` (`napi-steps.ts`): one dropped external Buffer, then one collection or event-loop turn
  *   at a time: which step runs its finalizer;
- * - `napi` (`napi-case.ts`): 300 Buffers of 10 MB (external with and without
- *   `napi_adjust_external_memory`, external ArrayBuffers, external with a basic finalizer (a
- *   second build of the addon), Node's allocator), dropped in loops that
- *   never yield (`sync`, `microtask`) or yield to the event loop (`immediate`, `immediate16`,
- *   `bounded`);
+ * - `napi` (`napi-case.ts`): 300 Buffers of 10 MB, dropped in loops that never yield (`sync`,
+ *   `microtask`) or yield to the event loop (`immediate`, `immediate16`, `bounded`): external
+ *   with and without `napi_adjust_external_memory`, external ArrayBuffers, external with a basic
+ *   finalizer (a second build of the addon), and from Node's allocator;
  * - `pipe` (`pipe-case.ts`): a real receiver taking values from a sender process with
  *   `await receiver.get()`, on each of `get()`'s three paths (a view onto a blob, a copy into
  *   recycled memory, a copy into Node's allocator), with a receiver that keeps up and one slower
