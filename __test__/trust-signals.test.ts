@@ -73,11 +73,31 @@ function segmentsOf(pids: number[]): string[] {
 function runScript(
   t: ExecutionContext,
   script: string,
-  { nodeArgs = [], args = [] }: { nodeArgs?: string[]; args?: string[] } = {},
+  {
+    nodeArgs = [],
+    args = [],
+    env = {},
+  }: { nodeArgs?: string[]; args?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Child {
   const source = script.replaceAll('ENTRY', JSON.stringify(entryUrl))
-  return spawnNode(t, [...nodeArgs, '--import=tsx', '--input-type=module', '-e', source, ...args])
+  return spawnNode(
+    t,
+    [...nodeArgs, '--import=tsx', '--input-type=module', '-e', source, ...args],
+    env,
+  )
 }
+
+/**
+ * The pipe backings, each with the environment that makes it the default and how many
+ * segments of its own, in `/dev/shm`, a large value sent before any receiver registered has:
+ * one when named; none when sealed (its memory is held by its sender until a receiver maps it).
+ */
+const BACKINGS = [
+  { backing: 'shm', env: { SHMPIPE_BACKING: 'shm' }, earlyValueSegments: 1 },
+  ...(process.platform === 'linux'
+    ? [{ backing: 'memfd', env: { SHMPIPE_BACKING: 'memfd' }, earlyValueSegments: 0 }]
+    : []),
+]
 
 // ---------------------------------------------------------------------------------------------
 // The process pool: workers end with their pool's process
@@ -282,35 +302,51 @@ function blobsOf(pid: number, ...known: string[]): string[] {
   return segmentsOf([pid]).filter((name) => !known.includes(name))
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  test(`${signal}: a large value a process sent to itself and never received is removed with its pipe`, async (t) => {
-    const child = runScript(t, SELF_SEND, { args: ['self'] })
+for (const { backing, env, earlyValueSegments } of BACKINGS) {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    test(`${signal}: a large value a process sent to itself and never received is removed with its pipe (${backing})`, async (t) => {
+      const child = runScript(t, SELF_SEND, { args: ['self'], env })
+      const { pipe } = (await child.next()) as { pipe: string }
+      const blobs = blobsOf(child.process.pid!, pipe)
+      t.teardown(() => {
+        for (const name of [pipe, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+      })
+      t.is(blobs.length, earlyValueSegments, 'segments of the value in /dev/shm')
+      child.process.kill(signal)
+      t.deepEqual(await exitWithin(child, 3000), { code: null, signal }, child.stderr())
+      t.false(inShm(pipe))
+      t.deepEqual(blobs.filter(inShm), [], 'the unreceived value’s segment is left in /dev/shm')
+    })
+  }
+}
+
+for (const { backing, env, earlyValueSegments } of BACKINGS) {
+  test(`SIGTERM: a large value sent before a receiver of another process attached still reaches it (${backing})`, async (t) => {
+    const child = runScript(t, SELF_SEND, { args: ['handed'], env })
     const { pipe } = (await child.next()) as { pipe: string }
     const blobs = blobsOf(child.process.pid!, pipe)
     t.teardown(() => {
       for (const name of [pipe, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
     })
-    t.is(blobs.length, 1, 'the value has a segment of its own')
-    child.process.kill(signal)
-    t.deepEqual(await exitWithin(child, 3000), { code: null, signal }, child.stderr())
-    t.false(inShm(pipe))
-    t.deepEqual(blobs.filter(inShm), [], 'the unreceived value’s segment is left in /dev/shm')
+    t.is(blobs.length, earlyValueSegments)
+    await checkHandedOver(t, child, pipe, blobs, backing)
   })
 }
 
-test('SIGTERM: a large value sent before a receiver of another process attached still reaches it', async (t) => {
-  const child = runScript(t, SELF_SEND, { args: ['handed'] })
-  const { pipe } = (await child.next()) as { pipe: string }
-  const blobs = blobsOf(child.process.pid!, pipe)
-  t.teardown(() => {
-    for (const name of [pipe, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
-  })
-  t.is(blobs.length, 1)
+/** The receiving half of the test above: the value reaches a receiver attached here. */
+async function checkHandedOver(
+  t: ExecutionContext,
+  child: Child,
+  pipe: string,
+  blobs: string[],
+  backing: string,
+): Promise<void> {
   const receiver = Receiver.attach(pipe)
   t.teardown(() => receiver.close())
   child.process.kill('SIGTERM')
   t.deepEqual(await exitWithin(child, 3000), { code: null, signal: 'SIGTERM' }, child.stderr())
-  t.true(inShm(pipe), 'the sealed pipe’s name stays while the receiver holds it')
+  if (backing === 'memfd')
+    t.true(inShm(pipe), 'the sealed pipe’s name stays while the receiver holds it')
   const value = (await receiver.get({ timeout: 5000 })) as Uint8Array
   t.is(value.length, 200_000)
   t.true(
@@ -320,13 +356,14 @@ test('SIGTERM: a large value sent before a receiver of another process attached 
   t.deepEqual(blobs.filter(inShm), [], 'received: the receiver removed it')
   receiver.close()
   t.false(inShm(pipe), 'its last holder closed: the name is gone')
-})
+}
 
 // ---------------------------------------------------------------------------------------------
 // V8's out-of-memory abort
 
-test('SIGABRT (V8 out of memory): the pipe, the unreceived value and the manager’s array are removed', async (t) => {
-  const script = `
+for (const { backing, env, earlyValueSegments } of BACKINGS) {
+  test(`SIGABRT (V8 out of memory): the pipe, the unreceived value and the manager’s array are removed (${backing})`, async (t) => {
+    const script = `
     import { createSharedMemoryPair, SharedMemoryManager } from ENTRY
     const manager = new SharedMemoryManager()
     manager.createArray('trust_oom_' + process.pid, Float64Array, [16])
@@ -337,15 +374,16 @@ test('SIGABRT (V8 out of memory): the pipe, the unreceived value and the manager
     const hog = []
     for (;;) hog.push(new Array(100_000).fill({ n: hog.length }))
   `
-  const child = runScript(t, script, { nodeArgs: ['--max-old-space-size=64'] })
-  const { pipe, array } = (await child.next()) as { pipe: string; array: string }
-  const blobs = blobsOf(child.process.pid!, pipe, array)
-  t.teardown(() => {
-    for (const name of [pipe, array, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+    const child = runScript(t, script, { nodeArgs: ['--max-old-space-size=64'], env })
+    const { pipe, array } = (await child.next()) as { pipe: string; array: string }
+    const blobs = blobsOf(child.process.pid!, pipe, array)
+    t.teardown(() => {
+      for (const name of [pipe, array, ...blobs]) rmSync(`/dev/shm/${name}`, { force: true })
+    })
+    t.is(blobs.length, earlyValueSegments, 'segments of the value in /dev/shm')
+    t.true(inShm(pipe) && inShm(array))
+    t.deepEqual(await exitWithin(child, 60_000), { code: null, signal: 'SIGABRT' })
+    t.regex(child.stderr(), /heap out of memory/)
+    t.deepEqual([pipe, array, ...blobs].filter(inShm), [], 'left in /dev/shm')
   })
-  t.is(blobs.length, 1, 'the value has a segment of its own')
-  t.true(inShm(pipe) && inShm(array))
-  t.deepEqual(await exitWithin(child, 60_000), { code: null, signal: 'SIGABRT' })
-  t.regex(child.stderr(), /heap out of memory/)
-  t.deepEqual([pipe, array, ...blobs].filter(inShm), [], 'left in /dev/shm')
-})
+}

@@ -17,6 +17,8 @@
 //!   name it, and unmaps it once released.
 //! - [`CONSUMER_GONE`]: the consumer unmapped it (it closed, or found the producer dead); the
 //!   producer must not reuse it, since no consumer could find it again.
+//! - [`PICKED_UP`]: the consumer has mapped it (what a producer holding a sealed blob for a
+//!   consumer not yet registered waits for).
 //!
 //! Names work as for a blob used once: the producer names a fresh blob in its registry entry
 //! until the record describing it is queued; the consumer unlinks the name as soon as it has
@@ -41,6 +43,10 @@ pub const PHASE: u64 = 3;
 pub const PRODUCER_GONE: u64 = 4;
 /// Flag: the consumer no longer maps it.
 pub const CONSUMER_GONE: u64 = 8;
+/// Flag: the consumer has mapped it. A sealed blob sent before any consumer registered lives
+/// only in its producer's descriptor until then ([`crate::Producer`] holds it), so the producer
+/// lets it go only once this is set.
+pub const PICKED_UP: u64 = 16;
 
 /// A producer keeps at most this many blobs. A stream runs with as many blobs as the queue has
 /// records in flight, plus the one the consumer holds and the one being filled: a producer that
@@ -80,6 +86,19 @@ pub fn release(seg: &Segment) {
     let _ = state_word(seg).fetch_update(Ordering::Release, Ordering::Relaxed, |st| {
         (st & PHASE == SENT).then_some(st & !PHASE | RELEASED)
     });
+}
+
+/// The consumer has mapped `seg` ([`PICKED_UP`]).
+pub fn mark_picked_up(seg: &Segment) {
+    state_word(seg).fetch_or(PICKED_UP, Ordering::AcqRel);
+}
+
+/// Whether the consumer no longer needs `seg`'s producer to hold it: it mapped it, released it
+/// or gave it up.
+#[cfg(target_os = "linux")]
+pub fn needs_no_holder(seg: &Segment) -> bool {
+    let st = state(seg);
+    st & (PICKED_UP | CONSUMER_GONE) != 0 || st & PHASE == RELEASED
 }
 
 /// Sets `flag` ([`PRODUCER_GONE`] or [`CONSUMER_GONE`]) on `seg`, for good.
@@ -378,6 +397,13 @@ impl BlobCache {
             self.blobs.insert(seg.name().to_owned(), seg.clone());
         }
         seg
+    }
+
+    /// Keeps the mapping of a blob that a queued record names, until its message is taken: one
+    /// its producer does not keep (a sealed blob it held for a consumer not yet registered).
+    #[cfg(target_os = "linux")]
+    pub fn hold(&mut self, seg: Segment) {
+        self.blobs.insert(seg.name().to_owned(), Arc::new(seg));
     }
 
     /// Number of mappings kept.

@@ -17,6 +17,9 @@ pub enum BadSegmentReason {
     NotReady,
     /// A size, offset or count inside the segment is out of bounds or inconsistent.
     Corrupt,
+    /// A message's memory is gone: its sender held it (sealed memory sent before any receiver
+    /// registered) and died before a receiver mapped it.
+    SenderDied,
 }
 
 impl fmt::Display for BadSegmentReason {
@@ -28,6 +31,9 @@ impl fmt::Display for BadSegmentReason {
             Self::WrongKind => "segment holds another kind of structure",
             Self::NotReady => "segment was never marked ready by its creator",
             Self::Corrupt => "segment contents are out of bounds or inconsistent",
+            Self::SenderDied => {
+                "the message's sender died before any receiver registered to take its memory"
+            }
         })
     }
 }

@@ -180,9 +180,57 @@ pub(crate) fn open_held(
     Ok((opened, size))
 }
 
+/// Opens, read and write, the memfd named `name` (as given to [`create_sealed`]) that process
+/// `pid` holds open, found among its descriptors in `/proc/<pid>/fd`, if it is owned by our
+/// effective uid and carries all of [`SEALS`]. Returns it with its size; `None` if `pid` holds
+/// no such memory (or `/proc` does not show it).
+///
+/// The link of a memfd reads `/memfd:NAME (deleted)`. The descriptor found may be closed and its
+/// number reused between the look and the open: what was opened is checked ([`verify`]), and
+/// the caller checks the segment in it.
+pub(crate) fn open_by_name(pid: u32, name: &str) -> Option<(OwnedFd, u64)> {
+    let target = format!("/memfd:{name} (deleted)");
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for entry in dir.flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if link.as_os_str().as_encoded_bytes() != target.as_bytes() {
+            continue;
+        }
+        let Ok(path) = std::ffi::CString::new(entry.path().as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            continue;
+        }
+        // SAFETY: `raw` is a descriptor open just returned, owned by nobody else.
+        let opened = unsafe { OwnedFd::from_raw_fd(raw) };
+        if let Some(size) = verify(&opened) {
+            return Some((opened, size));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_memory_is_found_by_name_among_a_processs_descriptors() {
+        let fd = create_sealed("shmpipe:test-open-by-name", 1 << 16).unwrap();
+        let me = std::process::id();
+        let (found, size) = open_by_name(me, "shmpipe:test-open-by-name").expect("found");
+        assert_eq!(size, 1 << 16);
+        assert_eq!(identify(&found).unwrap().0, identify(&fd).unwrap().0);
+        assert!(open_by_name(me, "shmpipe:test-open-by-nam").is_none());
+        drop(fd);
+        drop(found);
+        assert!(open_by_name(me, "shmpipe:test-open-by-name").is_none());
+    }
 
     #[test]
     fn sealed_memory_cannot_be_resized_and_reopens_through_proc() {

@@ -46,6 +46,12 @@ unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` only exposes the base pointer and immutable metadata.
 unsafe impl Sync for Segment {}
 
+/// The memfd label of the sealed segment `name` (what `/proc/<pid>/fd` shows after `/memfd:`).
+#[cfg(target_os = "linux")]
+pub(crate) fn memfd_label(name: &str) -> String {
+    format!("shmpipe:{name}")
+}
+
 impl Segment {
     /// Creates a segment under a fresh random name with a body of `body_size` bytes, in named
     /// shared memory.
@@ -126,7 +132,7 @@ impl Segment {
             record_body + SEGMENT_HEADER_SIZE as u64,
         )?;
         let made = (|| {
-            let fd = crate::memfd::create_sealed(&format!("shmpipe:{name}"), total)?;
+            let fd = crate::memfd::create_sealed(&memfd_label(name), total)?;
             let map = Mapping::from_fd(
                 fd.try_clone().map_err(|e| Error::Os {
                     op: "dup memfd",
@@ -237,7 +243,7 @@ impl Segment {
     pub(crate) fn create_anonymous(kind: SegmentKind, body_size: u64) -> Result<Self> {
         let name = random_name();
         let total = total_len(body_size)?;
-        let fd = crate::memfd::create_sealed(&format!("shmpipe:{name}"), total)?;
+        let fd = crate::memfd::create_sealed(&memfd_label(&name), total)?;
         let map = Mapping::from_fd(fd, total as usize)?;
         write_header(&map, kind, body_size);
         Ok(Self {

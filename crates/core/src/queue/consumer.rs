@@ -7,7 +7,7 @@ use super::layout::{
 };
 use super::ring::{descriptor_name, Ring};
 use crate::blob::{self, BlobCache};
-use crate::error::{Error, Result};
+use crate::error::{BadSegmentReason, Error, Result};
 use crate::event::{wait_until, WaitOptions};
 use crate::presence::PresenceMark;
 use crate::process::ProcessIdentity;
@@ -303,6 +303,29 @@ impl Consumer {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn set_mailbox(&mut self, mailbox: Option<Mailbox>) {
         self.mailbox = mailbox;
+    }
+
+    /// Maps, at registration, the sealed blobs that queued records name and that their
+    /// producers still hold (sent before any consumer registered): from then on they live as
+    /// long as this consumer, whatever becomes of their producers.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn pick_up_held_blobs(&mut self) {
+        let s = self.shared.clone();
+        if !s.sealed_blobs() {
+            return;
+        }
+        let cache = &mut self.blobs;
+        s.for_each_queued_blob(self.read_pos, |name, maker| {
+            if cache.get(name).is_some() {
+                return;
+            }
+            if let Some(seg) = open_held_blob(&s, name, maker) {
+                if blob::is_sent(&seg) && maker == Some(seg.header().creator()) {
+                    blob::mark_picked_up(&seg);
+                    cache.hold(seg);
+                }
+            }
+        });
     }
 
     /// Takes the next message if one is ready, without waiting.
@@ -888,6 +911,13 @@ fn open_blob(
             return Err(s.corrupt());
         }
         cache.insert(seg)
+    } else if let Some(seg) = open_held_blob(s, name, maker) {
+        // A sealed blob sent before we registered: its producer still holds it.
+        if !usable(&seg) {
+            return Err(s.corrupt());
+        }
+        blob::mark_picked_up(&seg);
+        cache.insert(seg)
     } else {
         let mut seg = match Segment::open(name, SegmentKind::Blob, Duration::ZERO) {
             Ok(seg) if usable(&seg) => seg,
@@ -899,6 +929,15 @@ fn open_blob(
                 blob::remove_if_made_by(name, maker);
                 return Err(match failed {
                     Err(e @ Error::BadSegment { .. }) => e,
+                    // A sealed queue's blob that no one holds: its maker held it and died.
+                    Err(Error::NotFound { .. })
+                        if s.sealed_blobs() && !maker.is_some_and(|m| m.is_alive()) =>
+                    {
+                        Error::BadSegment {
+                            name: name.to_owned(),
+                            reason: BadSegmentReason::SenderDied,
+                        }
+                    }
                     _ => s.corrupt(),
                 });
             }
@@ -913,6 +952,25 @@ fn open_blob(
     // After the lookup: what it unmaps is never the blob just received (we hold it).
     cache.sweep();
     Ok((seg, blob_len))
+}
+
+/// The sealed blob `name` of a sealed queue, held by its maker (a producer that sent it before
+/// any consumer registered): opened through `/proc/<maker>/fd`. `None` if the queue is not
+/// sealed or the maker holds no such memory (it handed it over, or is gone).
+#[cfg(target_os = "linux")]
+fn open_held_blob(s: &Ring, name: &str, maker: Option<ProcessIdentity>) -> Option<Segment> {
+    if !s.sealed_blobs() {
+        return None;
+    }
+    let maker = maker?;
+    let label = crate::segment::memfd_label(name);
+    let (fd, _) = crate::memfd::open_by_name(maker.pid, &label)?;
+    Segment::from_sealed_fd(name, fd, SegmentKind::Blob).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_held_blob(_s: &Ring, _name: &str, _maker: Option<ProcessIdentity>) -> Option<Segment> {
+    None
 }
 
 /// Closes the sealed blob that an aborted blob record at `pos` (payload `len`) names, if its

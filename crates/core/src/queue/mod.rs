@@ -41,7 +41,7 @@ const PASSES_OVER_HELD_MARKS: u32 = 3;
 
 /// What one attempt at a producer slot came to.
 enum Registration {
-    Done(Producer),
+    Done(Box<Producer>),
     /// In use, or taken by someone else meanwhile.
     Taken,
     /// Free by its state, but its last owner still holds its presence mark.
@@ -212,7 +212,7 @@ impl Queue {
             let mut held_elsewhere = false;
             for index in 0..s.max_producers {
                 match self.register_producer(index, &me)? {
-                    Registration::Done(producer) => return Ok(producer),
+                    Registration::Done(producer) => return Ok(*producer),
                     Registration::HeldElsewhere => held_elsewhere = true,
                     Registration::Taken => {}
                 }
@@ -293,12 +293,8 @@ impl Queue {
             return Err(Error::StreamEnded);
         }
         h.data_event.notify();
-        Ok(Registration::Done(Producer::new(
-            s.clone(),
-            index,
-            generation,
-            mark,
-        )))
+        let producer = Producer::new(s.clone(), index, generation, mark);
+        Ok(Registration::Done(Box::new(producer)))
     }
 
     /// Whether the producer slot `index` (entry `e`), seen as `word`, may be taken by a new
@@ -387,7 +383,10 @@ impl Queue {
         #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut consumer = Consumer::new(s.clone(), mark);
         #[cfg(target_os = "linux")]
-        consumer.set_mailbox(mailbox);
+        {
+            consumer.set_mailbox(mailbox);
+            consumer.pick_up_held_blobs();
+        }
         Ok(consumer)
     }
 }

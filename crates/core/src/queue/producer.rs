@@ -47,6 +47,11 @@ pub struct Producer {
     /// This registration's presence mark ([`crate::presence`]), dropped after its final state is
     /// stored; `None` where marks are unavailable.
     mark: Option<PresenceMark>,
+    /// Sealed blobs sent before any consumer registered. Their memory lives only in this
+    /// process's descriptors until a consumer maps them (it finds them through
+    /// `/proc/<pid>/fd`), so they are held until then; closing hands the rest over
+    /// ([`Producer::hand_over_held`]).
+    held: Vec<Segment>,
     closed: bool,
 }
 
@@ -98,11 +103,19 @@ struct Claimed {
     ptr: *mut u8,
     len: usize,
     target: Target,
+    /// A fresh sealed blob for a queue with no consumer registered: it stays in this producer
+    /// (no mailbox to pass it to) until a consumer maps it.
+    held: bool,
 }
 
 // SAFETY: the claimed record (and blob segment) belongs to this loan alone until it is committed
 // or aborted; the mapping is kept alive by the `Arc`.
 unsafe impl Send for RawLoan {}
+
+/// How long a closing producer waits for room in a full consumer mailbox when it hands over a
+/// held sealed blob, before it makes a named copy instead.
+#[cfg(target_os = "linux")]
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Producer {
     pub(crate) fn new(
@@ -126,6 +139,7 @@ impl Producer {
             #[cfg(target_os = "linux")]
             mailbox: crate::fd_mailbox::MailboxSender::new(),
             mark,
+            held: Vec::new(),
             closed: false,
         }
     }
@@ -348,7 +362,9 @@ impl Producer {
             }
             if let Target::Fresh(seg, generation) = std::mem::replace(&mut c.target, Target::Inline)
             {
-                if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
+                if c.held {
+                    self.held.push(*seg);
+                } else if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
                     self.kept.keep(*seg, generation);
                 }
             }
@@ -516,6 +532,7 @@ impl Producer {
             ptr,
             len: len as usize,
             target,
+            held: false,
         };
         #[cfg(target_os = "linux")]
         self.pass_sealed_blob(&mut claimed, wait)?;
@@ -529,14 +546,16 @@ impl Producer {
         if let Some(seg) = self.kept.reuse(len, generation) {
             return Ok(Target::Reused(seg));
         }
-        // A sealed queue with a registered consumer: sealed memory, passed to the consumer's
-        // mailbox once the record is claimed. Otherwise (no consumer yet, to take it over when
-        // it comes, or the named backing) a named segment.
+        // A sealed queue: sealed memory, passed to the consumer's mailbox once the record is
+        // claimed, or held here until a consumer registers and maps it (not kept for reuse then:
+        // no consumer generation would find it again). The named backing: a named segment.
         #[cfg(target_os = "linux")]
-        if self.shared.sealed_blobs() && consumer_state(consumer) == entry::ACTIVE {
+        if self.shared.sealed_blobs() {
+            self.let_go_of_picked_up();
+            let keep = consumer_state(consumer) == entry::ACTIVE && self.kept.would_keep(len);
             return match Segment::create_anonymous(SegmentKind::Blob, len) {
                 Ok(seg) => {
-                    blob::init(&seg, self.kept.would_keep(len));
+                    blob::init(&seg, keep);
                     Ok(Target::Fresh(Box::new(seg), generation))
                 }
                 Err(e) => self.short_of_memory(e, len, generation),
@@ -583,12 +602,19 @@ impl Producer {
         wait: Option<&WaitOptions>,
     ) -> Result<()> {
         use crate::fd_mailbox::SendError;
-        let Target::Fresh(seg, generation) = &claimed.target else {
+        let Target::Fresh(seg, _) = &claimed.target else {
             return Ok(());
         };
         if seg.backing() != crate::Backing::Memfd {
             return Ok(());
         }
+        let consumer = self.shared.header().consumer.state.load(Ordering::Acquire);
+        if consumer_state(consumer) != entry::ACTIVE {
+            claimed.held = true;
+            return Ok(());
+        }
+        // The consumer registered after the blob was made: the address is the current one's.
+        let generation = &consumer_generation(consumer);
         let token = crate::name::generated_bits(seg.name()).expect("a generated name");
         // A full mailbox (hundreds of unread blobs) is waited for as the put would wait for
         // space: up to its timeout, not at all for a try, and no longer than the consumer lives.
@@ -626,6 +652,53 @@ impl Producer {
         claimed.abort(&self.shared);
         claimed.target = Target::Inline;
         Err(failed)
+    }
+
+    /// Closes the held sealed blobs that a consumer has mapped (or no longer needs).
+    #[cfg(target_os = "linux")]
+    fn let_go_of_picked_up(&mut self) {
+        self.held.retain(|seg| !blob::needs_no_holder(seg));
+    }
+
+    /// Hands the held sealed blobs that no consumer has mapped yet to someone who outlives this
+    /// producer: the registered consumer's mailbox, or else, while a consumer may still come, a
+    /// named segment of the same name and bytes, which the consumer opens by name. What neither
+    /// can take (no room in `/dev/shm`) is lost, and its record reads as a bad segment; after the
+    /// consumer closed, nobody will read it.
+    #[cfg(target_os = "linux")]
+    fn hand_over_held(&mut self) {
+        self.let_go_of_picked_up();
+        for seg in std::mem::take(&mut self.held) {
+            let consumer = self.shared.header().consumer.state.load(Ordering::Acquire);
+            if blob::needs_no_holder(&seg) || consumer_state(consumer) == entry::CLOSED {
+                continue;
+            }
+            if consumer_state(consumer) == entry::ACTIVE {
+                let token = crate::name::generated_bits(seg.name()).expect("a generated name");
+                let shared = self.shared.clone();
+                let alive = || shared.consumer_alive(consumer);
+                let address = self.shared.mailbox_address(consumer_generation(consumer));
+                let soon = std::time::Instant::now().checked_add(HAND_OVER_WAIT);
+                if self
+                    .mailbox
+                    .send(&address, token, seg.fd(), soon, &alive)
+                    .is_ok()
+                {
+                    continue;
+                }
+            }
+            let len = seg.body_len();
+            if let Ok(mut named) = Segment::create_named(seg.name(), SegmentKind::Blob, len as u64)
+            {
+                // SAFETY: both bodies are `len` bytes, mapped for as long as `seg` and `named`
+                // live; `named` is fresh and ours alone, and `seg` is ours, sealed (its size is
+                // fixed), and read only: its consumer, if any, only reads it.
+                unsafe { std::ptr::copy_nonoverlapping(seg.body_ptr(), named.body_ptr(), len) };
+                blob::init(&named, false);
+                named.publish_ready();
+                named.disown();
+            }
+        }
     }
 
     /// Sets how many bytes of sent blobs this producer keeps for reuse (see the `blob` module);
@@ -721,6 +794,8 @@ impl Producer {
         }
         self.closed = true;
         self.kept.clear();
+        #[cfg(target_os = "linux")]
+        self.hand_over_held();
         let h = self.shared.header();
         let identity = &self.entry().identity;
         let word = identity.load();

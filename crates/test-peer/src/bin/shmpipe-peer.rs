@@ -158,6 +158,18 @@ fn main() {
             p.wait_for_all_ack(&forever).unwrap();
             say("acked");
         }
+        "send-and-exit" => {
+            // `send-and-exit NAME ID BYTES`: one patterned message, then close and exit at once,
+            // without waiting for a receiver.
+            let q = Queue::open(&args[1]).unwrap();
+            let (id, bytes): (u32, u64) = (arg(&args, 2), arg(&args, 3));
+            let mut p = q.producer().unwrap();
+            let mut loan = p.reserve(pattern::HEADER as u64 + bytes, &forever).unwrap();
+            pattern::write(id, 0, loan.as_mut_slice());
+            loan.commit().unwrap();
+            p.close();
+            say("closed");
+        }
         "produce-huge" => {
             let q = Queue::open(&args[1]).unwrap();
             let (id, bytes): (u32, u64) = (arg(&args, 2), arg(&args, 3));
