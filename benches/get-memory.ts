@@ -3,7 +3,7 @@
  * from a child process, through a pipe with the default options, as a new user would.
  *
  *     node --import=tsx benches/get-memory.ts [--write] [--quick] [--count=10000]
- *         [--keep-count=1000] [--json=file]
+ *         [--keep-count=1000] [--json]
  *
  * Four receivers run one after the other, each in a fresh process that forks its sender:
  * - dropping: takes `--count` values and drops each one, with `--max-old-space-size` at Node's
@@ -16,14 +16,14 @@
  * Every value is a Buffer filled with a byte of its own and stamped with its sequence number
  * every 4 KiB; the dropping receivers check the stamps at both ends of each value. Memory is
  * sampled every 10 values and at the end. Prints one line per receiver (stderr), then the table
- * (stdout); `--write` puts it into docs/benchmarks.md (section `get-memory`). `--quick`: 40
- * values of 10 MB, keeping 4 (what `__test__/bench-smoke.test.ts` runs).
+ * (stdout; with `--json`, to stderr, and the reports as one JSON line on stdout); `--write` puts
+ * it into docs/benchmarks.md (section `get-memory`). `--quick`: 40 values of 10 MB, keeping 4
+ * (what `__test__/bench-smoke.test.ts` runs).
  *
  * @module
  */
 
 import { fork } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 
@@ -235,11 +235,13 @@ function table(reports: ReceiverReport[]): string {
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick')
   const write = process.argv.includes('--write')
+  const json = process.argv.includes('--json')
+  const print = json ? console.error : console.log
   const count = Number(option('count') ?? (quick ? 40 : 10_000))
   const keepCount = Number(option('keep-count') ?? (quick ? 40 : 1_000))
   const machine = machineLine()
   const loadBefore = os.loadavg()[0]!
-  console.log(`machine: ${machine}; load average ${loadBefore.toFixed(1)}`)
+  print(`machine: ${machine}; load average ${loadBefore.toFixed(1)}`)
   const started = performance.now()
   const plans: ReceiverPlan[] = [
     { mode: 'drop', count, heapMiB: null },
@@ -256,16 +258,13 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - started) / 1000
   const load = `load average ${loadBefore.toFixed(1)} before, ${os.loadavg()[0]!.toFixed(1)} after`
   const text = table(reports)
-  console.log(`\n${text}\n\nget() memory benchmark: ${seconds.toFixed(0)} s, ${load}`)
-  const json = option('json')
-  if (json) writeFileSync(json, `${JSON.stringify({ machine, reports }, null, 2)}\n`)
+  print(`\n${text}\n\nget() memory benchmark: ${seconds.toFixed(0)} s, ${load}`)
+  if (json) console.log(JSON.stringify({ machine, reports }))
   if (write && !quick) {
     const date = new Date().toISOString().slice(0, 10)
-    await writeBenchmarkSection(
-      'get-memory',
-      `Measured ${date} by \`npm run bench:get-memory\` (${seconds.toFixed(0)} s, ${load}) on ${machine}.\n\n${text}`,
-    )
-    console.log(`wrote the get-memory section of ${BENCHMARKS_DOC}`)
+    const block = `Measured ${date} by \`npm run bench:get-memory\` (${seconds.toFixed(0)} s, ${load}) on ${machine}.\n\n${text}`
+    await writeBenchmarkSection('get-memory', block)
+    print(`wrote the get-memory section of ${BENCHMARKS_DOC}`)
   }
   // A missed bar is a finding, not a failure of the benchmark; a broken receiver is.
   if (reports.some((r) => r.error !== undefined || r.bad > 0 || r.keptIntact !== r.kept))

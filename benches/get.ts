@@ -81,11 +81,7 @@ async function main(): Promise<void> {
     `\n${tables.join('\n\n')}\n\nget() benchmark: ${runs} run(s), ${seconds.toFixed(0)} s, ${load}`,
   )
   const json = option('json')
-  if (json)
-    writeFileSync(
-      json,
-      `${JSON.stringify({ machine, runs, cells: cells.map((c) => ({ ...c, result: c.result })) }, null, 2)}\n`,
-    )
+  if (json) writeFileSync(json, `${JSON.stringify({ machine, runs, cells }, null, 2)}\n`)
   const failed = cells.filter(
     (c) =>
       c.result.error !== undefined || c.result.bad > 0 || c.result.delivered !== c.result.expected,

@@ -29,7 +29,7 @@ export const PEER_SIZE = 1e7
 export const SMALL_SIZE = 100
 
 /** The sizes of `--quick`: one value stored inline in the default ring, one in a segment. */
-export const QUICK_LARGE_SIZES = [1e6, 2e7] as const
+export const QUICK_LARGE_SIZES = [1e6, 1e7] as const
 
 /** One cell to run. */
 export interface CellPlan {
