@@ -1,4 +1,6 @@
 /**
+ * The quick modes of the transport benchmark and of the `get()` benchmarks (issue 16).
+ *
  * The transport benchmark's quick mode (`benches/transport.ts --quick`): every transport at a
  * small and a large size, a handful of messages each, every byte checked. Keeps the harness from
  * rotting silently: each transport must deliver every message, in order, with the right bytes,
@@ -6,12 +8,21 @@
  */
 
 import { readdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 
 import test from 'ava'
 
-import { QUICK_SIZES, TRANSPORTS } from '../benches/transport/common.js'
+import {
+  cellName,
+  COLUMNS,
+  planRun,
+  QUICK_LARGE_SIZES,
+  runGetBenchmark,
+} from '../benches/get/cells.js'
+import { Results, throughputTable } from '../benches/get/report.js'
+import { QUICK_SIZES, SHAPES, TRANSPORTS } from '../benches/transport/common.js'
 import { childPids, runBenchmark } from '../benches/transport/driver.js'
-import { shmSegments } from './helpers/processes.js'
+import { shmSegments, spawnNode } from './helpers/processes.js'
 
 test('quick mode: every transport delivers every message with the right bytes', async (t) => {
   const before = shmSegments()
@@ -49,4 +60,72 @@ test('quick mode: every transport delivers every message with the right bytes', 
     [...childPids].some((pid) => f.startsWith(`shmpipe-bench-${pid}-`)),
   )
   t.deepEqual(sockets, [], 'zeromq ipc:// sockets left in /tmp')
+})
+
+test('get() benchmark, quick: every cell delivers every value of every shape with the right contents', async (t) => {
+  const before = shmSegments()
+  const cells = await runGetBenchmark({ runs: 1, largeSizes: QUICK_LARGE_SIZES, quick: true })
+  const plan = planRun(QUICK_LARGE_SIZES, true)
+  t.is(cells.length, plan.length)
+  // Every column and shape the bars need is planned: the baselines, get(), receive(), the peers.
+  for (const column of COLUMNS)
+    t.true(
+      plan.some((p) => p.column === column),
+      column,
+    )
+  for (const shape of SHAPES) t.true(plan.some((p) => p.column === 'get' && p.shape === shape))
+  for (const c of cells) {
+    const what = cellName(c)
+    const r = c.result
+    t.is(r.error, undefined, what)
+    t.true(r.expected > 0, `${what}: nothing was planned`)
+    t.is(r.delivered, r.expected, `${what}: values delivered`)
+    t.is(r.bad, 0, `${what}: values with wrong contents or out of order`)
+    t.true(r.gbps > 0 && Number.isFinite(r.gbps), `${what}: throughput`)
+  }
+  // Each get() row of the table has a ratio to the out-of-cache memcpy.
+  const table = throughputTable(new Results(cells), QUICK_LARGE_SIZES, [...SHAPES])
+  t.is(table.split('\n').length, 2 + QUICK_LARGE_SIZES.length * SHAPES.length)
+  t.false(table.includes('–'), table)
+  const left = [...shmSegments()].filter(([name, pid]) => !before.has(name) && childPids.has(pid))
+  t.deepEqual(left, [], 'shmpipe segments left in /dev/shm by the benchmark processes')
+})
+
+interface GetMemoryReport {
+  reports: {
+    mode: 'drop' | 'keep'
+    count: number
+    heapMiB: number | null
+    received: number
+    bad: number
+    kept: number
+    keptIntact: number
+    peakTotal: number
+    peakPrivate: number
+    peakShared: number
+    error?: string
+  }[]
+}
+
+test('get() memory benchmark, quick: receivers get every value intact and count the pipe’s shared memory', async (t) => {
+  const script = fileURLToPath(new URL('../benches/get-memory.ts', import.meta.url))
+  const child = spawnNode(t, ['--import=tsx', script, '--quick', '--json'])
+  const { reports } = (await child.next(120_000)) as GetMemoryReport
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+  t.deepEqual(
+    reports.map((r) => `${r.mode} ${r.heapMiB}`),
+    ['drop null', 'drop 512', 'keep null', 'keep 512'],
+  )
+  for (const r of reports) {
+    const what = `${r.mode}, heap ${r.heapMiB}`
+    t.is(r.error, undefined, what)
+    t.is(r.received, r.count, what)
+    t.is(r.bad, 0, `${what}: values with wrong contents`)
+    t.is(r.kept, r.mode === 'keep' ? r.count / 10 : 0, what)
+    t.is(r.keptIntact, r.kept, `${what}: kept values intact`)
+    // The pipe's shared memory is seen: its 16 MiB ring, and segments of their own for values
+    // of 10 MB.
+    t.true(r.peakShared >= 16 * 2 ** 20 + 1e7, `${what}: shared memory ${r.peakShared}`)
+    t.true(r.peakPrivate > 0 && r.peakTotal >= r.peakPrivate + 1e7, what)
+  }
 })

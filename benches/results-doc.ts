@@ -19,6 +19,8 @@ export const BENCHMARK_SECTIONS = {
   'benches/backing.ts': 'backing-bench',
   'benches/seed003.ts': 'seed003',
   'benches/seed004.ts': 'seed004',
+  'benches/get.ts': 'get-bench',
+  'benches/get-memory.ts': 'get-memory',
 } as const
 
 /** The markers around section `key`. */

@@ -11,7 +11,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 
 import {
-  makePayload,
+  makeValue,
   childExecArgv,
   repoRoot,
   roleScript,
@@ -49,9 +49,9 @@ export function childProcessConsumer(cfg: CellConfig): ConsumerSide {
 
 /** The producer's side (forked by the consumer): sends on its IPC channel. */
 export function childProcessProducer(cfg: CellConfig): ProducerSide {
-  const { size, verify, window } = cfg
+  const { verify, window } = cfg
   const inbox = parentInbox()
-  const payload = verify ? null : makePayload(size, false, 0)
+  const payload = verify ? null : makeValue(cfg, 0)
   let seq = 0
   let inFlight = 0
   let wake: (() => void) | null = null
@@ -70,7 +70,7 @@ export function childProcessProducer(cfg: CellConfig): ProducerSide {
       for (let i = 0; i < n; i++) {
         while (inFlight >= window) await new Promise<void>((resolve) => (wake = resolve))
         if (failure) throw failure
-        const p = payload ?? makePayload(size, true, seq)
+        const p = payload ?? makeValue(cfg, seq)
         seq++
         inFlight++
         process.send!(p, undefined, {}, sent)

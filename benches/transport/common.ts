@@ -14,6 +14,7 @@
  */
 
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
 
 /**
  * The transports compared, in table order. `memcpy` is the one-process baseline; `shmpipe` is
@@ -101,7 +102,38 @@ export interface CellConfig {
    * its sequence number), instead of the length and two bytes of one reused payload.
    */
   verify: boolean
+  /** What each message is ({@link ValueShape}); a Buffer if unset. */
+  shape?: ValueShape
+  /**
+   * shmpipe only: the consumer creates its pipe with the library's default options (no
+   * `capacity`, no `bytes`) and forks the producer itself, so values go from a child process to
+   * its parent as in a new user's first program. Unset: the benchmark's ring (`pipeBytes`,
+   * `window`), with the producer started by the driver.
+   */
+  newUser?: boolean
+  /** memcpy only: which copy ({@link MemcpyKind}); `ring` if unset. */
+  memcpy?: MemcpyKind
 }
+
+/**
+ * What a message is: `buffer`, a Buffer of the size; `float64array`, a Float64Array of size / 8
+ * elements; `object`, `{ id, data }` with `data` such a Float64Array (a frame as the seeds send
+ * it). The typed-array shapes need a size that is a multiple of 8.
+ */
+export type ValueShape = 'buffer' | 'float64array' | 'object'
+/** Every {@link ValueShape}, in table order. */
+export const SHAPES: readonly ValueShape[] = ['buffer', 'float64array', 'object']
+
+/**
+ * The memcpy baselines (`Buffer.copy` in one process):
+ * - `ring`: one source into destinations spanning the shmpipe ring (`pipeBytes`);
+ * - `cold`: source and destination both rotate over {@link COLD_SPAN} (or one message, if larger),
+ *   so neither is in the cache: the cost of moving the bytes through memory once;
+ * - `hot`: the same source into the same destination every time (in the cache up to its size).
+ */
+export type MemcpyKind = 'ring' | 'cold' | 'hot'
+/** The span the `cold` memcpy's source and destination each rotate over: 512 MiB. */
+export const COLD_SPAN = 512 * 1024 * 1024
 
 /**
  * The benchmark's shmpipe ring: 64 MiB, the ring of the published figures (the library's default is
@@ -175,6 +207,77 @@ export function makePayload(size: number, verify: boolean, seq: number): Buffer 
   const b = Buffer.allocUnsafeSlow(size)
   for (let i = 0; i < size; i++) b[i] = stamp(seq, i)
   return b
+}
+
+/** Element of the reused Float64Array payload (`verify: false`). */
+export const FILL_F64 = 1.5
+
+/** A Float64Array of `size / 8` elements: {@link FILL_F64}, or stamped with `seq`. */
+function makeFloats(size: number, verify: boolean, seq: number): Float64Array {
+  if (size % 8 !== 0) throw new Error(`a Float64Array payload needs a multiple of 8 bytes, not ${size}`) // prettier-ignore
+  const a = new Float64Array(size / 8)
+  if (!verify) return a.fill(FILL_F64)
+  for (let i = 0; i < a.length; i++) a[i] = stamp(seq, i)
+  return a
+}
+
+function checkFloats(m: unknown, size: number, verify: boolean, seq: number): boolean {
+  if (!(m instanceof Float64Array) || m.length * 8 !== size) return false
+  const n = m.length
+  if (!verify) return m[0] === FILL_F64 && m[n - 1] === FILL_F64
+  for (let i = 0; i < n; i++) if (m[i] !== stamp(seq, i)) return false
+  return true
+}
+
+/** Message `seq` of the cell: of `cfg.shape`, `cfg.size` bytes of data ({@link makePayload}). */
+export function makeValue(cfg: CellConfig, seq: number): unknown {
+  const { size, verify } = cfg
+  switch (cfg.shape ?? 'buffer') {
+    case 'buffer':
+      return makePayload(size, verify, seq)
+    case 'float64array':
+      return makeFloats(size, verify, seq)
+    case 'object':
+      return { id: verify ? seq : 0, data: makeFloats(size, verify, seq) }
+  }
+}
+
+/** Whether `m` is message `seq` of the cell, checked as {@link checkMessage} does for Buffers. */
+export function checkValue(m: unknown, cfg: CellConfig, seq: number): boolean {
+  const { size, verify } = cfg
+  switch (cfg.shape ?? 'buffer') {
+    case 'buffer':
+      return checkMessage(m, size, verify, seq)
+    case 'float64array':
+      return checkFloats(m, size, verify, seq)
+    case 'object': {
+      if (typeof m !== 'object' || m === null) return false
+      const { id, data } = m as { id?: unknown; data?: unknown }
+      return id === (verify ? seq : 0) && checkFloats(data, size, verify, seq)
+    }
+  }
+}
+
+/**
+ * How a byte transport (zeromq) carries a message of `cfg.shape`: a Buffer as its bytes, any
+ * other shape as `v8.serialize` writes it (what a user of such a transport has to do).
+ */
+export function toBytes(cfg: CellConfig, value: unknown): Buffer {
+  return (cfg.shape ?? 'buffer') === 'buffer' ? (value as Buffer) : v8.serialize(value)
+}
+
+/** The value of a message {@link toBytes} made. */
+export function fromBytes(cfg: CellConfig, bytes: Buffer): unknown {
+  return (cfg.shape ?? 'buffer') === 'buffer' ? bytes : v8.deserialize(bytes)
+}
+
+/** Whether `m` is a payload rather than a control message (which is an object with a `type`). */
+export function isPayload(m: unknown): boolean {
+  return !(
+    typeof m === 'object' &&
+    m !== null &&
+    typeof (m as { type?: unknown }).type === 'string'
+  )
 }
 
 /**

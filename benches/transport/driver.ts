@@ -175,9 +175,10 @@ async function transportCell(cfg: CellConfig, procs: Proc[]): Promise<Measured> 
   const resultP = nextMessage(consumer, 'result') as Promise<ResultMessage>
   resultP.catch(() => {})
   let startsP: Promise<string[]> | undefined
-  if (isShmpipe(cfg.transport) || cfg.transport === 'zeromq') {
+  if ((isShmpipe(cfg.transport) && !cfg.newUser) || cfg.transport === 'zeromq') {
     // The driver starts the producer at the same time (saving a process start-up), hands it the
-    // consumer's endpoint once it is ready, and relays "go" to it.
+    // consumer's endpoint once it is ready, and relays "go" to it. (A `newUser` shmpipe consumer
+    // forks its producer itself, as `child_process`'s does.)
     const producer = start(['producer', JSON.stringify(cfg)])
     procs.push(producer)
     consumer.child.on('message', (m) => {

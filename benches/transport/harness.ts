@@ -7,8 +7,9 @@
  */
 
 import {
-  checkMessage,
+  checkValue,
   isControl,
+  isPayload,
   now,
   roundCount,
   type CellConfig,
@@ -47,7 +48,6 @@ export function eventConsumer(
     afterEach?: (delivered: number) => void
   },
 ): { side: ConsumerSide; onMessage: (m: unknown) => void } {
-  const { size, verify } = cfg
   let delivered = 0
   let bad = 0
   let target = 0
@@ -56,8 +56,8 @@ export function eventConsumer(
   let starts: (s: string[]) => void = () => {}
   const startsReceived = new Promise<string[]>((resolve) => (starts = resolve))
   const onMessage = (m: unknown): void => {
-    if (m instanceof Uint8Array) {
-      if (!checkMessage(m, size, verify, delivered++)) bad++
+    if (isPayload(m)) {
+      if (!checkValue(m, cfg, delivered++)) bad++
       transport.afterEach?.(delivered)
       if (delivered === target && wake !== null) {
         const w = wake

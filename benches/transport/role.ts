@@ -1,7 +1,7 @@
 /**
  * The script of every benchmark child:
  *
- *     node --import=tsx benches/transport/role.ts <consumer|producer|memcpy> <cell-config-json>
+ *     node --import=tsx benches/transport/role.ts <consumer|producer|memcpy> <cell-config-json> [endpoint]
  *
  * or, for worker_threads, a Worker with `workerData = { role: 'producer', cfg }`. It reports to
  * its parent over IPC (the Worker: over its port).
@@ -51,7 +51,7 @@ async function consumerSide(cfg: CellConfig): Promise<ConsumerSide> {
 }
 
 async function main(): Promise<void> {
-  const [role, json] = isMainThread
+  const [role, json, endpointArg] = isMainThread
     ? process.argv.slice(2)
     : [(workerData as { role: string }).role, JSON.stringify((workerData as { cfg: unknown }).cfg)]
   const cfg = JSON.parse(json!) as CellConfig
@@ -69,9 +69,10 @@ async function main(): Promise<void> {
     if (t === 'child_process') side = childProcessProducer(cfg)
     else if (t === 'worker_threads') side = workerThreadsProducer(cfg)
     else {
-      // Started by the driver together with the consumer: the endpoint comes once it is ready.
+      // Started by the driver together with the consumer, the endpoint comes once it is ready;
+      // forked by the consumer (shmpipe, `newUser`), it is the argument after the config.
       const inbox = parentInbox()
-      const { endpoint } = await inbox.next('ready')
+      const endpoint = endpointArg ?? (await inbox.next('ready')).endpoint
       side =
         t === 'zeromq'
           ? zeromqProducer(cfg, endpoint, inbox)

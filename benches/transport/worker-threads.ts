@@ -11,13 +11,7 @@
 import { pathToFileURL } from 'node:url'
 import { parentPort, Worker } from 'node:worker_threads'
 
-import {
-  isControl,
-  makePayload,
-  roleScript,
-  type CellConfig,
-  type ControlMessage,
-} from './common.js'
+import { isControl, makeValue, roleScript, type CellConfig, type ControlMessage } from './common.js'
 import { eventConsumer, Inbox, type ConsumerSide, type ProducerSide } from './harness.js'
 
 /** Acknowledge after this many messages. */
@@ -51,7 +45,7 @@ export function workerThreadsConsumer(cfg: CellConfig): ConsumerSide {
 
 /** The producer's side (in the Worker): posts to the main thread. */
 export function workerThreadsProducer(cfg: CellConfig): ProducerSide {
-  const { size, verify, window } = cfg
+  const { verify, window } = cfg
   const port = parentPort!
   const inbox = new Inbox()
   let acked = 0
@@ -66,13 +60,13 @@ export function workerThreadsProducer(cfg: CellConfig): ProducerSide {
       }
     } else inbox.push(m)
   })
-  const payload = verify ? null : makePayload(size, false, 0)
+  const payload = verify ? null : makeValue(cfg, 0)
   let seq = 0
   return {
     async send(n) {
       for (let i = 0; i < n; i++) {
         while (seq - acked >= window) await new Promise<void>((resolve) => (wake = resolve))
-        port.postMessage(payload ?? makePayload(size, true, seq))
+        port.postMessage(payload ?? makeValue(cfg, seq))
         seq++
       }
     },

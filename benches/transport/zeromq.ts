@@ -3,7 +3,9 @@
  * the driver starts the producer, which connects a PUSH socket and `await send(payload)`s; the
  * consumer `await receive()`s. Both high-water marks are `window` messages. zeromq.js copies
  * messages of at most 128 bytes and hands larger ones over without a copy on both ends (libzmq
- * still copies them through the socket). "go" and the start times go through the driver.
+ * still copies them through the socket). A message that is not a Buffer (`CellConfig.shape`)
+ * travels as `v8.serialize` writes it and is `v8.deserialize`d by the consumer, as a user of a byte
+ * transport would send it. "go" and the start times go through the driver.
  *
  * @module
  */
@@ -13,12 +15,11 @@ import { rmSync } from 'node:fs'
 
 import { Pull, Push } from 'zeromq'
 
-import { checkMessage, makePayload, type CellConfig } from './common.js'
+import { checkValue, fromBytes, makeValue, toBytes, type CellConfig } from './common.js'
 import { sendToParent, type ConsumerSide, type Inbox, type ProducerSide } from './harness.js'
 
 /** The consumer's side: binds a PULL socket to a fresh `ipc:///tmp/…` address. */
 export async function zeromqConsumer(cfg: CellConfig): Promise<ConsumerSide> {
-  const { size, verify } = cfg
   const path = `/tmp/shmpipe-bench-${process.pid}-${randomBytes(4).toString('hex')}.ipc`
   const endpoint = `ipc://${path}`
   const pull = new Pull({ receiveHighWaterMark: cfg.window })
@@ -30,7 +31,7 @@ export async function zeromqConsumer(cfg: CellConfig): Promise<ConsumerSide> {
     async receive(n) {
       for (let i = 0; i < n; i++) {
         const [m] = await pull.receive()
-        if (!checkMessage(m, size, verify, delivered++)) bad++
+        if (!checkValue(fromBytes(cfg, m!), cfg, delivered++)) bad++
       }
     },
     go: (n) => void sendToParent({ type: 'go', n }),
@@ -50,17 +51,17 @@ export async function zeromqConsumer(cfg: CellConfig): Promise<ConsumerSide> {
 
 /** The producer's side: connects a PUSH socket to `endpoint`; control goes through the driver. */
 export function zeromqProducer(cfg: CellConfig, endpoint: string, inbox: Inbox): ProducerSide {
-  const { size, verify } = cfg
+  const { verify } = cfg
   const push = new Push({ sendHighWaterMark: cfg.window })
   push.connect(endpoint)
-  const payload = verify ? null : makePayload(size, false, 0)
+  const payload = verify ? null : makeValue(cfg, 0)
   let seq = 0
   return {
     async send(n) {
       for (let i = 0; i < n; i++) {
-        const p = payload ?? makePayload(size, true, seq)
+        const p = payload ?? makeValue(cfg, seq)
         seq++
-        await push.send(p)
+        await push.send(toBytes(cfg, p))
       }
     },
     nextGo: async () => (await inbox.next('go')).n,
