@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Past this many outstanding bytes, `get()` turns the event loop before it resolves and the
 /// synchronous takes hand out copies without a finalizer. Above what V8 lets pile up between two
 /// full collections (about 40 MB), so a stream does not turn the loop for every value.
-pub const BOUND_BYTES: usize = 128 << 20;
+pub const BOUND_BYTES: usize = 64 << 20;
 
 /// Bytes in external Buffers made by [`external_buffer`] and not yet finalized.
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
