@@ -87,8 +87,11 @@ export declare class NativeArray {
 
 /** The queue's receiver. */
 export declare class NativeConsumer {
-  /** This receiver's handle for the fast free functions (`consumerTryRecvInto`). */
-  handle(): ExternalObject<ConsumerHandle>
+  /**
+   * This receiver's handle for the fast free functions (`consumerTryRecvInto`); a `sync` one
+   * is for callers that cannot turn the event loop (`getNowait`).
+   */
+  handle(sync: boolean): ExternalObject<ConsumerHandle>
   /** The next message if one is ready (null otherwise). */
   tryRecv(): Buffer | null
   /** The next message, blocking this thread while the queue is empty. */
@@ -241,15 +244,15 @@ export declare function cleanSegments(options?: NativeCleanOptions | undefined |
  * Takes the next message if one is ready, like `NativeConsumer.tryRecv`, but copies a message
  * stored inline that fits into `scratch` there and returns its length (the message is released
  * at once). Any other message comes back as a Buffer, as from `tryRecv`; `null` when none is
- * ready. `sync` says the caller cannot turn the event loop (`getNowait`): past the bound of
- * external bytes not yet finalized, a large message is then copied into a Buffer Node allocates
- * (see `to_buffer`).
+ * ready. A handle made for a caller that cannot turn the event loop (`getNowait`) copies a
+ * large message into a Buffer Node allocates once the external bytes not yet finalized are past
+ * their bound (see `to_buffer`).
  *
  * A free function on the receiver's [`handle`](NativeConsumer::handle): a class method's
  * receiver checks cost napi-rs about 200 ns per call, and a new Buffer about as much again, more
  * than the rest of receiving a small message.
  */
-export declare function consumerTryRecvInto(handle: ExternalObject<ConsumerHandle>, scratch: Uint8Array, sync: boolean): number | Buffer | null
+export declare function consumerTryRecvInto(handle: ExternalObject<ConsumerHandle>, scratch: Uint8Array): number | Buffer | null
 
 /**
  * Version of this native addon crate (the workspace version).

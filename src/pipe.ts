@@ -618,6 +618,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   readonly backing: Backing
   #end: EndState<NativeConsumer>
   #handle: NativeConsumerHandle | null = null
+  #syncHandle: NativeConsumerHandle | null = null
   /** Bytes of the last message taken (how long the next wait may spin depends on it). */
   #lastLength = 0
   /** Whether the value just taken must wait for a turn of the event loop ({@link #handOut}). */
@@ -652,8 +653,14 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** The receiver's handle for the addon's fast functions. */
   get #fast(): NativeConsumerHandle {
-    this.#handle ??= call(() => this.#consumer.handle())
+    this.#handle ??= call(() => this.#consumer.handle(false))
     return this.#handle
+  }
+
+  /** The same for callers that cannot turn the event loop ({@link Receiver.#tryTake}). */
+  get #fastSync(): NativeConsumerHandle {
+    this.#syncHandle ??= call(() => this.#consumer.handle(true))
+    return this.#syncHandle
   }
 
   /**
@@ -663,8 +670,8 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * the loop before handing the value out.
    */
   #tryTake(sync: boolean): unknown {
-    const handle = this.#fast
-    const got = call(() => native.consumerTryRecvInto(handle, recvScratch, sync))
+    const handle = sync ? this.#fastSync : this.#fast
+    const got = call(() => native.consumerTryRecvInto(handle, recvScratch))
     if (got === null) return NONE
     // A small message was copied into the scratch buffer: decoding copies it out.
     if (typeof got === 'number') {

@@ -25,14 +25,16 @@ use std::sync::{Arc, Mutex};
 pub struct ConsumerHandle {
     inner: Arc<Mutex<Option<Consumer>>>,
     pool: Arc<BufferPool>,
+    /// Whether its caller cannot turn the event loop (`getNowait`): see `to_buffer`.
+    sync: bool,
 }
 
 /// Takes the next message if one is ready, like `NativeConsumer.tryRecv`, but copies a message
 /// stored inline that fits into `scratch` there and returns its length (the message is released
 /// at once). Any other message comes back as a Buffer, as from `tryRecv`; `null` when none is
-/// ready. `sync` says the caller cannot turn the event loop (`getNowait`): past the bound of
-/// external bytes not yet finalized, a large message is then copied into a Buffer Node allocates
-/// (see `to_buffer`).
+/// ready. A handle made for a caller that cannot turn the event loop (`getNowait`) copies a
+/// large message into a Buffer Node allocates once the external bytes not yet finalized are past
+/// their bound (see `to_buffer`).
 ///
 /// A free function on the receiver's [`handle`](NativeConsumer::handle): a class method's
 /// receiver checks cost napi-rs about 200 ns per call, and a new Buffer about as much again, more
@@ -42,7 +44,6 @@ pub fn consumer_try_recv_into<'env>(
     env: &'env Env,
     handle: &External<ConsumerHandle>,
     mut scratch: Uint8ArraySlice,
-    sync: bool,
 ) -> Result<Option<Either<u32, BufferSlice<'env>>>> {
     let Some(msg) = with_handle(&handle.inner, "receiver", |c| c.try_recv().napi())? else {
         return Ok(None);
@@ -57,7 +58,7 @@ pub fn consumer_try_recv_into<'env>(
         dst[..len].copy_from_slice(msg.as_slice());
         return Ok(Some(Either::A(len as u32)));
     }
-    to_buffer(env, msg, &handle.pool, sync).map(|b| Some(Either::B(b)))
+    to_buffer(env, msg, &handle.pool, handle.sync).map(|b| Some(Either::B(b)))
 }
 
 /// The queue's receiver.
@@ -212,12 +213,14 @@ impl NativeConsumer {
 
 #[napi]
 impl NativeConsumer {
-    /// This receiver's handle for the fast free functions (`consumerTryRecvInto`).
+    /// This receiver's handle for the fast free functions (`consumerTryRecvInto`); a `sync` one
+    /// is for callers that cannot turn the event loop (`getNowait`).
     #[napi(ts_return_type = "ExternalObject<ConsumerHandle>", catch_unwind)]
-    pub fn handle(&self) -> External<ConsumerHandle> {
+    pub fn handle(&self, sync: bool) -> External<ConsumerHandle> {
         External::new(ConsumerHandle {
             inner: self.inner.clone(),
             pool: self.pool.clone(),
+            sync,
         })
     }
 
