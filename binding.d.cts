@@ -87,8 +87,11 @@ export declare class NativeArray {
 
 /** The queue's receiver. */
 export declare class NativeConsumer {
-  /** This receiver's handle for the fast free functions (`consumerTryRecvInto`). */
-  handle(): ExternalObject<ConsumerHandle>
+  /**
+   * This receiver's handle for the fast free functions (`consumerTryRecvInto`); a `sync` one
+   * is for callers that cannot turn the event loop (`getNowait`).
+   */
+  handle(sync: boolean): ExternalObject<ConsumerHandle>
   /** The next message if one is ready (null otherwise). */
   tryRecv(): Buffer | null
   /** The next message, blocking this thread while the queue is empty. */
@@ -241,7 +244,9 @@ export declare function cleanSegments(options?: NativeCleanOptions | undefined |
  * Takes the next message if one is ready, like `NativeConsumer.tryRecv`, but copies a message
  * stored inline that fits into `scratch` there and returns its length (the message is released
  * at once). Any other message comes back as a Buffer, as from `tryRecv`; `null` when none is
- * ready.
+ * ready. A handle made for a caller that cannot turn the event loop (`getNowait`) copies a
+ * large message into a Buffer Node allocates once the external bytes not yet finalized are past
+ * their bound (see `to_buffer`).
  *
  * A free function on the receiver's [`handle`](NativeConsumer::handle): a class method's
  * receiver checks cost napi-rs about 200 ns per call, and a new Buffer about as much again, more
@@ -268,6 +273,15 @@ export declare function defaultPipeBacking(): string
  * `src/errors.ts` lists every code, these and the TypeScript layer's own).
  */
 export type ErrorCode = 'ERR_SHMPIPE_TIMEOUT' | 'ERR_SHMPIPE_CLOSED' | 'ERR_SHMPIPE_PEER_GONE' | 'ERR_SHMPIPE_ABORTED' | 'ERR_SHMPIPE_NO_SPACE' | 'ERR_SHMPIPE_BAD_SEGMENT' | 'ERR_SHMPIPE_PERMISSION' | 'ERR_SHMPIPE_TOO_LARGE' | 'ERR_SHMPIPE_INVALID_ARGUMENT' | 'ERR_SHMPIPE_EXISTS' | 'ERR_SHMPIPE_NOT_FOUND' | 'ERR_SHMPIPE_RECEIVER_TAKEN' | 'ERR_SHMPIPE_TOO_MANY_SENDERS' | 'ERR_SHMPIPE_LOCK_NOT_HELD' | 'ERR_SHMPIPE_BUSY' | 'ERR_SHMPIPE_UNSUPPORTED' | 'ERR_SHMPIPE_OS'
+
+/** Bytes handed out in external Buffers whose finalizers have not run yet. */
+export declare function externalBytesOutstanding(): number
+
+/**
+ * Whether more than the bound of external bytes are out and not yet finalized: `get()` then
+ * turns the event loop before it resolves.
+ */
+export declare function externalOverBound(): boolean
 
 /**
  * Installs the native SIGINT/SIGTERM/SIGABRT handler that removes this process's own segments

@@ -139,6 +139,11 @@ const ZERO_COPY = { zeroCopy: true } as const
 /** Marks "no value" where `undefined` is a value. */
 const NONE: unique symbol = Symbol('none')
 
+/** Resolves with `value` after one turn of the event loop (a `setImmediate`). */
+function afterTurn<T>(value: T): Promise<T> {
+  return new Promise((resolve) => setImmediate(resolve, value))
+}
+
 /** A native queue handle shared by the ends made from it; closed with the last of them. */
 class QueueRef {
   #refs = 0
@@ -613,8 +618,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   readonly backing: Backing
   #end: EndState<NativeConsumer>
   #handle: NativeConsumerHandle | null = null
+  #syncHandle: NativeConsumerHandle | null = null
   /** Bytes of the last message taken (how long the next wait may spin depends on it). */
   #lastLength = 0
+  /** Whether the value just taken must wait for a turn of the event loop ({@link #handOut}). */
+  #turnDue = false
 
   /**
    * Not for users (its parameter types are not exported): use {@link createSharedMemoryPair} or
@@ -645,13 +653,24 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
 
   /** The receiver's handle for the addon's fast functions. */
   get #fast(): NativeConsumerHandle {
-    this.#handle ??= call(() => this.#consumer.handle())
+    this.#handle ??= call(() => this.#consumer.handle(false))
     return this.#handle
   }
 
-  /** The next value if one is ready, else {@link NONE}. */
-  #tryTake(): unknown {
-    const handle = this.#fast
+  /** The same for callers that cannot turn the event loop ({@link Receiver.#tryTake}). */
+  get #fastSync(): NativeConsumerHandle {
+    this.#syncHandle ??= call(() => this.#consumer.handle(true))
+    return this.#syncHandle
+  }
+
+  /**
+   * The next value if one is ready, else {@link NONE}. `sync`: the caller cannot turn the event
+   * loop, so past the bound of external bytes not yet finalized a large value is copied into a
+   * Buffer Node allocates. Otherwise {@link Receiver.#turnDue} says whether the caller must turn
+   * the loop before handing the value out.
+   */
+  #tryTake(sync: boolean): unknown {
+    const handle = sync ? this.#fastSync : this.#fast
     const got = call(() => native.consumerTryRecvInto(handle, recvScratch))
     if (got === null) return NONE
     // A small message was copied into the scratch buffer: decoding copies it out.
@@ -660,9 +679,21 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
       return decodePrefix(recvScratch, got)
     }
     this.#lastLength = got.byteLength
+    if (!sync) this.#turnDue = native.externalOverBound()
     // The buffer is ours alone (a copy, or the message's own segment, which its sender writes
     // again only after this buffer is collected): views into it are safe.
     return decode(got, ZERO_COPY)
+  }
+
+  /**
+   * `value`, resolved after a turn of the event loop if the last take left more external bytes
+   * unfinalized than their bound: their finalizers run only at such a turn, and a receiver whose
+   * values are always ready would otherwise never give the memory back.
+   */
+  #handOut<T>(value: T): T | Promise<T> {
+    if (!this.#turnDue) return value
+    this.#turnDue = false
+    return afterTurn(value)
   }
 
   /** Waits for a message and takes it with `take`. */
@@ -673,7 +704,11 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
       signal?.throwIfAborted()
       if (this.#end.seq.pending === 0) {
         const v = take()
-        if (v !== NONE) return Promise.resolve(v)
+        // A turn of the loop due goes through the sequencer, so later calls resolve after it.
+        if (v !== NONE)
+          return this.#turnDue
+            ? this.#end.seq.run(async () => this.#handOut(v), undefined, undefined)
+            : Promise.resolve(v)
       }
       const deadline = timeout === undefined ? undefined : performance.now() + timeout
       return this.#end.seq.run(
@@ -682,7 +717,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
             this.#end.check()
             signal?.throwIfAborted()
             const v = take()
-            if (v !== NONE) return v
+            if (v !== NONE) return this.#handOut(v)
             await nativeWait(
               () =>
                 this.#consumer.waitReady(
@@ -709,7 +744,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
    * that), `ERR_SHMPIPE_PEER_GONE` if a sender died instead.
    */
   get(options: WaitOptions = {}): Promise<unknown> {
-    return this.#waitFor(() => this.#tryTake(), options, 'get')
+    return this.#waitFor(() => this.#tryTake(false), options, 'get')
   }
 
   /** The next value, blocking the thread while the pipe is empty (at most `timeout` ms). */
@@ -730,7 +765,7 @@ export class Receiver implements Disposable, AsyncIterable<unknown> {
   getNowait(): unknown {
     this.#end.check()
     if (this.#end.seq.pending > 0) return undefined
-    const v = this.#tryTake()
+    const v = this.#tryTake(true)
     return v === NONE ? undefined : v
   }
 

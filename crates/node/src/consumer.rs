@@ -4,10 +4,13 @@
 //! the ring never waits for the garbage collector (a large one into memory recycled from
 //! collected Buffers, see `recycle`). Messages that travelled in a segment of their own are
 //! handed over without a copy: the Buffer maps that segment, which is unmapped when the Buffer is
-//! collected (its name was already removed, so nothing can leak).
+//! collected (its name was already removed, so nothing can leak). Both kinds of external Buffer
+//! are counted until their finalizers run (`external`); a synchronous take past that count's
+//! bound copies into a Buffer Node allocates instead, which needs no finalizer.
 
 use crate::args::timeout;
 use crate::errors::{closed, invalid, poisoned, IntoNapi, Result};
+use crate::external::{self, external_buffer, Collect};
 use crate::recycle::{BufferPool, MIN_BYTES};
 use crate::waiter::{spawn_wait, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
@@ -22,12 +25,16 @@ use std::sync::{Arc, Mutex};
 pub struct ConsumerHandle {
     inner: Arc<Mutex<Option<Consumer>>>,
     pool: Arc<BufferPool>,
+    /// Whether its caller cannot turn the event loop (`getNowait`): see `to_buffer`.
+    sync: bool,
 }
 
 /// Takes the next message if one is ready, like `NativeConsumer.tryRecv`, but copies a message
 /// stored inline that fits into `scratch` there and returns its length (the message is released
 /// at once). Any other message comes back as a Buffer, as from `tryRecv`; `null` when none is
-/// ready.
+/// ready. A handle made for a caller that cannot turn the event loop (`getNowait`) copies a
+/// large message into a Buffer Node allocates once the external bytes not yet finalized are past
+/// their bound (see `to_buffer`).
 ///
 /// A free function on the receiver's [`handle`](NativeConsumer::handle): a class method's
 /// receiver checks cost napi-rs about 200 ns per call, and a new Buffer about as much again, more
@@ -51,7 +58,7 @@ pub fn consumer_try_recv_into<'env>(
         dst[..len].copy_from_slice(msg.as_slice());
         return Ok(Some(Either::A(len as u32)));
     }
-    to_buffer(env, msg, &handle.pool).map(|b| Some(Either::B(b)))
+    to_buffer(env, msg, &handle.pool, handle.sync).map(|b| Some(Either::B(b)))
 }
 
 /// The queue's receiver.
@@ -65,13 +72,17 @@ pub struct NativeConsumer {
 }
 
 /// A message's bytes as a Buffer: copied if inline (a large one into memory from `pool` while it
-/// has some to hand out), mapped if it has a segment of its own.
+/// has some to hand out), mapped if it has a segment of its own. A `sync` take (one that cannot
+/// turn the event loop) copies into a Buffer Node allocates, which needs no finalizer, once the
+/// external bytes not yet finalized are past their bound (`external`).
 fn to_buffer<'env>(
     env: &'env Env,
     msg: Message,
     pool: &Arc<BufferPool>,
+    sync: bool,
 ) -> Result<BufferSlice<'env>> {
-    let recycled = if !msg.is_blob() && msg.len() >= MIN_BYTES {
+    let external = !msg.is_empty() && (!sync || !external::over_bound());
+    let recycled = if external && !msg.is_blob() && msg.len() >= MIN_BYTES {
         pool.take(msg.len())
     } else {
         None
@@ -81,14 +92,12 @@ fn to_buffer<'env>(
         bytes.extend_from_slice(msg.as_slice());
         drop(msg); // released before JavaScript sees the copy, as for small messages
         let ptr = bytes.as_mut_ptr();
-        let _ = env.adjust_external_memory(len as i64);
         let pool = Arc::downgrade(pool);
         // SAFETY: `ptr` points at `len` initialised bytes of `bytes`, which the finalizer owns and
         // runs only once JavaScript can no longer reach the Buffer; moving a Vec does not move
         // its heap memory. No other Buffer wraps this memory until the finalizer gives it back.
         return unsafe {
-            BufferSlice::from_external(env, ptr, len, bytes, move |env, bytes| {
-                let _ = env.adjust_external_memory(-(len as i64));
+            external_buffer(env, ptr, len, bytes, Collect::AsUsual, move |bytes| {
                 if let Some(pool) = pool.upgrade() {
                     pool.give(bytes);
                 }
@@ -96,28 +105,17 @@ fn to_buffer<'env>(
         }
         .napi();
     }
-    if !msg.is_blob() || msg.is_empty() {
-        // A Buffer Node allocates. (Messages of 4 to 32 MiB used to go into huge-page mappings
-        // of our own, kept for reuse once their Buffers were finalized; in a stream the
-        // finalizers ran too late to matter, and each copy zeroed fresh huge pages: get() of
-        // 10 MB took 8.4-8.7 ms a message in the transport benchmark, against 2.1-2.3 ms this
-        // way, and 5 MB 3.1 ms against 1.0.)
+    if !msg.is_blob() || !external {
+        // A Buffer Node allocates: freed by the collection itself, no finalizer.
         return BufferSlice::copy_from(env, msg.as_slice()).napi();
     }
     let ptr = msg.as_slice().as_ptr() as *mut u8;
     let len = msg.len();
-    let _ = env.adjust_external_memory(len as i64);
     // SAFETY: the blob segment is mapped read-write for as long as `msg` lives, and `msg` is
     // moved into the finalizer, which runs only once JavaScript can no longer reach the Buffer.
     // No other Buffer wraps this mapping meanwhile, and nothing writes it: its producer writes a
     // blob again only after the message in it is dropped (`shmpipe_core` blob reuse).
-    unsafe {
-        BufferSlice::from_external(env, ptr, len, msg, move |env, msg| {
-            let _ = env.adjust_external_memory(-(len as i64));
-            drop(msg);
-        })
-    }
-    .napi()
+    unsafe { external_buffer(env, ptr, len, msg, Collect::Sooner, drop) }.napi()
 }
 
 /// A message received without copying.
@@ -215,12 +213,14 @@ impl NativeConsumer {
 
 #[napi]
 impl NativeConsumer {
-    /// This receiver's handle for the fast free functions (`consumerTryRecvInto`).
+    /// This receiver's handle for the fast free functions (`consumerTryRecvInto`); a `sync` one
+    /// is for callers that cannot turn the event loop (`getNowait`).
     #[napi(ts_return_type = "ExternalObject<ConsumerHandle>", catch_unwind)]
-    pub fn handle(&self) -> External<ConsumerHandle> {
+    pub fn handle(&self, sync: bool) -> External<ConsumerHandle> {
         External::new(ConsumerHandle {
             inner: self.inner.clone(),
             pool: self.pool.clone(),
+            sync,
         })
     }
 
@@ -228,7 +228,7 @@ impl NativeConsumer {
     #[napi(catch_unwind)]
     pub fn try_recv<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
         match with_handle(&self.inner, "receiver", |c| c.try_recv().napi())? {
-            Some(msg) => to_buffer(env, msg, &self.pool).map(Some),
+            Some(msg) => to_buffer(env, msg, &self.pool, true).map(Some),
             None => Ok(None),
         }
     }
@@ -247,7 +247,7 @@ impl NativeConsumer {
         let msg = shmpipe_core::signals::interruptible(|| {
             with_handle(&self.inner, "receiver", |c| c.recv(&opts).napi())
         })?;
-        to_buffer(env, msg, &self.pool)
+        to_buffer(env, msg, &self.pool, true)
     }
 
     /// The next message without copying, if one is ready.

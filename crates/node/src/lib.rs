@@ -8,6 +8,8 @@
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
+//! - `external`: external Buffers made with a count of their bytes not yet finalized
+//!   (`externalOverBound`, `externalBytesOutstanding`)
 //! - `array`: `NativeArray` (named shared arrays: data as an external ArrayBuffer, and the lock)
 //! - `waiter`: the dedicated waiter thread behind every async wait
 //! - `cleanup`: the segment inventory (`listSegments`, `cleanSegments`, and the one definition
@@ -17,7 +19,7 @@
 //! - `args`: JavaScript arguments (byte counts, shapes, timeouts) checked and converted
 //! - `errors`: this addon's errors, whose `code` is an `ERR_SHMPIPE_*` code (`ErrorCode`)
 //!
-//! Modules depend in one direction: `queue → producer/consumer → waiter/recycle/args → errors`
+//! Modules depend in one direction: `queue → producer/consumer → waiter/recycle/external/args → errors`
 //! (`array`, `cleanup` and `parent` beside them).
 //!
 //! `binding.d.cts`, the TypeScript declarations of these exports, is generated from them by
@@ -38,6 +40,7 @@ mod array;
 mod cleanup;
 mod consumer;
 mod errors;
+mod external;
 mod parent;
 mod producer;
 mod queue;
@@ -50,6 +53,7 @@ pub use cleanup::{
     list_segments, remove_array_on_signal, take_interrupting_signal,
 };
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
+pub use external::{external_bytes_outstanding, external_over_bound};
 pub use parent::watch_parent;
 pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
 pub use queue::{default_pipe_backing, NativeQueue};

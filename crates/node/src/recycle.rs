@@ -14,9 +14,9 @@
 //!
 //! Handed out: at most [`MAX_OUTSTANDING_BYTES`] at a time (at least one buffer). Past that
 //! [`take`](BufferPool::take) says no and the caller copies into a Buffer Node allocates. The
-//! finalizers that give the memory back can lag far behind the collection, so without a bound a
-//! receiver taking large values in a tight loop grows without limit; the bound still holds two
-//! 1 GiB values, which a stream of them needs to recycle at all.
+//! finalizers that give the memory back run only at a turn of the event loop, which `get()` makes
+//! once the external bytes out pass their bound (`external`); this bound is for what the program
+//! keeps, and still holds two 1 GiB values, which a stream of them needs to recycle at all.
 //!
 //! The measurements behind these limits: `docs/decisions/2026-11-21-recycling-bound.md`.
 
