@@ -111,13 +111,14 @@ fn a_receiver_survives_random_writes_over_its_queue() {
 const NO_WAIT: Duration = Duration::from_millis(250);
 
 fn forge_queue() -> Queue {
-    Queue::create(&QueueOptions {
-        capacity: 64,
-        bytes: 64 << 10,
-        max_producers: 4,
-    })
-    .unwrap()
+    Queue::create(&FORGE_OPTIONS).unwrap()
 }
+
+const FORGE_OPTIONS: QueueOptions = QueueOptions {
+    capacity: 64,
+    bytes: 64 << 10,
+    max_producers: 4,
+};
 
 fn shm_exists(name: &str) -> bool {
     std::path::Path::new("/dev/shm").join(name).exists()
@@ -185,8 +186,9 @@ fn forged_blob_records_are_refused_at_once_and_their_victims_survive() {
     assert!(shm_exists(&theirs));
 
     // A blob whose ready flag is 0, being written by a producer of another queue (another
-    // process): no wait for the flag, and not removed (not this record's producer's).
-    let elsewhere = forge_queue();
+    // process): no wait for the flag, and not removed (not this record's producer's). Named:
+    // a queue with no consumer on the sealed backing keeps such a blob out of /dev/shm.
+    let elsewhere = Queue::create_in(&FORGE_OPTIONS, shmpipe_core::Backing::Shm).unwrap();
     let mut stalled = Peer::run(&["produce-huge", elsewhere.name(), "7", "100000", "stall"]);
     let line = stalled.line();
     let unready = line.strip_prefix("writing ").expect(&line).to_owned();
