@@ -216,7 +216,8 @@ fn in_its_own_pid_namespace_clean_dead_removes_exactly_what_dead_owners_left() {
         return;
     }
     assert_eq!(std::process::id(), 1, "pid 1 of a new namespace");
-    let mut owner = Peer::spawn(&["own-queue"], &[]);
+    // Named: a sealed queue with no receiver keeps its senders' blobs out of /dev/shm.
+    let mut owner = Peer::spawn(&["own-queue"], &[("SHMPIPE_BACKING", "shm")]);
     let queue = owner.line();
     let mut sender = Peer::spawn(&["produce-huge", &queue, "5", "100000"], &[]);
     let committed = sender.line().strip_prefix("writing ").unwrap().to_owned();
@@ -450,7 +451,8 @@ fn an_array_open_in_a_live_process_names_it_and_goes_only_with_force() {
 
 #[test]
 fn a_blob_kept_as_maybe_in_use_names_the_live_receiver_and_force_removes_it() {
-    let mut owner = Peer::run(&["own-queue"]);
+    // Named: a sealed queue with no receiver keeps its senders' blobs out of /dev/shm.
+    let mut owner = Peer::spawn(&["own-queue"], &[("SHMPIPE_BACKING", "shm")]);
     let queue = owner.line();
     let _queue_cleanup = RemoveOnDrop(queue.clone());
     let mut sender = Peer::run(&["produce-huge", &queue, "5", "100000"]);
