@@ -452,10 +452,11 @@ test('a sent message kept as maybe-in-use names the live process that may receiv
     '--input-type=module',
     '-e',
     `import * as shmpipe from ${JSON.stringify(pathToFileURL(entry).href)}
-     const [sender] = shmpipe.createSharedMemoryPair({ capacity: 4, bytes: 1 << 16 })
+     const [sender] = shmpipe.createSharedMemoryPair({ capacity: 4, bytes: 1 << 16, backing: 'shm' })
      console.log(JSON.stringify({ name: sender.name }))
      setInterval(() => {}, 1 << 30)`,
   ])
+  // Named: a sealed pipe with no receiver keeps a value sent to it in its sender, not /dev/shm.
   const { name } = (await owner.next()) as { name: string }
   t.teardown(() => rmSync(`/dev/shm/${name}`, { force: true }))
   const ownerPid = owner.process.pid!

@@ -81,26 +81,33 @@ test('after the last JavaScript SIGINT listener is removed, SIGINT cleans up aga
   t.false(shmExists(name))
 })
 
-test('SIGTERM to a sender: a value it sent in its own segment still reaches the live receiver', async (t) => {
-  // 200 kB into a 64 KiB pipe: the value travels in a segment of its own, created by the child.
-  const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 64 << 10 })
-  t.teardown(() => {
-    sender.close()
-    receiver.close()
+for (const backing of process.platform === 'linux'
+  ? (['shm', 'memfd'] as const)
+  : (['shm'] as const)) {
+  test(`SIGTERM to a sender: a value it sent in its own segment still reaches the live receiver (${backing})`, async (t) => {
+    // 200 kB into a 64 KiB pipe: the value travels in a segment of its own, created by the child:
+    // named, or sealed and held by the child, whose signal handler copies it to a named one.
+    const [sender, receiver] = createSharedMemoryPair({ capacity: 4, bytes: 64 << 10, backing })
+    t.teardown(() => {
+      sender.close()
+      receiver.close()
+    })
+    const before = new Set(shmSegments().keys())
+    const child = startChild(t, 'send-then-block', [sender.name, '200000'])
+    t.is(await child.next(), 'sent')
+    const childs = () =>
+      [...shmSegments()].filter(([n, pid]) => !before.has(n) && pid === child.process.pid)
+    t.is(childs().length, backing === 'shm' ? 1 : 0, 'segments of the value in /dev/shm')
+    child.process.kill('SIGTERM')
+    t.deepEqual(await exitWithin(child, 3000), { code: null, signal: 'SIGTERM' })
+    const handed = childs()
+    t.is(handed.length, 1, 'a sent value’s segment belongs to its receiver now')
+    const value = (await receiver.get({ timeout: 5000 })) as Uint8Array
+    t.is(value.length, 200_000)
+    t.is(checkPattern(value, 7), -1, 'intact')
+    t.false(shmExists(handed[0]![0]), 'received: the receiver removed it')
   })
-  const before = new Set(shmSegments().keys())
-  const child = startChild(t, 'send-then-block', [sender.name, '200000'])
-  t.is(await child.next(), 'sent')
-  const blobs = [...shmSegments()].filter(([n, pid]) => !before.has(n) && pid === child.process.pid)
-  t.is(blobs.length, 1, 'the value has a segment of its own, made by the child')
-  child.process.kill('SIGTERM')
-  t.deepEqual(await exitWithin(child, 3000), { code: null, signal: 'SIGTERM' })
-  t.true(shmExists(blobs[0]![0]), 'a sent value’s segment belongs to its receiver now')
-  const value = (await receiver.get({ timeout: 5000 })) as Uint8Array
-  t.is(value.length, 200_000)
-  t.is(checkPattern(value, 7), -1, 'intact')
-  t.false(shmExists(blobs[0]![0]), 'received: the receiver removed it')
-})
+}
 
 test('SIGTERM to a pipe’s owner: its receiver in another process drains what was sent, then PEER_GONE', async (t) => {
   const child = forkChild(t, 'own-and-send', ['3', '100000'])

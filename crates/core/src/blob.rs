@@ -97,8 +97,14 @@ pub fn mark_picked_up(seg: &Segment) {
 /// or gave it up.
 #[cfg(target_os = "linux")]
 pub fn needs_no_holder(seg: &Segment) -> bool {
-    let st = state(seg);
-    st & (PICKED_UP | CONSUMER_GONE) != 0 || st & PHASE == RELEASED
+    !needs_holder_state(state(seg))
+}
+
+/// Whether a blob in state `st` still needs its producer to hold it: sent, and not mapped or
+/// given up by the consumer.
+#[cfg(target_os = "linux")]
+pub(crate) fn needs_holder_state(st: u64) -> bool {
+    st & (PICKED_UP | CONSUMER_GONE) == 0 && st & PHASE == SENT
 }
 
 /// Sets `flag` ([`PRODUCER_GONE`] or [`CONSUMER_GONE`]) on `seg`, for good.

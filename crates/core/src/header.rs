@@ -65,6 +65,10 @@ const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZ
 #[cfg(target_os = "linux")]
 pub(crate) const KIND_OFFSET: usize = std::mem::offset_of!(SegmentHeader, kind);
 
+/// Byte offset of [`SegmentHeader::kind_word`] (a blob's state) in a segment.
+#[cfg(target_os = "linux")]
+pub(crate) const KIND_WORD_OFFSET: usize = std::mem::offset_of!(SegmentHeader, kind_word);
+
 impl SegmentHeader {
     /// The creator process recorded in the header.
     pub fn creator(&self) -> ProcessIdentity {

@@ -51,6 +51,11 @@
 //! itself is not on POSIX's list), `shm_unlink` elsewhere (a system call on macOS), `sigaction`,
 //! `sigpending`, `raise`, `getpid`.
 //!
+//! **Held blobs** (Linux). A sealed blob a producer holds for a consumer not yet registered lives
+//! only in this process: the handler copies each one no consumer has mapped into a named
+//! segment of its name ([`HELD`]), with `pread`, `open`, `fstat`, `sendfile` and `close`, so the
+//! value outlives the signal as it outlives a producer's close.
+//!
 //! A forked child that did not exec inherits the table; the handler only unlinks in the process
 //! that filled it.
 
@@ -377,12 +382,126 @@ fn remove_owned() {
     }
     TERMINATING.store(true, Ordering::SeqCst);
     #[cfg(target_os = "linux")]
-    remove_sealed();
+    {
+        remove_sealed();
+        hand_over_held();
+    }
     for slot in &OWNED {
         let bits = slot.swap(0, Ordering::AcqRel);
         if bits != 0 {
             unlink_generated(bits);
         }
+    }
+}
+
+/// Sealed blobs this process's producers hold for a consumer not yet registered, by the random
+/// bits of their generated names (0 = free slot), with their descriptors in [`HELD_FDS`] (-1
+/// until set). The handler copies each one no consumer has mapped into a named segment of the
+/// same name, as closing the producer would ([`crate::Producer`]), so that the value outlives
+/// the signal.
+#[cfg(target_os = "linux")]
+static HELD: [AtomicU64; OWNED_SLOTS] = [const { AtomicU64::new(0) }; OWNED_SLOTS];
+
+/// The descriptors of the blobs in [`HELD`], slot for slot.
+#[cfg(target_os = "linux")]
+static HELD_FDS: [AtomicI32; OWNED_SLOTS] = [const { AtomicI32::new(-1) }; OWNED_SLOTS];
+
+/// Registers the held sealed blob `name`, open as `fd` (see [`HELD`]). A full table leaves it
+/// out: a signal then ends the value with the process, as SIGKILL would.
+#[cfg(target_os = "linux")]
+pub(crate) fn track_held(name: &str, fd: i32) {
+    let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
+        return;
+    };
+    TABLE_PID.store(std::process::id(), Ordering::Relaxed);
+    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
+        if slot
+            .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            fd_slot.store(fd, Ordering::Release);
+            return;
+        }
+    }
+    UNTRACKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Unregisters the held blob `name` (before its descriptor is closed).
+#[cfg(target_os = "linux")]
+pub(crate) fn untrack_held(name: &str) {
+    let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
+        return;
+    };
+    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
+        if slot.load(Ordering::Acquire) == bits {
+            fd_slot.store(-1, Ordering::Release);
+            if slot
+                .compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Copies every held blob that no consumer has mapped into a named segment of its name.
+/// Async-signal-safe: `pread` of the blob's state word, `open`, `fstat`, `sendfile`, `close`.
+#[cfg(target_os = "linux")]
+fn hand_over_held() {
+    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
+        let bits = slot.swap(0, Ordering::AcqRel);
+        let fd = fd_slot.swap(-1, Ordering::AcqRel);
+        if bits == 0 || fd < 0 {
+            continue;
+        }
+        let mut state = [0u8; 8];
+        // SAFETY: `fd` is a descriptor this process holds open (it is unregistered before it is
+        // closed); pread writes at most 8 bytes into our stack buffer.
+        let read = unsafe {
+            libc::pread(
+                fd,
+                state.as_mut_ptr().cast(),
+                8,
+                crate::header::KIND_WORD_OFFSET as libc::off_t,
+            )
+        };
+        if read != 8 || !crate::blob::needs_holder_state(u64::from_ne_bytes(state)) {
+            continue;
+        }
+        with_generated_path(bits, |path| copy_to_new_file(fd, path));
+    }
+}
+
+/// Copies all of `from` into a new file at `path` (mode 0600); removes it if the copy fails.
+/// Async-signal-safe.
+#[cfg(target_os = "linux")]
+fn copy_to_new_file(from: i32, path: *const libc::c_char) {
+    // SAFETY: `path` is a NUL-terminated string on the caller's stack; every call below is a
+    // system call on descriptors we opened or hold, with buffers on our stack.
+    unsafe {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        if libc::fstat(from, st.as_mut_ptr()) != 0 {
+            return;
+        }
+        let len = st.assume_init().st_size;
+        let to = libc::open(
+            path,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        );
+        if to < 0 {
+            return;
+        }
+        let mut offset: libc::off_t = 0;
+        while offset < len {
+            let sent = libc::sendfile(to, from, &mut offset, (len - offset) as usize);
+            if sent <= 0 {
+                libc::unlink(path);
+                break;
+            }
+        }
+        libc::close(to);
     }
 }
 

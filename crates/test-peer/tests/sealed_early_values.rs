@@ -124,3 +124,26 @@ fn a_receiver_maps_the_held_values_as_it_registers_so_they_outlive_their_sender(
     let m = consumer.recv(&wait()).unwrap();
     assert_eq!(pattern::check(m.as_slice()), Ok((4, 0)));
 }
+
+#[test]
+fn a_sender_ended_by_sigterm_before_any_receiver_hands_its_value_over_from_the_handler() {
+    let q = Queue::create_in(&RING, Backing::Memfd).unwrap();
+    let mut peer = Peer::spawn(
+        &["produce-huge", q.name(), "5", &VALUE.to_string()],
+        &[("SHMPIPE_PEER_SIGNALS", "1")],
+    );
+    assert!(peer.line().starts_with("signals "));
+    let name = peer.line().strip_prefix("writing ").unwrap().to_owned();
+    let _cleanup = common::peer::RemoveOnDrop(name.clone());
+    assert_eq!(peer.line(), "sent");
+    assert!(!shm_exists(&name));
+    // Blocked in its wait for acks, as a Node sender in synchronous code would be: only the
+    // native handler runs.
+    peer.signal(libc::SIGTERM);
+    assert_eq!(peer.killed_by(Duration::from_secs(10)), Some(libc::SIGTERM));
+    assert!(shm_exists(&name), "handed over to a named segment");
+    let mut consumer = q.consumer().unwrap();
+    let m = consumer.recv(&wait()).unwrap();
+    assert_eq!(pattern::check(m.as_slice()), Ok((5, 0)));
+    assert!(!shm_exists(&name), "mapped: its name is gone");
+}

@@ -363,6 +363,11 @@ impl Producer {
             if let Target::Fresh(seg, generation) = std::mem::replace(&mut c.target, Target::Inline)
             {
                 if c.held {
+                    #[cfg(target_os = "linux")]
+                    {
+                        use std::os::fd::AsRawFd;
+                        crate::signals::track_held(seg.name(), seg.fd().as_raw_fd());
+                    }
                     self.held.push(*seg);
                 } else if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
                     self.kept.keep(*seg, generation);
@@ -657,7 +662,13 @@ impl Producer {
     /// Closes the held sealed blobs that a consumer has mapped (or no longer needs).
     #[cfg(target_os = "linux")]
     fn let_go_of_picked_up(&mut self) {
-        self.held.retain(|seg| !blob::needs_no_holder(seg));
+        self.held.retain(|seg| {
+            let done = blob::needs_no_holder(seg);
+            if done {
+                crate::signals::untrack_held(seg.name());
+            }
+            !done
+        });
     }
 
     /// Hands the held sealed blobs that no consumer has mapped yet to someone who outlives this
@@ -669,6 +680,7 @@ impl Producer {
     fn hand_over_held(&mut self) {
         self.let_go_of_picked_up();
         for seg in std::mem::take(&mut self.held) {
+            crate::signals::untrack_held(seg.name());
             let consumer = self.shared.header().consumer.state.load(Ordering::Acquire);
             if blob::needs_no_holder(&seg) || consumer_state(consumer) == entry::CLOSED {
                 continue;
