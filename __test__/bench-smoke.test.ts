@@ -19,6 +19,7 @@ import {
   QUICK_LARGE_SIZES,
   runGetBenchmark,
 } from '../benches/get/cells.js'
+import type { ReceiverReport } from '../benches/get-memory.js'
 import { Results, throughputTable } from '../benches/get/report.js'
 import { QUICK_SIZES, SHAPES, TRANSPORTS } from '../benches/transport/common.js'
 import { childPids, runBenchmark } from '../benches/transport/driver.js'
@@ -92,19 +93,7 @@ test('get() benchmark, quick: every cell delivers every value of every shape wit
 })
 
 interface GetMemoryReport {
-  reports: {
-    mode: 'drop' | 'keep'
-    count: number
-    heapMiB: number | null
-    received: number
-    bad: number
-    kept: number
-    keptIntact: number
-    peakTotal: number
-    peakPrivate: number
-    peakShared: number
-    error?: string
-  }[]
+  reports: ReceiverReport[]
 }
 
 test('get() memory benchmark, quick: receivers get every value intact and count the pipe’s shared memory', async (t) => {

@@ -44,7 +44,7 @@ const KEEP_EVERY = 10
 const SAMPLE_EVERY = 10
 
 /** One receiver's run. */
-interface ReceiverPlan {
+export interface ReceiverPlan {
   mode: 'drop' | 'keep'
   count: number
   /** `--max-old-space-size` of the receiver, or null for Node's default. */
@@ -52,7 +52,7 @@ interface ReceiverPlan {
 }
 
 /** What a receiver measured. */
-interface ReceiverReport extends ReceiverPlan {
+export interface ReceiverReport extends ReceiverPlan {
   seconds: number
   /** Values received, and how many failed their check (at the end, for kept values). */
   received: number

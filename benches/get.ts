@@ -32,7 +32,7 @@ import {
 import { peersTable, Results, smallTable, throughputTable } from './get/report.js'
 import { BENCHMARKS_DOC, writeBenchmarkSection } from './results-doc.js'
 import { SHAPES } from './transport/common.js'
-import { machineLine, roundSpread } from './transport/report.js'
+import { machineLine, resultLine } from './transport/report.js'
 
 function option(name: string): string | undefined {
   const prefix = `--${name}=`
@@ -40,16 +40,7 @@ function option(name: string): string | undefined {
 }
 
 function progress(c: GetCell): string {
-  const r = c.result
-  const head = `run ${c.run + 1}  ${cellName(c).padEnd(30)}`
-  if (r.error !== undefined) return `${head}  FAILED: ${r.error}`
-  return (
-    `${head}${(r.nsPerMessage / 1e3).toFixed(3).padStart(14)} µs/msg${r.gbps.toFixed(3).padStart(10)} GB/s` +
-    `   rounds of ${r.counts.join('/')} msgs, spread ${roundSpread(r).toFixed(0)}%` +
-    (r.bad > 0 || r.delivered !== r.expected
-      ? `   CHECK FAILED: ${r.delivered}/${r.expected} delivered, ${r.bad} bad`
-      : '')
-  )
+  return resultLine(`run ${c.run + 1}  ${cellName(c).padEnd(30)}`, c.result)
 }
 
 async function main(): Promise<void> {

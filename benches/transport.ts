@@ -34,7 +34,7 @@ import {
   barsTable,
   machineLine,
   markdownTable,
-  roundSpread,
+  resultLine,
   transportName,
   svgChart,
 } from './transport/report.js'
@@ -49,15 +49,7 @@ function option(name: string): string | undefined {
 
 function progress(r: CellResult, shmpipeReceive: ShmpipeReceive): string {
   const head = `${transportName(r.transport, shmpipeReceive).padEnd(18)}${sizeLabel(r.size).padStart(7)}`
-  if (r.error !== undefined) return `${head}  FAILED: ${r.error}`
-  const n = r.counts.join('/')
-  return (
-    `${head}${(r.nsPerMessage / 1e3).toFixed(3).padStart(14)} µs/msg${r.gbps.toFixed(3).padStart(10)} GB/s` +
-    `   rounds of ${n} msgs, spread ${roundSpread(r).toFixed(0)}%` +
-    (r.bad > 0 || r.delivered !== r.expected
-      ? `   CHECK FAILED: ${r.delivered}/${r.expected} delivered, ${r.bad} bad`
-      : '')
-  )
+  return resultLine(head, r)
 }
 
 async function main(): Promise<void> {

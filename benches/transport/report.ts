@@ -204,6 +204,18 @@ export function barsTable(results: CellResult[], shmpipeReceive: ShmpipeReceive)
 }
 
 /** The spread of each cell's timed rounds: (slowest − fastest) / median, in percent. */
+/** A cell's progress line after its `head`: µs per message, GB/s, rounds, and a failed check. */
+export function resultLine(head: string, r: CellResult): string {
+  if (r.error !== undefined) return `${head}  FAILED: ${r.error}`
+  return (
+    `${head}${(r.nsPerMessage / 1e3).toFixed(3).padStart(14)} µs/msg${r.gbps.toFixed(3).padStart(10)} GB/s` +
+    `   rounds of ${r.counts.join('/')} msgs, spread ${roundSpread(r).toFixed(0)}%` +
+    (r.bad > 0 || r.delivered !== r.expected
+      ? `   CHECK FAILED: ${r.delivered}/${r.expected} delivered, ${r.bad} bad`
+      : '')
+  )
+}
+
 export function roundSpread(r: CellResult): number {
   const per = r.counts.map((n, i) => r.ns[i]! / n).sort((a, b) => a - b)
   if (per.length < 2) return 0

@@ -163,11 +163,7 @@ pub const KEEP_BUDGET_ENV: &str = "SHMPIPE_BLOB_KEEP_BYTES";
 pub fn process_keep_budget() -> u64 {
     static BUDGET: OnceLock<u64> = OnceLock::new();
     *BUDGET.get_or_init(|| {
-        const CAP: u64 = 1 << 30;
-        if let Some(bytes) = std::env::var(KEEP_BUDGET_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
+        if let Some(bytes) = keep_budget_from_env() {
             return bytes;
         }
         #[cfg(target_os = "linux")]
@@ -181,13 +177,13 @@ pub fn process_keep_budget() -> u64 {
                 // The fields are narrower on some 32-bit targets.
                 #[allow(clippy::unnecessary_cast)]
                 let bytes = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
-                return (bytes / 8).min(CAP);
+                return (bytes / 8).min(KEEP_CAP);
             }
             0
         }
         #[cfg(not(target_os = "linux"))]
         {
-            CAP
+            KEEP_CAP
         }
     })
 }
@@ -199,15 +195,20 @@ pub fn process_keep_budget() -> u64 {
 pub fn sealed_keep_budget() -> u64 {
     static BUDGET: OnceLock<u64> = OnceLock::new();
     *BUDGET.get_or_init(|| {
-        const CAP: u64 = 1 << 30;
-        if let Some(bytes) = std::env::var(KEEP_BUDGET_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return bytes;
-        }
-        crate::memory_limit::memory_size().map_or(CAP, |bytes| (bytes / 8).min(CAP))
+        keep_budget_from_env().unwrap_or_else(|| {
+            crate::memory_limit::memory_size().map_or(KEEP_CAP, |bytes| (bytes / 8).min(KEEP_CAP))
+        })
     })
+}
+
+/// The most either keep budget is by default.
+const KEEP_CAP: u64 = 1 << 30;
+
+/// The budget [`KEEP_BUDGET_ENV`] sets, if it holds a number.
+fn keep_budget_from_env() -> Option<u64> {
+    std::env::var(KEEP_BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The keep budget of blobs of `backing`.
