@@ -33,20 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Phase: filled, queued or held by the consumer.
-pub const SENT: u64 = 1;
-/// Phase: the consumer is done with it; unless a flag is set, its producer may reuse it.
-pub const RELEASED: u64 = 2;
-/// The bits of the state word that hold the phase.
-pub const PHASE: u64 = 3;
-/// Flag: the producer will not reuse it.
-pub const PRODUCER_GONE: u64 = 4;
-/// Flag: the consumer no longer maps it.
-pub const CONSUMER_GONE: u64 = 8;
-/// Flag: the consumer has mapped it. A sealed blob sent before any consumer registered lives
-/// only in its producer's descriptor until then ([`crate::Producer`] holds it), so the producer
-/// lets it go only once this is set.
-pub const PICKED_UP: u64 = 16;
+pub use crate::blob_state::{CONSUMER_GONE, PHASE, PICKED_UP, PRODUCER_GONE, RELEASED, SENT};
 
 /// A producer keeps at most this many blobs. A stream runs with as many blobs as the queue has
 /// records in flight, plus the one the consumer holds and the one being filled: a producer that
@@ -97,14 +84,7 @@ pub fn mark_picked_up(seg: &Segment) {
 /// or gave it up.
 #[cfg(target_os = "linux")]
 pub fn needs_no_holder(seg: &Segment) -> bool {
-    !needs_holder_state(state(seg))
-}
-
-/// Whether a blob in state `st` still needs its producer to hold it: sent, and not mapped or
-/// given up by the consumer.
-#[cfg(target_os = "linux")]
-pub(crate) fn needs_holder_state(st: u64) -> bool {
-    st & (PICKED_UP | CONSUMER_GONE) == 0 && st & PHASE == SENT
+    !crate::blob_state::needs_holder(state(seg))
 }
 
 /// Sets `flag` ([`PRODUCER_GONE`] or [`CONSUMER_GONE`]) on `seg`, for good.

@@ -37,6 +37,7 @@ mod array;
 mod array_lock;
 mod backing;
 mod blob;
+mod blob_state;
 mod copy;
 /// The repository's Markdown files, whose ```rust blocks run as doctests.
 #[cfg(doctest)]

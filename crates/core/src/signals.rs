@@ -466,7 +466,7 @@ fn hand_over_held() {
                 crate::header::KIND_WORD_OFFSET as libc::off_t,
             )
         };
-        if read != 8 || !crate::blob::needs_holder_state(u64::from_ne_bytes(state)) {
+        if read != 8 || !crate::blob_state::needs_holder(u64::from_ne_bytes(state)) {
             continue;
         }
         with_generated_path(bits, |path| copy_to_new_file(fd, path));
