@@ -406,19 +406,25 @@ static HELD: [AtomicU64; OWNED_SLOTS] = [const { AtomicU64::new(0) }; OWNED_SLOT
 #[cfg(target_os = "linux")]
 static HELD_FDS: [AtomicI32; OWNED_SLOTS] = [const { AtomicI32::new(-1) }; OWNED_SLOTS];
 
-/// Registers the held sealed blob `name`, open as `fd` (see [`HELD`]). A full table leaves it
-/// out: a signal then ends the value with the process, as SIGKILL would.
+/// The queues of the blobs in [`HELD`], slot for slot, by the bits of their names (0: unknown).
 #[cfg(target_os = "linux")]
-pub(crate) fn track_held(name: &str, fd: i32) {
+static HELD_QUEUES: [AtomicU64; OWNED_SLOTS] = [const { AtomicU64::new(0) }; OWNED_SLOTS];
+
+/// Registers the held sealed blob `name`, open as `fd`, of the sealed queue `queue` (see
+/// [`HELD`]). A full table leaves it out: a signal then ends the value with the process, as
+/// SIGKILL would.
+#[cfg(target_os = "linux")]
+pub(crate) fn track_held(name: &str, fd: i32, queue: &str) {
     let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
         return;
     };
     TABLE_PID.store(std::process::id(), Ordering::Relaxed);
-    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
+    for ((slot, fd_slot), queue_slot) in HELD.iter().zip(&HELD_FDS).zip(&HELD_QUEUES) {
         if slot
             .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            queue_slot.store(generated_bits(queue).unwrap_or(0), Ordering::Release);
             fd_slot.store(fd, Ordering::Release);
             return;
         }
@@ -445,14 +451,26 @@ pub(crate) fn untrack_held(name: &str) {
     }
 }
 
-/// Copies every held blob that no consumer has mapped into a named segment of its name.
-/// Async-signal-safe: `pread` of the blob's state word, `open`, `fstat`, `sendfile`, `close`.
+/// Copies every held blob that no consumer has mapped into a named segment of its name, if its
+/// queue outlives this process: its record is still there once [`remove_sealed`] has removed
+/// those no other live process holds (else nobody could ever receive the copy).
+/// Async-signal-safe: `access`, `pread` of the blob's state word, `open`, `fstat`, `sendfile`,
+/// `close`.
 #[cfg(target_os = "linux")]
 fn hand_over_held() {
-    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
+    for ((slot, fd_slot), queue_slot) in HELD.iter().zip(&HELD_FDS).zip(&HELD_QUEUES) {
         let bits = slot.swap(0, Ordering::AcqRel);
         let fd = fd_slot.swap(-1, Ordering::AcqRel);
-        if bits == 0 || fd < 0 {
+        let queue = queue_slot.swap(0, Ordering::AcqRel);
+        if bits == 0 || fd < 0 || queue == 0 {
+            continue;
+        }
+        let mut queue_stays = false;
+        with_generated_path(queue, |path| {
+            // SAFETY: `path` is a NUL-terminated string on our stack; access is a system call.
+            queue_stays = unsafe { libc::access(path, libc::F_OK) } == 0;
+        });
+        if !queue_stays {
             continue;
         }
         let mut state = [0u8; 8];

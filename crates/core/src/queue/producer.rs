@@ -366,7 +366,11 @@ impl Producer {
                     #[cfg(target_os = "linux")]
                     {
                         use std::os::fd::AsRawFd;
-                        crate::signals::track_held(seg.name(), seg.fd().as_raw_fd());
+                        crate::signals::track_held(
+                            seg.name(),
+                            seg.fd().as_raw_fd(),
+                            self.shared.segment.name(),
+                        );
                     }
                     self.held.push(*seg);
                 } else if blob::state(&seg) & blob::PRODUCER_GONE == 0 {
