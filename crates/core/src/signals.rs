@@ -80,6 +80,29 @@ static TERMINATING: AtomicBool = AtomicBool::new(false);
 /// Names that could not be registered (table full, or a name not made by `random_name`).
 static UNTRACKED: AtomicUsize = AtomicUsize::new(0);
 
+/// Puts `bits` into a free slot of `table`; the slot's index, or `None` if the table is full.
+fn claim_slot(table: &[AtomicU64], bits: u64) -> Option<usize> {
+    table.iter().position(|slot| {
+        slot.load(Ordering::Relaxed) == 0
+            && slot
+                .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    })
+}
+
+/// Frees the slot of `table` holding `bits`, calling `before` with its index just before; the
+/// index, or `None` if no slot held it. Acquire even on failure: a slot emptied by the handler
+/// must show what the handler stored before it.
+fn free_slot(table: &[AtomicU64], bits: u64, before: impl Fn(usize)) -> Option<usize> {
+    table.iter().enumerate().position(|(i, slot)| {
+        slot.load(Ordering::Acquire) == bits && {
+            before(i);
+            slot.compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        }
+    })
+}
+
 /// Registers `name` as owned by this process. Names not made by [`crate::random_name`] (and the
 /// one name whose random bits are all zero) are not tracked.
 pub(crate) fn track(name: &str) {
@@ -88,16 +111,9 @@ pub(crate) fn track(name: &str) {
         return;
     };
     TABLE_PID.store(std::process::id(), Ordering::Relaxed);
-    for slot in &OWNED {
-        if slot.load(Ordering::Relaxed) == 0
-            && slot
-                .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            return;
-        }
+    if claim_slot(&OWNED, bits).is_none() {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
     }
-    UNTRACKED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Unregisters `name`; returns whether it was in the table.
@@ -105,13 +121,8 @@ pub(crate) fn untrack(name: &str) -> bool {
     let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
         return false;
     };
-    // Acquire even on failure: a slot emptied by the handler must show its TERMINATING store.
-    OWNED.iter().any(|slot| {
-        slot.load(Ordering::Acquire) == bits
-            && slot
-                .compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    })
+    // A slot emptied by the handler shows its TERMINATING store (see `free_slot`).
+    free_slot(&OWNED, bits, |_| {}).is_some()
 }
 
 /// Unregisters `name` before ownership passes to another process (a blob about to be
@@ -419,17 +430,15 @@ pub(crate) fn track_held(name: &str, fd: i32, queue: &str) {
         return;
     };
     TABLE_PID.store(std::process::id(), Ordering::Relaxed);
-    for ((slot, fd_slot), queue_slot) in HELD.iter().zip(&HELD_FDS).zip(&HELD_QUEUES) {
-        if slot
-            .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            queue_slot.store(generated_bits(queue).unwrap_or(0), Ordering::Release);
-            fd_slot.store(fd, Ordering::Release);
-            return;
+    match claim_slot(&HELD, bits) {
+        Some(i) => {
+            HELD_QUEUES[i].store(generated_bits(queue).unwrap_or(0), Ordering::Release);
+            HELD_FDS[i].store(fd, Ordering::Release);
+        }
+        None => {
+            UNTRACKED.fetch_add(1, Ordering::Relaxed);
         }
     }
-    UNTRACKED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Unregisters the held blob `name` (before its descriptor is closed).
@@ -438,17 +447,7 @@ pub(crate) fn untrack_held(name: &str) {
     let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
         return;
     };
-    for (slot, fd_slot) in HELD.iter().zip(&HELD_FDS) {
-        if slot.load(Ordering::Acquire) == bits {
-            fd_slot.store(-1, Ordering::Release);
-            if slot
-                .compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return;
-            }
-        }
-    }
+    free_slot(&HELD, bits, |i| HELD_FDS[i].store(-1, Ordering::Release));
 }
 
 /// Copies every held blob that no consumer has mapped into a named segment of its name, if its
@@ -537,15 +536,9 @@ pub(crate) fn track_sealed(name: &str) {
         return;
     };
     TABLE_PID.store(std::process::id(), Ordering::Relaxed);
-    for slot in &SEALED {
-        if slot
-            .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return;
-        }
+    if claim_slot(&SEALED, bits).is_none() {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
     }
-    UNTRACKED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Unregisters the record `name` (this process no longer holds its memory).
@@ -554,14 +547,7 @@ pub(crate) fn untrack_sealed(name: &str) {
     let Some(bits) = generated_bits(name).filter(|&b| b != 0) else {
         return;
     };
-    for slot in &SEALED {
-        if slot
-            .compare_exchange(bits, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return;
-        }
-    }
+    free_slot(&SEALED, bits, |_| {});
 }
 
 /// Removes the records of sealed memory this process holds that no other live process holds.
