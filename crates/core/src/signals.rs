@@ -23,12 +23,19 @@
 //!   (exit status "killed by SIGINT/SIGTERM", as a shell or a supervisor expects).
 //! - The previous disposition was a handler (for example Node's own, which restores the terminal
 //!   and re-raises, or libuv's, which hands the signal to a JavaScript listener): chain to it, as
-//!   the kernel would have called it (including `SA_RESETHAND`'s reset to the default). Whether
-//!   the process dies is that handler's decision, so the names are unlinked only if, once it
-//!   returns, the signal is pending with the default disposition, i.e. the process is about to die
-//!   of it. A handler that keeps the process running (a JavaScript listener that ignores SIGINT)
-//!   leaves every segment in place; one that exits by itself (`_exit`) leaves them to the dead-owner
-//!   cleanup ([`crate::inventory`]).
+//!   the kernel would have called it. Whether the process dies is that handler's decision, so the
+//!   names are unlinked only if, once it returns, the signal is pending with the default
+//!   disposition, i.e. the process is about to die of it. A handler that keeps the process running
+//!   (a JavaScript listener that ignores SIGINT) leaves every segment in place; one that exits by
+//!   itself (`_exit`) leaves them to the dead-owner cleanup ([`crate::inventory`]).
+//! - A one-shot previous handler (`SA_RESETHAND`, as Node's is) is called once, and every later
+//!   delivery of that signal takes the default action, as the kernel would do; but our handler
+//!   stays installed to give it, rather than the disposition being reset before the call. The same
+//!   signal often comes twice at once (a pool worker's parent-death signal is sent once for every
+//!   thread of the dying parent) and lands on a second thread while the first is still in the
+//!   handler: reset early, it would kill the process before anything was removed.
+//! - However many threads handle a signal at once, the names are removed by one of them, and no
+//!   other lets the process die before that one is done (`remove_owned_once`).
 //! - The previous disposition was "ignore": nothing is installed for that signal.
 //!
 //! **Interrupted waits.** A handler we chain to may leave the signal to JavaScript (libuv's
@@ -629,7 +636,7 @@ mod imp {
     use super::{remove_owned, SignalSetup, INTERRUPTING, INTERRUPT_SYNC_WAITS};
     use crate::error::Error;
     use libc::{c_int, c_void, siginfo_t};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     const SIGNALS: [c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGABRT];
@@ -681,15 +688,72 @@ mod imp {
 
     /// Whether `sig` is about to kill the process: default disposition and pending.
     fn about_to_die_of(sig: c_int) -> bool {
-        // SAFETY: the out-parameters are valid locals; sigaction (query only) and sigpending are
+        // SAFETY: the out-parameter is a valid local; sigaction (query only) is
         // async-signal-safe.
-        unsafe {
+        let default = unsafe {
             let mut cur: libc::sigaction = std::mem::zeroed();
-            let mut pending: libc::sigset_t = std::mem::zeroed();
             libc::sigaction(sig, std::ptr::null(), &mut cur) == 0
                 && cur.sa_sigaction == libc::SIG_DFL
-                && libc::sigpending(&mut pending) == 0
-                && libc::sigismember(&pending, sig) == 1
+        };
+        default && pending(sig)
+    }
+
+    /// [`remove_owned_once`]'s progress in this process.
+    static CLEANUP: AtomicU32 = AtomicU32::new(CLEANUP_IDLE);
+    const CLEANUP_IDLE: u32 = 0;
+    const CLEANUP_RUNNING: u32 = 1;
+    const CLEANUP_DONE: u32 = 2;
+    /// The longest a handler waits for another thread's [`remove_owned`] (1 ms pauses).
+    const CLEANUP_WAIT_MS: u32 = 2_000;
+
+    /// Runs [`remove_owned`] once per process, however many threads' handlers ask at the same
+    /// time: the first runs it, and the others wait until it is done (at most
+    /// [`CLEANUP_WAIT_MS`]), so that none of them lets the process die while it runs.
+    /// Async-signal-safe: atomics and `nanosleep`.
+    fn remove_owned_once() {
+        match CLEANUP.compare_exchange(
+            CLEANUP_IDLE,
+            CLEANUP_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                remove_owned();
+                CLEANUP.store(CLEANUP_DONE, Ordering::Release);
+            }
+            Err(_) => {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                };
+                for _ in 0..CLEANUP_WAIT_MS {
+                    if CLEANUP.load(Ordering::Acquire) == CLEANUP_DONE {
+                        break;
+                    }
+                    // SAFETY: `pause` is a valid timespec on our stack; the remainder is not
+                    // asked for; nanosleep is async-signal-safe.
+                    unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+                }
+            }
+        }
+    }
+
+    /// Removes this process's names, then has `sig` end it with the default action: the
+    /// disposition is reset and the signal raised, blocked until this handler returns (our
+    /// mask is full) and then delivered.
+    fn die_of(sig: c_int) {
+        remove_owned_once();
+        set_default(sig);
+        // SAFETY: raise is async-signal-safe.
+        unsafe { libc::raise(sig) };
+    }
+
+    /// Whether `sig` is pending for this thread or the process.
+    fn pending(sig: c_int) -> bool {
+        // SAFETY: `set` is a valid local; sigpending and sigismember are async-signal-safe.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set) == 0 && libc::sigismember(&set, sig) == 1
         }
     }
 
@@ -700,17 +764,18 @@ mod imp {
         if let Some(i) = index(sig) {
             let prev = PREV_HANDLER[i].load(Ordering::Acquire);
             let flags = PREV_FLAGS[i].load(Ordering::Acquire) as c_int;
-            if prev == libc::SIG_DFL {
-                remove_owned();
-                set_default(sig);
-                // Blocked while this handler runs (our mask is full): delivered, with the default
-                // action, as soon as it returns.
-                // SAFETY: raise is async-signal-safe.
-                unsafe { libc::raise(sig) };
+            let one_shot = flags & libc::SA_RESETHAND != 0;
+            // A one-shot handler is called by the delivery that spends it (the previous
+            // disposition becomes the default); a delivery that finds it spent, here or on
+            // another thread, takes the default action (see the module documentation).
+            let spent_elsewhere = one_shot
+                && prev != libc::SIG_DFL
+                && PREV_HANDLER[i]
+                    .compare_exchange(prev, libc::SIG_DFL, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err();
+            if prev == libc::SIG_DFL || spent_elsewhere {
+                die_of(sig);
             } else if prev != libc::SIG_IGN {
-                if flags & libc::SA_RESETHAND != 0 {
-                    set_default(sig); // what the kernel does before calling a one-shot handler
-                }
                 if flags & libc::SA_SIGINFO != 0 {
                     // SAFETY: `prev` was installed with SA_SIGINFO, so it has this signature; it
                     // is called with the arguments the kernel gave us.
@@ -722,8 +787,10 @@ mod imp {
                     let f: extern "C" fn(c_int) = unsafe { std::mem::transmute(prev) };
                     f(sig);
                 }
-                if about_to_die_of(sig) {
-                    remove_owned();
+                if one_shot && pending(sig) {
+                    die_of(sig); // it re-raised (Node's does): the default action follows
+                } else if about_to_die_of(sig) {
+                    remove_owned_once();
                 } else if sig != libc::SIGABRT && INTERRUPT_SYNC_WAITS.load(Ordering::SeqCst) {
                     // Left to JavaScript, which runs only once no synchronous wait blocks it.
                     INTERRUPTING.store(sig, Ordering::SeqCst);

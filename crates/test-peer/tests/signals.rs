@@ -139,6 +139,53 @@ fn a_previous_one_shot_handler_that_re_raises_runs_and_the_queue_is_removed() {
 }
 
 #[test]
+fn a_second_delivery_while_a_one_shot_handler_runs_still_removes_the_queue_first() {
+    // A pool worker's parent-death signal comes once for every thread of its dying parent: the
+    // second lands on another thread while Node's one-shot handler still runs on the first.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut peer = Peer::spawn(
+            &["own-queue"],
+            &[SIGNALS_ON, NAMED, ("SHMPIPE_PEER_PREV", "node-like-slow")],
+        );
+        assert_eq!(peer.line(), INSTALLED);
+        let name = peer.line();
+        let _cleanup = RemoveOnDrop(name.clone());
+        peer.signal(sig);
+        std::thread::sleep(Duration::from_millis(100)); // the first is in the slow handler
+        peer.signal(sig);
+        assert_eq!(peer.killed_by(SOON), Some(sig));
+        assert!(!shm_exists(&name), "signal {sig}: {name} left in /dev/shm");
+    }
+}
+
+#[test]
+fn signals_handled_on_several_threads_at_once_remove_every_queue_before_the_process_dies() {
+    // One thread removes while the others wait for it: none of them may let the process die of
+    // the signal while names are still in the table.
+    for round in 0..3 {
+        let mut peer = Peer::spawn(&["own-queues", "1000"], &[SIGNALS_ON, NAMED]);
+        assert_eq!(peer.line(), INSTALLED);
+        let line = peer.line();
+        let names: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        let _cleanup: Vec<RemoveOnDrop> = names.iter().cloned().map(RemoveOnDrop).collect();
+        assert_eq!(names.len(), 1000);
+        // Removing 1000 names takes milliseconds: later deliveries land on other threads.
+        for _ in 0..10 {
+            peer.signal(libc::SIGTERM);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        assert_eq!(peer.killed_by(SOON), Some(libc::SIGTERM));
+        let left: Vec<&String> = names.iter().filter(|n| shm_exists(n)).collect();
+        assert!(
+            left.is_empty(),
+            "round {round}: {} of 1000 left, such as {:?}",
+            left.len(),
+            &left[..left.len().min(3)]
+        );
+    }
+}
+
+#[test]
 fn an_ignored_signal_stays_ignored() {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "trap '' INT; exec \"$0\" own-queue", PEER])

@@ -42,6 +42,8 @@
 //!   it runs on that CPU only (Linux).
 //! - `own-queue [BYTES]`: creates a queue (it owns it) of a BYTES ring (64 KiB), prints its
 //!   name, and sleeps until killed.
+//! - `own-queues COUNT`: creates COUNT small queues, prints their names on one line
+//!   (space-separated), and sleeps until killed, with three more threads idle.
 //! - `idle NAME`: registers a producer on the queue NAME, prints `ready`, and sleeps until
 //!   killed.
 //! - `attach-send NAME ID BYTES`: opens the queue NAME by its name; if that fails, prints
@@ -83,8 +85,10 @@
 //!   `no-space BYTES MESSAGE` or `error BYTES DEBUG`.
 //!
 //! Environment, applied before the role runs (for the signal-cleanup tests):
-//! - `SHMPIPE_PEER_PREV=node-like|swallow`: first installs a SIGINT/SIGTERM handler of its own:
-//!   `node-like` does what Node's default one does (one-shot, re-raises), `swallow` only counts.
+//! - `SHMPIPE_PEER_PREV=node-like|node-like-slow|swallow`: first installs a SIGINT/SIGTERM
+//!   handler of its own: `node-like` does what Node's default one does (one-shot, re-raises);
+//!   `node-like-slow` too, after 300 ms, in a process with a second thread (where another
+//!   delivery of the signal lands meanwhile); `swallow` only counts.
 //! - `SHMPIPE_PEER_SIGNALS=1`: then calls `install_signal_cleanup` and prints the outcome
 //!   (`signals [Installed, Installed, Installed]`: SIGINT, SIGTERM, SIGABRT).
 
@@ -102,12 +106,32 @@ fn install_previous_handler(kind: &str) {
         // SAFETY: raise is async-signal-safe.
         unsafe { libc::raise(sig) };
     }
+    extern "C" fn node_like_slow(sig: libc::c_int) {
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 300_000_000,
+        };
+        // SAFETY: `pause` is a valid timespec; nanosleep and raise are async-signal-safe.
+        unsafe {
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    }
     extern "C" fn swallow(_sig: libc::c_int) {}
     let (handler, flags) = match kind {
         "node-like" => (
             node_like as extern "C" fn(libc::c_int) as usize,
             libc::SA_RESETHAND,
         ),
+        "node-like-slow" => {
+            std::thread::spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(60));
+            });
+            (
+                node_like_slow as extern "C" fn(libc::c_int) as usize,
+                libc::SA_RESETHAND,
+            )
+        }
         "swallow" => (swallow as extern "C" fn(libc::c_int) as usize, 0),
         other => panic!("unknown SHMPIPE_PEER_PREV {other}"),
     };
@@ -415,6 +439,31 @@ fn main() {
             say(q.name());
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "own-queues" => {
+            // `own-queues COUNT`: COUNT small queues, their names on one line, in a process with
+            // three more threads idle (where further deliveries of a signal land).
+            let count: usize = arg(&args, 1);
+            for _ in 0..3 {
+                std::thread::spawn(|| loop {
+                    std::thread::sleep(Duration::from_secs(60));
+                });
+            }
+            let queues: Vec<Queue> = (0..count)
+                .map(|_| {
+                    Queue::create(&QueueOptions {
+                        capacity: 4,
+                        bytes: 4 << 10,
+                        max_producers: 1,
+                    })
+                    .unwrap()
+                })
+                .collect();
+            let names: Vec<&str> = queues.iter().map(Queue::name).collect();
+            say(&names.join(" "));
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
             }
         }
         #[cfg(target_os = "linux")]
