@@ -36,9 +36,12 @@ use std::sync::{Arc, OnceLock};
 pub use crate::blob_state::{CONSUMER_GONE, PHASE, PICKED_UP, PRODUCER_GONE, RELEASED, SENT};
 
 /// A producer keeps at most this many blobs. A stream runs with as many blobs as the queue has
-/// records in flight, plus the one the consumer holds and the one being filled: a producer that
-/// kept fewer would find them all still in flight and make fresh ones.
-pub const MAX_KEPT: usize = 8;
+/// records in flight, plus those the consumer holds and the one being filled: a producer that
+/// kept fewer would find them all still in flight and make fresh ones, which costs several times
+/// the copy (`docs/decisions/2026-12-08-blob-keep.md`). A receiver taking values with `get()`
+/// holds a value's blob until the garbage collector has collected it, often 10 to 30 values of
+/// 10 MB later.
+pub const MAX_KEPT: usize = 32;
 
 /// The largest reuse: a blob is taken for a message of at least half its size, so that small
 /// messages do not pin a large blob.
@@ -171,18 +174,25 @@ pub fn process_keep_budget() -> u64 {
 /// [`process_keep_budget`] for blobs in sealed memory ([`crate::Backing::Memfd`]), which
 /// `/dev/shm`'s size does not bound: the [`KEEP_BUDGET_ENV`] variable if it holds a number;
 /// else an eighth of the memory this process may use (its cgroup's limit, or the machine's),
-/// at most 1 GiB. Read once.
+/// at most [`SEALED_KEEP_CAP`]. Read once.
 pub fn sealed_keep_budget() -> u64 {
     static BUDGET: OnceLock<u64> = OnceLock::new();
     *BUDGET.get_or_init(|| {
         keep_budget_from_env().unwrap_or_else(|| {
-            crate::memory_limit::memory_size().map_or(KEEP_CAP, |bytes| (bytes / 8).min(KEEP_CAP))
+            crate::memory_limit::memory_size()
+                .map_or(KEEP_CAP, |bytes| (bytes / 8).min(SEALED_KEEP_CAP))
         })
     })
 }
 
-/// The most either keep budget is by default.
+/// The most [`process_keep_budget`] is by default, and [`sealed_keep_budget`] where the memory
+/// size is unknown.
 const KEEP_CAP: u64 = 1 << 30;
+
+/// The most [`sealed_keep_budget`] is by default: room for a stream of 1 GiB values to reuse
+/// two or three blobs (one the receiver holds, one being filled) instead of making a fresh one
+/// for every value, which runs 10 to 20 times slower than the copy.
+pub const SEALED_KEEP_CAP: u64 = 4 << 30;
 
 /// The budget [`KEEP_BUDGET_ENV`] sets, if it holds a number.
 fn keep_budget_from_env() -> Option<u64> {
