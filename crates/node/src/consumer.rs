@@ -10,7 +10,7 @@
 
 use crate::args::timeout;
 use crate::errors::{closed, invalid, poisoned, IntoNapi, Result};
-use crate::external::{self, external_buffer, Collect};
+use crate::external::{self, external_buffer};
 use crate::recycle::{BufferPool, MIN_BYTES};
 use crate::waiter::{spawn_wait, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
@@ -97,7 +97,7 @@ fn to_buffer<'env>(
         // runs only once JavaScript can no longer reach the Buffer; moving a Vec does not move
         // its heap memory. No other Buffer wraps this memory until the finalizer gives it back.
         return unsafe {
-            external_buffer(env, ptr, len, bytes, Collect::AsUsual, move |bytes| {
+            external_buffer(env, ptr, len, bytes, move |bytes| {
                 if let Some(pool) = pool.upgrade() {
                     pool.give(bytes);
                 }
@@ -115,7 +115,7 @@ fn to_buffer<'env>(
     // moved into the finalizer, which runs only once JavaScript can no longer reach the Buffer.
     // No other Buffer wraps this mapping meanwhile, and nothing writes it: its producer writes a
     // blob again only after the message in it is dropped (`shmpipe_core` blob reuse).
-    unsafe { external_buffer(env, ptr, len, msg, Collect::Sooner, drop) }.napi()
+    unsafe { external_buffer(env, ptr, len, msg, drop) }.napi()
 }
 
 /// A message received without copying.

@@ -8,10 +8,11 @@
 //! it resolves (`src/pipe.ts`), and the synchronous takes copy into Node's allocator instead,
 //! whose Buffers need no finalizer.
 //!
-//! V8 already counts an external Buffer's size when it schedules collections. Only a blob view
-//! also reports it with `napi_adjust_external_memory` ([`Collect::Sooner`]): counted twice, its
-//! bytes make V8 collect about twice as often, and the blob goes back to its sender, which
-//! reuses it, sooner.
+//! V8 already counts an external Buffer's size when it schedules collections; nothing reports it
+//! again. (Reporting a blob view's bytes a second time, with `napi_adjust_external_memory`, made
+//! V8 collect twice as often, which gave blobs back sooner but took the CPU time the sender needed
+//! to fill them: `get()` of 10 MB values ran at 6.7–7.7 GB/s with it and 8.5 GB/s without,
+//! `docs/decisions/2026-12-08-blob-keep.md`.)
 //!
 //! The measurements behind the bound: `docs/decisions/2026-12-07-get-memory.md`.
 
@@ -47,15 +48,6 @@ pub fn external_bytes_outstanding() -> f64 {
     OUTSTANDING.load(Ordering::Relaxed) as f64
 }
 
-/// How soon V8 should collect an external Buffer's memory.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Collect {
-    /// As V8 schedules it for any external memory.
-    AsUsual,
-    /// Sooner: its size is reported again (`napi_adjust_external_memory`) until it is finalized.
-    Sooner,
-}
-
 /// A Buffer over `len` bytes at `ptr`, owned by `owner`, which `finalize` receives once
 /// JavaScript can no longer reach the Buffer; counted in the outstanding bytes until then.
 ///
@@ -67,34 +59,23 @@ pub unsafe fn external_buffer<'env, T: 'static>(
     ptr: *mut u8,
     len: usize,
     owner: T,
-    collect: Collect,
     finalize: impl FnOnce(T) + 'static,
 ) -> Result<BufferSlice<'env>> {
     OUTSTANDING.fetch_add(len, Ordering::Relaxed);
-    let sooner = collect == Collect::Sooner;
-    if sooner {
-        let _ = env.adjust_external_memory(len as i64);
-    }
     // Whether the finalizer ran (a runtime without external buffers copies and runs it at once).
     let finalized = Rc::new(Cell::new(false));
     let ran = finalized.clone();
     // SAFETY: the caller guarantees `ptr` is valid for `len` bytes while `owner` lives, and the
     // finalizer receives `owner` only once JavaScript can no longer reach the Buffer.
     let made = unsafe {
-        BufferSlice::from_external(env, ptr, len, owner, move |env, owner| {
+        BufferSlice::from_external(env, ptr, len, owner, move |_env, owner| {
             ran.set(true);
             OUTSTANDING.fetch_sub(len, Ordering::Relaxed);
-            if sooner {
-                let _ = env.adjust_external_memory(-(len as i64));
-            }
             finalize(owner);
         })
     };
     if made.is_err() && !finalized.get() {
         OUTSTANDING.fetch_sub(len, Ordering::Relaxed);
-        if sooner {
-            let _ = env.adjust_external_memory(-(len as i64));
-        }
     }
     made
 }
