@@ -68,7 +68,7 @@ export function sizeLabel(size: number): string {
 }
 
 /** How shmpipe's consumer takes messages (see `shmpipe.ts`). */
-export type ShmpipeReceive = 'get' | 'iterator' | 'receive'
+export type ShmpipeReceive = 'get' | 'get-nowait' | 'iterator' | 'receive'
 
 /** Whether `t` is one of the ways of using shmpipe. */
 export function isShmpipe(t: Transport): boolean {

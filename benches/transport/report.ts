@@ -58,7 +58,13 @@ export function bySize(results: CellResult[]): Map<number, Map<Transport, CellRe
 /** The name of a transport, as plain text; `shmpipeReceive`: how `shmpipe` received. */
 export function transportName(t: Transport, shmpipeReceive: ShmpipeReceive = 'get'): string {
   if (t === 'shmpipe')
-    return `shmpipe ${shmpipeReceive === 'iterator' ? 'for await' : `${shmpipeReceive}()`}`
+    return `shmpipe ${
+      shmpipeReceive === 'iterator'
+        ? 'for await'
+        : shmpipeReceive === 'get-nowait'
+          ? 'getNowait() || get()'
+          : `${shmpipeReceive}()`
+    }`
   if (t === 'shmpipe_receive') return 'shmpipe receive()'
   return t
 }

@@ -5,9 +5,11 @@
  * child process sending to its parent, as in the README's quick start).
  *
  * - Producer: `tryPut(value)`, falling back to `await put(value)` when the pipe is full.
- * - Consumer (`CellConfig.shmpipeReceive`): `get` drains with `getNowait()` and falls back to
- *   `await get()` when the pipe is empty (a value stored inline is copied out of the ring; one
- *   that travelled in a segment of its own is mapped, not copied); `iterator` is
+ * - Consumer (`CellConfig.shmpipeReceive`): `get` is `await get()` (a value stored inline is
+ *   copied out of the ring; one that travelled in a segment of its own is mapped, not copied);
+ *   `get-nowait` drains with `getNowait()` and falls back to `await get()` when the pipe is
+ *   empty (past the receiver's bound on mapped values not yet collected, `getNowait()` copies a
+ *   large value out, as it cannot let the event loop turn); `iterator` is
  *   `for await (const v of receiver)`; `receive` is `await receive()` (zero copy: the value is a
  *   view into shared memory) and `release()` once checked.
  *
@@ -39,6 +41,12 @@ export function shmpipeConsumer(cfg: CellConfig): ConsumerSide {
   let bad = 0
   let receive: (n: number) => Promise<void>
   if (cfg.shmpipeReceive === 'get') {
+    receive = async (n) => {
+      for (let i = 0; i < n; i++) {
+        if (!checkValue(await receiver.get(), cfg, delivered++)) bad++
+      }
+    }
+  } else if (cfg.shmpipeReceive === 'get-nowait') {
     receive = async (n) => {
       for (let i = 0; i < n; i++) {
         let m = receiver.getNowait()
