@@ -118,3 +118,25 @@ test('get() memory benchmark, quick: receivers get every value intact and count 
     t.true(r.peakPrivate > 0 && r.peakTotal >= r.peakPrivate + 1e7, what)
   }
 })
+
+test('blob-keep probe: takes every value from another process and reports the sender’s faults', async (t) => {
+  const before = new Set(shmSegments().keys())
+  const script = fileURLToPath(new URL('../benches/probes/blob-keep/probe.ts', import.meta.url))
+  const child = spawnNode(t, ['--import=tsx', script, '--sizes=2e7', '--count=8'])
+  const line = (await child.next(60_000)) as {
+    size: number
+    count: number
+    gbPerSecond: number
+    senderFaultsPerValue: number
+  }
+  t.deepEqual(await child.exited, { code: 0, signal: null }, child.stderr())
+  t.is(line.size, 2e7)
+  t.is(line.count, 8)
+  t.true(line.gbPerSecond > 0)
+  // The first blobs are fresh: their pages are faulted in as the sender writes them.
+  t.true(line.senderFaultsPerValue > 0, `${line.senderFaultsPerValue} faults per value`)
+  const left = [...shmSegments()].filter(
+    ([name, pid]) => !before.has(name) && pid === child.process.pid,
+  )
+  t.deepEqual(left, [], 'segments left in /dev/shm by the probe')
+})

@@ -141,6 +141,9 @@ export const COLD_SPAN = 512 * 1024 * 1024
  */
 export const PIPE_BYTES = 64 * 1024 * 1024
 
+/** Values a shmpipe cell sends before its timed rounds when they travel in blobs. */
+export const BLOB_POOL_WARMUP = 40
+
 /** The plan of a cell: warm-up, rounds and queue depth scaled by the message size. */
 export function planCell(
   transport: Transport,
@@ -159,6 +162,10 @@ export function planCell(
   // header and the encoding (the value and a header of at most 16 bytes), in whole 64-byte lines.
   const record = Math.ceil((size + 48) / 64) * 64
   const lap = isShmpipe(transport) ? Math.ceil(pipeBytes / record) + 1 : 0
+  // A value over half the ring travels in a blob, and the sender makes fresh blobs until it
+  // keeps as many as the stream has in use at once (up to 32, MAX_KEPT in crates/core/src/blob.rs;
+  // fewer for the largest values, which the keep budget limits): the warm-up sends that many.
+  const blobs = isShmpipe(transport) && size > pipeBytes / 2 ? BLOB_POOL_WARMUP : 0
   const shmpipeReceive = transport === 'shmpipe_receive' ? 'receive' : opts.shmpipeReceive
   if (opts.quick) {
     return {
@@ -178,7 +185,7 @@ export function planCell(
   return {
     transport,
     size,
-    warmup: Math.max(lap, 1, Math.min(20_000, Math.floor(100e6 / size))),
+    warmup: Math.max(lap, blobs, 1, Math.min(20_000, Math.floor(100e6 / size))),
     rounds: 3,
     roundNs: 250e6,
     minN: size >= 1e9 ? 2 : 3,
