@@ -368,6 +368,16 @@ export interface ProcessInfo {
 export declare function producerTrySend(handle: ExternalObject<ProducerHandle>, data: Uint8Array): boolean
 
 /**
+ * Sends one message gathered from `scratch[..scratchLen]` and the binary `parts`: part `i` goes
+ * where `scratch` offset `at[i]` falls in the message (the rest of `scratch` around it, in
+ * order), as the codec lays out a value with deferred binary parts. Returns whether it was
+ * sent (the queue had room). Every byte is copied straight into place, so a value holding large
+ * binary parts needs no Buffer over the reserved memory (V8 would count one of the message's
+ * whole size, for every message, until it collected it).
+ */
+export declare function producerTrySendGathered(handle: ExternalObject<ProducerHandle>, scratch: Uint8Array, scratchLen: number, at: Array<number>, parts: Array<Uint8Array>): boolean
+
+/**
  * Sends `head[..headLen]` followed by `body` as one message if the queue has room now;
  * returns whether it was sent. Both parts are copied straight into place (into the ring, or
  * into the message's own segment), so a lone binary value needs neither an intermediate buffer

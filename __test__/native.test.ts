@@ -133,3 +133,32 @@ test('writeReserved rejects a range outside the reservation, or none open, and w
     queue.close()
   }
 })
+
+test('producerTrySendGathered lays out parts where the offsets say, and rejects bad offsets without sending', (t) => {
+  const queue = native.NativeQueue.create(8, 1 << 20, 1)
+  const producer = queue.producer()
+  const consumer = queue.consumer()
+  const handle = producer.handle()
+  try {
+    const invalid = { code: 'ERR_SHMPIPE_INVALID_ARGUMENT' }
+    const bytes = Uint8Array.of(1, 2, 3, 4, 5)
+    const parts = [Uint8Array.of(10, 11), Uint8Array.of(20)]
+    // Out of order, past scratchLen, fewer offsets than parts, scratchLen past the bytes.
+    t.throws(() => native.producerTrySendGathered(handle, bytes, 5, [3, 1], parts), invalid)
+    t.throws(() => native.producerTrySendGathered(handle, bytes, 5, [1, 6], parts), invalid)
+    t.throws(() => native.producerTrySendGathered(handle, bytes, 5, [1], parts), invalid)
+    t.throws(() => native.producerTrySendGathered(handle, bytes, 6, [1, 3], parts), invalid)
+    t.is(consumer.tryRecv(), null, 'nothing was sent')
+    t.true(native.producerTrySendGathered(handle, bytes, 5, [1, 3], parts))
+    t.deepEqual([...consumer.tryRecv()!], [1, 10, 11, 2, 3, 20, 4, 5])
+    // Parts at the very start and end, and the same offset twice.
+    t.true(native.producerTrySendGathered(handle, bytes, 5, [0, 5], parts))
+    t.deepEqual([...consumer.tryRecv()!], [10, 11, 1, 2, 3, 4, 5, 20])
+    t.true(native.producerTrySendGathered(handle, bytes, 5, [2, 2], parts))
+    t.deepEqual([...consumer.tryRecv()!], [1, 2, 10, 11, 20, 3, 4, 5])
+  } finally {
+    producer.close()
+    consumer.close()
+    queue.close()
+  }
+})

@@ -15,7 +15,7 @@
 
 import { decode, encode, MAX_VIEW_HEADER, writeEncoded, type Encoded } from './codec.js'
 import { decodePrefix } from './codec/decode.js'
-import { viewParts } from './codec/encode.js'
+import { gatheredParts, viewParts } from './codec/encode.js'
 import {
   ERR_SHMPIPE_BUSY,
   ERR_SHMPIPE_CLOSED,
@@ -416,6 +416,13 @@ export class Sender implements Disposable {
       enc.writeTo(buf)
       const handle = this.#fast
       return call(() => native.producerTrySend(handle, buf))
+    }
+    const gathered = gatheredParts(enc)
+    if (gathered !== null) {
+      // Binary parts and the bytes around them: the addon copies each straight into place.
+      const { bytes, at, parts } = gathered
+      const handle = this.#fast
+      return call(() => native.producerTrySendGathered(handle, bytes, bytes.byteLength, at, parts))
     }
     const producer = this.#producer
     const target = call(() => producer.tryReserve(len))

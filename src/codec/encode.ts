@@ -102,8 +102,11 @@ class EncodedValue implements Encoded {
     readonly value: unknown,
   ) {}
 
-  writeTo(target: Uint8Array, copy: CopyBytes = setBytes): void {
-    checkTarget(target, this.byteLength)
+  /**
+   * The encoding's own bytes (without its deferred chunks), encoded again if a later encode
+   * took them; throws if a binary chunk changed size since `encode`.
+   */
+  structBytes(): Uint8Array {
     if (this.buf === null) {
       // Lost its bytes to a later encode: encode again (the same size, or it throws).
       if (this.w.busy) this.w = new Writer()
@@ -111,17 +114,23 @@ class EncodedValue implements Encoded {
     }
     const buf = this.buf!
     const n = this.structLen
-    const src = buf === this.w.buf ? this.w.view(n) : new Uint8Array(buf.buffer, buf.byteOffset, n)
+    for (const c of this.chunks ?? []) {
+      if (c.bytes !== null && c.bytes.byteLength !== c.byteLength)
+        throw invalidArgument(
+          'writeTo(): a binary value changed size since encode() (was its ArrayBuffer detached or resized?)',
+        )
+    }
+    return buf === this.w.buf ? this.w.view(n) : new Uint8Array(buf.buffer, buf.byteOffset, n)
+  }
+
+  writeTo(target: Uint8Array, copy: CopyBytes = setBytes): void {
+    checkTarget(target, this.byteLength)
+    const src = this.structBytes()
+    const n = this.structLen
     const chunks = this.chunks
     if (chunks === null) {
       target.set(src)
     } else {
-      for (const c of chunks) {
-        if (c.bytes !== null && c.bytes.byteLength !== c.byteLength)
-          throw invalidArgument(
-            'writeTo(): a binary value changed size since encode() (was its ArrayBuffer detached or resized?)',
-          )
-      }
       let from = 0
       let to = 0
       for (const c of chunks) {
@@ -205,6 +214,31 @@ export function viewParts(
   if (!(enc instanceof EncodedView)) return null
   enc.writeHeader(head)
   return { headLength: enc.headerLength, body: enc.bytes }
+}
+
+/**
+ * For an encoding whose deferred chunks are all binary (no long strings): its own bytes and,
+ * for each chunk, where in them it goes (`at`, as in {@link Chunk}) and its bytes, so that a
+ * sender can copy everything straight into place (the encoding is `bytes[0, at[0])`, `parts[0]`,
+ * `bytes[at[0], at[1])`, `parts[1]`, …, then the rest of `bytes`). Otherwise returns null (use
+ * `writeTo`). Throws as `writeTo` does if a binary value changed size since `encode`.
+ *
+ * @internal Not part of the package's API.
+ */
+export function gatheredParts(
+  enc: Encoded,
+): { bytes: Uint8Array; at: number[]; parts: Uint8Array[] } | null {
+  if (!(enc instanceof EncodedValue) || enc.chunks === null) return null
+  const at: number[] = []
+  const parts: Uint8Array[] = []
+  for (const c of enc.chunks) {
+    if (c.bytes === null) return null
+    at.push(c.at)
+    parts.push(c.bytes)
+  }
+  const bytes = enc.structBytes()
+  enc.written = true
+  return { bytes, at, parts }
 }
 
 function checkTarget(target: Uint8Array, byteLength: number): void {

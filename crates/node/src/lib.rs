@@ -4,7 +4,7 @@
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
-//!   `producerTrySend`/`producerTrySendParts`, sends as free functions (cheaper to call)
+//!   `producerTrySend`/`producerTrySendParts`/`producerTrySendGathered`, sends as free functions (cheaper to call)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
@@ -55,7 +55,10 @@ pub use cleanup::{
 pub use consumer::{consumer_try_recv_into, ConsumerHandle, NativeConsumer, NativeMessage};
 pub use external::{external_bytes_outstanding, external_over_bound};
 pub use parent::watch_parent;
-pub use producer::{producer_try_send, producer_try_send_parts, NativeProducer, ProducerHandle};
+pub use producer::{
+    producer_try_send, producer_try_send_gathered, producer_try_send_parts, NativeProducer,
+    ProducerHandle,
+};
 pub use queue::{default_pipe_backing, NativeQueue};
 
 /// Version of the shared-memory layout implemented by `shmpipe-core`.

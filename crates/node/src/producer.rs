@@ -49,6 +49,54 @@ pub fn producer_try_send_parts(
     })
 }
 
+/// Sends one message gathered from `scratch[..scratchLen]` and the binary `parts`: part `i` goes
+/// where `scratch` offset `at[i]` falls in the message (the rest of `scratch` around it, in
+/// order), as the codec lays out a value with deferred binary parts. Returns whether it was
+/// sent (the queue had room). Every byte is copied straight into place, so a value holding large
+/// binary parts needs no Buffer over the reserved memory (V8 would count one of the message's
+/// whole size, for every message, until it collected it).
+#[napi(catch_unwind)]
+pub fn producer_try_send_gathered(
+    handle: &External<ProducerHandle>,
+    scratch: Uint8ArraySlice,
+    scratch_len: u32,
+    at: Vec<u32>,
+    parts: Vec<Uint8Array>,
+) -> Result<bool> {
+    let scratch = scratch
+        .get(..scratch_len as usize)
+        .ok_or_else(|| invalid("scratchLen is longer than scratch"))?;
+    if at.len() != parts.len() {
+        return Err(invalid("at and parts differ in length"));
+    }
+    if at.windows(2).any(|w| w[0] > w[1]) || at.last().is_some_and(|&a| a > scratch_len) {
+        return Err(invalid(
+            "the offsets in at must be in order and within scratchLen",
+        ));
+    }
+    let total = parts
+        .iter()
+        .try_fold(scratch.len() as u64, |n, p| n.checked_add(p.len() as u64))
+        .ok_or_else(|| invalid("the message is too large"))?;
+    with_handle(&handle.0, "sender", |p| {
+        let Some(mut loan) = p.try_reserve(total).napi()? else {
+            return Ok(false);
+        };
+        let (mut from, mut to) = (0usize, 0usize);
+        for (&a, part) in at.iter().zip(&parts) {
+            let a = a as usize;
+            loan.as_mut_slice()[to..to + (a - from)].copy_from_slice(&scratch[from..a]);
+            to += a - from;
+            from = a;
+            loan.copy_from(to, part);
+            to += part.len();
+        }
+        loan.as_mut_slice()[to..].copy_from_slice(&scratch[from..]);
+        loan.commit().napi()?;
+        Ok(true)
+    })
+}
+
 /// A registered sender.
 #[napi]
 pub struct NativeProducer {
