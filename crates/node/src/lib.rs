@@ -4,7 +4,8 @@
 //! codec and the public API are TypeScript. Module map:
 //! - `queue`: `NativeQueue` (create/open a queue, register ends)
 //! - `producer`: `NativeProducer` (send, reserve in place, waits for space and acks), and
-//!   `producerTrySend`/`producerTrySendParts`/`producerTrySendGathered`, sends as free functions (cheaper to call)
+//!   `producerTrySend`/`producerTrySendParts`/`producerTrySendGathered`, sends as free functions
+//!   (cheaper to call)
 //! - `consumer`: `NativeConsumer`, `NativeMessage` (receive copied or zero-copy), and
 //!   `consumerTryRecvInto`, the small-message receive as a free function
 //! - `recycle`: the memory of collected large Buffers, reused for the next large messages
