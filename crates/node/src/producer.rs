@@ -6,7 +6,7 @@ use crate::errors::{closed, invalid, poisoned, IntoNapi, Result};
 use crate::waiter::{spawn_wait, wait_with, with_handle, Waiter};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use shmpipe_core::{CancelToken, Producer, Queue, RawLoan, WaitOptions};
+use shmpipe_core::{CancelToken, Loan, Producer, Queue, RawLoan, WaitOptions};
 use std::sync::{Arc, Mutex};
 
 /// The sender as the fast free functions reach it (through an External, see
@@ -38,15 +38,44 @@ pub fn producer_try_send_parts(
     let head = head
         .get(..head_len as usize)
         .ok_or_else(|| invalid("headLen is longer than head"))?;
+    send_gathered(handle, head, &[head.len() as u32], &[&body])
+}
+
+/// Sends, if the queue has room now, the message that is `scratch` with `parts[i]` inserted at
+/// `scratch` offset `at[i]` (offsets in order, within `scratch`; checked by the callers); returns
+/// whether it was sent. The parts are copied with [`Loan::copy_from`] (streamed when large).
+fn send_gathered(
+    handle: &External<ProducerHandle>,
+    scratch: &[u8],
+    at: &[u32],
+    parts: &[&[u8]],
+) -> Result<bool> {
+    let total = parts
+        .iter()
+        .try_fold(scratch.len() as u64, |n, p| n.checked_add(p.len() as u64))
+        .ok_or_else(|| invalid("the message is too large"))?;
     with_handle(&handle.0, "sender", |p| {
-        let Some(mut loan) = p.try_reserve((head.len() + body.len()) as u64).napi()? else {
+        let Some(mut loan) = p.try_reserve(total).napi()? else {
             return Ok(false);
         };
-        loan.as_mut_slice()[..head.len()].copy_from_slice(head);
-        loan.copy_from(head.len(), &body);
+        fill_gathered(&mut loan, scratch, at, parts);
         loan.commit().napi()?;
         Ok(true)
     })
+}
+
+/// Writes the gathered message of [`send_gathered`] into `loan`, which has its exact length.
+fn fill_gathered(loan: &mut Loan<'_>, scratch: &[u8], at: &[u32], parts: &[&[u8]]) {
+    let (mut from, mut to) = (0usize, 0usize);
+    for (&a, part) in at.iter().zip(parts) {
+        let a = a as usize;
+        loan.as_mut_slice()[to..to + (a - from)].copy_from_slice(&scratch[from..a]);
+        to += a - from;
+        from = a;
+        loan.copy_from(to, part);
+        to += part.len();
+    }
+    loan.as_mut_slice()[to..].copy_from_slice(&scratch[from..]);
 }
 
 /// Sends one message gathered from `scratch[..scratchLen]` and the binary `parts`: part `i` goes
@@ -74,27 +103,8 @@ pub fn producer_try_send_gathered(
             "the offsets in at must be in order and within scratchLen",
         ));
     }
-    let total = parts
-        .iter()
-        .try_fold(scratch.len() as u64, |n, p| n.checked_add(p.len() as u64))
-        .ok_or_else(|| invalid("the message is too large"))?;
-    with_handle(&handle.0, "sender", |p| {
-        let Some(mut loan) = p.try_reserve(total).napi()? else {
-            return Ok(false);
-        };
-        let (mut from, mut to) = (0usize, 0usize);
-        for (&a, part) in at.iter().zip(&parts) {
-            let a = a as usize;
-            loan.as_mut_slice()[to..to + (a - from)].copy_from_slice(&scratch[from..a]);
-            to += a - from;
-            from = a;
-            loan.copy_from(to, part);
-            to += part.len();
-        }
-        loan.as_mut_slice()[to..].copy_from_slice(&scratch[from..]);
-        loan.commit().napi()?;
-        Ok(true)
-    })
+    let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+    send_gathered(handle, scratch, &at, &parts)
 }
 
 /// A registered sender.
